@@ -1,0 +1,36 @@
+// Package fanout holds edgerelay's channels and hands each channel update to
+// the subscribers of that channel.
+//
+// # Model
+//
+// A channel is named by segments joined with ':' (for example
+// "odds:football:epl:match-123:1x2"). The Hub keeps, per channel, the latest
+// Publication (the last-value cache) and the set of Subscribers. Publish
+// replaces the cached value and, if the channel has subscribers, encodes the
+// update once into a Frame (with the Encoder given at construction) and
+// passes that same Frame to every subscriber. Subscribe registers a
+// subscriber and reports the cached value in one step, so a subscriber sees
+// the cached value first and then every later update, with nothing lost and
+// nothing repeated in between.
+//
+// Memory is bounded by Config.MaxChannels and Config.MaxCachedBytes. When
+// either is exceeded, or a channel has had no subscriber and no update for
+// Config.IdleTTL, idle channels (no subscribers), least recently active
+// first, are evicted. Channels with subscribers are never evicted: their
+// number is bounded by connections times subscriptions per connection.
+// Evictions are counted in Stats.
+//
+// # Concurrency
+//
+// All Hub methods are safe for concurrent use. Publishes to one channel are
+// serialised by that channel's lock; publishes to different channels only
+// share a shard's read lock while the channel is looked up. Subscriber.Deliver
+// and the callback given to Subscribe run with the channel's lock held: they
+// must not block and must not call back into the Hub.
+//
+// Lock order: shard.mu, then channel.mu. Nothing else is held while either
+// is taken.
+//
+// This package imports nothing but the standard library (a test enforces
+// it), so it can be tested and benchmarked without Kafka or a network.
+package fanout

@@ -1,0 +1,392 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures a Hub. The zero value of every field but Encoder means
+// "use the default" given in the field's comment.
+type Config struct {
+	// Encoder encodes an update once for all subscribers. Required.
+	Encoder Encoder
+	// Shards is the number of channel-map shards (default 64).
+	Shards int
+	// MaxChannels caps the number of channels kept (default 100,000).
+	MaxChannels int
+	// MaxCachedBytes caps the bytes held by cached publications
+	// (default 256 MiB).
+	MaxCachedBytes int64
+	// IdleTTL evicts a channel that has had no subscriber and no update for
+	// this long (default 1h; negative disables idle eviction).
+	IdleTTL time.Duration
+	// MaxNameLength is the longest accepted channel name
+	// (default DefaultMaxNameLength).
+	MaxNameLength int
+	// Now returns the current time (default time.Now); tests replace it.
+	Now func() time.Time
+}
+
+// DefaultConfig returns a Config with every default filled in except Encoder.
+func DefaultConfig() Config {
+	return Config{
+		Shards:         64,
+		MaxChannels:    100_000,
+		MaxCachedBytes: 256 << 20,
+		IdleTTL:        time.Hour,
+		MaxNameLength:  DefaultMaxNameLength,
+		Now:            time.Now,
+	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	if c.Shards <= 0 {
+		c.Shards = d.Shards
+	}
+	if c.MaxChannels <= 0 {
+		c.MaxChannels = d.MaxChannels
+	}
+	if c.MaxCachedBytes <= 0 {
+		c.MaxCachedBytes = d.MaxCachedBytes
+	}
+	if c.IdleTTL == 0 {
+		c.IdleTTL = d.IdleTTL
+	}
+	if c.MaxNameLength <= 0 {
+		c.MaxNameLength = d.MaxNameLength
+	}
+	if c.Now == nil {
+		c.Now = d.Now
+	}
+}
+
+// Errors returned by Subscribe.
+var (
+	ErrAlreadySubscribed = errors.New("fanout: already subscribed")
+)
+
+// Stats are the Hub's counters and gauges, read without stopping the Hub.
+type Stats struct {
+	Channels       int64
+	CachedBytes    int64
+	Subscriptions  int64
+	Publications   uint64
+	Deliveries     uint64
+	DeliveredBytes uint64
+	EvictedIdle    uint64 // evicted after IdleTTL
+	EvictedCap     uint64 // evicted to get under MaxChannels or MaxCachedBytes
+}
+
+// Hub is the channel registry, last-value cache and fan-out point.
+type Hub struct {
+	cfg    Config
+	seed   maphash.Seed
+	shards []shard
+
+	channels       atomic.Int64
+	cachedBytes    atomic.Int64
+	subscriptions  atomic.Int64
+	publications   atomic.Uint64
+	deliveries     atomic.Uint64
+	deliveredBytes atomic.Uint64
+	evictedIdle    atomic.Uint64
+	evictedCap     atomic.Uint64
+
+	overCap chan struct{} // wakes the evictor; capacity 1
+}
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[string]*channel
+}
+
+type channel struct {
+	name string
+
+	mu      sync.Mutex
+	last    *Publication
+	subs    map[Subscriber]struct{}
+	removed bool // set, under shard.mu and mu, when evicted
+
+	active atomic.Int64 // unix nanos of the last publish or unsubscribe
+}
+
+// New returns a Hub. It panics if cfg.Encoder is nil: that is a programming
+// error, not a configuration one.
+func New(cfg Config) *Hub {
+	if cfg.Encoder == nil {
+		panic("fanout: Config.Encoder is nil")
+	}
+	cfg.setDefaults()
+	h := &Hub{cfg: cfg, seed: maphash.MakeSeed(), shards: make([]shard, cfg.Shards), overCap: make(chan struct{}, 1)}
+	for i := range h.shards {
+		h.shards[i].m = make(map[string]*channel)
+	}
+	return h
+}
+
+// Config returns the configuration in use, defaults filled in.
+func (h *Hub) Config() Config { return h.cfg }
+
+func (h *Hub) shardFor(name string) *shard {
+	return &h.shards[maphash.String(h.seed, name)%uint64(len(h.shards))]
+}
+
+// lockChannel returns the live channel called name, locked, creating it if
+// create is set. It returns nil if the channel does not exist and create is
+// false.
+func (h *Hub) lockChannel(name string, create bool) *channel {
+	s := h.shardFor(name)
+	for {
+		s.mu.RLock()
+		ch := s.m[name]
+		s.mu.RUnlock()
+		if ch == nil {
+			if !create {
+				return nil
+			}
+			s.mu.Lock()
+			ch = s.m[name]
+			if ch == nil {
+				ch = &channel{name: name, subs: make(map[Subscriber]struct{})}
+				ch.active.Store(h.cfg.Now().UnixNano())
+				s.m[name] = ch
+				if h.channels.Add(1) > int64(h.cfg.MaxChannels) {
+					h.signalOverCap()
+				}
+			}
+			s.mu.Unlock()
+		}
+		ch.mu.Lock()
+		if !ch.removed {
+			return ch
+		}
+		ch.mu.Unlock() // evicted between lookup and lock: look again
+	}
+}
+
+// Publish makes p the channel's cached value and delivers it to the
+// channel's subscribers. p.Channel must be a valid name (see ValidateName);
+// Publish returns an error wrapping ErrInvalidChannel otherwise. p must not
+// be modified afterwards.
+func (h *Hub) Publish(p *Publication) error {
+	if err := ValidateName(p.Channel, h.cfg.MaxNameLength); err != nil {
+		return err
+	}
+	ch := h.lockChannel(p.Channel, true)
+	old := ch.last
+	ch.last = p
+	ch.active.Store(h.cfg.Now().UnixNano())
+	grown := h.cachedBytes.Add(p.size() - old.size())
+	if n := len(ch.subs); n > 0 {
+		f := &Frame{Bytes: h.cfg.Encoder(p), Pub: p}
+		for s := range ch.subs {
+			s.Deliver(f)
+		}
+		h.deliveries.Add(uint64(n))
+		h.deliveredBytes.Add(uint64(n) * uint64(len(f.Bytes)))
+	}
+	ch.mu.Unlock()
+	h.publications.Add(1)
+	if grown > h.cfg.MaxCachedBytes {
+		h.signalOverCap()
+	}
+	return nil
+}
+
+// Subscribe adds s to the channel called name and calls fn with the
+// channel's cached publication (nil if none) before any later publication is
+// delivered to s. fn runs with the channel's lock held; it must not block.
+// Subscribing twice with the same s returns ErrAlreadySubscribed.
+func (h *Hub) Subscribe(name string, s Subscriber, fn func(last *Publication)) error {
+	if err := ValidateName(name, h.cfg.MaxNameLength); err != nil {
+		return err
+	}
+	ch := h.lockChannel(name, true)
+	defer ch.mu.Unlock()
+	if _, dup := ch.subs[s]; dup {
+		return fmt.Errorf("%w: %s", ErrAlreadySubscribed, name)
+	}
+	ch.subs[s] = struct{}{}
+	h.subscriptions.Add(1)
+	if fn != nil {
+		fn(ch.last)
+	}
+	return nil
+}
+
+// Unsubscribe removes s from the channel called name. It reports whether s
+// was subscribed.
+func (h *Hub) Unsubscribe(name string, s Subscriber) bool {
+	ch := h.lockChannel(name, false)
+	if ch == nil {
+		return false
+	}
+	defer ch.mu.Unlock()
+	if _, ok := ch.subs[s]; !ok {
+		return false
+	}
+	delete(ch.subs, s)
+	h.subscriptions.Add(-1)
+	ch.active.Store(h.cfg.Now().UnixNano())
+	return true
+}
+
+// Last returns the cached publication of the channel called name, or nil.
+func (h *Hub) Last(name string) *Publication {
+	ch := h.lockChannel(name, false)
+	if ch == nil {
+		return nil
+	}
+	defer ch.mu.Unlock()
+	return ch.last
+}
+
+// ChannelInfo describes one cached channel, for listings.
+type ChannelInfo struct {
+	Name        string
+	Last        *Publication
+	Subscribers int
+}
+
+// Channels returns up to limit channels whose names start with prefix and
+// that hold a cached publication, sorted by name.
+func (h *Hub) Channels(prefix string, limit int) []ChannelInfo {
+	var out []ChannelInfo
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for name, ch := range s.m {
+			if len(name) < len(prefix) || name[:len(prefix)] != prefix {
+				continue
+			}
+			ch.mu.Lock()
+			if ch.last != nil {
+				out = append(out, ChannelInfo{Name: name, Last: ch.last, Subscribers: len(ch.subs)})
+			}
+			ch.mu.Unlock()
+		}
+		s.mu.RUnlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// Stats returns the Hub's current counters.
+func (h *Hub) Stats() Stats {
+	return Stats{
+		Channels:       h.channels.Load(),
+		CachedBytes:    h.cachedBytes.Load(),
+		Subscriptions:  h.subscriptions.Load(),
+		Publications:   h.publications.Load(),
+		Deliveries:     h.deliveries.Load(),
+		DeliveredBytes: h.deliveredBytes.Load(),
+		EvictedIdle:    h.evictedIdle.Load(),
+		EvictedCap:     h.evictedCap.Load(),
+	}
+}
+
+func (h *Hub) signalOverCap() {
+	select {
+	case h.overCap <- struct{}{}:
+	default:
+	}
+}
+
+// Run evicts idle channels until ctx is done: on every sweep interval
+// (a quarter of IdleTTL, at most a minute, at least a second) and at once
+// when a cap is exceeded.
+func (h *Hub) Run(ctx context.Context) {
+	every := min(max(h.cfg.IdleTTL/4, time.Second), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-h.overCap:
+		}
+		h.Sweep()
+	}
+}
+
+// Sweep evicts channels without subscribers that have been idle longer than
+// IdleTTL, then, while a cap is exceeded, the least recently active channels
+// without subscribers. It returns the number of channels evicted. Run calls
+// it; tests may call it directly.
+func (h *Hub) Sweep() int {
+	now := h.cfg.Now().UnixNano()
+	type candidate struct {
+		ch     *channel
+		active int64
+	}
+	var idle []candidate
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for _, ch := range s.m {
+			ch.mu.Lock()
+			if len(ch.subs) == 0 {
+				idle = append(idle, candidate{ch, ch.active.Load()})
+			}
+			ch.mu.Unlock()
+		}
+		s.mu.RUnlock()
+	}
+	sort.Slice(idle, func(i, j int) bool { return idle[i].active < idle[j].active })
+	evicted := 0
+	for _, c := range idle {
+		if !h.expired(c.active, now) && !h.overCapacity() {
+			break // sorted oldest first: nothing later is expired either
+		}
+		if h.evict(c.ch, now) {
+			evicted++
+		}
+	}
+	return evicted
+}
+
+func (h *Hub) expired(active, now int64) bool {
+	return h.cfg.IdleTTL > 0 && now-active > int64(h.cfg.IdleTTL)
+}
+
+func (h *Hub) overCapacity() bool {
+	return h.channels.Load() > int64(h.cfg.MaxChannels) || h.cachedBytes.Load() > h.cfg.MaxCachedBytes
+}
+
+// evict removes ch if it still has no subscribers and is still expired or
+// the Hub still over a cap, and counts the eviction by its reason.
+func (h *Hub) evict(ch *channel, now int64) bool {
+	s := h.shardFor(ch.name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed || len(ch.subs) > 0 {
+		return false
+	}
+	switch {
+	case h.expired(ch.active.Load(), now):
+		h.evictedIdle.Add(1)
+	case h.overCapacity():
+		h.evictedCap.Add(1)
+	default:
+		return false
+	}
+	ch.removed = true
+	delete(s.m, ch.name)
+	h.channels.Add(-1)
+	h.cachedBytes.Add(-ch.last.size())
+	return true
+}

@@ -1,0 +1,281 @@
+package fanout
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recorder is a Subscriber that keeps what it is given.
+type recorder struct {
+	mu     sync.Mutex
+	frames []*Frame
+}
+
+func (r *recorder) Deliver(f *Frame) {
+	r.mu.Lock()
+	r.frames = append(r.frames, f)
+	r.mu.Unlock()
+}
+
+func (r *recorder) offsets() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]int64, len(r.frames))
+	for i, f := range r.frames {
+		out[i] = f.Pub.Pos.Offset
+	}
+	return out
+}
+
+func encodeData(p *Publication) []byte { return p.Data }
+
+func pub(ch string, off int64, data string) *Publication {
+	return &Publication{Channel: ch, Data: []byte(data), Pos: Position{Stream: "odds", Offset: off}}
+}
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time      { return c.t }
+func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
+func newTestHub(mod func(*Config)) *Hub {
+	cfg := DefaultConfig()
+	cfg.Encoder = encodeData
+	if mod != nil {
+		mod(&cfg)
+	}
+	return New(cfg)
+}
+
+func TestValidateName(t *testing.T) {
+	long := make([]byte, 256)
+	for i := range long {
+		long[i] = 'a'
+	}
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"odds:football:epl:match-123:1x2", true},
+		{"scores:tennis:wtt-2026-04:court-2", true},
+		{"user#42", true},
+		{"a", true},
+		{string(long[:255]), true},
+		{string(long), false},
+		{"", false},
+		{":odds", false},
+		{"odds:", false},
+		{"odds::x", false},
+		{"odds:*", false},
+		{"odds:>", false},
+		{"odds football", false},
+		{"odds:ü", false},
+		{"odds\n", false},
+		{"odds/x", false},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Quote(tt.name), func(t *testing.T) {
+			err := ValidateName(tt.name, 0)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ValidateName(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidChannel) {
+				t.Fatalf("error %v does not wrap ErrInvalidChannel", err)
+			}
+		})
+	}
+}
+
+func FuzzValidateName(f *testing.F) {
+	f.Add("odds:football:epl:match-123:1x2")
+	f.Add("a::b")
+	f.Fuzz(func(t *testing.T, name string) {
+		err := ValidateName(name, 64)
+		if err == nil && (len(name) == 0 || len(name) > 64) {
+			t.Fatalf("accepted %q", name)
+		}
+	})
+}
+
+func TestSubscribeGetsCachedThenLive(t *testing.T) {
+	h := newTestHub(nil)
+	const ch = "odds:football:epl:m1:1x2"
+	if err := h.Publish(pub(ch, 1, `{"v":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Publish(pub(ch, 2, `{"v":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{}
+	var cached *Publication
+	if err := h.Subscribe(ch, r, func(last *Publication) { cached = last }); err != nil {
+		t.Fatal(err)
+	}
+	if cached == nil || cached.Pos.Offset != 2 {
+		t.Fatalf("cached = %+v, want offset 2", cached)
+	}
+	h.Publish(pub(ch, 3, `{"v":3}`))
+	h.Publish(pub("odds:other", 4, `{}`))
+	if got := r.offsets(); len(got) != 1 || got[0] != 3 {
+		t.Fatalf("delivered %v, want [3]", got)
+	}
+	if err := h.Subscribe(ch, r, nil); !errors.Is(err, ErrAlreadySubscribed) {
+		t.Fatalf("second Subscribe = %v, want ErrAlreadySubscribed", err)
+	}
+	if !h.Unsubscribe(ch, r) || h.Unsubscribe(ch, r) {
+		t.Fatal("Unsubscribe should report true once")
+	}
+	h.Publish(pub(ch, 5, `{}`))
+	if got := r.offsets(); len(got) != 1 {
+		t.Fatalf("delivered after unsubscribe: %v", got)
+	}
+	if st := h.Stats(); st.Subscriptions != 0 || st.Channels != 2 || st.Publications != 5 || st.Deliveries != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestInvalidNamesRejected(t *testing.T) {
+	h := newTestHub(nil)
+	if err := h.Publish(pub("bad name", 1, "{}")); !errors.Is(err, ErrInvalidChannel) {
+		t.Fatalf("Publish = %v", err)
+	}
+	if err := h.Subscribe("odds:*", &recorder{}, nil); !errors.Is(err, ErrInvalidChannel) {
+		t.Fatalf("Subscribe = %v", err)
+	}
+}
+
+// TestNoGapBetweenCacheAndLive subscribes while another goroutine publishes:
+// each subscriber must see its cached offset followed by every later offset.
+func TestNoGapBetweenCacheAndLive(t *testing.T) {
+	h := newTestHub(nil)
+	const ch, n = "odds:race", 2000
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := int64(1); i <= n; i++ {
+			h.Publish(pub(ch, i, "{}"))
+		}
+	}()
+	type sub struct {
+		r     *recorder
+		first int64
+	}
+	var subs []sub
+	for i := 0; i < 50; i++ {
+		s := sub{r: &recorder{}}
+		h.Subscribe(ch, s.r, func(last *Publication) {
+			if last != nil {
+				s.first = last.Pos.Offset
+			}
+		})
+		subs = append(subs, s)
+	}
+	wg.Wait()
+	for i, s := range subs {
+		want := s.first + 1
+		for _, off := range s.r.offsets() {
+			if off != want {
+				t.Fatalf("subscriber %d: got offset %d, want %d", i, off, want)
+			}
+			want++
+		}
+		if want != n+1 {
+			t.Fatalf("subscriber %d ended at %d, want %d", i, want-1, n)
+		}
+	}
+}
+
+func TestEviction(t *testing.T) {
+	tests := []struct {
+		name        string
+		cfg         func(*Config)
+		publish     int
+		advance     time.Duration
+		wantLeft    int64
+		wantIdle    uint64
+		wantCap     uint64
+		subscribed0 bool // subscriber on channel 0, which must survive
+	}{
+		{name: "within caps", publish: 10, wantLeft: 10},
+		{name: "idle ttl", cfg: func(c *Config) { c.IdleTTL = time.Minute }, publish: 10, advance: 2 * time.Minute, wantLeft: 1, wantIdle: 9, subscribed0: true},
+		{name: "max channels", cfg: func(c *Config) { c.MaxChannels = 4 }, publish: 10, wantLeft: 4, wantCap: 6, subscribed0: true},
+		{name: "max bytes", cfg: func(c *Config) { c.MaxCachedBytes = 3 * (pub("c:0", 0, "{}").size() + 1) }, publish: 10, wantLeft: 3, wantCap: 7},
+		{name: "idle disabled", cfg: func(c *Config) { c.IdleTTL = -1 }, publish: 5, advance: 1000 * time.Hour, wantLeft: 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &fakeClock{t: time.Unix(1e9, 0)}
+			h := newTestHub(func(c *Config) {
+				c.Now = clk.now
+				if tt.cfg != nil {
+					tt.cfg(c)
+				}
+			})
+			if tt.subscribed0 {
+				h.Subscribe("c:0", &recorder{}, nil)
+			}
+			for i := 0; i < tt.publish; i++ {
+				clk.add(time.Second)
+				h.Publish(pub(fmt.Sprintf("c:%d", i), int64(i), "{}"))
+			}
+			clk.add(tt.advance)
+			h.Sweep()
+			st := h.Stats()
+			if st.Channels != tt.wantLeft || st.EvictedIdle != tt.wantIdle || st.EvictedCap != tt.wantCap {
+				t.Fatalf("stats %+v, want channels=%d idle=%d cap=%d", st, tt.wantLeft, tt.wantIdle, tt.wantCap)
+			}
+			if tt.subscribed0 && h.Last("c:0") == nil {
+				t.Fatal("subscribed channel was evicted")
+			}
+			if i := tt.publish - 1; tt.advance == 0 && h.Last(fmt.Sprintf("c:%d", i)) == nil {
+				t.Fatal("most recent channel was evicted")
+			}
+			var want int64
+			for _, c := range h.Channels("", 0) {
+				want += c.Last.size()
+			}
+			if st.CachedBytes != want {
+				t.Fatalf("cached bytes %d, want %d", st.CachedBytes, want)
+			}
+		})
+	}
+}
+
+func TestChannelsListing(t *testing.T) {
+	h := newTestHub(nil)
+	for _, n := range []string{"odds:b", "odds:a", "scores:a", "odds:c"} {
+		h.Publish(pub(n, 1, "{}"))
+	}
+	h.Subscribe("odds:empty", &recorder{}, nil) // no cached value: not listed
+	got := h.Channels("odds:", 2)
+	if len(got) != 2 || got[0].Name != "odds:a" || got[1].Name != "odds:b" {
+		t.Fatalf("Channels = %+v", got)
+	}
+}
+
+func BenchmarkPublish(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			h := newTestHub(nil)
+			subs := make([]counter, n)
+			for i := range subs {
+				h.Subscribe("odds:bench", &subs[i], nil)
+			}
+			p := pub("odds:bench", 1, `{"odds":[2.1,3.4,3.9]}`)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				h.Publish(p)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+		})
+	}
+}
+
+type counter struct{ n int }
+
+func (c *counter) Deliver(*Frame) { c.n++ }
