@@ -1,0 +1,129 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Command is one client command. Exactly one method field is set, except in
+// a pong, which has none and no ID.
+type Command struct {
+	ID            uint32              `json:"id,omitempty"`
+	Connect       *ConnectRequest     `json:"connect,omitempty"`
+	Subscribe     *SubscribeRequest   `json:"subscribe,omitempty"`
+	Unsubscribe   *UnsubscribeRequest `json:"unsubscribe,omitempty"`
+	RPC           *RPCRequest         `json:"rpc,omitempty"`
+	Ping          *struct{}           `json:"ping,omitempty"`
+	Publish       json.RawMessage     `json:"publish,omitempty"`
+	Presence      json.RawMessage     `json:"presence,omitempty"`
+	PresenceStats json.RawMessage     `json:"presence_stats,omitempty"`
+	History       json.RawMessage     `json:"history,omitempty"`
+	Send          json.RawMessage     `json:"send,omitempty"`
+	Refresh       json.RawMessage     `json:"refresh,omitempty"`
+	SubRefresh    json.RawMessage     `json:"sub_refresh,omitempty"`
+}
+
+// ConnectRequest is the "connect" command.
+type ConnectRequest struct {
+	Token   string                      `json:"token,omitempty"`
+	Data    json.RawMessage             `json:"data,omitempty"`
+	Subs    map[string]SubscribeRequest `json:"subs,omitempty"`
+	Name    string                      `json:"name,omitempty"`
+	Version string                      `json:"version,omitempty"`
+}
+
+// SubscribeRequest is the "subscribe" command.
+type SubscribeRequest struct {
+	Channel     string          `json:"channel"`
+	Token       string          `json:"token,omitempty"`
+	Recover     bool            `json:"recover,omitempty"`
+	Epoch       string          `json:"epoch,omitempty"`
+	Offset      uint64          `json:"offset,omitempty"`
+	Data        json.RawMessage `json:"data,omitempty"`
+	Positioned  bool            `json:"positioned,omitempty"`
+	Recoverable bool            `json:"recoverable,omitempty"`
+	JoinLeave   bool            `json:"join_leave,omitempty"`
+	Delta       string          `json:"delta,omitempty"`
+}
+
+// UnsubscribeRequest is the "unsubscribe" command.
+type UnsubscribeRequest struct {
+	Channel string `json:"channel"`
+}
+
+// RPCRequest is the "rpc" command.
+type RPCRequest struct {
+	Method string          `json:"method"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+// Method names the command's method, "" for a pong.
+func (c *Command) Method() string {
+	switch {
+	case c.Connect != nil:
+		return "connect"
+	case c.Subscribe != nil:
+		return "subscribe"
+	case c.Unsubscribe != nil:
+		return "unsubscribe"
+	case c.RPC != nil:
+		return "rpc"
+	case c.Ping != nil:
+		return "ping"
+	case c.Publish != nil:
+		return "publish"
+	case c.Presence != nil:
+		return "presence"
+	case c.PresenceStats != nil:
+		return "presence_stats"
+	case c.History != nil:
+		return "history"
+	case c.Send != nil:
+		return "send"
+	case c.Refresh != nil:
+		return "refresh"
+	case c.SubRefresh != nil:
+		return "sub_refresh"
+	}
+	return ""
+}
+
+// IsPong reports whether c is the client's pong: an empty command.
+func (c *Command) IsPong() bool { return c.ID == 0 && c.Method() == "" }
+
+// ErrMalformed wraps every error DecodeCommands returns.
+var ErrMalformed = errors.New("protocol: malformed command")
+
+// DecodeCommands decodes the '\n'-separated commands in frame and calls fn
+// for each, in order, stopping at fn's first error. Empty lines are skipped.
+// A line that is not a JSON object stops decoding with an error wrapping
+// ErrMalformed; commands before it have already been passed to fn. The
+// Commands passed to fn may keep references into frame (json.RawMessage
+// fields); frame must not be reused while they are in use.
+func DecodeCommands(frame []byte, fn func(*Command) error) error {
+	for len(frame) > 0 {
+		line := frame
+		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
+			line, frame = frame[:i], frame[i+1:]
+		} else {
+			frame = nil
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if line[0] != '{' {
+			return fmt.Errorf("%w: not a JSON object", ErrMalformed)
+		}
+		var c Command
+		if err := json.Unmarshal(line, &c); err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		if err := fn(&c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

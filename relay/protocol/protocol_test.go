@@ -1,0 +1,112 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDecodeCommands(t *testing.T) {
+	tests := []struct {
+		name    string
+		frame   string
+		methods []string
+		ids     []uint32
+		err     error
+	}{
+		{name: "connect", frame: `{"id":1,"connect":{"name":"js"}}`, methods: []string{"connect"}, ids: []uint32{1}},
+		{name: "batched", frame: "{\"id\":1,\"connect\":{}}\n{\"id\":2,\"subscribe\":{\"channel\":\"a\"}}\n", methods: []string{"connect", "subscribe"}, ids: []uint32{1, 2}},
+		{name: "pong", frame: `{}`, methods: []string{""}, ids: []uint32{0}},
+		{name: "blank lines", frame: "\n\n{\"id\":3,\"rpc\":{\"method\":\"bet\"}}\n\n", methods: []string{"rpc"}, ids: []uint32{3}},
+		{name: "unknown method", frame: `{"id":4,"frobnicate":{}}`, methods: []string{""}, ids: []uint32{4}},
+		{name: "not json", frame: `hello`, err: ErrMalformed},
+		{name: "array", frame: `[1,2]`, err: ErrMalformed},
+		{name: "truncated", frame: `{"id":1,"connect":{`, err: ErrMalformed},
+		{name: "bad type", frame: `{"id":"x"}`, err: ErrMalformed},
+		{name: "good then bad", frame: "{\"id\":1,\"connect\":{}}\nnope", methods: []string{"connect"}, ids: []uint32{1}, err: ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var methods []string
+			var ids []uint32
+			err := DecodeCommands([]byte(tt.frame), func(c *Command) error {
+				methods = append(methods, c.Method())
+				ids = append(ids, c.ID)
+				return nil
+			})
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("err = %v, want %v", err, tt.err)
+			}
+			if strings.Join(methods, ",") != strings.Join(tt.methods, ",") || len(ids) != len(tt.ids) {
+				t.Fatalf("methods %q ids %v, want %q %v", methods, ids, tt.methods, tt.ids)
+			}
+			for i := range ids {
+				if ids[i] != tt.ids[i] {
+					t.Fatalf("ids %v, want %v", ids, tt.ids)
+				}
+			}
+		})
+	}
+}
+
+func FuzzDecodeCommands(f *testing.F) {
+	f.Add([]byte(`{"id":1,"connect":{"token":"x"}}`))
+	f.Add([]byte("{\"id\":2,\"subscribe\":{\"channel\":\"odds:a\",\"recover\":true,\"offset\":5}}\n{}"))
+	f.Add([]byte(`{"id":3,"rpc":{"method":"bet","data":{"stake":1}}}`))
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		n := 0
+		DecodeCommands(frame, func(c *Command) error {
+			n++
+			// Whatever decodes must encode again: handlers echo parts back.
+			if _, err := json.Marshal(c); err != nil {
+				t.Fatalf("decoded command does not re-encode: %v", err)
+			}
+			return nil
+		})
+		if n > len(frame) {
+			t.Fatalf("%d commands from %d bytes", n, len(frame))
+		}
+	})
+}
+
+func TestAppendPublicationPush(t *testing.T) {
+	got := AppendPublicationPush(nil, "odds:a", []byte(`{"x":1}`), 42)
+	var v struct {
+		Push struct {
+			Channel string `json:"channel"`
+			Pub     struct {
+				Data   map[string]int `json:"data"`
+				Offset uint64         `json:"offset"`
+			} `json:"pub"`
+		} `json:"push"`
+	}
+	if err := json.Unmarshal(got, &v); err != nil {
+		t.Fatalf("%s: %v", got, err)
+	}
+	if v.Push.Channel != "odds:a" || v.Push.Pub.Data["x"] != 1 || v.Push.Pub.Offset != 42 {
+		t.Fatalf("decoded %+v from %s", v, got)
+	}
+	if s := string(AppendPublicationPush(nil, "c", []byte(`1`), 0)); s != `{"push":{"channel":"c","pub":{"data":1}}}` {
+		t.Fatalf("offset 0: %s", s)
+	}
+}
+
+func TestAppendPublicationPushAllocs(t *testing.T) {
+	buf := make([]byte, 0, 256)
+	data := []byte(`{"odds":[2.1,3.3]}`)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendPublicationPush(buf[:0], "odds:a:b", data, 123456) }); n != 0 {
+		t.Fatalf("%v allocations, want 0", n)
+	}
+}
+
+func TestReplyEncoding(t *testing.T) {
+	got := string(AppendReply(nil, &Reply{ID: 7, Error: ErrBadRequest.WithMessage("invalid channel name")}))
+	want := `{"id":7,"error":{"code":107,"message":"bad request: invalid channel name"}}`
+	if got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+	if !(Disconnect{3008, ""}).Reconnect() || DisconnectBadRequest.Reconnect() {
+		t.Fatal("Reconnect classification wrong")
+	}
+}

@@ -1,0 +1,86 @@
+package protocol
+
+import (
+	"encoding/json"
+	"strconv"
+)
+
+// Reply answers one command. Exactly one of Error or a result is set.
+type Reply struct {
+	ID          uint32           `json:"id,omitempty"`
+	Error       *Error           `json:"error,omitempty"`
+	Connect     *ConnectResult   `json:"connect,omitempty"`
+	Subscribe   *SubscribeResult `json:"subscribe,omitempty"`
+	Unsubscribe *struct{}        `json:"unsubscribe,omitempty"`
+	RPC         *RPCResult       `json:"rpc,omitempty"`
+	Ping        *struct{}        `json:"ping,omitempty"`
+}
+
+// ConnectResult is the reply to "connect".
+type ConnectResult struct {
+	Client  string          `json:"client"`
+	Version string          `json:"version,omitempty"`
+	Expires bool            `json:"expires,omitempty"`
+	TTL     uint32          `json:"ttl,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	// Ping is the server ping interval in seconds; Pong asks the client to
+	// answer each ping.
+	Ping uint32 `json:"ping,omitempty"`
+	Pong bool   `json:"pong,omitempty"`
+	Node string `json:"node,omitempty"`
+}
+
+// SubscribeResult is the reply to "subscribe".
+type SubscribeResult struct {
+	Recoverable   bool          `json:"recoverable,omitempty"`
+	Epoch         string        `json:"epoch,omitempty"`
+	Offset        uint64        `json:"offset,omitempty"`
+	Positioned    bool          `json:"positioned,omitempty"`
+	Recovered     bool          `json:"recovered,omitempty"`
+	WasRecovering bool          `json:"was_recovering,omitempty"`
+	Publications  []Publication `json:"publications,omitempty"`
+}
+
+// RPCResult is the reply to "rpc".
+type RPCResult struct {
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// Publication is a channel update as the client sees it.
+type Publication struct {
+	Data   json.RawMessage   `json:"data"`
+	Offset uint64            `json:"offset,omitempty"`
+	Tags   map[string]string `json:"tags,omitempty"`
+}
+
+// AppendReply appends r as JSON to dst.
+func AppendReply(dst []byte, r *Reply) []byte {
+	b, err := json.Marshal(r)
+	if err != nil {
+		// Every field is a plain value or already-valid JSON; a failure is
+		// a bug in the caller (invalid RawMessage).
+		panic("protocol: encoding reply: " + err.Error())
+	}
+	return append(dst, b...)
+}
+
+// AppendPublicationPush appends the push of one publication to dst:
+//
+//	{"push":{"channel":"<channel>","pub":{"data":<data>,"offset":<offset>}}}
+//
+// channel must be a valid channel name (no characters that need escaping)
+// and data valid JSON. offset 0 is left out, as the protocol does.
+func AppendPublicationPush(dst []byte, channel string, data []byte, offset uint64) []byte {
+	dst = append(dst, `{"push":{"channel":"`...)
+	dst = append(dst, channel...)
+	dst = append(dst, `","pub":{"data":`...)
+	dst = append(dst, data...)
+	if offset != 0 {
+		dst = append(dst, `,"offset":`...)
+		dst = strconv.AppendUint(dst, offset, 10)
+	}
+	return append(dst, "}}}"...)
+}
+
+// Ping is the server's ping in protocol v2: an empty object.
+var Ping = []byte("{}")
