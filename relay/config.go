@@ -1,0 +1,318 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/ingest"
+	"github.com/edgerelay/edgerelay/relay/kafkaclient"
+)
+
+// Config is the whole relay configuration. It is read from a YAML file (see
+// relay.example.yaml), then overridden by environment variables, then by
+// command-line flags. docs/configuration.md describes every key.
+type Config struct {
+	// Listen is the address of the single HTTP listener: WebSocket
+	// endpoint, metrics, health, REST.
+	Listen string `yaml:"listen"`
+	// Node names this relay in logs, replies and (later) the cluster;
+	// default: the host name.
+	Node string `yaml:"node"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// ShutdownTimeout bounds the graceful drain on SIGTERM.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	Kafka     kafkaclient.Config `yaml:"kafka"`
+	Ingest    ingest.Config      `yaml:"ingest"`
+	Channels  ChannelsConfig     `yaml:"channels"`
+	WebSocket WebSocketConfig    `yaml:"websocket"`
+}
+
+// ChannelsConfig bounds the channel registry and last-value cache.
+type ChannelsConfig struct {
+	MaxNameLength  int           `yaml:"max_name_length"`
+	MaxChannels    int           `yaml:"max_channels"`
+	MaxCachedBytes ByteSize      `yaml:"max_cached_bytes"`
+	IdleTTL        time.Duration `yaml:"idle_ttl"`
+}
+
+// WebSocketConfig configures the client endpoint.
+type WebSocketConfig struct {
+	Path                string        `yaml:"path"`
+	MaxMessageBytes     ByteSize      `yaml:"max_message_bytes"`
+	PingInterval        time.Duration `yaml:"ping_interval"`
+	PongTimeout         time.Duration `yaml:"pong_timeout"`
+	ConnectTimeout      time.Duration `yaml:"connect_timeout"`
+	WriteTimeout        time.Duration `yaml:"write_timeout"`
+	MaxQueueBytes       ByteSize      `yaml:"max_queue_bytes"`
+	MaxSubscriptions    int           `yaml:"max_subscriptions"`
+	AllowedOrigins      []string      `yaml:"allowed_origins"`
+}
+
+// DefaultConfig returns a configuration that works against a local broker
+// on 127.0.0.1:9092 with the topics "odds", "scores" and "results".
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	hub := fanout.DefaultConfig()
+	return Config{
+		Listen:          ":8000",
+		Node:            host,
+		LogLevel:        "info",
+		ShutdownTimeout: 10 * time.Second,
+		Kafka:           kafkaclient.DefaultConfig(),
+		Ingest:          ingest.DefaultConfig(),
+		Channels: ChannelsConfig{
+			MaxNameLength:  hub.MaxNameLength,
+			MaxChannels:    hub.MaxChannels,
+			MaxCachedBytes: ByteSize(hub.MaxCachedBytes),
+			IdleTTL:        hub.IdleTTL,
+		},
+		WebSocket: WebSocketConfig{
+			Path:             "/connection/websocket",
+			MaxMessageBytes:  64 << 10,
+			PingInterval:     25 * time.Second,
+			PongTimeout:      10 * time.Second,
+			ConnectTimeout:   10 * time.Second,
+			WriteTimeout:     10 * time.Second,
+			MaxQueueBytes:    1 << 20,
+			MaxSubscriptions: 512,
+		},
+	}
+}
+
+// Validate reports every invalid field, each error naming the field by its
+// YAML path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Listen == "" {
+		bad("listen", "required (host:port)")
+	} else if _, _, err := splitHostPort(c.Listen); err != nil {
+		bad("listen", "%v", err)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive")
+	}
+	if err := c.Kafka.Validate("kafka"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Ingest.Validate("ingest"); err != nil {
+		errs = append(errs, err)
+	}
+	ch := c.Channels
+	if ch.MaxNameLength < 1 || ch.MaxNameLength > 1024 {
+		bad("channels.max_name_length", "%d is outside 1..1024", ch.MaxNameLength)
+	}
+	if ch.MaxChannels < 1 {
+		bad("channels.max_channels", "must be at least 1")
+	}
+	if ch.MaxCachedBytes < 1<<10 {
+		bad("channels.max_cached_bytes", "must be at least 1KiB")
+	}
+	ws := c.WebSocket
+	if !strings.HasPrefix(ws.Path, "/") || strings.HasPrefix(ws.Path, "/v1/") {
+		bad("websocket.path", "%q must start with / and not be under /v1/", ws.Path)
+	}
+	if ws.MaxMessageBytes < 1<<10 {
+		bad("websocket.max_message_bytes", "must be at least 1KiB")
+	}
+	if ws.PingInterval < 0 || (ws.PingInterval > 0 && ws.PingInterval < time.Second) {
+		bad("websocket.ping_interval", "must be 0 (off) or at least 1s")
+	}
+	if ws.PingInterval > 0 && ws.PongTimeout <= 0 {
+		bad("websocket.pong_timeout", "must be positive when pings are on")
+	}
+	if ws.ConnectTimeout <= 0 {
+		bad("websocket.connect_timeout", "must be positive")
+	}
+	if ws.WriteTimeout <= 0 {
+		bad("websocket.write_timeout", "must be positive")
+	}
+	if ws.MaxQueueBytes < ws.MaxMessageBytes {
+		bad("websocket.max_queue_bytes", "must be at least websocket.max_message_bytes")
+	}
+	if ws.MaxSubscriptions < 1 {
+		bad("websocket.max_subscriptions", "must be at least 1")
+	}
+	return errors.Join(errs...)
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return "", 0, fmt.Errorf("%q has no port", addr)
+	}
+	port, err := strconv.Atoi(addr[i+1:])
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q has no valid port", addr)
+	}
+	return addr[:i], port, nil
+}
+
+// LoadConfig starts from DefaultConfig, reads the YAML file at path (if path
+// is not empty; unknown keys are errors), then applies environment
+// variables named EDGERELAY_<YAML_PATH> (for example
+// EDGERELAY_KAFKA_BROKERS=a:9092,b:9092 or EDGERELAY_WEBSOCKET_PING_INTERVAL=15s).
+// It does not validate: callers apply flags first, then call Validate.
+func LoadConfig(path string, environ []string) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "EDGERELAY_") {
+			env[k] = v
+		}
+	}
+	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "EDGERELAY", "", env); err != nil {
+		return cfg, err
+	}
+	for k := range env {
+		return cfg, fmt.Errorf("config: environment variable %s names no setting", k)
+	}
+	return cfg, nil
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// applyEnv sets the fields of v (a struct) from env, consuming the keys it
+// uses. yamlPath is the dotted path used in error messages.
+func applyEnv(v reflect.Value, prefix, yamlPath string, env map[string]string) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		name := prefix + "_" + strings.ToUpper(tag)
+		path := strings.TrimPrefix(yamlPath+"."+tag, ".")
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct {
+			if err := applyEnv(fv, name, path, env); err != nil {
+				return err
+			}
+			continue
+		}
+		s, ok := env[name]
+		if !ok {
+			continue
+		}
+		delete(env, name)
+		if err := setFromString(fv, s); err != nil {
+			return fmt.Errorf("config: %s (%s): %w", name, path, err)
+		}
+	}
+	return nil
+}
+
+func setFromString(fv reflect.Value, s string) error {
+	if fv.Type() == durationType {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(int64(d))
+		return nil
+	}
+	if fv.Type() == reflect.TypeOf(ByteSize(0)) {
+		b, err := ParseByteSize(s)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(int64(b))
+		return nil
+	}
+	switch fv.Kind() {
+	case reflect.String:
+		fv.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		fv.SetBool(b)
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(n)
+	case reflect.Slice:
+		if fv.Type().Elem().Kind() != reflect.String {
+			return fmt.Errorf("cannot be set from the environment; use the config file")
+		}
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		fv.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("cannot be set from the environment")
+	}
+	return nil
+}
+
+// ByteSize is a size in bytes that reads "65536", "64KiB", "1MiB", "2GiB"
+// (also KB/MB/GB as powers of 1000).
+type ByteSize int64
+
+// ParseByteSize parses s as a ByteSize.
+func ParseByteSize(s string) (ByteSize, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a byte size (e.g. 65536, 64KiB, 1MiB)", s)
+	}
+	return ByteSize(n * mult), nil
+}
+
+// UnmarshalYAML reads a ByteSize from a number or a string with a unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*b = v
+	return nil
+}

@@ -1,0 +1,267 @@
+package dev
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// SimConfig configures the odds and scores simulator.
+type SimConfig struct {
+	// Rate is market updates per second across all matches.
+	Rate float64
+	// Matches is how many matches are in play.
+	Matches int
+	// MoveProb is the chance that one selection's price moves in an update.
+	MoveProb float64
+	// GoalProb is the chance per update that a score event happens in the
+	// updated match; markets of that match are suspended for SuspendFor.
+	GoalProb   float64
+	SuspendFor time.Duration
+	Seed       uint64
+}
+
+// DefaultSimConfig is a lively but light feed: 36 matches, 40 updates/s.
+func DefaultSimConfig() SimConfig {
+	return SimConfig{Rate: 40, Matches: 36, MoveProb: 0.4, GoalProb: 0.01, SuspendFor: 3 * time.Second, Seed: 1}
+}
+
+// Selection is one outcome of a market with its decimal odds.
+type Selection struct {
+	ID   string  `json:"id"`
+	Name string  `json:"name"`
+	Odds float64 `json:"odds"`
+	prob float64
+}
+
+// MarketUpdate is the JSON value of an odds record.
+type MarketUpdate struct {
+	Match      string      `json:"match"`
+	Sport      string      `json:"sport"`
+	League     string      `json:"league"`
+	Home       string      `json:"home"`
+	Away       string      `json:"away"`
+	Market     string      `json:"market"`
+	Status     string      `json:"status"` // "open" or "suspended"
+	Selections []Selection `json:"selections"`
+	Seq        uint64      `json:"seq"`
+	TS         int64       `json:"ts"` // unix milliseconds at production
+}
+
+// ScoreUpdate is the JSON value of a scores record.
+type ScoreUpdate struct {
+	Match string `json:"match"`
+	Sport string `json:"sport"`
+	Home  string `json:"home"`
+	Away  string `json:"away"`
+	Score [2]int `json:"score"`
+	Event string `json:"event"`
+	Clock string `json:"clock"`
+	Seq   uint64 `json:"seq"`
+	TS    int64  `json:"ts"`
+}
+
+type market struct {
+	channel  string
+	update   MarketUpdate
+	reopenAt time.Time
+}
+
+type match struct {
+	id, sport, league, home, away string
+	score                         [2]int
+	started                       time.Time
+	markets                       []*market
+	scoreChannel                  string
+	scoreSeq                      uint64
+}
+
+// Simulator produces the feed into Kafka.
+type Simulator struct {
+	cfg     SimConfig
+	client  *kgo.Client
+	log     *slog.Logger
+	rng     *rand.Rand
+	matches []*match
+}
+
+var leagues = []struct {
+	sport, league string
+	teams         []string
+	markets       [][]string // market id, selection ids...
+}{
+	{"football", "epl", []string{"Arsenal", "Chelsea", "Liverpool", "Everton", "Spurs", "Villa", "Newcastle", "Brighton", "Fulham", "Wolves", "Brentford", "Leeds"},
+		[][]string{{"1x2", "home", "draw", "away"}, {"ou-2.5", "over", "under"}, {"btts", "yes", "no"}}},
+	{"football", "laliga", []string{"Madrid", "Barcelona", "Atletico", "Sevilla", "Betis", "Valencia", "Villarreal", "Bilbao"},
+		[][]string{{"1x2", "home", "draw", "away"}, {"ou-2.5", "over", "under"}}},
+	{"tennis", "atp", []string{"Alcaraz", "Sinner", "Djokovic", "Zverev", "Medvedev", "Rune", "Fritz", "Ruud"},
+		[][]string{{"winner", "home", "away"}, {"set-1", "home", "away"}}},
+	{"basketball", "nba", []string{"Celtics", "Lakers", "Nuggets", "Bucks", "Knicks", "Suns", "Heat", "Warriors"},
+		[][]string{{"moneyline", "home", "away"}, {"total-220.5", "over", "under"}}},
+}
+
+// NewSimulator builds the matches and a producer to brokers.
+func NewSimulator(brokers []string, cfg SimConfig, log *slog.Logger) (*Simulator, error) {
+	if cfg.Rate <= 0 || cfg.Matches <= 0 {
+		return nil, fmt.Errorf("dev: simulator rate and matches must be positive")
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("edgerelay-dev-simulator"), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	s := &Simulator{cfg: cfg, client: cl, log: log, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))}
+	for i := 0; i < cfg.Matches; i++ {
+		lg := leagues[i%len(leagues)]
+		h := s.rng.IntN(len(lg.teams))
+		a := (h + 1 + s.rng.IntN(len(lg.teams)-1)) % len(lg.teams)
+		m := &match{id: fmt.Sprintf("match-%d", 100+i), sport: lg.sport, league: lg.league, home: lg.teams[h], away: lg.teams[a], started: time.Now()}
+		m.scoreChannel = fmt.Sprintf("scores:%s:%s:%s", m.sport, m.league, m.id)
+		for _, mk := range lg.markets {
+			u := MarketUpdate{Match: m.id, Sport: m.sport, League: m.league, Home: m.home, Away: m.away, Market: mk[0], Status: "open"}
+			for _, sel := range mk[1:] {
+				name := sel
+				switch sel {
+				case "home":
+					name = m.home
+				case "away":
+					name = m.away
+				}
+				u.Selections = append(u.Selections, Selection{ID: sel, Name: name, prob: 0.2 + s.rng.Float64()})
+			}
+			s.price(&u)
+			m.markets = append(m.markets, &market{channel: fmt.Sprintf("odds:%s:%s:%s:%s", m.sport, m.league, m.id, mk[0]), update: u})
+		}
+		s.matches = append(s.matches, m)
+	}
+	return s, nil
+}
+
+// price turns the selections' relative weights into decimal odds with a 5 %
+// bookmaker margin.
+func (s *Simulator) price(u *MarketUpdate) {
+	total := 0.0
+	for _, sel := range u.Selections {
+		total += sel.prob
+	}
+	for i := range u.Selections {
+		p := u.Selections[i].prob / total * 1.05
+		u.Selections[i].Odds = math.Max(1.01, math.Min(100, math.Round(100/p)/100))
+	}
+}
+
+// Channels returns every channel the simulator produces to.
+func (s *Simulator) Channels() []string {
+	var out []string
+	for _, m := range s.matches {
+		out = append(out, m.scoreChannel)
+		for _, mk := range m.markets {
+			out = append(out, mk.channel)
+		}
+	}
+	return out
+}
+
+// Run produces one snapshot of every market and score, then updates at
+// cfg.Rate until ctx is done. It closes the producer when it returns.
+func (s *Simulator) Run(ctx context.Context) error {
+	defer s.client.Close()
+	for _, m := range s.matches {
+		s.produceScore(ctx, m, "kickoff")
+		for _, mk := range m.markets {
+			s.produceMarket(ctx, m, mk, false)
+		}
+	}
+	t := time.NewTicker(time.Duration(float64(time.Second) / s.cfg.Rate))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		s.step(ctx)
+	}
+}
+
+func (s *Simulator) step(ctx context.Context) {
+	now := time.Now()
+	m := s.matches[s.rng.IntN(len(s.matches))]
+	for _, mk := range m.markets {
+		if mk.update.Status == "suspended" && now.After(mk.reopenAt) {
+			mk.update.Status = "open"
+			s.move(mk, 1) // reopen with fresh prices
+			s.produceMarket(ctx, m, mk, true)
+		}
+	}
+	if s.rng.Float64() < s.cfg.GoalProb {
+		side := s.rng.IntN(2)
+		m.score[side]++
+		s.produceScore(ctx, m, "score")
+		for _, mk := range m.markets {
+			mk.update.Status = "suspended"
+			mk.reopenAt = now.Add(s.cfg.SuspendFor)
+			s.produceMarket(ctx, m, mk, true)
+		}
+		return
+	}
+	mk := m.markets[s.rng.IntN(len(m.markets))]
+	if mk.update.Status != "open" {
+		return
+	}
+	s.move(mk, s.cfg.MoveProb)
+	s.produceMarket(ctx, m, mk, false)
+}
+
+// move walks each selection's weight with probability prob.
+func (s *Simulator) move(mk *market, prob float64) {
+	moved := false
+	for i := range mk.update.Selections {
+		if s.rng.Float64() < prob {
+			sel := &mk.update.Selections[i]
+			sel.prob = math.Max(0.02, sel.prob*(1+(s.rng.Float64()-0.5)*0.12))
+			moved = true
+		}
+	}
+	if !moved {
+		sel := &mk.update.Selections[s.rng.IntN(len(mk.update.Selections))]
+		sel.prob *= 1 + (s.rng.Float64()-0.5)*0.12
+	}
+	s.price(&mk.update)
+}
+
+func (s *Simulator) produceMarket(ctx context.Context, m *match, mk *market, priority bool) {
+	mk.update.Seq++
+	mk.update.TS = time.Now().UnixMilli()
+	s.produce(ctx, "odds", m.id, mk.channel, mk.update, priority)
+}
+
+func (s *Simulator) produceScore(ctx context.Context, m *match, event string) {
+	m.scoreSeq++
+	mins := int(time.Since(m.started).Minutes()) % 90
+	s.produce(ctx, "scores", m.id, m.scoreChannel, ScoreUpdate{
+		Match: m.id, Sport: m.sport, Home: m.home, Away: m.away, Score: m.score, Event: event,
+		Clock: fmt.Sprintf("%d'", mins+1), Seq: m.scoreSeq, TS: time.Now().UnixMilli(),
+	}, true)
+}
+
+func (s *Simulator) produce(ctx context.Context, topic, key, channel string, v any, priority bool) {
+	value, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // our own plain structs
+	}
+	r := &kgo.Record{Topic: topic, Key: []byte(key), Value: value, Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(channel)}}}
+	if priority {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
+	}
+	s.client.Produce(ctx, r, func(r *kgo.Record, err error) {
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("simulator produce failed", "topic", topic, "err", err)
+		}
+	})
+}

@@ -1,0 +1,108 @@
+package relay
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/edgerelay/edgerelay/fanout"
+)
+
+// channelView is the REST form of a cached publication.
+type channelView struct {
+	Channel   string          `json:"channel"`
+	Data      json.RawMessage `json:"data"`
+	Offset    uint64          `json:"offset"`
+	Epoch     string          `json:"epoch"`
+	Position  positionView    `json:"position"`
+	Timestamp time.Time       `json:"timestamp"`
+	// Subscribers is set in listings only.
+	Subscribers *int `json:"subscribers,omitempty"`
+}
+
+type positionView struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+}
+
+func viewOf(p *fanout.Publication) channelView {
+	return channelView{
+		Channel:   p.Channel,
+		Data:      p.Data,
+		Offset:    protoOffset(p),
+		Epoch:     p.Epoch,
+		Position:  positionView{Topic: p.Pos.Stream, Partition: p.Pos.Partition, Offset: p.Pos.Offset},
+		Timestamp: p.Time.UTC(),
+	}
+}
+
+type errorView struct {
+	Error string `json:"error"`
+}
+
+// handleChannel serves GET /v1/channels/{name}: the cached latest value,
+// which a page renders before it subscribes.
+func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := fanout.ValidateName(name, s.cfg.Channels.MaxNameLength); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorView{err.Error()})
+		return
+	}
+	p := s.hub.Last(name)
+	if p == nil {
+		writeJSON(w, http.StatusNotFound, errorView{"no cached value for channel " + name})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, viewOf(p))
+}
+
+// handleChannels serves GET /v1/channels?prefix=odds:&limit=100: cached
+// channels whose names start with prefix, sorted by name.
+func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
+	limit := 1000
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeJSON(w, http.StatusBadRequest, errorView{"limit: want a number from 1 to 10000"})
+			return
+		}
+		limit = n
+	}
+	infos := s.hub.Channels(r.URL.Query().Get("prefix"), limit)
+	out := make([]channelView, len(infos))
+	for i, in := range infos {
+		out[i] = viewOf(in.Last)
+		n := in.Subscribers
+		out[i].Subscribers = &n
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"channels": out})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case s.shuttingDown.Load():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "shutting down"})
+	case !s.ingest.Ready():
+		reason := "kafka brokers not reachable"
+		if e := s.ingest.LastError(); e != "" {
+			reason += ": " + e
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": reason})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding response"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+

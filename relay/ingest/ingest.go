@@ -1,0 +1,360 @@
+// Package ingest reads edgerelay's source topics from Kafka and publishes
+// every record to the channel hub.
+//
+// # Model
+//
+// Every relay node reads every partition of the configured topics directly,
+// without a consumer group, so all nodes hold the same stream and a record's
+// position (topic, partition, offset) means the same on every node. On
+// start, each partition is read from Config.Start: the last N records, or
+// the records of a recent time window, enough to fill the last-value cache.
+//
+// A record's channel is, in order: the value of Config.ChannelHeader if the
+// record has that header; else the topic's ChannelTemplate with {key},
+// {topic} and {partition} filled in, if the topic has one; else the record
+// key. A record with no usable channel, an invalid channel name, or (with
+// RequireJSON) a value that is not JSON is counted and skipped.
+//
+// # Concurrency
+//
+// Run polls and publishes from one goroutine, so records of one partition are
+// published in offset order. Ready may be called from any goroutine. Hooks
+// are called from Run's goroutine (OnRecord, OnSkip, OnLag) and must not
+// block.
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgerelay/edgerelay/fanout"
+)
+
+// Config configures ingest. YAML keys are in the tags.
+type Config struct {
+	Topics []Topic `yaml:"topics"`
+	// ChannelHeader names the record header that carries the channel
+	// (default "channel"; empty disables header lookup).
+	ChannelHeader string `yaml:"channel_header"`
+	// PriorityHeader names a header whose value "1" or "true" marks a
+	// priority publication (never conflated away).
+	PriorityHeader string `yaml:"priority_header"`
+	// RequireJSON skips records whose value is not valid JSON (default
+	// true: JSON clients cannot receive anything else).
+	RequireJSON bool        `yaml:"require_json"`
+	Start       StartConfig `yaml:"start"`
+	// ProbeInterval is how often broker reachability is checked for
+	// readiness.
+	ProbeInterval time.Duration `yaml:"probe_interval"`
+}
+
+// Topic is one source topic.
+type Topic struct {
+	Name string `yaml:"name"`
+	// ChannelTemplate builds a channel name from {key}, {topic} and
+	// {partition}, e.g. "odds:{key}".
+	ChannelTemplate string `yaml:"channel_template"`
+}
+
+// StartConfig says where to start reading each partition. Since, when set,
+// wins over LastRecords.
+type StartConfig struct {
+	LastRecords int64         `yaml:"last_records"`
+	Since       time.Duration `yaml:"since"`
+}
+
+// DefaultConfig reads the topics "odds" and "scores", the channel from the
+// "channel" header, starting 10,000 records back in every partition.
+func DefaultConfig() Config {
+	return Config{
+		Topics:         []Topic{{Name: "odds"}, {Name: "scores"}},
+		ChannelHeader:  "channel",
+		PriorityHeader: "priority",
+		RequireJSON:    true,
+		Start:          StartConfig{LastRecords: 10_000},
+		ProbeInterval:  2 * time.Second,
+	}
+}
+
+// Validate checks c; errors name the field under prefix.
+func (c Config) Validate(prefix string) error {
+	var errs []error
+	if len(c.Topics) == 0 {
+		errs = append(errs, fmt.Errorf("%s.topics: at least one topic is required", prefix))
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Topics {
+		switch {
+		case t.Name == "":
+			errs = append(errs, fmt.Errorf("%s.topics[%d].name: required", prefix, i))
+		case seen[t.Name]:
+			errs = append(errs, fmt.Errorf("%s.topics[%d].name: %q listed twice", prefix, i, t.Name))
+		}
+		seen[t.Name] = true
+		if t.ChannelTemplate != "" {
+			probe := expand(t.ChannelTemplate, "k", t.Name, 0)
+			if strings.Contains(probe, "{") || strings.Contains(probe, "}") {
+				errs = append(errs, fmt.Errorf("%s.topics[%d].channel_template: only {key}, {topic} and {partition} may be used", prefix, i))
+			}
+		}
+	}
+	if c.Start.LastRecords < 0 {
+		errs = append(errs, fmt.Errorf("%s.start.last_records: must not be negative", prefix))
+	}
+	if c.Start.Since < 0 {
+		errs = append(errs, fmt.Errorf("%s.start.since: must not be negative", prefix))
+	}
+	if c.ProbeInterval <= 0 {
+		errs = append(errs, fmt.Errorf("%s.probe_interval: must be positive", prefix))
+	}
+	return errors.Join(errs...)
+}
+
+func expand(tmpl, key, topic string, partition int32) string {
+	return strings.NewReplacer("{key}", key, "{topic}", topic, "{partition}", strconv.Itoa(int(partition))).Replace(tmpl)
+}
+
+// SkipReason says why a record was not published.
+type SkipReason string
+
+// Skip reasons, used as metric label values.
+const (
+	SkipNoChannel      SkipReason = "no_channel"
+	SkipInvalidChannel SkipReason = "invalid_channel"
+	SkipInvalidJSON    SkipReason = "invalid_json"
+)
+
+// Hooks observe ingest. Methods are called from Run's goroutine and must
+// not block.
+type Hooks interface {
+	OnRecord(topic string, partition int32)
+	OnSkip(topic string, reason SkipReason)
+	// OnLag reports records behind the high watermark after a fetch.
+	OnLag(topic string, partition int32, lag int64)
+}
+
+// Publisher receives publications; *fanout.Hub implements it.
+type Publisher interface {
+	Publish(p *fanout.Publication) error
+}
+
+// Ingester consumes the source topics.
+type Ingester struct {
+	cfg       Config
+	client    *kgo.Client
+	pub       Publisher
+	hooks     Hooks
+	log       *slog.Logger
+	templates map[string]string
+	maxName   int
+
+	reachable atomic.Bool
+	lastErr   atomic.Pointer[string]
+}
+
+// New creates an Ingester; kopts are the broker connection options (see
+// package kafkaclient). maxNameLength bounds channel names as the hub does.
+// New does not contact the brokers: a broker that is down at start is
+// retried by Run.
+func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength int, log *slog.Logger) (*Ingester, error) {
+	if err := cfg.Validate("ingest"); err != nil {
+		return nil, err
+	}
+	start := kgo.NewOffset().AtEnd().Relative(-cfg.Start.LastRecords)
+	if cfg.Start.Since > 0 {
+		start = kgo.NewOffset().AfterMilli(time.Now().Add(-cfg.Start.Since).UnixMilli())
+	}
+	names := make([]string, len(cfg.Topics))
+	templates := map[string]string{}
+	for i, t := range cfg.Topics {
+		names[i] = t.Name
+		if t.ChannelTemplate != "" {
+			templates[t.Name] = t.ChannelTemplate
+		}
+	}
+	opts := append([]kgo.Opt{}, kopts...)
+	opts = append(opts,
+		kgo.ConsumeTopics(names...),
+		kgo.ConsumeStartOffset(start),
+		// Past the end after a broker lost data: read what the log has now.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.MetadataMaxAge(30*time.Second),
+		kgo.FetchMaxWait(time.Second),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	return &Ingester{cfg: cfg, client: cl, pub: pub, hooks: hooks, log: log, templates: templates, maxName: maxNameLength}, nil
+}
+
+// Ready reports whether a broker answered the last reachability probe.
+func (in *Ingester) Ready() bool { return in.reachable.Load() }
+
+// LastError returns the last fetch or probe error, or "".
+func (in *Ingester) LastError() string {
+	if p := in.lastErr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Run consumes until ctx is done, then closes the client. Broker outages are
+// retried forever; Run returns only when ctx is done.
+func (in *Ingester) Run(ctx context.Context) error {
+	defer in.client.Close()
+	go in.probe(ctx)
+	var lastLog time.Time
+	for {
+		fetches := in.client.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			msg := fmt.Sprintf("%s[%d]: %v", topic, partition, err)
+			in.lastErr.Store(&msg)
+			if time.Since(lastLog) > 10*time.Second {
+				lastLog = time.Now()
+				in.log.Warn("kafka fetch error; retrying", "topic", topic, "partition", partition, "err", err)
+			}
+		})
+		fetches.EachTopic(func(t kgo.FetchTopic) {
+			for i := range t.Partitions {
+				in.handlePartition(t.Topic, t.TopicID, &t.Partitions[i])
+			}
+		})
+	}
+}
+
+func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchPartition) {
+	if len(p.Records) == 0 {
+		return
+	}
+	epoch := Epoch(topic, id, p.Partition)
+	for _, r := range p.Records {
+		in.handle(r, epoch)
+	}
+	last := p.Records[len(p.Records)-1].Offset
+	in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-last-1, 0))
+}
+
+// Epoch names the stream of one partition: the topic's ID when the broker
+// reports one (it changes if the topic is deleted and created again, which
+// makes old offsets meaningless), else the topic name, then the partition.
+func Epoch(topic string, id [16]byte, partition int32) string {
+	if id != ([16]byte{}) {
+		return hex.EncodeToString(id[:4]) + "-" + strconv.Itoa(int(partition))
+	}
+	return topic + "-" + strconv.Itoa(int(partition))
+}
+
+func (in *Ingester) handle(r *kgo.Record, epoch string) {
+	in.hooks.OnRecord(r.Topic, r.Partition)
+	channel := in.channelOf(r)
+	if channel == "" {
+		in.hooks.OnSkip(r.Topic, SkipNoChannel)
+		return
+	}
+	if err := fanout.ValidateName(channel, in.maxName); err != nil {
+		in.hooks.OnSkip(r.Topic, SkipInvalidChannel)
+		return
+	}
+	data := r.Value
+	if in.cfg.RequireJSON {
+		if !json.Valid(data) {
+			in.hooks.OnSkip(r.Topic, SkipInvalidJSON)
+			return
+		}
+		// The JSON protocol separates messages by '\n', so payloads must
+		// not contain one; in valid JSON it can only be whitespace.
+		if bytes.IndexByte(data, '\n') >= 0 {
+			var b bytes.Buffer
+			json.Compact(&b, data)
+			data = b.Bytes()
+		}
+	}
+	p := &fanout.Publication{
+		Channel:  channel,
+		Data:     data,
+		Pos:      fanout.Position{Stream: r.Topic, Partition: r.Partition, Offset: r.Offset},
+		Epoch:    epoch,
+		Time:     r.Timestamp,
+		Priority: in.isPriority(r),
+	}
+	if err := in.pub.Publish(p); err != nil {
+		in.hooks.OnSkip(r.Topic, SkipInvalidChannel)
+	}
+}
+
+func (in *Ingester) channelOf(r *kgo.Record) string {
+	if h := in.cfg.ChannelHeader; h != "" {
+		for _, hd := range r.Headers {
+			if hd.Key == h && len(hd.Value) > 0 {
+				return string(hd.Value)
+			}
+		}
+	}
+	if tmpl, ok := in.templates[r.Topic]; ok {
+		if len(r.Key) == 0 && strings.Contains(tmpl, "{key}") {
+			return ""
+		}
+		return expand(tmpl, string(r.Key), r.Topic, r.Partition)
+	}
+	return string(r.Key)
+}
+
+func (in *Ingester) isPriority(r *kgo.Record) bool {
+	h := in.cfg.PriorityHeader
+	if h == "" {
+		return false
+	}
+	for _, hd := range r.Headers {
+		if hd.Key == h {
+			v := string(hd.Value)
+			return v == "1" || strings.EqualFold(v, "true")
+		}
+	}
+	return false
+}
+
+// probe checks broker reachability every ProbeInterval for Ready.
+func (in *Ingester) probe(ctx context.Context) {
+	t := time.NewTicker(in.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, in.cfg.ProbeInterval)
+		err := in.client.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		was := in.reachable.Swap(err == nil)
+		switch {
+		case err != nil && was:
+			msg := "broker unreachable: " + err.Error()
+			in.lastErr.Store(&msg)
+			in.log.Warn("kafka brokers unreachable; serving cached state", "err", err)
+		case err == nil && !was:
+			in.log.Info("kafka brokers reachable")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package relay
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/ingest"
+)
+
+// metrics are the relay's Prometheus collectors, on a registry of their own
+// (no global state). docs/operations.md lists them.
+type metrics struct {
+	reg *prometheus.Registry
+
+	connections     prometheus.Gauge
+	accepted        prometheus.Counter
+	disconnects     *prometheus.CounterVec
+	protocolErrors  *prometheus.CounterVec
+	framesOut       prometheus.Counter
+	bytesOut        prometheus.Counter
+	deliveryLatency prometheus.Histogram
+
+	kafkaRecords *prometheus.CounterVec
+	kafkaSkipped *prometheus.CounterVec
+	kafkaLag     *prometheus.GaugeVec
+}
+
+var _ ingest.Hooks = (*metrics)(nil)
+
+func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
+	reg := prometheus.NewRegistry()
+	f := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: "edgerelay", Name: name, Help: help}
+	}
+	m := &metrics{
+		reg:            reg,
+		connections:    prometheus.NewGauge(prometheus.GaugeOpts(f("connections", "Open client WebSocket connections."))),
+		accepted:       prometheus.NewCounter(prometheus.CounterOpts(f("connections_accepted_total", "WebSocket connections accepted."))),
+		disconnects:    prometheus.NewCounterVec(prometheus.CounterOpts(f("disconnects_total", "Connections closed by the server, by close code.")), []string{"code"}),
+		protocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts(f("protocol_errors_total", "Error replies and protocol violations, by error code or kind.")), []string{"code"}),
+		framesOut:      prometheus.NewCounter(prometheus.CounterOpts(f("frames_written_total", "WebSocket frames written to clients (pushes, replies, pings)."))),
+		bytesOut:       prometheus.NewCounter(prometheus.CounterOpts(f("bytes_written_total", "Bytes written to client sockets."))),
+		deliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "edgerelay", Name: "delivery_latency_seconds",
+			Help:    "Time from the Kafka record timestamp to the socket write of a publication push.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		kafkaRecords: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
+		kafkaSkipped: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
+		kafkaLag:     prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
+	}
+	stat := func(get func(fanout.Stats) float64) func() float64 {
+		return func() float64 { return get(hub.Stats()) }
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency,
+		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels", "Channels held in the registry.")), stat(func(s fanout.Stats) float64 { return float64(s.Channels) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channel_cache_bytes", "Bytes held by cached last publications.")), stat(func(s fanout.Stats) float64 { return float64(s.CachedBytes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts(f("publications_total", "Publications received by the hub.")), stat(func(s fanout.Stats) float64 { return float64(s.Publications) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts(f("deliveries_total", "Publication pushes handed to connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Deliveries) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts(f("channels_evicted_idle_total", "Channels evicted after channels.idle_ttl without subscribers or updates.")), stat(func(s fanout.Stats) float64 { return float64(s.EvictedIdle) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts(f("channels_evicted_capacity_total", "Idle channels evicted to stay under channels.max_channels or max_cached_bytes.")), stat(func(s fanout.Stats) float64 { return float64(s.EvictedCap) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("ready", "1 when /readyz reports ready.")), func() float64 {
+			if ready() {
+				return 1
+			}
+			return 0
+		}),
+	)
+	return m
+}
+
+func (m *metrics) OnRecord(topic string, _ int32) { m.kafkaRecords.WithLabelValues(topic).Inc() }
+
+func (m *metrics) OnSkip(topic string, reason ingest.SkipReason) {
+	m.kafkaSkipped.WithLabelValues(topic, string(reason)).Inc()
+}
+
+func (m *metrics) OnLag(topic string, partition int32, lag int64) {
+	m.kafkaLag.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(lag))
+}
+
+// observeWrite accounts one successful socket write of batch (n bytes).
+func (s *Server) observeWrite(batch []outFrame, n int) {
+	m := s.metrics
+	m.framesOut.Add(float64(len(batch)))
+	m.bytesOut.Add(float64(n))
+	now := time.Now()
+	for _, f := range batch {
+		if f.pub != nil && !f.pub.Time.IsZero() {
+			m.deliveryLatency.Observe(now.Sub(f.pub.Time).Seconds())
+		}
+	}
+}
+
+func codeLabel(code ws.StatusCode) string { return strconv.Itoa(int(code)) }

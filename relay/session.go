@@ -1,0 +1,176 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/protocol"
+)
+
+// This file holds the protocol session: what each client command does.
+// Everything here runs on the connection's readLoop goroutine.
+
+// errStop ends the handling of a message after the connection was told to
+// disconnect.
+var errStop = errors.New("relay: connection disconnected")
+
+// handleMessage handles one WebSocket text message: one or more commands.
+// Replies share one frame, except that a subscribe reply is flushed at once
+// so that it reaches the queue before the channel's next publication. It
+// reports false when the connection is being closed.
+func (c *conn) handleMessage(msg []byte) bool {
+	c.replies = c.replies[:0]
+	err := protocol.DecodeCommands(msg, c.handleCommand)
+	if errors.Is(err, protocol.ErrMalformed) {
+		c.flushReplies()
+		c.srv.metrics.protocolErrors.WithLabelValues("malformed").Inc()
+		c.disconnect(protocol.DisconnectBadRequest)
+		return false
+	}
+	c.flushReplies()
+	return err == nil
+}
+
+func (c *conn) flushReplies() {
+	if len(c.replies) > 0 {
+		c.send(textFrame(c.replies))
+		c.replies = c.replies[:0]
+	}
+}
+
+func (c *conn) reply(r *protocol.Reply) {
+	if len(c.replies) > 0 {
+		c.replies = append(c.replies, '\n')
+	}
+	c.replies = protocol.AppendReply(c.replies, r)
+}
+
+func (c *conn) replyError(id uint32, e *protocol.Error) {
+	c.srv.metrics.protocolErrors.WithLabelValues(fmt.Sprint(e.Code)).Inc()
+	c.reply(&protocol.Reply{ID: id, Error: e})
+}
+
+func (c *conn) handleCommand(cmd *protocol.Command) error {
+	if cmd.IsPong() {
+		c.pongDeadline.Store(0)
+		return nil
+	}
+	method := cmd.Method()
+	if !c.connected && method != "connect" {
+		// As Centrifugo does: a client that skips connect is broken.
+		c.srv.metrics.protocolErrors.WithLabelValues("not_connected").Inc()
+		c.flushReplies()
+		c.disconnect(protocol.DisconnectBadRequest)
+		return errStop
+	}
+	if cmd.ID == 0 && method != "send" {
+		c.srv.metrics.protocolErrors.WithLabelValues("no_id").Inc()
+		c.flushReplies()
+		c.disconnect(protocol.DisconnectBadRequest)
+		return errStop
+	}
+	switch method {
+	case "connect":
+		return c.handleConnect(cmd)
+	case "subscribe":
+		c.handleSubscribe(cmd.ID, cmd.Subscribe)
+	case "unsubscribe":
+		if c.deleteSub(cmd.Unsubscribe.Channel) {
+			c.srv.hub.Unsubscribe(cmd.Unsubscribe.Channel, c)
+		}
+		c.reply(&protocol.Reply{ID: cmd.ID, Unsubscribe: &struct{}{}})
+	case "ping":
+		c.reply(&protocol.Reply{ID: cmd.ID, Ping: &struct{}{}})
+	case "rpc":
+		c.replyError(cmd.ID, protocol.ErrMethodNotFound.WithMessage(fmt.Sprintf("rpc method %q", cmd.RPC.Method)))
+	case "publish":
+		c.replyError(cmd.ID, protocol.ErrPermissionDenied.WithMessage("channels are published from Kafka, not by clients"))
+	case "history", "presence", "presence_stats", "refresh", "sub_refresh":
+		c.replyError(cmd.ID, protocol.ErrNotAvailable.WithMessage(method+" is not supported"))
+	case "send":
+		// Asynchronous messages have no reply and no use here yet.
+	default:
+		c.replyError(cmd.ID, protocol.ErrMethodNotFound)
+	}
+	return nil
+}
+
+func (c *conn) handleConnect(cmd *protocol.Command) error {
+	if c.connected {
+		c.flushReplies()
+		c.disconnect(protocol.DisconnectBadRequest)
+		return errStop
+	}
+	c.connected = true
+	c.lastPing.Store(time.Now().UnixNano())
+	c.isConnected.Store(true)
+	ws := c.srv.cfg.WebSocket
+	c.reply(&protocol.Reply{ID: cmd.ID, Connect: &protocol.ConnectResult{
+		Client:  c.id,
+		Version: Version,
+		Ping:    uint32(ws.PingInterval.Seconds()),
+		Pong:    ws.PingInterval > 0,
+		Node:    c.srv.cfg.Node,
+	}})
+	return nil
+}
+
+func (c *conn) deleteSub(ch string) bool {
+	if _, ok := c.subs[ch]; !ok {
+		return false
+	}
+	delete(c.subs, ch)
+	return true
+}
+
+func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
+	if _, dup := c.subs[req.Channel]; dup {
+		c.replyError(id, protocol.ErrAlreadySubscribed)
+		return
+	}
+	if len(c.subs) >= c.srv.cfg.WebSocket.MaxSubscriptions {
+		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
+		return
+	}
+	err := c.srv.hub.Subscribe(req.Channel, c, func(last *fanout.Publication) {
+		c.reply(&protocol.Reply{ID: id, Subscribe: subscribeResult(req, last)})
+		// Flush under the channel lock: the next publication of this
+		// channel must be queued after this reply.
+		c.flushReplies()
+	})
+	switch {
+	case errors.Is(err, fanout.ErrInvalidChannel):
+		c.replyError(id, protocol.ErrBadRequest.WithMessage(err.Error()))
+	case err != nil:
+		c.replyError(id, protocol.ErrAlreadySubscribed)
+	default:
+		c.subs[req.Channel] = struct{}{}
+	}
+}
+
+// subscribeResult builds the subscribe reply. The channel is a recoverable
+// stream positioned by Kafka: epoch names the topic partition, offset is
+// the Kafka offset + 1. Recovery is "cache recovery": a client that already
+// holds the latest offset of the same epoch gets nothing; any other client
+// gets the latest publication.
+func subscribeResult(req *protocol.SubscribeRequest, last *fanout.Publication) *protocol.SubscribeResult {
+	res := &protocol.SubscribeResult{Recoverable: true, WasRecovering: req.Recover}
+	if last == nil {
+		res.Recovered = req.Recover
+		return res
+	}
+	res.Epoch = last.Epoch
+	res.Offset = protoOffset(last)
+	upToDate := req.Recover && req.Epoch == last.Epoch && req.Offset >= res.Offset
+	if !upToDate {
+		res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset}}
+	}
+	res.Recovered = req.Recover && (upToDate || req.Epoch == last.Epoch)
+	return res
+}
+
+// protoOffset maps a Kafka offset to a protocol offset: +1, because the
+// SDKs read offset 0 as "no position".
+func protoOffset(p *fanout.Publication) uint64 { return uint64(p.Pos.Offset) + 1 }
