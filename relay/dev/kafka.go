@@ -3,7 +3,6 @@ package dev
 import (
 	"errors"
 	"fmt"
-	"net"
 	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -31,15 +30,4 @@ func StartKafka(port int, dataDir string) (*kfake.Cluster, error) {
 		return nil, fmt.Errorf("dev: starting embedded Kafka: %w", err)
 	}
 	return c, nil
-}
-
-// freePort is used by tests that need a port to stay the same across a
-// broker restart.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
