@@ -57,10 +57,11 @@ type MarketUpdate struct {
 // ScoreUpdate is the JSON value of a scores record.
 type ScoreUpdate struct {
 	Match string `json:"match"`
-	Sport string `json:"sport"`
-	Home  string `json:"home"`
-	Away  string `json:"away"`
-	Score [2]int `json:"score"`
+	Sport  string `json:"sport"`
+	League string `json:"league"`
+	Home   string `json:"home"`
+	Away   string `json:"away"`
+	Score  [2]int `json:"score"`
 	Event string `json:"event"`
 	Clock string `json:"clock"`
 	Seq   uint64 `json:"seq"`
@@ -245,7 +246,7 @@ func (s *Simulator) produceScore(ctx context.Context, m *match, event string) {
 	m.scoreSeq++
 	mins := int(time.Since(m.started).Minutes()) % 90
 	s.produce(ctx, "scores", m.id, m.scoreChannel, ScoreUpdate{
-		Match: m.id, Sport: m.sport, Home: m.home, Away: m.away, Score: m.score, Event: event,
+		Match: m.id, Sport: m.sport, League: m.league, Home: m.home, Away: m.away, Score: m.score, Event: event,
 		Clock: fmt.Sprintf("%d'", mins+1), Seq: m.scoreSeq, TS: time.Now().UnixMilli(),
 	}, true)
 }

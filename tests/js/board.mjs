@@ -1,0 +1,43 @@
+// Opens the dev-mode odds board in Debian's Chromium (driven by
+// playwright-core, which never downloads a browser) and reports, as one JSON
+// line on stdout, how long the page took to show odds and its first live
+// update. Run by the Go test TestBoardInChromium, or by hand:
+//
+//   BOARD_URL=http://127.0.0.1:8000/ SCREENSHOT=/tmp/board.png node board.mjs
+import { chromium } from 'playwright-core';
+
+const url = process.env.BOARD_URL;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const t0 = Date.now();
+  await page.goto(url);
+  // Odds rendered (from the REST initial render or the subscribe replies).
+  await page.waitForFunction(() => document.querySelectorAll('.sel b').length > 0 &&
+    [...document.querySelectorAll('.sel b')].every((b) => b.textContent !== ''), null, { timeout: 20000 });
+  const tOdds = Date.now() - t0;
+  // A live update pushed over the WebSocket.
+  await page.waitForFunction(() => Number(document.getElementById('updates').textContent) > 0, null, { timeout: 20000 });
+  const tLive = Date.now() - t0;
+  await page.waitForFunction(() => Number(document.getElementById('updates').textContent) >= 20, null, { timeout: 20000 });
+  const result = {
+    state: await page.textContent('#state'),
+    matches: await page.locator('.match').count(),
+    odds: await page.locator('.sel b').count(),
+    channels: Number(await page.textContent('#channels')),
+    updates: Number(await page.textContent('#updates')),
+    ms_to_odds: tOdds,
+    ms_to_first_update: tLive,
+    errors,
+  };
+  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
+  process.stdout.write(JSON.stringify(result) + '\n');
+} finally {
+  await browser.close();
+}
