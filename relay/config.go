@@ -49,15 +49,15 @@ type ChannelsConfig struct {
 
 // WebSocketConfig configures the client endpoint.
 type WebSocketConfig struct {
-	Path                string        `yaml:"path"`
-	MaxMessageBytes     ByteSize      `yaml:"max_message_bytes"`
-	PingInterval        time.Duration `yaml:"ping_interval"`
-	PongTimeout         time.Duration `yaml:"pong_timeout"`
-	ConnectTimeout      time.Duration `yaml:"connect_timeout"`
-	WriteTimeout        time.Duration `yaml:"write_timeout"`
-	MaxQueueBytes       ByteSize      `yaml:"max_queue_bytes"`
-	MaxSubscriptions    int           `yaml:"max_subscriptions"`
-	AllowedOrigins      []string      `yaml:"allowed_origins"`
+	Path             string        `yaml:"path"`
+	MaxMessageBytes  ByteSize      `yaml:"max_message_bytes"`
+	PingInterval     time.Duration `yaml:"ping_interval"`
+	PongTimeout      time.Duration `yaml:"pong_timeout"`
+	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
+	WriteTimeout     time.Duration `yaml:"write_timeout"`
+	MaxQueueBytes    ByteSize      `yaml:"max_queue_bytes"`
+	MaxSubscriptions int           `yaml:"max_subscriptions"`
+	AllowedOrigins   []string      `yaml:"allowed_origins"`
 }
 
 // DefaultConfig returns a configuration that works against a local broker

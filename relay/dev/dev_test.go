@@ -100,4 +100,3 @@ func TestStartKafkaPortInUse(t *testing.T) {
 		t.Fatalf("err = %v, want advice naming --kafka-port", err)
 	}
 }
-

@@ -56,16 +56,16 @@ type MarketUpdate struct {
 
 // ScoreUpdate is the JSON value of a scores record.
 type ScoreUpdate struct {
-	Match string `json:"match"`
+	Match  string `json:"match"`
 	Sport  string `json:"sport"`
 	League string `json:"league"`
 	Home   string `json:"home"`
 	Away   string `json:"away"`
 	Score  [2]int `json:"score"`
-	Event string `json:"event"`
-	Clock string `json:"clock"`
-	Seq   uint64 `json:"seq"`
-	TS    int64  `json:"ts"`
+	Event  string `json:"event"`
+	Clock  string `json:"clock"`
+	Seq    uint64 `json:"seq"`
+	TS     int64  `json:"ts"`
 }
 
 type market struct {
