@@ -32,6 +32,8 @@ type Config struct {
 	LogLevel string `yaml:"log_level"`
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Debug serves /debug/pprof/ and POST /debug/gc on the listener.
+	Debug bool `yaml:"debug"`
 
 	Kafka     kafkaclient.Config `yaml:"kafka"`
 	Ingest    ingest.Config      `yaml:"ingest"`
@@ -55,7 +57,9 @@ type WebSocketConfig struct {
 	PongTimeout      time.Duration `yaml:"pong_timeout"`
 	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
 	WriteTimeout     time.Duration `yaml:"write_timeout"`
+	SoftQueueBytes   ByteSize      `yaml:"soft_queue_bytes"`
 	MaxQueueBytes    ByteSize      `yaml:"max_queue_bytes"`
+	StallTimeout     time.Duration `yaml:"stall_timeout"`
 	MaxSubscriptions int           `yaml:"max_subscriptions"`
 	AllowedOrigins   []string      `yaml:"allowed_origins"`
 }
@@ -85,7 +89,9 @@ func DefaultConfig() Config {
 			PongTimeout:      10 * time.Second,
 			ConnectTimeout:   10 * time.Second,
 			WriteTimeout:     10 * time.Second,
+			SoftQueueBytes:   256 << 10,
 			MaxQueueBytes:    1 << 20,
+			StallTimeout:     15 * time.Second,
 			MaxSubscriptions: 512,
 		},
 	}
@@ -146,8 +152,14 @@ func (c *Config) Validate() error {
 	if ws.WriteTimeout <= 0 {
 		bad("websocket.write_timeout", "must be positive")
 	}
-	if ws.MaxQueueBytes < ws.MaxMessageBytes {
-		bad("websocket.max_queue_bytes", "must be at least websocket.max_message_bytes")
+	if ws.SoftQueueBytes < 4<<10 {
+		bad("websocket.soft_queue_bytes", "must be at least 4KiB")
+	}
+	if ws.MaxQueueBytes < 2*ws.SoftQueueBytes {
+		bad("websocket.max_queue_bytes", "must be at least twice websocket.soft_queue_bytes")
+	}
+	if ws.StallTimeout < time.Second {
+		bad("websocket.stall_timeout", "must be at least 1s")
 	}
 	if ws.MaxSubscriptions < 1 {
 		bad("websocket.max_subscriptions", "must be at least 1")

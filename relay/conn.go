@@ -1,309 +1,239 @@
 package relay
 
 import (
-	"bufio"
-	"errors"
-	"io"
-	"net"
+	"encoding/hex"
+	"time"
+
 	"sync"
 	"sync/atomic"
-	"time"
-	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
-// conn is one client WebSocket connection.
+// conn is one client WebSocket connection on the epoll engine.
 //
-// Goroutines: readLoop owns the session state (connected, subs) and does the
-// final cleanup; writeLoop owns writes to the socket. Deliver and close may be
-// called from any goroutine (Deliver with a hub channel lock held) and only
-// touch the queue under mu.
+// An idle connection owns no goroutine and no buffer: its socket is
+// registered with a poller (engine_linux.go), which reads and handles input
+// only when the socket is readable, and a writer worker sends its queue
+// only when there is something to send.
+//
+// Ownership: fields under "poller" are touched only by the owning poller's
+// goroutine (reads, protocol session, final cleanup). Fields under mu are
+// shared with writers, the hub (Deliver) and the heartbeat. The socket is
+// closed under mu, never while a writer is using it.
 type conn struct {
-	srv      *Server
-	nc       net.Conn
-	id       string
-	accepted time.Time
+	srv    *Server
+	poller *poller
+	writer *writer
+	id     [16]byte
+	born   int64 // unix nanos at upgrade
 
-	// Owned by readLoop.
+	// poller
 	connected bool
-	subs      map[string]struct{}
-	replies   []byte // replies of the frame being handled, '\n'-separated
+	subs      []string // subscribed channels; a slice is smaller than a map for the usual few
+	replies   []byte   // replies of the message being handled, '\n'-separated
+	partial   []byte   // an incomplete frame, kept only until the rest arrives
+	msg       []byte   // fragments of an incomplete message
+	inMessage bool
+	discard   bool // closing: input is read and dropped
+	// pendingInput: partial holds bytes read with the handshake, to be
+	// handled on the first event.
+	pendingInput bool
 
-	// Heartbeat state, read by the server's heartbeat goroutine.
+	// heartbeat
 	isConnected  atomic.Bool
 	lastPing     atomic.Int64 // unix nanos of the last ping sent
 	pongDeadline atomic.Int64 // unix nanos; 0 when no pong is awaited
 
-	mu      sync.Mutex
-	wake    *sync.Cond
-	queue   []outFrame
-	queued  int // bytes in queue
-	closing bool
-	closeFr []byte // close frame to send after the queue, once closing
-
-	writerDone chan struct{}
-}
-
-// outFrame is one WebSocket frame waiting to be written. pub is set for
-// publication pushes so the write can be timed against the source timestamp.
-type outFrame struct {
-	b   []byte
-	pub *fanout.Publication
+	mu            sync.Mutex
+	fd            int // -1 once closed
+	queue         []*fanout.Frame
+	head          int   // bytes of queue[0] already written
+	queued        int   // bytes in queue, minus head
+	stalledSince  int64 // unix nanos the queue last went from empty to non-empty or last made progress
+	scheduled     bool  // on a writer's run list
+	writing       bool  // a writer is in writev on fd
+	waitOut       bool  // socket full: waiting for EPOLLOUT
+	outEvents     uint32
+	closing       bool  // close frame queued (or connection dead): no more frames
+	closeSent     bool  // close frame written, write side shut down
+	closeDeadline int64 // unix nanos after which the socket is shut down hard
+	closeAfter    bool  // cleaned up while a writer was writing: writer closes fd
 }
 
 var _ fanout.Subscriber = (*conn)(nil)
 
-func newConn(s *Server, nc net.Conn, id string) *conn {
-	c := &conn{srv: s, nc: nc, id: id, accepted: time.Now(), subs: map[string]struct{}{}, writerDone: make(chan struct{})}
-	c.wake = sync.NewCond(&c.mu)
-	return c
+func (c *conn) clientID() string {
+	h := hex.EncodeToString(c.id[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// Deliver queues a publication frame. It never blocks: a connection whose
-// queue would pass websocket.max_queue_bytes is disconnected as slow, with a
-// code that tells the SDK to reconnect and recover.
+// Deliver queues a publication frame without blocking (it runs under the
+// hub's channel lock). Past websocket.soft_queue_bytes, a frame replaces a
+// queued one of the same channel (latest value wins), unless it is a
+// priority publication. Past websocket.max_queue_bytes the connection is
+// closed as slow (3008: the SDK reconnects and recovers the latest values).
 func (c *conn) Deliver(f *fanout.Frame) {
+	m := c.srv.metrics
+	cfg := &c.srv.cfg.WebSocket
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return
 	}
-	if c.queued+len(f.Bytes) > int(c.srv.cfg.WebSocket.MaxQueueBytes) {
-		c.queue, c.queued = nil, 0 // the client recovers from the cache
-		c.closeLocked(closeFrame(ws.StatusCode(protocol.DisconnectSlow.Code), protocol.DisconnectSlow.Reason))
+	n := len(f.Bytes)
+	if c.queued+n > int(cfg.SoftQueueBytes) && !f.Pub.Priority && c.replaceLocked(f) {
 		c.mu.Unlock()
-		c.srv.metrics.disconnects.WithLabelValues("3008").Inc()
+		m.conflated.Inc()
 		return
 	}
-	c.queue = append(c.queue, outFrame{b: f.Bytes, pub: f.Pub})
-	c.queued += len(f.Bytes)
+	if c.queued+n > int(cfg.MaxQueueBytes) {
+		c.dropQueueLocked()
+		c.startCloseLocked(protocol.DisconnectSlow.Code, protocol.DisconnectSlow.Reason)
+		c.mu.Unlock()
+		m.slowDisconnects.Inc()
+		return
+	}
+	c.enqueueLocked(f)
 	c.mu.Unlock()
-	c.wake.Signal()
+}
+
+// replaceLocked puts f in place of the channel's newest queued frame if
+// that frame is not a priority one and not partly written. Older frames of
+// the channel stay ahead of it, so the channel's order is kept.
+func (c *conn) replaceLocked(f *fanout.Frame) bool {
+	for i := len(c.queue) - 1; i >= 0; i-- {
+		q := c.queue[i].Pub
+		if q == nil || q.Channel != f.Pub.Channel {
+			continue
+		}
+		if q.Priority || (i == 0 && c.head > 0) {
+			return false
+		}
+		c.queued += len(f.Bytes) - len(c.queue[i].Bytes)
+		c.queue[i] = f
+		return true
+	}
+	return false
+}
+
+func (c *conn) enqueueLocked(f *fanout.Frame) {
+	if len(c.queue) == 0 {
+		c.stalledSince = time.Now().UnixNano()
+	}
+	c.queue = append(c.queue, f)
+	c.queued += len(f.Bytes)
+	c.scheduleLocked()
+}
+
+func (c *conn) scheduleLocked() {
+	if !c.scheduled && !c.writing && !c.waitOut && c.fd >= 0 {
+		c.scheduled = true
+		c.writer.push(c)
+	}
+}
+
+// dropQueueLocked drops queued frames, except one already partly written:
+// it must finish, or the stream would be corrupt.
+func (c *conn) dropQueueLocked() {
+	keep := 0
+	if c.head > 0 && c.fd >= 0 {
+		keep = 1
+	}
+	clear(c.queue[keep:])
+	c.queue = c.queue[:keep]
+	c.queued = 0
+	if keep == 1 {
+		c.queued = len(c.queue[0].Bytes) - c.head
+	} else {
+		c.head = 0
+	}
 }
 
 // send queues a frame that is not a publication (replies, pings).
 func (c *conn) send(frame []byte) {
 	c.mu.Lock()
 	if !c.closing {
-		c.queue = append(c.queue, outFrame{b: frame})
-		c.queued += len(frame)
+		c.enqueueLocked(&fanout.Frame{Bytes: frame})
 	}
 	c.mu.Unlock()
-	c.wake.Signal()
 }
 
-// disconnect sends what is queued, then a close frame with d, then closes.
-func (c *conn) disconnect(d protocol.Disconnect) {
-	c.closeWith(ws.StatusCode(d.Code), d.Reason)
-}
+// disconnect sends what is queued, then a close frame with d's code and
+// reason, then shuts the connection.
+func (c *conn) disconnect(d protocol.Disconnect) { c.closeWith(ws.StatusCode(d.Code), d.Reason) }
 
 func (c *conn) closeWith(code ws.StatusCode, reason string) {
 	c.mu.Lock()
-	first := !c.closing
-	c.closeLocked(closeFrame(code, reason))
+	c.startCloseLocked(uint16(code), reason)
 	c.mu.Unlock()
-	if first {
-		c.srv.metrics.disconnects.WithLabelValues(codeLabel(code)).Inc()
-	}
-	c.wake.Signal()
 }
 
-func (c *conn) closeLocked(frame []byte) {
+func (c *conn) startCloseLocked(code uint16, reason string) {
 	if c.closing {
 		return
 	}
 	c.closing = true
-	c.closeFr = frame
-	c.wake.Signal()
+	c.srv.metrics.disconnects.WithLabelValues(codeLabel(ws.StatusCode(code))).Inc()
+	if c.fd < 0 || c.closeSent {
+		return
+	}
+	frame := ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), reason)))
+	c.queue = append(c.queue, &fanout.Frame{Bytes: frame})
+	c.queued += len(frame)
+	c.closeDeadline = time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout).UnixNano()
+	c.scheduleLocked()
 }
 
-func closeFrame(code ws.StatusCode, reason string) []byte {
-	return ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(code, reason)))
-}
-
-// writeLoop writes queued frames, several per write call, until the
-// connection closes.
-func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	var spare []outFrame
-	bufs := make(net.Buffers, 0, 16)
-	for {
-		c.mu.Lock()
-		for len(c.queue) == 0 && !c.closing {
-			c.wake.Wait()
-		}
-		batch := c.queue
-		c.queue, c.queued = spare[:0], 0
-		closing, closeFr := c.closing, c.closeFr
-		c.mu.Unlock()
-
-		if len(batch) > 0 {
-			bufs = bufs[:0]
-			n := 0
-			for _, f := range batch {
-				bufs = append(bufs, f.b)
-				n += len(f.b)
-			}
-			c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout))
-			toWrite := bufs // WriteTo consumes its receiver
-			if _, err := toWrite.WriteTo(c.nc); err != nil {
-				c.abort()
-				return
-			}
-			c.srv.observeWrite(batch, n)
-			clear(batch)
-			spare = batch
-		}
-		if closing {
-			c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-			if closeFr != nil {
-				c.nc.Write(closeFr)
-			}
-			// Half-close and let the reader drain what the client still
-			// sends: closing with unread data makes the kernel send a
-			// reset, and the client could lose our close frame.
-			if tc, ok := c.nc.(interface{ CloseWrite() error }); ok {
-				tc.CloseWrite()
-			}
-			c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
-			return
-		}
+// afterDrainLocked runs when a writer has emptied the queue: once the close
+// frame is out, shut the write side; the client closes its side, the poller
+// sees EOF and cleans up. The heartbeat shuts the socket if it does not.
+func (c *conn) afterDrainLocked() {
+	if c.closing && !c.closeSent && c.fd >= 0 {
+		c.closeSent = true
+		unix.Shutdown(c.fd, unix.SHUT_WR)
+		c.closeDeadline = time.Now().Add(2 * time.Second).UnixNano()
 	}
 }
 
-// abort ends the connection after a write error.
-func (c *conn) abort() {
+// kill shuts the socket in both directions; the poller then cleans up.
+func (c *conn) kill() {
 	c.mu.Lock()
-	c.closeLocked(nil)
+	c.closing = true
+	if c.fd >= 0 {
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	}
 	c.mu.Unlock()
-	c.nc.Close()
 }
 
-// Errors from the frame reader, each mapped to a WebSocket close code.
-var (
-	errFrameTooLarge = errors.New("message larger than websocket.max_message_bytes")
-	errInvalidUTF8   = errors.New("text message is not valid UTF-8")
-	errBinary        = errors.New("binary messages are not supported by the JSON protocol")
-	errProtocol      = errors.New("WebSocket protocol violation")
-)
-
-// readLoop reads messages from br, which reads c.nc, and handles them until
-// the connection ends, then cleans up.
-func (c *conn) readLoop(br *bufio.Reader) {
-	defer c.cleanup()
-	max := int(c.srv.cfg.WebSocket.MaxMessageBytes)
-	var msg []byte
-	inMessage := false
-	for {
-		h, err := ws.ReadHeader(br)
-		if err != nil {
-			c.readFailed(err)
-			return
-		}
-		if !h.Masked || h.Rsv != 0 {
-			c.fail(ws.StatusProtocolError, errProtocol)
-			return
-		}
-		if h.OpCode.IsControl() {
-			if h.Length > 125 || !h.Fin {
-				c.fail(ws.StatusProtocolError, errProtocol)
-				return
-			}
-			payload := make([]byte, h.Length)
-			if _, err := io.ReadFull(br, payload); err != nil {
-				c.readFailed(err)
-				return
-			}
-			ws.Cipher(payload, h.Mask, 0)
-			switch h.OpCode {
-			case ws.OpPing:
-				c.send(ws.MustCompileFrame(ws.NewPongFrame(payload)))
-			case ws.OpClose:
-				code, reason := ws.ParseCloseFrameData(payload)
-				if code.Empty() {
-					code = ws.StatusNormalClosure
-				}
-				c.closeWith(code, reason) // echo, as RFC 6455 asks
-				c.drain(br)
-				return
-			}
-			continue
-		}
-		switch {
-		case h.OpCode == ws.OpBinary:
-			c.fail(ws.StatusUnsupportedData, errBinary)
-			return
-		case h.OpCode == ws.OpText && !inMessage, h.OpCode == ws.OpContinuation && inMessage:
-		default:
-			c.fail(ws.StatusProtocolError, errProtocol)
-			return
-		}
-		if h.Length > int64(max-len(msg)) {
-			c.fail(ws.StatusMessageTooBig, errFrameTooLarge)
-			return
-		}
-		start := len(msg)
-		msg = append(msg, make([]byte, h.Length)...)
-		if _, err := io.ReadFull(br, msg[start:]); err != nil {
-			c.readFailed(err)
-			return
-		}
-		ws.Cipher(msg[start:], h.Mask, 0)
-		inMessage = !h.Fin
-		if inMessage {
-			continue
-		}
-		if !utf8.Valid(msg) {
-			c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
-			return
-		}
-		if !c.handleMessage(msg) {
-			c.drain(br)
-			return
-		}
-		msg = msg[:0]
-		if cap(msg) > 16<<10 {
-			msg = nil // do not keep a large buffer for an idle connection
+// hasSub, addSub and deleteSub keep c.subs; poller goroutine only.
+func (c *conn) hasSub(ch string) bool {
+	for _, s := range c.subs {
+		if s == ch {
+			return true
 		}
 	}
+	return false
 }
 
-// fail closes the connection with a WebSocket-level close code.
-func (c *conn) fail(code ws.StatusCode, err error) {
-	c.srv.log.Debug("closing connection", "client", c.id, "code", int(code), "err", err)
-	c.closeWith(code, err.Error())
-	c.drain(nil)
-}
+func (c *conn) addSub(ch string) { c.subs = append(c.subs, ch) }
 
-// readFailed handles a read error: the peer went away or the drain deadline
-// passed.
-func (c *conn) readFailed(err error) {
-	c.mu.Lock()
-	c.closeLocked(nil)
-	c.mu.Unlock()
-	c.wake.Signal()
-}
-
-// drain discards input until the writer has sent the close frame and the
-// client has closed its side (or the drain deadline passes).
-func (c *conn) drain(br *bufio.Reader) {
-	var r io.Reader = c.nc
-	if br != nil {
-		r = br
+func (c *conn) deleteSub(ch string) bool {
+	for i, s := range c.subs {
+		if s == ch {
+			last := len(c.subs) - 1
+			c.subs[i] = c.subs[last]
+			c.subs[last] = ""
+			c.subs = c.subs[:last]
+			if len(c.subs) == 0 {
+				c.subs = nil
+			}
+			return true
+		}
 	}
-	<-c.writerDone
-	io.Copy(io.Discard, r)
-}
-
-func (c *conn) cleanup() {
-	<-c.writerDone
-	c.nc.Close()
-	for ch := range c.subs {
-		c.srv.hub.Unsubscribe(ch, c)
-	}
-	c.srv.removeConn(c)
+	return false
 }

@@ -127,7 +127,10 @@ func (r *testRelay) waitCached(t testing.TB, channel string, off int64) {
 	checkFor(t, 20*time.Second, func() error {
 		p := r.srv.Hub().Last(channel)
 		if p == nil || p.Pos.Offset < off {
-			return fmt.Errorf("channel %s not cached at offset %d: %+v", channel, off, p)
+			if p == nil {
+				return fmt.Errorf("channel %s not cached", channel)
+			}
+			return fmt.Errorf("channel %s cached at offset %d, want %d", channel, p.Pos.Offset, off)
 		}
 		return nil
 	})

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"strconv"
-	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +23,10 @@ type metrics struct {
 	framesOut       prometheus.Counter
 	bytesOut        prometheus.Counter
 	deliveryLatency prometheus.Histogram
+	conflated       prometheus.Counter
+	slowDisconnects prometheus.Counter
+	acceptErrors    *prometheus.CounterVec
+	handshakeErrors prometheus.Counter
 
 	kafkaRecords *prometheus.CounterVec
 	kafkaSkipped *prometheus.CounterVec
@@ -50,9 +53,13 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 			Help:    "Time from the Kafka record timestamp to the socket write of a publication push.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
-		kafkaRecords: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
-		kafkaSkipped: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
-		kafkaLag:     prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
+		conflated:       prometheus.NewCounter(prometheus.CounterOpts(f("conflated_total", "Queued publications replaced by a newer one of the same channel for a connection past websocket.soft_queue_bytes."))),
+		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts(f("slow_disconnects_total", "Connections closed as slow (3008): queue past websocket.max_queue_bytes, or no write progress for websocket.stall_timeout."))),
+		acceptErrors:    prometheus.NewCounterVec(prometheus.CounterOpts(f("accept_errors_total", "Failed accepts, by reason (file_limit: EMFILE/ENFILE); each pauses accepting briefly.")), []string{"reason"}),
+		handshakeErrors: prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total", "WebSocket upgrades refused or failed."))),
+		kafkaRecords:    prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
+		kafkaSkipped:    prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
+		kafkaLag:        prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
 	}
 	stat := func(get func(fanout.Stats) float64) func() float64 {
 		return func() float64 { return get(hub.Stats()) }
@@ -61,6 +68,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency,
+		m.conflated, m.slowDisconnects, m.acceptErrors, m.handshakeErrors,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels", "Channels held in the registry.")), stat(func(s fanout.Stats) float64 { return float64(s.Channels) })),
@@ -87,19 +95,6 @@ func (m *metrics) OnSkip(topic string, reason ingest.SkipReason) {
 
 func (m *metrics) OnLag(topic string, partition int32, lag int64) {
 	m.kafkaLag.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(lag))
-}
-
-// observeWrite accounts one successful socket write of batch (n bytes).
-func (s *Server) observeWrite(batch []outFrame, n int) {
-	m := s.metrics
-	m.framesOut.Add(float64(len(batch)))
-	m.bytesOut.Add(float64(n))
-	now := time.Now()
-	for _, f := range batch {
-		if f.pub != nil && !f.pub.Time.IsZero() {
-			m.deliveryLatency.Observe(now.Sub(f.pub.Time).Seconds())
-		}
-	}
 }
 
 func codeLabel(code ws.StatusCode) string { return strconv.Itoa(int(code)) }

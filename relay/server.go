@@ -2,18 +2,17 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgerelay/edgerelay/fanout"
@@ -34,6 +33,10 @@ type Server struct {
 	ingest  *ingest.Ingester
 	metrics *metrics
 	mux     *http.ServeMux
+
+	pollers []*poller
+	writers []*writer
+	next    atomic.Uint32 // round-robin over pollers and writers
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -83,6 +86,25 @@ func (s *Server) Ready() bool { return !s.shuttingDown.Load() && s.ingest.Ready(
 // 3001 "shutdown"), waits for them to go (at most shutdown_timeout) and stops
 // Kafka ingest.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	n := runtime.GOMAXPROCS(0)
+	for i := 0; i < max(1, min(n, 4)); i++ {
+		p, err := newPoller(s)
+		if err != nil {
+			return err
+		}
+		s.pollers = append(s.pollers, p)
+	}
+	for i := 0; i < n; i++ {
+		s.writers = append(s.writers, newWriter(s))
+	}
+	var engine sync.WaitGroup
+	for _, p := range s.pollers {
+		engine.Go(p.run)
+	}
+	for _, w := range s.writers {
+		engine.Go(w.loop)
+	}
+
 	bg, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
 	var wg sync.WaitGroup
@@ -90,10 +112,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() { s.hub.Run(bg) })
 	wg.Go(func() { s.heartbeat(bg) })
 
+	hl := newHTTPListener(ln.Addr())
+	acc := &acceptor{srv: s, ln: ln, http: hl}
 	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	s.log.Info("relay listening", "addr", ln.Addr().String(), "node", s.cfg.Node, "websocket", s.cfg.WebSocket.Path)
+	served := make(chan error, 2)
+	go func() { served <- hs.Serve(hl) }()
+	go func() { served <- acc.loop() }()
+	s.log.Info("relay listening", "addr", ln.Addr().String(), "node", s.cfg.Node, "websocket", s.cfg.WebSocket.Path,
+		"pollers", len(s.pollers), "writers", len(s.writers))
 
 	var err error
 	select {
@@ -101,10 +127,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case err = <-served:
 	}
 	s.shuttingDown.Store(true)
+	ln.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	hs.Shutdown(sctx)
+	hl.Close()
 	s.drain(sctx)
+	for _, p := range s.pollers {
+		p.closeAll()
+	}
+	s.waitConns(time.Second)
+	for _, p := range s.pollers {
+		p.stop()
+	}
+	for _, w := range s.writers {
+		w.close()
+	}
+	engine.Wait()
 	stopBg()
 	wg.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
@@ -123,24 +162,32 @@ func (s *Server) drain(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	s.log.Info("draining connections", "count", n)
+	deadline, _ := ctx.Deadline()
+	if left := s.waitConns(time.Until(deadline)); left > 0 {
+		s.log.Warn("shutdown timeout with connections still open", "count", left)
+	}
+}
+
+// waitConns waits up to d for all connections to be gone and returns how
+// many are left.
+func (s *Server) waitConns(d time.Duration) int {
+	deadline := time.Now().Add(d)
 	for {
 		s.mu.Lock()
-		n = len(s.conns)
+		n := len(s.conns)
 		s.mu.Unlock()
-		if n == 0 {
-			return
+		if n == 0 || time.Now().After(deadline) {
+			return n
 		}
-		select {
-		case <-ctx.Done():
-			s.log.Warn("shutdown timeout with connections still open", "count", n)
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET "+s.cfg.WebSocket.Path, s.handleWebSocket)
+	s.mux.HandleFunc("GET "+s.cfg.WebSocket.Path, func(w http.ResponseWriter, r *http.Request) {
+		// Upgrades are taken by the acceptor on fresh connections only.
+		writeJSON(w, http.StatusBadRequest, errorView{"open a new connection for the WebSocket upgrade"})
+	})
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -148,32 +195,15 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
 	s.mux.HandleFunc("GET /v1/channels/{name}", s.handleChannel)
 	s.mux.HandleFunc("GET /v1/channels", s.handleChannels)
-}
-
-var upgrader = ws.HTTPUpgrader{}
-
-func (s *Server) handleWebSocket(w http.ResponseWriter, r *http.Request) {
-	if s.shuttingDown.Load() {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		return
+	if s.cfg.Debug {
+		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("POST /debug/gc", func(w http.ResponseWriter, r *http.Request) {
+			runtime.GC()
+			debug.FreeOSMemory()
+			writeJSON(w, http.StatusOK, map[string]string{"status": "collected"})
+		})
 	}
-	if !s.originAllowed(r.Header.Get("Origin")) {
-		http.Error(w, "origin not allowed", http.StatusForbidden)
-		return
-	}
-	nc, rw, _, err := upgrader.Upgrade(r, w)
-	if err != nil {
-		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
-		return
-	}
-	c := newConn(s, nc, newClientID())
-	s.mu.Lock()
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	s.metrics.accepted.Inc()
-	s.metrics.connections.Inc()
-	go c.writeLoop()
-	go c.readLoop(rw.Reader)
 }
 
 func (s *Server) originAllowed(origin string) bool {
@@ -188,6 +218,32 @@ func (s *Server) originAllowed(origin string) bool {
 	return false
 }
 
+// addConn registers an upgraded connection with a poller and a writer. It
+// reports false if the server is shutting down or epoll refused the socket.
+func (s *Server) addConn(c *conn, initial []byte) bool {
+	i := s.next.Add(1)
+	c.writer = s.writers[int(i)%len(s.writers)]
+	s.mu.Lock()
+	if s.shuttingDown.Load() {
+		s.mu.Unlock()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.accepted.Inc()
+	s.metrics.connections.Inc()
+	p := s.pollers[int(i)%len(s.pollers)]
+	if err := p.add(c, initial); err != nil {
+		s.log.Warn("registering connection", "err", err)
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.metrics.connections.Dec()
+		return false
+	}
+	return true
+}
+
 func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -195,8 +251,9 @@ func (s *Server) removeConn(c *conn) {
 	s.metrics.connections.Dec()
 }
 
-// heartbeat sends server pings, enforces pong and connect timeouts, with
-// one ticker for all connections instead of a timer per connection.
+// heartbeat sends server pings and enforces the pong, connect, stall and
+// close timeouts, with one ticker for all connections instead of a timer per
+// connection.
 func (s *Server) heartbeat(ctx context.Context) {
 	cfg := s.cfg.WebSocket
 	tick := time.Second
@@ -221,34 +278,36 @@ func (s *Server) heartbeat(ctx context.Context) {
 		s.mu.Unlock()
 		now := time.Now().UnixNano()
 		for _, c := range batch {
-			if !c.isConnected.Load() {
-				if now-c.accepted.UnixNano() > int64(cfg.ConnectTimeout) {
-					c.disconnect(protocol.DisconnectStale)
-				}
-				continue
-			}
-			if cfg.PingInterval <= 0 {
-				continue
-			}
-			if d := c.pongDeadline.Load(); d != 0 && now > d {
-				c.disconnect(protocol.DisconnectNoPong)
-				continue
-			}
-			if now-c.lastPing.Load() >= int64(cfg.PingInterval) {
-				c.lastPing.Store(now)
-				c.pongDeadline.CompareAndSwap(0, now+int64(cfg.PongTimeout))
-				c.send(ping)
-			}
+			s.checkConn(c, now, ping)
 		}
 		clear(batch)
 	}
 }
 
-func newClientID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return fmt.Sprintf("%s-%s-%s-%s-%s", h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+func (s *Server) checkConn(c *conn, now int64, ping []byte) {
+	cfg := &s.cfg.WebSocket
+	c.mu.Lock()
+	closing, deadline := c.closing, c.closeDeadline
+	stalled := len(c.queue) > 0 && now-c.stalledSince > int64(cfg.StallTimeout)
+	c.mu.Unlock()
+	switch {
+	case closing:
+		if deadline != 0 && now > deadline {
+			c.kill() // the close frame could not go out, or the client never closed
+		}
+	case stalled:
+		s.metrics.slowDisconnects.Inc()
+		c.disconnect(protocol.DisconnectSlow)
+	case !c.isConnected.Load():
+		if now-c.born > int64(cfg.ConnectTimeout) {
+			c.disconnect(protocol.DisconnectStale)
+		}
+	case cfg.PingInterval <= 0:
+	case c.pongDeadline.Load() != 0 && now > c.pongDeadline.Load():
+		c.disconnect(protocol.DisconnectNoPong)
+	case now-c.lastPing.Load() >= int64(cfg.PingInterval):
+		c.lastPing.Store(now)
+		c.pongDeadline.CompareAndSwap(0, now+int64(cfg.PongTimeout))
+		c.send(ping)
+	}
 }

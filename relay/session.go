@@ -108,7 +108,7 @@ func (c *conn) handleConnect(cmd *protocol.Command) error {
 	c.isConnected.Store(true)
 	ws := c.srv.cfg.WebSocket
 	c.reply(&protocol.Reply{ID: cmd.ID, Connect: &protocol.ConnectResult{
-		Client:  c.id,
+		Client:  c.clientID(),
 		Version: Version,
 		Ping:    uint32(ws.PingInterval.Seconds()),
 		Pong:    ws.PingInterval > 0,
@@ -117,16 +117,8 @@ func (c *conn) handleConnect(cmd *protocol.Command) error {
 	return nil
 }
 
-func (c *conn) deleteSub(ch string) bool {
-	if _, ok := c.subs[ch]; !ok {
-		return false
-	}
-	delete(c.subs, ch)
-	return true
-}
-
 func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
-	if _, dup := c.subs[req.Channel]; dup {
+	if c.hasSub(req.Channel) {
 		c.replyError(id, protocol.ErrAlreadySubscribed)
 		return
 	}
@@ -146,7 +138,7 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	case err != nil:
 		c.replyError(id, protocol.ErrAlreadySubscribed)
 	default:
-		c.subs[req.Channel] = struct{}{}
+		c.addSub(req.Channel)
 	}
 }
 

@@ -1,0 +1,200 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+)
+
+// The accept path. One listener serves both WebSocket clients and plain
+// HTTP (metrics, health, REST). The acceptor reads only the request line of
+// each new connection: a GET of websocket.path is upgraded by gobwas/ws
+// directly on the raw connection (no net/http objects), its socket handed to
+// a poller; anything else goes to the net/http server through httpListener.
+
+// acceptor runs the accept loop.
+type acceptor struct {
+	srv  *Server
+	ln   net.Listener
+	http *httpListener
+}
+
+// handshakeTimeout bounds how long a new connection may take to send its
+// request line and headers.
+const handshakeTimeout = 10 * time.Second
+
+func (a *acceptor) loop() error {
+	backoff := time.Duration(0)
+	for {
+		nc, err := a.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// EMFILE/ENFILE and other temporary errors: pause, count,
+			// log, carry on; never spin.
+			reason := "other"
+			switch {
+			case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
+				reason = "file_limit"
+			case errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.ENOMEM):
+				reason = "memory"
+			}
+			a.srv.metrics.acceptErrors.WithLabelValues(reason).Inc()
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			if backoff == 5*time.Millisecond || backoff == time.Second {
+				a.srv.log.Warn("accept failed; pausing", "err", err, "pause", backoff)
+			}
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		go a.handshake(nc)
+	}
+}
+
+// prefixConn reads from r (which holds bytes already read from Conn) before
+// reading from Conn.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (a *acceptor) handshake(nc net.Conn) {
+	nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	br := bufio.NewReaderSize(nc, 1024)
+	line, err := br.Peek(min(br.Size(), len("GET ")+len(a.srv.cfg.WebSocket.Path)+1))
+	if err != nil && len(line) == 0 {
+		nc.Close()
+		return
+	}
+	wsPath := "GET " + a.srv.cfg.WebSocket.Path
+	isWS := bytes.HasPrefix(line, []byte(wsPath)) && len(line) > len(wsPath) && (line[len(wsPath)] == ' ' || line[len(wsPath)] == '?')
+	pc := &prefixConn{Conn: nc, r: br}
+	if !isWS || a.srv.shuttingDown.Load() {
+		nc.SetReadDeadline(time.Time{})
+		if !a.http.deliver(pc) {
+			nc.Close()
+		}
+		return
+	}
+	a.upgrade(nc, br, pc)
+}
+
+func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
+	s := a.srv
+	var originOK = true
+	u := ws.Upgrader{
+		OnHeader: func(key, value []byte) error {
+			if strings.EqualFold(string(key), "Origin") && !s.originAllowed(string(value)) {
+				originOK = false
+				return ws.RejectConnectionError(ws.RejectionStatus(403), ws.RejectionReason("origin not allowed"))
+			}
+			return nil
+		},
+	}
+	if _, err := u.Upgrade(pc); err != nil {
+		s.metrics.handshakeErrors.Inc()
+		s.log.Debug("websocket upgrade failed", "remote", nc.RemoteAddr().String(), "err", err, "origin_ok", originOK)
+		nc.Close()
+		return
+	}
+	// Clients must wait for the 101 before sending frames, but keep
+	// anything that arrived early.
+	var initial []byte
+	if n := br.Buffered(); n > 0 {
+		initial, _ = br.Peek(n)
+	}
+	fd, err := detach(nc)
+	if err != nil {
+		s.log.Warn("detaching upgraded connection", "err", err)
+		nc.Close()
+		return
+	}
+	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano()}
+	rand.Read(c.id[:])
+	c.id[6] = c.id[6]&0x0f | 0x40
+	c.id[8] = c.id[8]&0x3f | 0x80
+	if !s.addConn(c, initial) {
+		unix.Close(fd)
+	}
+}
+
+// detach takes the socket out of nc (and out of Go's netpoller): it
+// duplicates the descriptor, makes the copy non-blocking and closes nc.
+func detach(nc net.Conn) (int, error) {
+	if pc, ok := nc.(*prefixConn); ok {
+		nc = pc.Conn
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return -1, errors.New("not a TCP connection")
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(f uintptr) { fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, dupErr
+	}
+	tc.Close()
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// httpListener is the net.Listener the net/http server accepts from: the
+// connections the acceptor found not to be WebSocket upgrades.
+type httpListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newHTTPListener(addr net.Addr) *httpListener {
+	return &httpListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *httpListener) deliver(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *httpListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *httpListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *httpListener) Addr() net.Addr { return l.addr }

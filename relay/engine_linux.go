@@ -1,0 +1,339 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The connection engine: pollers watch sockets with epoll and handle input;
+// writers send queued frames. Neither keeps a goroutine or a buffer per
+// connection.
+//
+// A poller owns its connections' input side and their cleanup. It waits in
+// epoll_wait (edge-triggered), and for a readable socket reads everything
+// into its one scratch buffer and handles complete messages; for a writable
+// socket (EPOLLOUT after a write hit EAGAIN) it reschedules the connection's
+// writer. A writer takes connections with queued frames off its run list and
+// writes each one's whole queue with one writev, non-blocking.
+//
+// Lock order: conn.mu, then writer.mu. poller.mu is never held with either.
+
+// poller is one epoll instance and its goroutine.
+type poller struct {
+	srv    *Server
+	epfd   int
+	wakefd int // eventfd that wakes epoll_wait on stop
+
+	mu    sync.Mutex
+	conns map[int32]*conn // by fd
+
+	scratch []byte
+}
+
+func newPoller(s *Server) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("relay: epoll_create: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("relay: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		return nil, fmt.Errorf("relay: epoll_ctl: %w", err)
+	}
+	return &poller{srv: s, epfd: epfd, wakefd: wakefd, conns: map[int32]*conn{}, scratch: make([]byte, 64<<10)}, nil
+}
+
+// add registers c, whose fd is non-blocking and owned by c from now on.
+// initial holds bytes already read past the handshake.
+func (p *poller) add(c *conn, initial []byte) error {
+	fd := c.fd // c belongs to the poller goroutine once in p.conns
+	c.poller = p
+	if len(initial) > 0 {
+		c.partial = append([]byte(nil), initial...)
+		c.pendingInput = true
+	}
+	p.mu.Lock()
+	p.conns[int32(fd)] = c
+	p.mu.Unlock()
+	// A new socket is writable, so registering it yields an event at once;
+	// that event also handles initial bytes (see run).
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		p.mu.Lock()
+		delete(p.conns, int32(fd))
+		p.mu.Unlock()
+		return fmt.Errorf("relay: epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+func (p *poller) stop() {
+	var one = [8]byte{1}
+	unix.Write(p.wakefd, one[:])
+}
+
+// run handles events until stop.
+func (p *poller) run() {
+	defer unix.Close(p.epfd)
+	defer unix.Close(p.wakefd)
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			p.srv.log.Error("epoll_wait failed; connections of this poller are lost", "err", err)
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			if int(ev.Fd) == p.wakefd {
+				return
+			}
+			p.mu.Lock()
+			c := p.conns[ev.Fd]
+			p.mu.Unlock()
+			if c == nil {
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				c.mu.Lock()
+				c.outEvents++
+				if c.waitOut {
+					c.waitOut = false
+					c.scheduleLocked()
+				}
+				c.mu.Unlock()
+			}
+			if c.pendingInput {
+				c.pendingInput = false
+				c.consume(nil)
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				p.read(c)
+			}
+		}
+	}
+}
+
+// read drains the socket (edge-triggered: until EAGAIN) and handles what
+// arrived; at EOF or on an error it cleans the connection up.
+func (p *poller) read(c *conn) {
+	for {
+		n, err := unix.Read(c.fd, p.scratch)
+		if n > 0 {
+			c.consume(p.scratch[:n])
+			if n == len(p.scratch) {
+				continue
+			}
+		}
+		switch {
+		case err == unix.EAGAIN:
+			return
+		case err == unix.EINTR:
+			continue
+		case n > 0 && err == nil:
+			continue // short read: try again until EAGAIN
+		default: // EOF (n == 0) or an error
+			p.remove(c)
+			return
+		}
+	}
+}
+
+// remove closes c's socket and forgets c: unsubscribes it and removes it
+// from the server. Poller goroutine only.
+func (p *poller) remove(c *conn) {
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	p.mu.Lock()
+	delete(p.conns, int32(c.fd))
+	p.mu.Unlock()
+	c.mu.Lock()
+	c.closing = true
+	c.dropQueueLocked()
+	if c.writing {
+		c.closeAfter = true // the writer closes fd when writev returns
+	} else {
+		unix.Close(c.fd)
+	}
+	c.fd = -1
+	c.mu.Unlock()
+	for _, ch := range c.subs {
+		c.srv.hub.Unsubscribe(ch, c)
+	}
+	c.subs, c.partial, c.msg, c.replies = nil, nil, nil, nil
+	c.srv.removeConn(c)
+}
+
+// closeAll shuts every connection of p hard; used when the server stops.
+func (p *poller) closeAll() {
+	p.mu.Lock()
+	conns := make([]*conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.kill()
+	}
+}
+
+// writer sends queued frames for the connections on its run list.
+type writer struct {
+	srv  *Server
+	mu   sync.Mutex
+	wake *sync.Cond
+	run  []*conn
+	stop bool
+
+	iov []unix.Iovec
+}
+
+// maxIov bounds one writev (IOV_MAX is 1024 on Linux).
+const maxIov = 1024
+
+func newWriter(s *Server) *writer {
+	w := &writer{srv: s, iov: make([]unix.Iovec, maxIov)}
+	w.wake = sync.NewCond(&w.mu)
+	return w
+}
+
+// push adds c to the run list. Called with c.mu held.
+func (w *writer) push(c *conn) {
+	w.mu.Lock()
+	w.run = append(w.run, c)
+	if len(w.run) == 1 {
+		w.wake.Signal()
+	}
+	w.mu.Unlock()
+}
+
+func (w *writer) close() {
+	w.mu.Lock()
+	w.stop = true
+	w.wake.Signal()
+	w.mu.Unlock()
+}
+
+func (w *writer) loop() {
+	var batch []*conn
+	for {
+		w.mu.Lock()
+		for len(w.run) == 0 && !w.stop {
+			w.wake.Wait()
+		}
+		if w.stop {
+			w.mu.Unlock()
+			return
+		}
+		batch, w.run = w.run, batch[:0]
+		w.mu.Unlock()
+		for _, c := range batch {
+			w.flush(c)
+		}
+		clear(batch)
+	}
+}
+
+// flush writes c's queue until it is empty or the socket is full.
+func (w *writer) flush(c *conn) {
+	m := w.srv.metrics
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.scheduled = false
+	for len(c.queue) > 0 && c.fd >= 0 && !c.waitOut && !c.closeSent {
+		iovs, total := 0, 0
+		for i, f := range c.queue {
+			b := f.Bytes
+			if i == 0 {
+				b = b[c.head:]
+			}
+			w.iov[iovs].Base = &b[0]
+			w.iov[iovs].SetLen(len(b))
+			iovs++
+			total += len(b)
+			if iovs == maxIov || total >= 1<<20 {
+				break
+			}
+		}
+		fd, events := c.fd, c.outEvents
+		c.writing = true
+		c.mu.Unlock()
+		n, err := writev(fd, w.iov[:iovs])
+		c.mu.Lock()
+		c.writing = false
+		if c.closeAfter {
+			unix.Close(fd)
+			return
+		}
+		if n > 0 {
+			c.advanceLocked(n, m)
+		}
+		switch {
+		case err == nil && n == total:
+		case err == nil || err == unix.EAGAIN:
+			if c.outEvents == events {
+				c.waitOut = true // EPOLLOUT reschedules
+				return
+			}
+			// The socket became writable while we wrote: try again.
+		case err == unix.EINTR:
+		default: // EPIPE, ECONNRESET: the poller sees the hang-up and cleans up
+			c.closing = true
+			c.dropQueueLocked()
+			unix.Shutdown(fd, unix.SHUT_RDWR)
+			return
+		}
+	}
+	if len(c.queue) == 0 {
+		c.afterDrainLocked()
+	}
+}
+
+// advanceLocked drops the n written bytes from the queue.
+func (c *conn) advanceLocked(n int, m *metrics) {
+	now := time.Now()
+	c.stalledSince = now.UnixNano()
+	m.bytesOut.Add(float64(n))
+	done := 0
+	for n > 0 {
+		f := c.queue[done]
+		left := len(f.Bytes) - c.head
+		if n < left {
+			c.head += n
+			c.queued -= n
+			break
+		}
+		n -= left
+		c.queued -= left
+		c.head = 0
+		done++
+		m.framesOut.Inc()
+		if f.Pub != nil && !f.Pub.Time.IsZero() {
+			m.deliveryLatency.Observe(now.Sub(f.Pub.Time).Seconds())
+		}
+	}
+	rest := copy(c.queue, c.queue[done:])
+	clear(c.queue[rest:])
+	c.queue = c.queue[:rest]
+	if rest == 0 && cap(c.queue) > 64 {
+		c.queue = nil // do not keep a large queue for an idle connection
+	}
+}
+
+func writev(fd int, iov []unix.Iovec) (int, error) {
+	n, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
