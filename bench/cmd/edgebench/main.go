@@ -1,0 +1,111 @@
+// Command edgebench drives an edgerelay deployment to measure it.
+//
+//	edgebench broker  --port 9092                 a standalone embedded Kafka (kfake) for local runs
+//	edgebench fanout  --url ws://… --conns 15000   clients over several processes + a timed feed
+//
+// "worker" is internal: fanout starts one worker process per --procs.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/edgerelay/edgerelay/bench"
+)
+
+const usage = `usage: edgebench <command> [flags]
+
+commands:
+  broker   run a standalone Kafka (franz-go kfake) on 127.0.0.1 for local runs
+  fanout   open many WebSocket clients, feed Kafka at a fixed rate, report
+           deliveries/s, latency percentiles and relay memory per connection
+
+Run "edgebench <command> -h" for flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "broker":
+		err = broker(ctx, os.Args[2:])
+	case "fanout":
+		err = fanout(ctx, os.Args[2:])
+	case "worker":
+		err = bench.Worker(os.Stdin, os.Stdout)
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "edgebench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func broker(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("broker", flag.ExitOnError)
+	port := fs.Int("port", 9092, "port on 127.0.0.1")
+	topics := fs.String("topics", "odds,scores", "topics to create")
+	partitions := fs.Int("partitions", 6, "partitions per topic")
+	dir := fs.String("data-dir", "", "persist topics and records here (default: memory)")
+	fs.Parse(args)
+	opts := []kfake.Opt{kfake.Ports(*port), kfake.SeedTopics(int32(*partitions), strings.Split(*topics, ",")...)}
+	if *dir != "" {
+		opts = append(opts, kfake.DataDir(*dir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Fprintf(os.Stderr, "edgebench: kafka listening on %s\n", strings.Join(c.ListenAddrs(), ","))
+	<-ctx.Done()
+	return nil
+}
+
+func fanout(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("fanout", flag.ExitOnError)
+	var cfg bench.FanoutConfig
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8000/connection/websocket", "relay WebSocket endpoint (its /metrics and /debug/gc are on the same host)")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka seed brokers the relay reads")
+	fs.StringVar(&cfg.Topic, "topic", "odds", "topic to feed")
+	fs.IntVar(&cfg.Conns, "conns", 1000, "client connections")
+	fs.IntVar(&cfg.Procs, "procs", 4, "worker processes (each from its own 127.0.0.x address)")
+	fs.IntVar(&cfg.Channels, "channels", 1, "channels the clients are spread over")
+	fs.Float64Var(&cfg.Stalled, "stalled", 0, "fraction of clients that stop reading after subscribing")
+	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connections per second per worker (0: unlimited)")
+	fs.Float64Var(&cfg.Rate, "rate", 10, "feed records per second")
+	fs.IntVar(&cfg.Size, "size", 300, "feed value size in bytes")
+	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "feed duration")
+	out := fs.String("out", "", "also write the JSON report here")
+	fs.Parse(args)
+	cfg.Brokers = strings.Split(*brokers, ",")
+	if cfg.Conns < cfg.Procs || cfg.Channels < 1 || cfg.Rate <= 0 {
+		return fmt.Errorf("need conns >= procs, channels >= 1, rate > 0")
+	}
+	rep, err := bench.RunFanout(ctx, cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Print(rep.Markdown())
+	if *out != "" {
+		js, _ := json.MarshalIndent(rep, "", "  ")
+		return os.WriteFile(*out, js, 0o644)
+	}
+	return nil
+}

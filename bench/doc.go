@@ -1,0 +1,26 @@
+// Package bench is edgebench, the load harness that drives an edgerelay
+// deployment through its public surfaces only: Kafka (a feed with send
+// timestamps and sequence numbers), WebSocket (a swarm of protocol clients)
+// and the relay's /metrics (memory and CPU).
+//
+// # Model
+//
+// A run has one parent and several swarm worker processes. The parent
+// starts the workers (each opens its share of the connections from its own
+// 127.0.0.x source address, so neither the per-process open-file cap nor the
+// ephemeral port range is the limit), waits until every client is
+// subscribed, samples the relay's memory, then produces the feed at a fixed
+// rate for a fixed time and merges what the workers measured.
+//
+// Latency is measured from the time a record was meant to be sent (its
+// place in the fixed-rate schedule, written into the payload) to the time a
+// client read it, so a stalled producer shows up as latency instead of
+// hiding it (no coordinated omission). Parent and workers share the
+// machine's clock.
+//
+// # Concurrency
+//
+// A worker runs one goroutine per client connection (the load generator
+// may spend memory; the relay may not). Histograms are per connection and
+// merged at the end, so the read path takes no shared lock.
+package bench

@@ -1,0 +1,246 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FanoutConfig describes a fan-out run against a relay.
+type FanoutConfig struct {
+	URL      string // relay WebSocket endpoint
+	Brokers  []string
+	Topic    string
+	Conns    int
+	Procs    int     // worker processes
+	Channels int     // clients spread over this many channels
+	Stalled  float64 // fraction of clients that stop reading after subscribing
+	Ramp     float64 // connections per second per worker (0: unlimited)
+	Rate     float64 // feed records per second
+	Size     int     // feed value size
+	Duration time.Duration
+	// Worker is the command that runs one worker: it gets the worker's
+	// config as JSON in EDGEBENCH_WORKER and must speak the worker protocol
+	// (see Worker). Default: this executable with the argument "worker".
+	Worker []string
+}
+
+// Report is the outcome of a fan-out run.
+type Report struct {
+	Config          FanoutConfig  `json:"config"`
+	Clients         WorkerResult  `json:"clients"`
+	Feed            FeedResult    `json:"feed"`
+	Healthy         int           `json:"healthy_clients"`
+	Expected        uint64        `json:"expected_deliveries"` // to healthy clients
+	DeliveriesPerS  float64       `json:"deliveries_per_s"`    // to healthy clients
+	P50             time.Duration `json:"p50"`
+	P99             time.Duration `json:"p99"`
+	Max             time.Duration `json:"max"`
+	RelayIdleBytes  int64         `json:"relay_rss_idle_delta_bytes"` // RSS after GC with clients minus before
+	BytesPerConn    float64       `json:"bytes_per_conn"`
+	RelayCPUSeconds float64       `json:"relay_cpu_seconds"` // during the feed
+}
+
+// RunFanout runs workers, the feed, and samples the relay.
+func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, error) {
+	rep := &Report{Config: cfg}
+	metricsURL, err := metricsURLOf(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	channels := make([]string, cfg.Channels)
+	for i := range channels {
+		channels[i] = fmt.Sprintf("bench:fanout:%d", i)
+	}
+	rssBefore, err := relayRSSAfterGC(metricsURL)
+	if err != nil {
+		fmt.Fprintf(log, "edgebench: %v (memory per connection will not be reported)\n", err)
+	}
+
+	wctx, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	type worker struct {
+		cmd   *exec.Cmd
+		ready chan [2]int
+		done  chan WorkerResult
+		err   chan error
+	}
+	var workers []*worker
+	per := cfg.Conns / cfg.Procs
+	stalledTotal := int(float64(cfg.Conns) * cfg.Stalled)
+	for i := 0; i < cfg.Procs; i++ {
+		n := per
+		if i == cfg.Procs-1 {
+			n = cfg.Conns - per*(cfg.Procs-1)
+		}
+		wc := WorkerConfig{URL: cfg.URL, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
+			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp}
+		js, _ := json.Marshal(wc)
+		argv := cfg.Worker
+		if len(argv) == 0 {
+			self, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			argv = []string{self, "worker"}
+		}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), "EDGEBENCH_WORKER="+string(js))
+		cmd.Stderr = log
+		stdin, _ := cmd.StdinPipe()
+		stdout, _ := cmd.StdoutPipe()
+		w := &worker{cmd: cmd, ready: make(chan [2]int, 1), done: make(chan WorkerResult, 1), err: make(chan error, 1)}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		defer cmd.Process.Kill() // only matters on early returns; Wait reaps below
+		go func() { <-wctx.Done(); stdin.Close() }()
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 1<<20), 64<<20)
+			for sc.Scan() {
+				var msg struct {
+					Ready  *[2]int      `json:"ready"`
+					Result *WorkerResult `json:"result"`
+				}
+				if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
+					continue
+				}
+				if msg.Ready != nil {
+					w.ready <- *msg.Ready
+				}
+				if msg.Result != nil {
+					w.done <- *msg.Result
+					return
+				}
+			}
+			w.err <- fmt.Errorf("worker exited without a result: %v", cmd.Wait())
+		}()
+		workers = append(workers, w)
+	}
+	for i, w := range workers {
+		select {
+		case r := <-w.ready:
+			fmt.Fprintf(log, "edgebench: worker %d: %d connected, %d failed\n", i, r[0], r[1])
+		case err := <-w.err:
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if rssBefore > 0 {
+		if after, err := relayRSSAfterGC(metricsURL); err == nil {
+			rep.RelayIdleBytes = after - rssBefore
+			rep.BytesPerConn = float64(rep.RelayIdleBytes) / float64(cfg.Conns)
+		}
+	}
+	cpuBefore, _ := scrape(metricsURL, "process_cpu_seconds_total")
+	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
+	rep.Feed, err = RunFeed(ctx, FeedConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Channels: channels, Rate: cfg.Rate, Size: cfg.Size, Duration: cfg.Duration})
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(time.Second) // let the last records arrive
+	cpuAfter, _ := scrape(metricsURL, "process_cpu_seconds_total")
+	rep.RelayCPUSeconds = cpuAfter - cpuBefore
+	stopWorkers()
+	var mu sync.Mutex
+	for _, w := range workers {
+		select {
+		case r := <-w.done:
+			mu.Lock()
+			rep.Clients.Add(&r)
+			mu.Unlock()
+		case err := <-w.err:
+			return nil, err
+		}
+		w.cmd.Wait()
+	}
+	rep.Healthy = rep.Clients.Connected - stalledTotal/cfg.Procs*cfg.Procs
+	rep.Expected = rep.Feed.Sent * uint64(rep.Healthy) / uint64(cfg.Channels)
+	rep.DeliveriesPerS = float64(rep.Clients.Received) / cfg.Duration.Seconds()
+	rep.P50 = rep.Clients.Latency.Quantile(0.5)
+	rep.P99 = rep.Clients.Latency.Quantile(0.99)
+	rep.Max = rep.Clients.Latency.Max
+	return rep, nil
+}
+
+// Worker is the worker process's side: it reads its config from
+// EDGEBENCH_WORKER, prints {"ready":[connected,failed]} once subscribed,
+// measures until stdin closes, then prints {"result":{…}}.
+func Worker(stdin io.Reader, stdout io.Writer) error {
+	var cfg WorkerConfig
+	if err := json.Unmarshal([]byte(os.Getenv("EDGEBENCH_WORKER")), &cfg); err != nil {
+		return fmt.Errorf("EDGEBENCH_WORKER: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { io.Copy(io.Discard, stdin); cancel() }()
+	enc := json.NewEncoder(stdout)
+	res := RunWorker(ctx, cfg, func(c, f int) { enc.Encode(map[string]any{"ready": [2]int{c, f}}) })
+	return enc.Encode(map[string]any{"result": res})
+}
+
+func metricsURLOf(wsURL string) (string, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return "", err
+	}
+	u.Scheme = strings.Replace(u.Scheme, "ws", "http", 1)
+	u.Path = ""
+	return u.String(), nil
+}
+
+// relayRSSAfterGC asks the relay to collect garbage and return memory to
+// the OS (POST /debug/gc, served when the relay runs with debug: true),
+// then reads its resident set size.
+func relayRSSAfterGC(base string) (int64, error) {
+	resp, err := http.Post(base+"/debug/gc", "", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("POST /debug/gc: %s (run the relay with EDGERELAY_DEBUG=true)", resp.Status)
+	}
+	time.Sleep(500 * time.Millisecond)
+	v, err := scrape(base, "process_resident_memory_bytes")
+	return int64(v), err
+}
+
+// scrape reads one unlabelled metric from the relay's /metrics.
+func scrape(base, name string) (float64, error) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found", name)
+}
+
+// Markdown renders the report as a table row with a header.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| conns | stalled | channels | rate/s | size B | deliveries/s | expected | p50 | p99 | max | gaps | out of order | relay B/conn idle | relay CPU s | closes |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %.0f | %d | %v | %v | %v | %d | %d | %.0f | %.1f | %v |\n",
+		r.Clients.Connected, r.Config.Stalled*100, r.Config.Channels, r.Config.Rate, r.Config.Size,
+		r.DeliveriesPerS, r.Expected, r.P50, r.P99, r.Max, r.Clients.Gaps, r.Clients.OutOfOrder,
+		r.BytesPerConn, r.RelayCPUSeconds, r.Clients.Closes)
+	return b.String()
+}

@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// FeedConfig is a fixed-rate feed of timestamped, sequenced records.
+type FeedConfig struct {
+	Brokers  []string
+	Topic    string
+	Channels []string // updates go round-robin over these
+	Rate     float64  // records per second, all channels together
+	Size     int      // approximate JSON value size in bytes
+	Duration time.Duration
+	// PriorityEvery marks every n-th record of a channel as priority (0: none).
+	PriorityEvery int
+}
+
+// FeedResult says what the feed sent.
+type FeedResult struct {
+	Sent   uint64 `json:"sent"`
+	Failed uint64 `json:"failed"`
+	// Behind is how far the producer fell behind its schedule at worst.
+	Behind time.Duration `json:"behind"`
+}
+
+// RunFeed produces until cfg.Duration has passed. Each value is
+// {"seq":<per-channel sequence>,"t":<intended send time, unix ns>,"pad":"…"}.
+func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("edgebench-feed"), kgo.ProducerLinger(time.Millisecond))
+	if err != nil {
+		return FeedResult{}, err
+	}
+	defer cl.Close()
+	var res FeedResult
+	var failed atomic.Uint64
+	pad := strings.Repeat("o", max(cfg.Size-60, 1))
+	seqs := make([]int64, len(cfg.Channels))
+	interval := time.Duration(float64(time.Second) / cfg.Rate)
+	start := time.Now()
+	for i := int64(0); ; i++ {
+		intended := start.Add(time.Duration(i) * interval)
+		if intended.Sub(start) >= cfg.Duration {
+			break
+		}
+		if d := time.Until(intended); d > 0 {
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(d):
+			}
+		} else {
+			res.Behind = max(res.Behind, -d)
+		}
+		ci := int(i) % len(cfg.Channels)
+		seqs[ci]++
+		ch := cfg.Channels[ci]
+		r := &kgo.Record{Topic: cfg.Topic, Key: []byte(ch),
+			Value:   fmt.Appendf(nil, `{"seq":%d,"t":%d,"pad":"%s"}`, seqs[ci], intended.UnixNano(), pad),
+			Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
+		if cfg.PriorityEvery > 0 && seqs[ci]%int64(cfg.PriorityEvery) == 0 {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
+		}
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+		})
+		res.Sent++
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return res, err
+	}
+	res.Failed = failed.Load()
+	return res, nil
+}
