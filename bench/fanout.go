@@ -110,7 +110,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			sc.Buffer(make([]byte, 1<<20), 64<<20)
 			for sc.Scan() {
 				var msg struct {
-					Ready  *[2]int      `json:"ready"`
+					Ready  *[2]int       `json:"ready"`
 					Result *WorkerResult `json:"result"`
 				}
 				if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {

@@ -33,11 +33,11 @@ type WorkerResult struct {
 	Connected  int            `json:"connected"`
 	Failed     int            `json:"failed"`
 	FirstError string         `json:"first_error,omitempty"`
-	Received   uint64         `json:"received"`    // publication pushes read by healthy clients
-	Gaps       uint64         `json:"gaps"`        // sequence numbers skipped (conflated or lost)
+	Received   uint64         `json:"received"`     // publication pushes read by healthy clients
+	Gaps       uint64         `json:"gaps"`         // sequence numbers skipped (conflated or lost)
 	OutOfOrder uint64         `json:"out_of_order"` // a sequence number not above the previous
-	Closes     map[string]int `json:"closes"`      // close codes seen, healthy and stalled
-	Latency    Histogram      `json:"latency"`     // intended send time → read, healthy clients
+	Closes     map[string]int `json:"closes"`       // close codes seen, healthy and stalled
+	Latency    Histogram      `json:"latency"`      // intended send time → read, healthy clients
 }
 
 // Add merges o into r.
