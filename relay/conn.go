@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/hex"
+	"math/bits"
 	"time"
 
 	"sync"
@@ -51,7 +52,8 @@ type conn struct {
 
 	mu            sync.Mutex
 	fd            int // -1 once closed
-	queue         []*fanout.Frame
+	queue         []*fanout.Frame // backed by qbuf when not nil
+	qbuf          *queueBuf
 	head          int   // bytes of queue[0] already written
 	queued        int   // bytes in queue, minus head
 	stalledSince  int64 // unix nanos the queue last went from empty to non-empty or last made progress
@@ -125,6 +127,9 @@ func (c *conn) enqueueLocked(f *fanout.Frame) {
 	if len(c.queue) == 0 {
 		c.stalledSince = time.Now().UnixNano()
 	}
+	if len(c.queue) == cap(c.queue) {
+		c.growQueueLocked()
+	}
 	c.queue = append(c.queue, f)
 	c.queued += len(f.Bytes)
 	c.scheduleLocked()
@@ -152,6 +157,42 @@ func (c *conn) dropQueueLocked() {
 	} else {
 		c.head = 0
 	}
+}
+
+// queueBuf is pooled backing memory for connection queues, so that a
+// backlog costs no allocation per delivery and an idle connection holds no
+// queue memory. Pools are per power-of-two capacity.
+type queueBuf struct{ frames []*fanout.Frame }
+
+var queuePools [18]sync.Pool // index k: capacity 1<<k, k >= minQueueBits
+
+const minQueueBits = 2
+
+// growQueueLocked moves the queue to pooled memory of twice the capacity.
+func (c *conn) growQueueLocked() {
+	k := max(bits.Len(uint(cap(c.queue))), minQueueBits)
+	var qb *queueBuf
+	if k < len(queuePools) {
+		qb, _ = queuePools[k].Get().(*queueBuf)
+	}
+	if qb == nil {
+		qb = &queueBuf{frames: make([]*fanout.Frame, 0, 1<<k)}
+	}
+	qb.frames = append(qb.frames[:0], c.queue...)
+	c.releaseQueueLocked()
+	c.qbuf, c.queue = qb, qb.frames
+}
+
+// releaseQueueLocked returns the queue's memory to its pool.
+func (c *conn) releaseQueueLocked() {
+	if qb := c.qbuf; qb != nil {
+		clear(c.queue[:cap(c.queue)])
+		qb.frames = c.queue[:0]
+		if k := bits.Len(uint(cap(qb.frames))) - 1; k < len(queuePools) {
+			queuePools[k].Put(qb)
+		}
+	}
+	c.qbuf, c.queue = nil, nil
 }
 
 // send queues a frame that is not a publication (replies, pings).

@@ -170,6 +170,9 @@ func (p *poller) remove(c *conn) {
 	for _, ch := range c.subs {
 		c.srv.hub.Unsubscribe(ch, c)
 	}
+	c.mu.Lock()
+	c.releaseQueueLocked()
+	c.mu.Unlock()
 	c.subs, c.partial, c.msg, c.replies = nil, nil, nil, nil
 	c.srv.removeConn(c)
 }
@@ -325,8 +328,8 @@ func (c *conn) advanceLocked(n int, m *metrics) {
 	rest := copy(c.queue, c.queue[done:])
 	clear(c.queue[rest:])
 	c.queue = c.queue[:rest]
-	if rest == 0 && cap(c.queue) > 64 {
-		c.queue = nil // do not keep a large queue for an idle connection
+	if rest == 0 {
+		c.releaseQueueLocked() // an idle connection holds no queue memory
 	}
 }
 
