@@ -51,7 +51,7 @@ type conn struct {
 	pongDeadline atomic.Int64 // unix nanos; 0 when no pong is awaited
 
 	mu            sync.Mutex
-	fd            int // -1 once closed
+	fd            int             // -1 once closed
 	queue         []*fanout.Frame // backed by qbuf when not nil
 	qbuf          *queueBuf
 	head          int   // bytes of queue[0] already written
