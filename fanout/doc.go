@@ -13,12 +13,13 @@
 // the cached value first and then every later update, with nothing lost and
 // nothing repeated in between.
 //
-// Memory is bounded by Config.MaxChannels and Config.MaxCachedBytes. When
-// either is exceeded, or a channel has had no subscriber and no update for
-// Config.IdleTTL, idle channels (no subscribers), least recently active
-// first, are evicted. Channels with subscribers are never evicted: their
-// number is bounded by connections times subscriptions per connection.
-// Evictions are counted in Stats.
+// Memory is bounded by Config.MaxChannels (channels holding a value) and
+// Config.MaxCachedBytes. When either is exceeded, or a channel has had no
+// subscriber and no update for Config.IdleTTL, idle channels (no
+// subscribers), least recently active first, are evicted. Channels with
+// subscribers are never evicted: their number is bounded by connections
+// times subscriptions per connection; a channel with neither a value nor a
+// subscriber is removed at once. Evictions are counted in Stats.
 //
 // # Concurrency
 //

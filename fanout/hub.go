@@ -18,7 +18,9 @@ type Config struct {
 	Encoder Encoder
 	// Shards is the number of channel-map shards (default 64).
 	Shards int
-	// MaxChannels caps the number of channels kept (default 100,000).
+	// MaxChannels caps the number of channels holding a cached value
+	// (default 100,000). Channels that only have subscribers hold nothing
+	// and are bounded by the callers' subscription limits.
 	MaxChannels int
 	// MaxCachedBytes caps the bytes held by cached publications
 	// (default 256 MiB).
@@ -74,7 +76,8 @@ var (
 
 // Stats are the Hub's counters and gauges, read without stopping the Hub.
 type Stats struct {
-	Channels       int64
+	Channels       int64 // in the registry, with a value or subscribers
+	CachedChannels int64 // holding a cached value
 	CachedBytes    int64
 	Subscriptions  int64
 	Publications   uint64
@@ -91,6 +94,7 @@ type Hub struct {
 	shards []shard
 
 	channels       atomic.Int64
+	cached         atomic.Int64 // channels with a cached value
 	cachedBytes    atomic.Int64
 	subscriptions  atomic.Int64
 	publications   atomic.Uint64
@@ -158,9 +162,7 @@ func (h *Hub) lockChannel(name string, create bool) *channel {
 				ch = &channel{name: name, subs: make(map[Subscriber]struct{})}
 				ch.active.Store(h.cfg.Now().UnixNano())
 				s.m[name] = ch
-				if h.channels.Add(1) > int64(h.cfg.MaxChannels) {
-					h.signalOverCap()
-				}
+				h.channels.Add(1)
 			}
 			s.mu.Unlock()
 		}
@@ -183,6 +185,9 @@ func (h *Hub) Publish(p *Publication) error {
 	ch := h.lockChannel(p.Channel, true)
 	old := ch.last
 	ch.last = p
+	if old == nil && h.cached.Add(1) > int64(h.cfg.MaxChannels) {
+		h.signalOverCap()
+	}
 	ch.active.Store(h.cfg.Now().UnixNano())
 	grown := h.cachedBytes.Add(p.size() - old.size())
 	if n := len(ch.subs); n > 0 {
@@ -229,14 +234,33 @@ func (h *Hub) Unsubscribe(name string, s Subscriber) bool {
 	if ch == nil {
 		return false
 	}
-	defer ch.mu.Unlock()
-	if _, ok := ch.subs[s]; !ok {
-		return false
+	_, ok := ch.subs[s]
+	if ok {
+		delete(ch.subs, s)
+		h.subscriptions.Add(-1)
+		ch.active.Store(h.cfg.Now().UnixNano())
 	}
-	delete(ch.subs, s)
-	h.subscriptions.Add(-1)
-	ch.active.Store(h.cfg.Now().UnixNano())
-	return true
+	empty := len(ch.subs) == 0 && ch.last == nil
+	ch.mu.Unlock()
+	if empty {
+		h.removeIfEmpty(ch) // holds nothing: do not wait for a sweep
+	}
+	return ok
+}
+
+// removeIfEmpty removes ch if it has neither subscribers nor a value.
+func (h *Hub) removeIfEmpty(ch *channel) {
+	s := h.shardFor(ch.name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed || len(ch.subs) > 0 || ch.last != nil {
+		return
+	}
+	ch.removed = true
+	delete(s.m, ch.name)
+	h.channels.Add(-1)
 }
 
 // Last returns the cached publication of the channel called name, or nil.
@@ -286,6 +310,7 @@ func (h *Hub) Channels(prefix string, limit int) []ChannelInfo {
 func (h *Hub) Stats() Stats {
 	return Stats{
 		Channels:       h.channels.Load(),
+		CachedChannels: h.cached.Load(),
 		CachedBytes:    h.cachedBytes.Load(),
 		Subscriptions:  h.subscriptions.Load(),
 		Publications:   h.publications.Load(),
@@ -362,7 +387,7 @@ func (h *Hub) expired(active, now int64) bool {
 }
 
 func (h *Hub) overCapacity() bool {
-	return h.channels.Load() > int64(h.cfg.MaxChannels) || h.cachedBytes.Load() > h.cfg.MaxCachedBytes
+	return h.cached.Load() > int64(h.cfg.MaxChannels) || h.cachedBytes.Load() > h.cfg.MaxCachedBytes
 }
 
 // evict removes ch if it still has no subscribers and is still expired or
@@ -387,6 +412,9 @@ func (h *Hub) evict(ch *channel, now int64) bool {
 	ch.removed = true
 	delete(s.m, ch.name)
 	h.channels.Add(-1)
+	if ch.last != nil {
+		h.cached.Add(-1)
+	}
 	h.cachedBytes.Add(-ch.last.size())
 	return true
 }

@@ -279,3 +279,27 @@ func BenchmarkPublish(b *testing.B) {
 type counter struct{ n int }
 
 func (c *counter) Deliver(*Frame) { c.n++ }
+
+// TestCapCountsCachedChannelsOnly: subscriptions to channels that never get
+// a value must not push cached channels out, and such channels vanish when
+// their last subscriber leaves.
+func TestCapCountsCachedChannelsOnly(t *testing.T) {
+	h := newTestHub(func(c *Config) { c.MaxChannels = 3 })
+	for i := 0; i < 3; i++ {
+		h.Publish(pub(fmt.Sprintf("odds:real:%d", i), 1, "{}"))
+	}
+	r := &recorder{}
+	for i := 0; i < 50; i++ {
+		h.Subscribe(fmt.Sprintf("odds:bogus:%d", i), r, nil)
+	}
+	h.Sweep()
+	if st := h.Stats(); st.CachedChannels != 3 || st.EvictedCap != 0 {
+		t.Fatalf("stats %+v: cached channels evicted by bogus subscriptions", st)
+	}
+	for i := 0; i < 50; i++ {
+		h.Unsubscribe(fmt.Sprintf("odds:bogus:%d", i), r)
+	}
+	if st := h.Stats(); st.Channels != 3 {
+		t.Fatalf("empty channels kept: %+v", st)
+	}
+}

@@ -62,6 +62,22 @@ func (a *acceptor) loop() error {
 	}
 }
 
+// peekRequestStart returns at least n buffered bytes of the request, or
+// fewer once the first line is complete (short requests must not wait for
+// bytes that never come), without consuming them.
+func peekRequestStart(br *bufio.Reader, n int) ([]byte, error) {
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if len(b) >= n || bytes.IndexByte(b, '\n') >= 0 {
+			return b, nil
+		}
+		if _, err := br.Peek(len(b) + 1); err != nil {
+			b, _ = br.Peek(br.Buffered())
+			return b, err
+		}
+	}
+}
+
 // prefixConn reads from r (which holds bytes already read from Conn) before
 // reading from Conn.
 type prefixConn struct {
@@ -74,7 +90,7 @@ func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 func (a *acceptor) handshake(nc net.Conn) {
 	nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	br := bufio.NewReaderSize(nc, 1024)
-	line, err := br.Peek(min(br.Size(), len("GET ")+len(a.srv.cfg.WebSocket.Path)+1))
+	line, err := peekRequestStart(br, len("GET ")+len(a.srv.cfg.WebSocket.Path)+1)
 	if err != nil && len(line) == 0 {
 		nc.Close()
 		return

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +47,9 @@ type ChannelsConfig struct {
 	MaxNameLength  int           `yaml:"max_name_length"`
 	MaxChannels    int           `yaml:"max_channels"`
 	MaxCachedBytes ByteSize      `yaml:"max_cached_bytes"`
-	IdleTTL        time.Duration `yaml:"idle_ttl"`
+	// IdleTTL evicts a channel without subscribers and without updates for
+	// this long; 0 never evicts for idleness (the caps still apply).
+	IdleTTL time.Duration `yaml:"idle_ttl"`
 }
 
 // WebSocketConfig configures the client endpoint.
@@ -80,7 +83,7 @@ func DefaultConfig() Config {
 			MaxNameLength:  hub.MaxNameLength,
 			MaxChannels:    hub.MaxChannels,
 			MaxCachedBytes: ByteSize(hub.MaxCachedBytes),
-			IdleTTL:        hub.IdleTTL,
+			IdleTTL:        24 * time.Hour,
 		},
 		WebSocket: WebSocketConfig{
 			Path:             "/connection/websocket",
@@ -129,6 +132,9 @@ func (c *Config) Validate() error {
 	}
 	if ch.MaxChannels < 1 {
 		bad("channels.max_channels", "must be at least 1")
+	}
+	if ch.IdleTTL < 0 {
+		bad("channels.idle_ttl", "must not be negative (0 keeps idle channels)")
 	}
 	if ch.MaxCachedBytes < 1<<10 {
 		bad("channels.max_cached_bytes", "must be at least 1KiB")
@@ -184,17 +190,20 @@ func splitHostPort(addr string) (string, int, error) {
 // variables named EDGERELAY_<YAML_PATH> (for example
 // EDGERELAY_KAFKA_BROKERS=a:9092,b:9092 or EDGERELAY_WEBSOCKET_PING_INTERVAL=15s).
 // It does not validate: callers apply flags first, then call Validate.
-func LoadConfig(path string, environ []string) (Config, error) {
+// EDGERELAY_ variables that name no setting are returned, for a warning
+// (Kubernetes injects EDGERELAY_PORT and the like for a Service named
+// edgerelay).
+func LoadConfig(path string, environ []string) (Config, []string, error) {
 	cfg := DefaultConfig()
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
-			return cfg, fmt.Errorf("config: %w", err)
+			return cfg, nil, fmt.Errorf("config: %w", err)
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("config %s: %w", path, err)
+			return cfg, nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
 	env := map[string]string{}
@@ -204,12 +213,14 @@ func LoadConfig(path string, environ []string) (Config, error) {
 		}
 	}
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "EDGERELAY", "", env); err != nil {
-		return cfg, err
+		return cfg, nil, err
 	}
+	unknown := make([]string, 0, len(env))
 	for k := range env {
-		return cfg, fmt.Errorf("config: environment variable %s names no setting", k)
+		unknown = append(unknown, k)
 	}
-	return cfg, nil
+	sort.Strings(unknown)
+	return cfg, unknown, nil
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))

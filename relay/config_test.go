@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,10 @@ func TestLoadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := LoadConfig(tt.file, tt.env)
+			c, unknown, err := LoadConfig(tt.file, tt.env)
+			if len(unknown) > 0 && err == nil {
+				err = fmt.Errorf("environment variable %s names no setting", unknown[0])
+			}
 			if err == nil {
 				err = c.Validate()
 			}
@@ -75,7 +79,7 @@ func TestLoadConfig(t *testing.T) {
 }
 
 func TestExampleConfigIsValid(t *testing.T) {
-	c, err := LoadConfig("../deploy/relay.example.yaml", nil)
+	c, _, err := LoadConfig("../deploy/relay.example.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,7 @@ type conn struct {
 	closeSent     bool  // close frame written, write side shut down
 	closeDeadline int64 // unix nanos after which the socket is shut down hard
 	closeAfter    bool  // cleaned up while a writer was writing: writer closes fd
+	closeQuiet    bool  // the client closed first
 }
 
 var _ fanout.Subscriber = (*conn)(nil)
@@ -110,7 +111,12 @@ func (c *conn) Deliver(f *fanout.Frame) {
 func (c *conn) replaceLocked(f *fanout.Frame) bool {
 	for i := len(c.queue) - 1; i >= 0; i-- {
 		q := c.queue[i].Pub
-		if q == nil || q.Channel != f.Pub.Channel {
+		if q == nil {
+			// A reply (maybe a subscribe reply carrying this channel's
+			// value) or a ping: never move a publication ahead of it.
+			return false
+		}
+		if q.Channel != f.Pub.Channel {
 			continue
 		}
 		if q.Priority || (i == 0 && c.head > 0) {
@@ -195,10 +201,18 @@ func (c *conn) releaseQueueLocked() {
 	c.qbuf, c.queue = nil, nil
 }
 
-// send queues a frame that is not a publication (replies, pings).
+// send queues a frame that is not a publication (replies, pings, pongs).
+// Replies count against websocket.max_queue_bytes like publications: a
+// client that sends commands but does not read is closed as slow.
 func (c *conn) send(frame []byte) {
 	c.mu.Lock()
-	if !c.closing {
+	switch {
+	case c.closing:
+	case c.queued+len(frame) > int(c.srv.cfg.WebSocket.MaxQueueBytes):
+		c.dropQueueLocked()
+		c.startCloseLocked(protocol.DisconnectSlow.Code, protocol.DisconnectSlow.Reason)
+		c.srv.metrics.slowDisconnects.Inc()
+	default:
 		c.enqueueLocked(&fanout.Frame{Bytes: frame})
 	}
 	c.mu.Unlock()
@@ -214,12 +228,25 @@ func (c *conn) closeWith(code ws.StatusCode, reason string) {
 	c.mu.Unlock()
 }
 
+// echoClose answers a client's close frame with the same code; counted as
+// "client" (the client picks the code).
+func (c *conn) echoClose(code ws.StatusCode, reason string) {
+	c.mu.Lock()
+	c.closeQuiet = true
+	c.startCloseLocked(uint16(code), reason)
+	c.mu.Unlock()
+}
+
 func (c *conn) startCloseLocked(code uint16, reason string) {
 	if c.closing {
 		return
 	}
 	c.closing = true
-	c.srv.metrics.disconnects.WithLabelValues(codeLabel(ws.StatusCode(code))).Inc()
+	label := codeLabel(ws.StatusCode(code))
+	if c.closeQuiet {
+		label = "client"
+	}
+	c.srv.metrics.disconnects.WithLabelValues(label).Inc()
 	if c.fd < 0 || c.closeSent {
 		return
 	}

@@ -90,6 +90,9 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		if e := s.ingest.LastError(); e != "" {
 			reason += ": " + e
 		}
+		if s.ingest.Reachable() {
+			reason = "reading the start window from kafka"
+		}
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": reason})
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -72,6 +72,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels", "Channels held in the registry.")), stat(func(s fanout.Stats) float64 { return float64(s.Channels) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels_cached", "Channels holding a cached last value (bounded by channels.max_channels).")), stat(func(s fanout.Stats) float64 { return float64(s.CachedChannels) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channel_cache_bytes", "Bytes held by cached last publications.")), stat(func(s fanout.Stats) float64 { return float64(s.CachedBytes) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts(f("publications_total", "Publications received by the hub.")), stat(func(s fanout.Stats) float64 { return float64(s.Publications) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts(f("deliveries_total", "Publication pushes handed to connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Deliveries) })),

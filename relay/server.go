@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -54,7 +55,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Encoder:        encodePush,
 		MaxChannels:    cfg.Channels.MaxChannels,
 		MaxCachedBytes: int64(cfg.Channels.MaxCachedBytes),
-		IdleTTL:        cfg.Channels.IdleTTL,
+		IdleTTL:        cmp.Or(cfg.Channels.IdleTTL, -1), // 0: never
 		MaxNameLength:  cfg.Channels.MaxNameLength,
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)

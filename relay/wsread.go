@@ -128,7 +128,7 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 			code = ws.StatusNormalClosure
 		}
 		c.discard = true
-		c.closeWith(code, reason) // echo, as RFC 6455 asks
+		c.echoClose(code, reason) // as RFC 6455 asks
 		return
 	case ws.OpBinary:
 		c.fail(ws.StatusUnsupportedData, errBinary)

@@ -12,8 +12,13 @@
 // A record's channel is, in order: the value of Config.ChannelHeader if the
 // record has that header; else the topic's ChannelTemplate with {key},
 // {topic} and {partition} filled in, if the topic has one; else the record
-// key. A record with no usable channel, an invalid channel name, or (with
-// RequireJSON) a value that is not JSON is counted and skipped.
+// key. A record with no usable channel, an invalid channel name, or a value
+// that is not JSON (the client protocol carries JSON) is counted and
+// skipped. Only committed records are read (read_committed isolation).
+//
+// A node is ready once brokers are reachable and it has read every
+// partition up to the end offset it saw on start, so that its cache holds
+// the current values before clients are sent to it.
 //
 // # Concurrency
 //
@@ -33,9 +38,11 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgerelay/edgerelay/fanout"
@@ -50,10 +57,10 @@ type Config struct {
 	// PriorityHeader names a header whose value "1" or "true" marks a
 	// priority publication (never conflated away).
 	PriorityHeader string `yaml:"priority_header"`
-	// RequireJSON skips records whose value is not valid JSON (default
-	// true: JSON clients cannot receive anything else).
-	RequireJSON bool        `yaml:"require_json"`
-	Start       StartConfig `yaml:"start"`
+	Start StartConfig `yaml:"start"`
+	// CatchUpTimeout bounds how long a starting node waits to read its
+	// start window before it reports ready anyway (see Ready).
+	CatchUpTimeout time.Duration `yaml:"catch_up_timeout"`
 	// ProbeInterval is how often broker reachability is checked for
 	// readiness.
 	ProbeInterval time.Duration `yaml:"probe_interval"`
@@ -81,8 +88,8 @@ func DefaultConfig() Config {
 		Topics:         []Topic{{Name: "odds"}, {Name: "scores"}},
 		ChannelHeader:  "channel",
 		PriorityHeader: "priority",
-		RequireJSON:    true,
 		Start:          StartConfig{LastRecords: 10_000},
+		CatchUpTimeout: time.Minute,
 		ProbeInterval:  2 * time.Second,
 	}
 }
@@ -114,6 +121,9 @@ func (c Config) Validate(prefix string) error {
 	}
 	if c.Start.Since < 0 {
 		errs = append(errs, fmt.Errorf("%s.start.since: must not be negative", prefix))
+	}
+	if c.CatchUpTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("%s.catch_up_timeout: must be positive", prefix))
 	}
 	if c.ProbeInterval <= 0 {
 		errs = append(errs, fmt.Errorf("%s.probe_interval: must be positive", prefix))
@@ -161,6 +171,20 @@ type Ingester struct {
 
 	reachable atomic.Bool
 	lastErr   atomic.Pointer[string]
+
+	// Catch-up on start: the committed end offset of every partition that
+	// has records, and how far Run has read. caughtUp is set once all are
+	// reached (or CatchUpTimeout passed) and never cleared.
+	catchMu  sync.Mutex
+	targets  map[topicPartition]int64 // nil until listed
+	consumed map[topicPartition]int64 // next offset to read
+	caughtUp atomic.Bool
+	started  time.Time
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
 }
 
 // New creates an Ingester; kopts are the broker connection options (see
@@ -191,16 +215,88 @@ func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength 
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.MetadataMaxAge(30*time.Second),
 		kgo.FetchMaxWait(time.Second),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	return &Ingester{cfg: cfg, client: cl, pub: pub, hooks: hooks, log: log, templates: templates, maxName: maxNameLength}, nil
+	return &Ingester{cfg: cfg, client: cl, pub: pub, hooks: hooks, log: log, templates: templates, maxName: maxNameLength,
+		consumed: map[topicPartition]int64{}, started: time.Now()}, nil
 }
 
-// Ready reports whether a broker answered the last reachability probe.
-func (in *Ingester) Ready() bool { return in.reachable.Load() }
+// Ready reports whether a broker answered the last reachability probe and
+// the start window has been read.
+func (in *Ingester) Ready() bool { return in.reachable.Load() && in.caughtUp.Load() }
+
+// Reachable reports whether a broker answered the last probe.
+func (in *Ingester) Reachable() bool { return in.reachable.Load() }
+
+// CaughtUp reports whether the start window has been read.
+func (in *Ingester) CaughtUp() bool { return in.caughtUp.Load() }
+
+// listTargets records each partition's committed end offset, once.
+func (in *Ingester) listTargets(ctx context.Context) error {
+	names := make([]string, len(in.cfg.Topics))
+	for i, t := range in.cfg.Topics {
+		names[i] = t.Name
+	}
+	adm := kadm.NewClient(in.client)
+	starts, err := adm.ListStartOffsets(ctx, names...)
+	if err != nil {
+		return err
+	}
+	ends, err := adm.ListCommittedOffsets(ctx, names...)
+	if err != nil {
+		return err
+	}
+	targets := map[topicPartition]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return // unknown topic or partition: nothing to wait for
+		}
+		if s, ok := starts.Lookup(o.Topic, o.Partition); ok && s.Err == nil && s.Offset >= o.Offset {
+			return // empty
+		}
+		targets[topicPartition{o.Topic, o.Partition}] = o.Offset
+	})
+	in.catchMu.Lock()
+	in.targets = targets
+	in.catchMu.Unlock()
+	in.checkCaughtUp()
+	return nil
+}
+
+// checkCaughtUp sets caughtUp when every target is reached or the timeout
+// has passed.
+func (in *Ingester) checkCaughtUp() {
+	if in.caughtUp.Load() {
+		return
+	}
+	in.catchMu.Lock()
+	defer in.catchMu.Unlock()
+	if in.targets == nil {
+		return
+	}
+	behind := 0
+	for tp, end := range in.targets {
+		if in.consumed[tp] < end {
+			behind++
+		}
+	}
+	switch {
+	case behind == 0:
+		in.log.Info("start window read; cache is current", "partitions", len(in.targets), "took", time.Since(in.started).Round(time.Millisecond))
+	case time.Since(in.started) > in.cfg.CatchUpTimeout:
+		// A transaction marker at the end of a partition is never
+		// returned as a record, so a partition can look behind forever.
+		in.log.Warn("start window not fully read within ingest.catch_up_timeout; reporting ready", "partitions_behind", behind)
+	default:
+		return
+	}
+	in.caughtUp.Store(true)
+	in.consumed = nil
+}
 
 // LastError returns the last fetch or probe error, or "".
 func (in *Ingester) LastError() string {
@@ -250,6 +346,14 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 	}
 	last := p.Records[len(p.Records)-1].Offset
 	in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-last-1, 0))
+	if !in.caughtUp.Load() {
+		in.catchMu.Lock()
+		if in.consumed != nil {
+			in.consumed[topicPartition{topic, p.Partition}] = last + 1
+		}
+		in.catchMu.Unlock()
+		in.checkCaughtUp()
+	}
 }
 
 // Epoch names the stream of one partition: the topic's ID when the broker
@@ -274,18 +378,16 @@ func (in *Ingester) handle(r *kgo.Record, epoch string) {
 		return
 	}
 	data := r.Value
-	if in.cfg.RequireJSON {
-		if !json.Valid(data) {
-			in.hooks.OnSkip(r.Topic, SkipInvalidJSON)
-			return
-		}
-		// The JSON protocol separates messages by '\n', so payloads must
-		// not contain one; in valid JSON it can only be whitespace.
-		if bytes.IndexByte(data, '\n') >= 0 {
-			var b bytes.Buffer
-			json.Compact(&b, data)
-			data = b.Bytes()
-		}
+	if !json.Valid(data) {
+		in.hooks.OnSkip(r.Topic, SkipInvalidJSON)
+		return
+	}
+	// The JSON protocol separates messages by '\n', so payloads must not
+	// contain one; in valid JSON it can only be whitespace.
+	if bytes.IndexByte(data, '\n') >= 0 {
+		var b bytes.Buffer
+		json.Compact(&b, data)
+		data = b.Bytes()
 	}
 	p := &fanout.Publication{
 		Channel:  channel,
@@ -341,6 +443,19 @@ func (in *Ingester) probe(ctx context.Context) {
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		if err == nil && !in.caughtUp.Load() {
+			in.catchMu.Lock()
+			listed := in.targets != nil
+			in.catchMu.Unlock()
+			if !listed {
+				lctx, cancel := context.WithTimeout(ctx, 2*in.cfg.ProbeInterval)
+				if lerr := in.listTargets(lctx); lerr != nil {
+					in.log.Debug("listing offsets for catch-up", "err", lerr)
+				}
+				cancel()
+			}
+			in.checkCaughtUp() // the timeout may have passed
 		}
 		was := in.reachable.Swap(err == nil)
 		switch {

@@ -80,7 +80,7 @@ func (c *common) register(fs *flag.FlagSet, defaultListen string) {
 }
 
 func (c *common) load() (relay.Config, *slog.Logger, error) {
-	cfg, err := relay.LoadConfig(c.config, os.Environ())
+	cfg, unknown, err := relay.LoadConfig(c.config, os.Environ())
 	if err != nil {
 		return cfg, nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
@@ -96,7 +96,11 @@ func (c *common) load() (relay.Config, *slog.Logger, error) {
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, fmt.Errorf("%w:\n%v", errConfig, err)
 	}
-	return cfg, newLogger(os.Stderr, cfg.LogLevel), nil
+	log := newLogger(os.Stderr, cfg.LogLevel)
+	if len(unknown) > 0 {
+		log.Warn("ignoring environment variables that name no setting (a typo?)", "vars", strings.Join(unknown, ","))
+	}
+	return cfg, log, nil
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {
