@@ -44,9 +44,9 @@ type Config struct {
 
 // ChannelsConfig bounds the channel registry and last-value cache.
 type ChannelsConfig struct {
-	MaxNameLength  int           `yaml:"max_name_length"`
-	MaxChannels    int           `yaml:"max_channels"`
-	MaxCachedBytes ByteSize      `yaml:"max_cached_bytes"`
+	MaxNameLength  int      `yaml:"max_name_length"`
+	MaxChannels    int      `yaml:"max_channels"`
+	MaxCachedBytes ByteSize `yaml:"max_cached_bytes"`
 	// IdleTTL evicts a channel without subscribers and without updates for
 	// this long; 0 never evicts for idleness (the caps still apply).
 	IdleTTL time.Duration `yaml:"idle_ttl"`

@@ -56,8 +56,8 @@ type Config struct {
 	ChannelHeader string `yaml:"channel_header"`
 	// PriorityHeader names a header whose value "1" or "true" marks a
 	// priority publication (never conflated away).
-	PriorityHeader string `yaml:"priority_header"`
-	Start StartConfig `yaml:"start"`
+	PriorityHeader string      `yaml:"priority_header"`
+	Start          StartConfig `yaml:"start"`
 	// CatchUpTimeout bounds how long a starting node waits to read its
 	// start window before it reports ready anyway (see Ready).
 	CatchUpTimeout time.Duration `yaml:"catch_up_timeout"`

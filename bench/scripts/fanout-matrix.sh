@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Reproduces the fan-out figures in docs/performance.md on one machine:
+# builds edgerelay and edgebench, starts a standalone broker and the relay
+# (each its own process, so the relay's RSS and CPU are its own), then runs
+# the edgebench fanout scenarios and prints one Markdown row each.
+#
+#   bench/scripts/fanout-matrix.sh            # all scenarios (~10 minutes)
+#   bench/scripts/fanout-matrix.sh idle       # one group: idle, rate, latency, stalled
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/edgerelay-bench}
+mkdir -p "$out"
+go build -o "$out/edgerelay" ./relay/cmd/edgerelay
+go build -o "$out/edgebench" ./bench/cmd/edgebench
+
+kport=${KAFKA_PORT:-29092}
+hport=${RELAY_PORT:-28000}
+"$out/edgebench" broker --port "$kport" >"$out/broker.log" 2>&1 &
+broker=$!
+EDGERELAY_DEBUG=true "$out/edgerelay" serve --listen "127.0.0.1:$hport" --brokers "127.0.0.1:$kport" >"$out/relay.log" 2>&1 &
+relay=$!
+trap 'kill $relay $broker 2>/dev/null; wait 2>/dev/null' EXIT
+for _ in $(seq 100); do curl -fs "127.0.0.1:$hport/readyz" >/dev/null && break; sleep 0.1; done
+
+run() { # name, then edgebench fanout flags
+  local name=$1; shift
+  echo "== $name: $*" >&2
+  "$out/edgebench" fanout --url "ws://127.0.0.1:$hport/connection/websocket" --brokers "127.0.0.1:$kport" --ramp "${RAMP:-2500}" \
+    --out "$out/$name.json" "$@" | tail -1 | sed "s/^/| $name /"
+}
+
+group=${1:-all}
+echo "| scenario | conns | stalled | channels | rate/s | size B | deliveries/s | expected | p50 | p99 | max | gaps | out of order | relay B/conn idle | relay CPU s | closes |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+if [[ $group == all || $group == idle ]]; then
+  for i in 1 2 3; do run idle-15k-$i --conns 15000 --procs 4 --rate 1 --duration 3s; done
+fi
+if [[ $group == all || $group == rate ]]; then
+  for r in 10 20 30; do run rate-1ch-$r --conns 15000 --procs 4 --channels 1 --rate "$r" --duration 15s; done
+fi
+if [[ $group == all || $group == latency ]]; then
+  for r in 100 200 400; do run latency-100ch-$r --conns 15000 --procs 4 --channels 100 --rate "$r" --duration 15s; done
+fi
+if [[ $group == all || $group == stalled ]]; then
+  for s in 0 0.1; do run stalled-$s --conns 15000 --procs 4 --channels 100 --rate 200 --stalled "$s" --duration 20s; done
+fi
