@@ -59,6 +59,7 @@ type conn struct {
 	stalledSince  int64 // unix nanos the queue last went from empty to non-empty or last made progress
 	scheduled     bool  // on a writer's run list
 	writing       bool  // a writer is in writev on fd
+	inflight      int   // queue entries in the writev under way: not to be replaced or dropped
 	waitOut       bool  // socket full: waiting for EPOLLOUT
 	outEvents     uint32
 	closing       bool  // close frame queued (or connection dead): no more frames
@@ -109,6 +110,7 @@ func (c *conn) Deliver(f *fanout.Frame) {
 // that frame is not a priority one and not partly written. Older frames of
 // the channel stay ahead of it, so the channel's order is kept.
 func (c *conn) replaceLocked(f *fanout.Frame) bool {
+	fixed := c.fixedLocked()
 	for i := len(c.queue) - 1; i >= 0; i-- {
 		q := c.queue[i].Pub
 		if q == nil {
@@ -119,7 +121,7 @@ func (c *conn) replaceLocked(f *fanout.Frame) bool {
 		if q.Channel != f.Pub.Channel {
 			continue
 		}
-		if q.Priority || (i == 0 && c.head > 0) {
+		if q.Priority || i < fixed {
 			return false
 		}
 		c.queued += len(f.Bytes) - len(c.queue[i].Bytes)
@@ -148,19 +150,33 @@ func (c *conn) scheduleLocked() {
 	}
 }
 
-// dropQueueLocked drops queued frames, except one already partly written:
-// it must finish, or the stream would be corrupt.
+// fixedLocked is how many frames at the head of the queue must stay as
+// they are: those in the writev under way, and one already partly written.
+func (c *conn) fixedLocked() int {
+	n := c.inflight
+	if c.head > 0 {
+		n = max(n, 1)
+	}
+	return min(n, len(c.queue))
+}
+
+// dropQueueLocked drops queued frames, except fixed ones: they must finish
+// as they are, or the stream would be corrupt.
 func (c *conn) dropQueueLocked() {
 	keep := 0
-	if c.head > 0 && c.fd >= 0 {
-		keep = 1
+	if c.fd >= 0 {
+		keep = c.fixedLocked()
 	}
 	clear(c.queue[keep:])
 	c.queue = c.queue[:keep]
 	c.queued = 0
-	if keep == 1 {
-		c.queued = len(c.queue[0].Bytes) - c.head
-	} else {
+	for i, f := range c.queue {
+		c.queued += len(f.Bytes)
+		if i == 0 {
+			c.queued -= c.head
+		}
+	}
+	if keep == 0 {
 		c.head = 0
 	}
 }

@@ -269,11 +269,11 @@ func (w *writer) flush(c *conn) {
 			}
 		}
 		fd, events := c.fd, c.outEvents
-		c.writing = true
+		c.writing, c.inflight = true, iovs
 		c.mu.Unlock()
 		n, err := writev(fd, w.iov[:iovs])
 		c.mu.Lock()
-		c.writing = false
+		c.writing, c.inflight = false, 0
 		if c.closeAfter {
 			unix.Close(fd)
 			return
