@@ -17,6 +17,7 @@ import (
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/ingest"
 	"github.com/edgerelay/edgerelay/relay/kafkaclient"
+	"github.com/edgerelay/edgerelay/relay/units"
 )
 
 // Config is the whole relay configuration. It is read from a YAML file (see
@@ -87,7 +88,7 @@ func DefaultConfig() Config {
 		},
 		WebSocket: WebSocketConfig{
 			Path:             "/connection/websocket",
-			MaxMessageBytes:  64 << 10,
+			MaxMessageBytes:  128 << 10, // an SDK resubscribes everything in one message on reconnect
 			PingInterval:     25 * time.Second,
 			PongTimeout:      10 * time.Second,
 			ConnectTimeout:   10 * time.Second,
@@ -163,6 +164,9 @@ func (c *Config) Validate() error {
 	}
 	if ws.MaxQueueBytes < 2*ws.SoftQueueBytes {
 		bad("websocket.max_queue_bytes", "must be at least twice websocket.soft_queue_bytes")
+	}
+	if int64(c.Ingest.MaxValueBytes)+4096 > int64(ws.MaxQueueBytes) {
+		bad("ingest.max_value_bytes", "must be below websocket.max_queue_bytes minus 4KiB, or one update disconnects every subscriber")
 	}
 	if ws.StallTimeout < time.Second {
 		bad("websocket.stall_timeout", "must be at least 1s")
@@ -305,37 +309,8 @@ func setFromString(fv reflect.Value, s string) error {
 	return nil
 }
 
-// ByteSize is a size in bytes that reads "65536", "64KiB", "1MiB", "2GiB"
-// (also KB/MB/GB as powers of 1000).
-type ByteSize int64
+// ByteSize is a size in bytes that reads "65536", "64KiB", "1MiB".
+type ByteSize = units.ByteSize
 
 // ParseByteSize parses s as a ByteSize.
-func ParseByteSize(s string) (ByteSize, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a byte size (e.g. 65536, 64KiB, 1MiB)", s)
-	}
-	return ByteSize(n * mult), nil
-}
-
-// UnmarshalYAML reads a ByteSize from a number or a string with a unit.
-func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseByteSize(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*b = v
-	return nil
-}
+func ParseByteSize(s string) (ByteSize, error) { return units.ParseByteSize(s) }

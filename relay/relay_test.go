@@ -213,12 +213,14 @@ func TestBadInput(t *testing.T) {
 	// Kafka side: a non-JSON payload on a JSON channel is counted and
 	// skipped; the next valid record goes through.
 	produce(t, prod, "odds", ch, `not json {`)
+	produce(t, prod, "odds", ch, `{"big":"`+strings.Repeat("b", 200<<10)+`"}`) // over ingest.max_value_bytes
 	produce(t, prod, "odds", ch, `{"v":2}`)
 	_, data, _, ok := pubOf(bystander.mustNext())
 	if !ok || data["v"] != 2.0 {
 		t.Fatalf("bystander got %v, want v=2 (the invalid record skipped)", data)
 	}
-	if _, body := r.get(t, "/metrics"); !strings.Contains(body, `edgerelay_kafka_records_skipped_total{reason="invalid_json",topic="odds"} 1`) {
+	if _, body := r.get(t, "/metrics"); !strings.Contains(body, `edgerelay_kafka_records_skipped_total{reason="invalid_json",topic="odds"} 1`) ||
+		!strings.Contains(body, `edgerelay_kafka_records_skipped_total{reason="too_large",topic="odds"} 1`) {
 		t.Fatalf("skip not counted:\n%s", grep(body, "skipped"))
 	}
 }

@@ -46,6 +46,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/units"
 )
 
 // Config configures ingest. YAML keys are in the tags.
@@ -58,6 +59,9 @@ type Config struct {
 	// priority publication (never conflated away).
 	PriorityHeader string      `yaml:"priority_header"`
 	Start          StartConfig `yaml:"start"`
+	// MaxValueBytes skips larger record values (counted as too_large): one
+	// huge update would otherwise overflow every subscriber's queue.
+	MaxValueBytes units.ByteSize `yaml:"max_value_bytes"`
 	// CatchUpTimeout bounds how long a starting node waits to read its
 	// start window before it reports ready anyway (see Ready).
 	CatchUpTimeout time.Duration `yaml:"catch_up_timeout"`
@@ -90,6 +94,7 @@ func DefaultConfig() Config {
 		PriorityHeader: "priority",
 		Start:          StartConfig{LastRecords: 10_000},
 		CatchUpTimeout: time.Minute,
+		MaxValueBytes:  128 << 10,
 		ProbeInterval:  2 * time.Second,
 	}
 }
@@ -122,6 +127,9 @@ func (c Config) Validate(prefix string) error {
 	if c.Start.Since < 0 {
 		errs = append(errs, fmt.Errorf("%s.start.since: must not be negative", prefix))
 	}
+	if c.MaxValueBytes < 1 {
+		errs = append(errs, fmt.Errorf("%s.max_value_bytes: must be positive", prefix))
+	}
 	if c.CatchUpTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("%s.catch_up_timeout: must be positive", prefix))
 	}
@@ -143,6 +151,7 @@ const (
 	SkipNoChannel      SkipReason = "no_channel"
 	SkipInvalidChannel SkipReason = "invalid_channel"
 	SkipInvalidJSON    SkipReason = "invalid_json"
+	SkipTooLarge       SkipReason = "too_large"
 )
 
 // Hooks observe ingest. Methods are called from Run's goroutine and must
@@ -378,6 +387,10 @@ func (in *Ingester) handle(r *kgo.Record, epoch string) {
 		return
 	}
 	data := r.Value
+	if int64(len(data)) > int64(in.cfg.MaxValueBytes) {
+		in.hooks.OnSkip(r.Topic, SkipTooLarge)
+		return
+	}
 	if !json.Valid(data) {
 		in.hooks.OnSkip(r.Topic, SkipInvalidJSON)
 		return
