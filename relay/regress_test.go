@@ -26,16 +26,8 @@ func TestConflationKeepsResubscribeOrder(t *testing.T) {
 	const ch = "odds:resub:1x2"
 	c := stalledClient(t, r, ch)
 	prod := newProducer(t, kafka.ListenAddrs())
-	pad := strings.Repeat("x", 8000)
 	const n = 1500
-	var recs []*kgo.Record
-	for i := 1; i <= n; i++ {
-		recs = append(recs, &kgo.Record{Topic: "odds", Key: []byte(ch), Value: []byte(fmt.Sprintf(`{"seq":%d,"pad":%q}`, i, pad)), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}})
-	}
-	if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	r.waitCached(t, ch, recs[n-1].Offset)
+	r.waitCached(t, ch, produceSequence(t, prod, ch, n, 0))
 	// what the SDK does on sub.unsubscribe(); sub.subscribe()
 	c.send(`{"id":100,"unsubscribe":{"channel":"`+ch+`"}}`, `{"id":101,"subscribe":{"channel":"`+ch+`"}}`)
 	time.Sleep(300 * time.Millisecond) // ordering setup, not a timing check: the commands are handled before the final record

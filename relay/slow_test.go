@@ -39,6 +39,26 @@ func stalledClient(t *testing.T, r *testRelay, channels ...string) *wsClient {
 	return c
 }
 
+// produceSequence produces records {"seq":1..n,"pad":8 KB} to ch, every
+// priorityEvery-th one marked priority (0: none), and returns the last
+// offset.
+func produceSequence(t *testing.T, prod *kgo.Client, ch string, n, priorityEvery int) int64 {
+	t.Helper()
+	pad := strings.Repeat("x", 8000)
+	var recs []*kgo.Record
+	for i := 1; i <= n; i++ {
+		rec := &kgo.Record{Topic: "odds", Key: []byte(ch), Value: []byte(fmt.Sprintf(`{"seq":%d,"pad":%q}`, i, pad)), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
+		if priorityEvery > 0 && i%priorityEvery == 0 {
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
+		}
+		recs = append(recs, rec)
+	}
+	if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	return recs[n-1].Offset
+}
+
 // TestSlowConsumerConflation stops reading while a channel updates fast:
 // past the soft limit the relay keeps only the latest value per channel,
 // never drops priority publications, and when the client reads again it
@@ -54,20 +74,8 @@ func TestSlowConsumerConflation(t *testing.T) {
 	c := stalledClient(t, r, ch)
 
 	prod := newProducer(t, kafka.ListenAddrs())
-	pad := strings.Repeat("x", 8000)
 	const n = 1500
-	var recs []*kgo.Record
-	for i := 1; i <= n; i++ {
-		rec := &kgo.Record{Topic: "odds", Key: []byte(ch), Value: []byte(fmt.Sprintf(`{"seq":%d,"pad":%q}`, i, pad)), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
-		if i%50 == 0 {
-			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
-		}
-		recs = append(recs, rec)
-	}
-	if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	r.waitCached(t, ch, recs[n-1].Offset)
+	r.waitCached(t, ch, produceSequence(t, prod, ch, n, 50))
 	checkFor(t, 10*time.Second, func() error {
 		if _, body := r.get(t, "/metrics"); !strings.Contains(body, "edgerelay_conflated_total") || strings.Contains(body, "edgerelay_conflated_total 0\n") {
 			return fmt.Errorf("nothing conflated yet:\n%s", grep(body, "conflated"))

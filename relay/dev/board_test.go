@@ -1,18 +1,12 @@
 package dev
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/edgerelay/edgerelay/relay"
 )
 
 // TestBoardInChromium opens the demo board in a real browser (Debian's
@@ -28,22 +22,13 @@ func TestBoardInChromium(t *testing.T) {
 		}
 		t.Skip("chromium or tests/js/node_modules missing; run scripts/test")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := relay.DefaultConfig()
-	cfg.Listen = ln.Addr().String()
 	opts := Options{Sim: DefaultSimConfig()}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- Run(ctx, cfg, opts, ln, slog.New(slog.NewTextHandler(io.Discard, nil)), nil) }()
-	defer func() { cancel(); <-done }()
+	addr := startDev(t, opts)
 
 	cmd := exec.Command("node", "board.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BOARD_URL=http://"+ln.Addr().String()+"/")
+	cmd.Env = append(os.Environ(), "BOARD_URL=http://"+addr+"/")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {

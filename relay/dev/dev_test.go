@@ -17,24 +17,9 @@ import (
 // TestRun starts dev mode as "edgerelay dev" does and checks that the
 // board is served, the simulator's channels are cached, and they move.
 func TestRun(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := relay.DefaultConfig()
-	cfg.Listen = ln.Addr().String()
 	opts := Options{Sim: DefaultSimConfig()}
 	opts.Sim.Rate, opts.Sim.Matches = 200, 8
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, opts, ln, slog.New(slog.NewTextHandler(io.Discard, nil)), nil) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	base := "http://" + ln.Addr().String()
+	base := "http://" + startDev(t, opts)
 	get := func(path string) (int, string) {
 		resp, err := http.Get(base + path)
 		if err != nil {
@@ -87,6 +72,28 @@ func TestRun(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startDev runs dev mode on an ephemeral port (Kafka on any free port)
+// until the test ends and returns the relay's address.
+func startDev(t *testing.T, opts Options) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := relay.DefaultConfig()
+	cfg.Listen = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, opts, ln, slog.New(slog.NewTextHandler(io.Discard, nil)), nil) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return ln.Addr().String()
 }
 
 func TestStartKafkaPortInUse(t *testing.T) {
