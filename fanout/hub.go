@@ -16,6 +16,9 @@ import (
 type Config struct {
 	// Encoder encodes an update once for all subscribers. Required.
 	Encoder Encoder
+	// DeltaEncoder encodes the delta variants, once per update, for
+	// channels with delta subscribers (nil: no delta variants).
+	DeltaEncoder DeltaEncoder
 	// Shards is the number of channel-map shards (default 64).
 	Shards int
 	// MaxChannels caps the number of channels holding a cached value
@@ -82,7 +85,6 @@ type Stats struct {
 	Subscriptions  int64
 	Publications   uint64
 	Deliveries     uint64
-	DeliveredBytes uint64
 	EvictedIdle    uint64 // evicted after IdleTTL
 	EvictedCap     uint64 // evicted to get under MaxChannels or MaxCachedBytes
 }
@@ -93,15 +95,14 @@ type Hub struct {
 	seed   maphash.Seed
 	shards []shard
 
-	channels       atomic.Int64
-	cached         atomic.Int64 // channels with a cached value
-	cachedBytes    atomic.Int64
-	subscriptions  atomic.Int64
-	publications   atomic.Uint64
-	deliveries     atomic.Uint64
-	deliveredBytes atomic.Uint64
-	evictedIdle    atomic.Uint64
-	evictedCap     atomic.Uint64
+	channels      atomic.Int64
+	cached        atomic.Int64 // channels with a cached value
+	cachedBytes   atomic.Int64
+	subscriptions atomic.Int64
+	publications  atomic.Uint64
+	deliveries    atomic.Uint64
+	evictedIdle   atomic.Uint64
+	evictedCap    atomic.Uint64
 
 	overCap chan struct{} // wakes the evictor; capacity 1
 }
@@ -114,10 +115,11 @@ type shard struct {
 type channel struct {
 	name string
 
-	mu      sync.Mutex
-	last    *Publication
-	subs    map[Subscriber]struct{}
-	removed bool // set, under shard.mu and mu, when evicted
+	mu        sync.Mutex
+	last      *Publication
+	subs      map[Subscriber]struct{}
+	deltaSubs int
+	removed   bool // set, under shard.mu and mu, when evicted
 
 	active atomic.Int64 // unix nanos of the last publish or unsubscribe
 }
@@ -191,12 +193,18 @@ func (h *Hub) Publish(p *Publication) error {
 	ch.active.Store(h.cfg.Now().UnixNano())
 	grown := h.cachedBytes.Add(p.size() - old.size())
 	if n := len(ch.subs); n > 0 {
-		f := &Frame{Bytes: h.cfg.Encoder(p), Pub: p}
+		u := Update{Full: &Frame{Bytes: h.cfg.Encoder(p), Pub: p}, Prev: old}
+		if ch.deltaSubs > 0 && h.cfg.DeltaEncoder != nil {
+			full, patch := h.cfg.DeltaEncoder(old, p)
+			u.DeltaFull = &Frame{Bytes: full, Pub: p, Variant: VariantDeltaFull}
+			if patch != nil {
+				u.DeltaPatch = &Frame{Bytes: patch, Pub: p, Variant: VariantDeltaPatch}
+			}
+		}
 		for s := range ch.subs {
-			s.Deliver(f)
+			s.Deliver(&u)
 		}
 		h.deliveries.Add(uint64(n))
-		h.deliveredBytes.Add(uint64(n) * uint64(len(f.Bytes)))
 	}
 	ch.mu.Unlock()
 	h.publications.Add(1)
@@ -220,11 +228,19 @@ func (h *Hub) Subscribe(name string, s Subscriber, fn func(last *Publication)) e
 		return fmt.Errorf("%w: %s", ErrAlreadySubscribed, name)
 	}
 	ch.subs[s] = struct{}{}
+	if wantsDelta(s) {
+		ch.deltaSubs++
+	}
 	h.subscriptions.Add(1)
 	if fn != nil {
 		fn(ch.last)
 	}
 	return nil
+}
+
+func wantsDelta(s Subscriber) bool {
+	d, ok := s.(DeltaSubscriber)
+	return ok && d.WantsDelta()
 }
 
 // Unsubscribe removes s from the channel called name. It reports whether s
@@ -237,6 +253,9 @@ func (h *Hub) Unsubscribe(name string, s Subscriber) bool {
 	_, ok := ch.subs[s]
 	if ok {
 		delete(ch.subs, s)
+		if wantsDelta(s) {
+			ch.deltaSubs--
+		}
 		h.subscriptions.Add(-1)
 		ch.active.Store(h.cfg.Now().UnixNano())
 	}
@@ -315,7 +334,6 @@ func (h *Hub) Stats() Stats {
 		Subscriptions:  h.subscriptions.Load(),
 		Publications:   h.publications.Load(),
 		Deliveries:     h.deliveries.Load(),
-		DeliveredBytes: h.deliveredBytes.Load(),
 		EvictedIdle:    h.evictedIdle.Load(),
 		EvictedCap:     h.evictedCap.Load(),
 	}

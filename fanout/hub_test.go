@@ -15,9 +15,9 @@ type recorder struct {
 	frames []*Frame
 }
 
-func (r *recorder) Deliver(f *Frame) {
+func (r *recorder) Deliver(u *Update) {
 	r.mu.Lock()
-	r.frames = append(r.frames, f)
+	r.frames = append(r.frames, u.Full)
 	r.mu.Unlock()
 }
 
@@ -278,7 +278,49 @@ func BenchmarkPublish(b *testing.B) {
 
 type counter struct{ n int }
 
-func (c *counter) Deliver(*Frame) { c.n++ }
+func (c *counter) Deliver(*Update) { c.n++ }
+
+// deltaRecorder wants delta variants and keeps the updates.
+type deltaRecorder struct{ updates []*Update }
+
+func (d *deltaRecorder) Deliver(u *Update) { d.updates = append(d.updates, u) }
+func (d *deltaRecorder) WantsDelta() bool  { return true }
+
+func TestDeltaVariants(t *testing.T) {
+	calls := 0
+	h := newTestHub(func(c *Config) {
+		c.DeltaEncoder = func(prev, p *Publication) ([]byte, []byte) {
+			calls++
+			if prev == nil {
+				return []byte("full:" + string(p.Data)), nil
+			}
+			return []byte("full:" + string(p.Data)), []byte("patch:" + string(prev.Data) + ">" + string(p.Data))
+		}
+	})
+	const ch = "odds:delta"
+	plain, d1, d2 := &recorder{}, &deltaRecorder{}, &deltaRecorder{}
+	h.Subscribe(ch, plain, nil)
+	h.Publish(pub(ch, 1, "a")) // no delta subscribers yet: no delta encoding
+	if calls != 0 {
+		t.Fatalf("delta encoder called %d times without delta subscribers", calls)
+	}
+	h.Subscribe(ch, d1, nil)
+	h.Subscribe(ch, d2, nil)
+	h.Publish(pub(ch, 2, "b"))
+	if calls != 1 {
+		t.Fatalf("delta encoder called %d times for one update and two delta subscribers", calls)
+	}
+	u := d1.updates[0]
+	if u != d2.updates[0] || string(u.DeltaPatch.Bytes) != "patch:a>b" || string(u.DeltaFull.Bytes) != "full:b" || u.Prev.Pos.Offset != 1 {
+		t.Fatalf("update %+v", u)
+	}
+	h.Unsubscribe(ch, d1)
+	h.Unsubscribe(ch, d2)
+	h.Publish(pub(ch, 3, "c"))
+	if calls != 1 || len(plain.frames) != 3 {
+		t.Fatalf("after delta subscribers left: %d calls, %d plain frames", calls, len(plain.frames))
+	}
+}
 
 // TestCapCountsCachedChannelsOnly: subscriptions to channels that never get
 // a value must not push cached channels out, and such channels vanish when

@@ -42,20 +42,53 @@ func (p *Publication) size() int64 {
 // subscriber it is delivered to. Bytes must not be modified after the Frame
 // is created.
 type Frame struct {
-	Bytes []byte
-	Pub   *Publication
+	Bytes   []byte
+	Pub     *Publication
+	Variant Variant
 }
+
+// Variant says which encoding of an update a Frame holds.
+type Variant uint8
+
+// Frame variants.
+const (
+	VariantFull       Variant = iota // Encoder's plain encoding
+	VariantDeltaFull                 // DeltaEncoder's full payload
+	VariantDeltaPatch                // DeltaEncoder's patch against the previous update
+)
 
 // Encoder turns a publication into the bytes written to subscribers. It is
 // called at most once per Publish, with the channel's lock held; it must not
 // block. The returned slice is owned by the Hub and then by the Frame.
 type Encoder func(p *Publication) []byte
 
-// Subscriber receives the Frames of the channels it subscribed to.
+// DeltaEncoder encodes a publication for delta subscribers, once per
+// Publish and only when the channel has some: full carries the whole
+// payload in delta form, patch a delta against prev (nil when there is no
+// prev or the patch would not be smaller). Same rules as Encoder.
+type DeltaEncoder func(prev, p *Publication) (full, patch []byte)
+
+// Update is one publication encoded in every variant its subscribers need.
+// Frames are shared and read-only.
+type Update struct {
+	Full *Frame // the plain encoding (Encoder)
+	// DeltaFull and DeltaPatch are set when the channel has delta
+	// subscribers; DeltaPatch may be nil. DeltaPatch applies to Prev.
+	DeltaFull, DeltaPatch *Frame
+	Prev                  *Publication
+}
+
+// Subscriber receives the updates of the channels it subscribed to.
 type Subscriber interface {
-	// Deliver hands over one frame. It is called with the channel's lock
+	// Deliver hands over one update. It is called with the channel's lock
 	// held, so it must not block and must not call into the Hub; a
-	// subscriber that cannot take the frame now must queue it or apply its
-	// own slow-consumer policy. The Frame is shared and read-only.
-	Deliver(f *Frame)
+	// subscriber that cannot take the update now must queue it or apply its
+	// own slow-consumer policy.
+	Deliver(u *Update)
+}
+
+// DeltaSubscriber is a Subscriber that wants delta variants.
+type DeltaSubscriber interface {
+	Subscriber
+	WantsDelta() bool
 }

@@ -35,10 +35,10 @@ type conn struct {
 
 	// poller
 	connected bool
-	subs      []string // subscribed channels; a slice is smaller than a map for the usual few
-	replies   []byte   // replies of the message being handled, '\n'-separated
-	partial   []byte   // an incomplete frame, kept only until the rest arrives
-	msg       []byte   // fragments of an incomplete message
+	subs      []*subscription // a slice is smaller than a map for the usual few
+	replies   []byte          // replies of the message being handled, '\n'-separated
+	partial   []byte          // an incomplete frame, kept only until the rest arrives
+	msg       []byte          // fragments of an incomplete message
 	inMessage bool
 	discard   bool // closing: input is read and dropped
 	// pendingInput: partial holds bytes read with the handshake, to be
@@ -69,19 +69,48 @@ type conn struct {
 	closeQuiet    bool  // the client closed first
 }
 
-var _ fanout.Subscriber = (*conn)(nil)
+// subscription is one channel subscription of a connection; it is what the
+// hub holds. base is the publication this client will hold last for the
+// channel (for delta: what the next patch must apply to); it is touched only
+// under the hub's channel lock (Deliver, the Subscribe callback).
+type subscription struct {
+	c       *conn
+	channel string
+	delta   bool
+	base    *fanout.Publication
+}
+
+var _ fanout.DeltaSubscriber = (*subscription)(nil)
+
+func (s *subscription) WantsDelta() bool { return s.delta }
+
+// Deliver picks the variant this client can use and queues it: a patch only
+// if the client will hold the publication it applies to, else the full
+// payload.
+func (s *subscription) Deliver(u *fanout.Update) {
+	f, alt := u.Full, u.Full
+	if s.delta {
+		f, alt = u.DeltaFull, u.DeltaFull
+		if u.DeltaPatch != nil && s.base != nil && s.base == u.Prev {
+			f = u.DeltaPatch
+		}
+		s.base = u.Full.Pub
+	}
+	s.c.deliver(f, alt)
+}
 
 func (c *conn) clientID() string {
 	h := hex.EncodeToString(c.id[:])
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// Deliver queues a publication frame without blocking (it runs under the
-// hub's channel lock). Past websocket.soft_queue_bytes, a frame replaces a
-// queued one of the same channel (latest value wins), unless it is a
-// priority publication. Past websocket.max_queue_bytes the connection is
-// closed as slow (3008: the SDK reconnects and recovers the latest values).
-func (c *conn) Deliver(f *fanout.Frame) {
+// deliver queues a publication frame without blocking (it runs under the
+// hub's channel lock). Past websocket.soft_queue_bytes, alt (the frame's
+// self-contained form: never a patch) replaces a queued frame of the same
+// channel (latest value wins), unless it is a priority publication. Past
+// websocket.max_queue_bytes the connection is closed as slow (3008: the SDK
+// reconnects and recovers the latest values).
+func (c *conn) deliver(f, alt *fanout.Frame) {
 	m := c.srv.metrics
 	cfg := &c.srv.cfg.WebSocket
 	c.mu.Lock()
@@ -90,7 +119,7 @@ func (c *conn) Deliver(f *fanout.Frame) {
 		return
 	}
 	n := len(f.Bytes)
-	if c.queued+n > int(cfg.SoftQueueBytes) && !f.Pub.Priority && c.replaceLocked(f) {
+	if c.queued+n > int(cfg.SoftQueueBytes) && !f.Pub.Priority && c.replaceLocked(alt) {
 		c.mu.Unlock()
 		m.conflated.Inc()
 		return
@@ -294,30 +323,31 @@ func (c *conn) kill() {
 	c.mu.Unlock()
 }
 
-// hasSub, addSub and deleteSub keep c.subs; poller goroutine only.
-func (c *conn) hasSub(ch string) bool {
-	for _, s := range c.subs {
-		if s == ch {
-			return true
+// findSub, addSub and deleteSub keep c.subs; poller goroutine only.
+func (c *conn) findSub(ch string) int {
+	for i, s := range c.subs {
+		if s.channel == ch {
+			return i
 		}
 	}
-	return false
+	return -1
 }
 
-func (c *conn) addSub(ch string) { c.subs = append(c.subs, ch) }
+func (c *conn) addSub(s *subscription) { c.subs = append(c.subs, s) }
 
-func (c *conn) deleteSub(ch string) bool {
-	for i, s := range c.subs {
-		if s == ch {
-			last := len(c.subs) - 1
-			c.subs[i] = c.subs[last]
-			c.subs[last] = ""
-			c.subs = c.subs[:last]
-			if len(c.subs) == 0 {
-				c.subs = nil
-			}
-			return true
-		}
+// deleteSub removes and returns the subscription to ch, or nil.
+func (c *conn) deleteSub(ch string) *subscription {
+	i := c.findSub(ch)
+	if i < 0 {
+		return nil
 	}
-	return false
+	s := c.subs[i]
+	last := len(c.subs) - 1
+	c.subs[i] = c.subs[last]
+	c.subs[last] = nil
+	c.subs = c.subs[:last]
+	if len(c.subs) == 0 {
+		c.subs = nil
+	}
+	return s
 }

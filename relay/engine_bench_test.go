@@ -55,7 +55,7 @@ func BenchmarkSocketFanout(b *testing.B) {
 					b.Fatal(err)
 				}
 				c.isConnected.Store(true)
-				if err := s.hub.Subscribe("odds:bench", c, nil); err != nil {
+				if err := s.hub.Subscribe("odds:bench", &subscription{c: c, channel: "odds:bench"}, nil); err != nil {
 					b.Fatal(err)
 				}
 				drained.Add(1)

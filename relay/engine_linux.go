@@ -167,8 +167,8 @@ func (p *poller) remove(c *conn) {
 	}
 	c.fd = -1
 	c.mu.Unlock()
-	for _, ch := range c.subs {
-		c.srv.hub.Unsubscribe(ch, c)
+	for _, sub := range c.subs {
+		c.srv.hub.Unsubscribe(sub.channel, sub)
 	}
 	c.mu.Lock()
 	c.releaseQueueLocked()
@@ -321,8 +321,11 @@ func (c *conn) advanceLocked(n int, m *metrics) {
 		c.head = 0
 		done++
 		m.framesOut.Inc()
-		if f.Pub != nil && !f.Pub.Time.IsZero() {
-			m.deliveryLatency.Observe(now.Sub(f.Pub.Time).Seconds())
+		if f.Pub != nil {
+			m.variantBytes[f.Variant].Add(float64(len(f.Bytes)))
+			if !f.Pub.Time.IsZero() {
+				m.deliveryLatency.Observe(now.Sub(f.Pub.Time).Seconds())
+			}
 		}
 	}
 	rest := copy(c.queue, c.queue[done:])

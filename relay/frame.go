@@ -2,6 +2,10 @@ package relay
 
 import (
 	"encoding/binary"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edgerelay/edgerelay/delta"
 
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/protocol"
@@ -46,4 +50,24 @@ func finishTextFrame(b []byte) []byte {
 func encodePush(p *fanout.Publication) []byte {
 	b := make([]byte, maxHeader, maxHeader+len(p.Data)+len(p.Channel)+64)
 	return finishTextFrame(protocol.AppendPublicationPush(b, p.Channel, p.Data, protoOffset(p)))
+}
+
+// encodeDelta is the hub's DeltaEncoder: the full payload as a JSON string,
+// and a Fossil patch against prev when prev is from the same stream and the
+// patch is smaller and valid UTF-8 (SDKs carry it in a JSON string).
+func (s *Server) encodeDelta(prev, p *fanout.Publication) (full, patch []byte) {
+	start := time.Now()
+	defer func() { s.metrics.deltaEncode.Observe(time.Since(start).Seconds()) }()
+	b := make([]byte, maxHeader, maxHeader+2*len(p.Data)+len(p.Channel)+64)
+	full = finishTextFrame(protocol.AppendDeltaPush(b, p.Channel, p.Data, protoOffset(p), false))
+	if prev == nil || prev.Epoch != p.Epoch {
+		return full, nil
+	}
+	d := delta.Encode(nil, prev.Data, p.Data)
+	if len(d) >= len(p.Data) || !utf8.Valid(d) {
+		s.metrics.patchesSkipped.Inc()
+		return full, nil
+	}
+	b = make([]byte, maxHeader, maxHeader+2*len(d)+len(p.Channel)+64)
+	return full, finishTextFrame(protocol.AppendDeltaPush(b, p.Channel, d, protoOffset(p), true))
 }

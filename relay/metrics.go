@@ -27,6 +27,10 @@ type metrics struct {
 	slowDisconnects prometheus.Counter
 	acceptErrors    *prometheus.CounterVec
 	handshakeErrors prometheus.Counter
+	deltaEncode     prometheus.Histogram
+	patchesSkipped  prometheus.Counter
+	bytesByVariant  *prometheus.CounterVec
+	variantBytes    [3]prometheus.Counter // by fanout.Variant
 
 	kafkaRecords *prometheus.CounterVec
 	kafkaSkipped *prometheus.CounterVec
@@ -57,9 +61,17 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts(f("slow_disconnects_total", "Connections closed as slow (3008): queue past websocket.max_queue_bytes, or no write progress for websocket.stall_timeout."))),
 		acceptErrors:    prometheus.NewCounterVec(prometheus.CounterOpts(f("accept_errors_total", "Failed accepts, by reason (file_limit: EMFILE/ENFILE); each pauses accepting briefly.")), []string{"reason"}),
 		handshakeErrors: prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total", "WebSocket upgrades refused or failed."))),
-		kafkaRecords:    prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
-		kafkaSkipped:    prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
-		kafkaLag:        prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
+		deltaEncode: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "delta_encode_seconds",
+			Help:    "Time to encode the delta variants of one update (once per update, for channels with delta subscribers).",
+			Buckets: []float64{1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3}}),
+		patchesSkipped: prometheus.NewCounter(prometheus.CounterOpts(f("delta_patches_skipped_total", "Updates sent in full to delta subscribers because the patch was not smaller (or not valid UTF-8)."))),
+		bytesByVariant: prometheus.NewCounterVec(prometheus.CounterOpts(f("publication_bytes_written_total", "Bytes of publication pushes written, by variant: full, delta_full, delta_patch.")), []string{"variant"}),
+		kafkaRecords:   prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
+		kafkaSkipped:   prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
+		kafkaLag:       prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
+	}
+	for v, name := range []string{"full", "delta_full", "delta_patch"} {
+		m.variantBytes[v] = m.bytesByVariant.WithLabelValues(name)
 	}
 	stat := func(get func(fanout.Stats) float64) func() float64 {
 		return func() float64 { return get(hub.Stats()) }
@@ -68,7 +80,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency,
-		m.conflated, m.slowDisconnects, m.acceptErrors, m.handshakeErrors,
+		m.conflated, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels", "Channels held in the registry.")), stat(func(s fanout.Stats) float64 { return float64(s.Channels) })),

@@ -54,3 +54,39 @@ func TestQueueFixedFrames(t *testing.T) {
 		})
 	}
 }
+
+// TestDeltaSubscriptionVariants: a delta subscriber gets a patch only when
+// it will hold the patch's base; otherwise, and whenever conflation
+// replaces a queued update, it gets the full payload.
+func TestDeltaSubscriptionVariants(t *testing.T) {
+	s := &Server{cfg: DefaultConfig(), metrics: newMetrics(fanout.New(fanout.Config{Encoder: func(*fanout.Publication) []byte { return nil }}), func() bool { return true })}
+	s.cfg.WebSocket.SoftQueueBytes = 100
+	c := &conn{srv: s, fd: -1} // fd -1: nothing is scheduled or written
+	sub := &subscription{c: c, channel: "odds:a", delta: true}
+	p1, p2, p3 := &fanout.Publication{Channel: "odds:a"}, &fanout.Publication{Channel: "odds:a"}, &fanout.Publication{Channel: "odds:a"}
+	update := func(prev, p *fanout.Publication, size int) *fanout.Update {
+		return &fanout.Update{
+			Full:       &fanout.Frame{Bytes: make([]byte, size), Pub: p},
+			DeltaFull:  &fanout.Frame{Bytes: make([]byte, size), Pub: p, Variant: fanout.VariantDeltaFull},
+			DeltaPatch: &fanout.Frame{Bytes: make([]byte, 10), Pub: p, Variant: fanout.VariantDeltaPatch},
+			Prev:       prev,
+		}
+	}
+	sub.Deliver(update(nil, p1, 40)) // no base yet: full
+	sub.Deliver(update(p1, p2, 40))  // base p1: patch
+	sub.Deliver(update(p1, p3, 40))  // base is p2, not p1: full
+	want := []fanout.Variant{fanout.VariantDeltaFull, fanout.VariantDeltaPatch, fanout.VariantDeltaFull}
+	for i, f := range c.queue {
+		if f.Variant != want[i] {
+			t.Fatalf("frame %d is variant %d, want %d", i, f.Variant, want[i])
+		}
+	}
+	// Past the soft limit the newest queued frame of the channel is
+	// replaced, by the full form even though a patch would apply.
+	c.queued = 200
+	p4 := &fanout.Publication{Channel: "odds:a"}
+	sub.Deliver(update(p3, p4, 40))
+	if last := c.queue[len(c.queue)-1]; len(c.queue) != 3 || last.Pub != p4 || last.Variant != fanout.VariantDeltaFull {
+		t.Fatalf("after conflation: %d frames, last %+v", len(c.queue), last)
+	}
+}

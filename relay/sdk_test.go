@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,18 +32,41 @@ func jsTestDir(t *testing.T) string {
 // TestCentrifugeSDK runs the unmodified npm centrifuge SDK against the
 // relay: it connects, subscribes, gets the cached value then live updates
 // produced into Kafka, and sees documented error codes.
+//
+// With delta, the SDK negotiates fossil deltas and must rebuild every value
+// from patches computed by the relay.
 func TestCentrifugeSDK(t *testing.T) {
+	tests := []struct {
+		name  string
+		delta bool
+		live  int
+	}{{"plain", false, 25}, {"delta", true, 120}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { testSDK(t, tt.delta, tt.live) })
+	}
+}
+
+// sdkValue is an odds-like payload: mostly stable, a few numbers move.
+func sdkValue(seq int) string {
+	return fmt.Sprintf(`{"seq":%d,"market":"1x2","status":"open","selections":[{"id":"home","name":"Arsenal","odds":%.2f},{"id":"draw","name":"Draw","odds":3.40},{"id":"away","name":"Chelsea","odds":%.2f}],"note":"%s"}`,
+		seq, 2.0+float64(seq%7)/100, 3.0-float64(seq%5)/100, strings.Repeat("stable text ", 20))
+}
+
+func testSDK(t *testing.T, withDelta bool, live int) {
 	dir := jsTestDir(t)
 	kafka := newKafka(t)
 	r := startRelay(t, testConfig(kafka.ListenAddrs()))
 	prod := newProducer(t, kafka.ListenAddrs())
-	const ch, live = "odds:football:epl:sdk-1:1x2", 25
-	cached := produce(t, prod, "odds", ch, `{"seq":0}`)
+	const ch = "odds:football:epl:sdk-1:1x2"
+	cached := produce(t, prod, "odds", ch, sdkValue(0))
 	r.waitCached(t, ch, cached)
 
 	cmd := exec.Command("node", "sdk.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "CHANNEL="+ch, fmt.Sprintf("LIVE=%d", live))
+	if withDelta {
+		cmd.Env = append(cmd.Env, "DELTA=1")
+	}
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -90,10 +114,15 @@ func TestCentrifugeSDK(t *testing.T) {
 			switch e.Event {
 			case "subscribed":
 				for i := 1; i <= live; i++ {
-					offsets = append(offsets, uint64(produce(t, prod, "odds", ch, fmt.Sprintf(`{"seq":%d}`, i)))+1)
+					offsets = append(offsets, uint64(produce(t, prod, "odds", ch, sdkValue(i)))+1)
 				}
 			case "publication":
 				seqs = append(seqs, e.Data["seq"].(float64))
+				var want map[string]any
+				json.Unmarshal([]byte(sdkValue(int(e.Data["seq"].(float64)))), &want)
+				if fmt.Sprint(want) != fmt.Sprint(e.Data) {
+					t.Fatalf("value %v, want %v", e.Data, want)
+				}
 				gotOffsets = append(gotOffsets, e.Offset)
 			case "fail":
 				t.Fatalf("sdk.mjs: %s", e.Msg)
@@ -114,6 +143,9 @@ func TestCentrifugeSDK(t *testing.T) {
 		if s != float64(i) {
 			t.Fatalf("publications out of order: %v", seqs)
 		}
+	}
+	if _, body := r.get(t, "/metrics"); withDelta && !strings.Contains(body, `edgerelay_publication_bytes_written_total{variant="delta_patch"}`) {
+		t.Errorf("no patches were sent:\n%s", grep(body, "publication_bytes"))
 	}
 	if !seen["subscribed"].Recover {
 		t.Error("subscription not recoverable")

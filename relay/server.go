@@ -53,6 +53,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, conns: map[*conn]struct{}{}, mux: http.NewServeMux()}
 	s.hub = fanout.New(fanout.Config{
 		Encoder:        encodePush,
+		DeltaEncoder:   s.encodeDelta,
 		MaxChannels:    cfg.Channels.MaxChannels,
 		MaxCachedBytes: int64(cfg.Channels.MaxCachedBytes),
 		IdleTTL:        cmp.Or(cfg.Channels.IdleTTL, -1), // 0: never

@@ -77,8 +77,8 @@ func (c *conn) handleCommand(cmd *protocol.Command) error {
 	case "subscribe":
 		c.handleSubscribe(cmd.ID, cmd.Subscribe)
 	case "unsubscribe":
-		if c.deleteSub(cmd.Unsubscribe.Channel) {
-			c.srv.hub.Unsubscribe(cmd.Unsubscribe.Channel, c)
+		if sub := c.deleteSub(cmd.Unsubscribe.Channel); sub != nil {
+			c.srv.hub.Unsubscribe(sub.channel, sub)
 		}
 		c.reply(&protocol.Reply{ID: cmd.ID, Unsubscribe: &struct{}{}})
 	case "ping":
@@ -118,7 +118,7 @@ func (c *conn) handleConnect(cmd *protocol.Command) error {
 }
 
 func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
-	if c.hasSub(req.Channel) {
+	if c.findSub(req.Channel) >= 0 {
 		c.replyError(id, protocol.ErrAlreadySubscribed)
 		return
 	}
@@ -126,8 +126,19 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
 		return
 	}
-	err := c.srv.hub.Subscribe(req.Channel, c, func(last *fanout.Publication) {
-		c.reply(&protocol.Reply{ID: id, Subscribe: subscribeResult(req, last)})
+	sub := &subscription{c: c, channel: req.Channel, delta: req.Delta == "fossil"}
+	err := c.srv.hub.Subscribe(req.Channel, sub, func(last *fanout.Publication) {
+		res := subscribeResult(req, last)
+		if sub.delta {
+			// Data travels as JSON strings; the cached value is the base
+			// of the first patch.
+			res.Delta = true
+			for i := range res.Publications {
+				res.Publications[i].Data = protocol.AppendJSONString(nil, res.Publications[i].Data)
+			}
+			sub.base = last
+		}
+		c.reply(&protocol.Reply{ID: id, Subscribe: res})
 		// Flush under the channel lock: the next publication of this
 		// channel must be queued after this reply.
 		c.flushReplies()
@@ -138,7 +149,7 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	case err != nil:
 		c.replyError(id, protocol.ErrAlreadySubscribed)
 	default:
-		c.addSub(req.Channel)
+		c.addSub(sub)
 	}
 }
 

@@ -110,3 +110,27 @@ func TestReplyEncoding(t *testing.T) {
 		t.Fatal("Reconnect classification wrong")
 	}
 }
+
+func TestAppendDeltaPush(t *testing.T) {
+	for _, payload := range []string{`{"a":"b\"c\\d","n":[1,2]}`, "line\nbreak\ttab\x01 ünï", ""} {
+		got := AppendDeltaPush(nil, "odds:a", []byte(payload), 7, true)
+		var v struct {
+			Push struct {
+				Pub struct {
+					Data   string `json:"data"`
+					Offset uint64 `json:"offset"`
+					Delta  bool   `json:"delta"`
+				} `json:"pub"`
+			} `json:"push"`
+		}
+		if err := json.Unmarshal(got, &v); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		if v.Push.Pub.Data != payload || v.Push.Pub.Offset != 7 || !v.Push.Pub.Delta {
+			t.Fatalf("decoded %+v from %s", v, got)
+		}
+		if strings.ContainsRune(string(got), '\n') {
+			t.Fatalf("raw newline in %q", got)
+		}
+	}
+}

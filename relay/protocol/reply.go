@@ -39,6 +39,9 @@ type SubscribeResult struct {
 	Recovered     bool          `json:"recovered,omitempty"`
 	WasRecovering bool          `json:"was_recovering,omitempty"`
 	Publications  []Publication `json:"publications,omitempty"`
+	// Delta says fossil deltas were negotiated: every publication's data
+	// is then a JSON string (the payload text, or a patch if delta).
+	Delta bool `json:"delta,omitempty"`
 }
 
 // RPCResult is the reply to "rpc".
@@ -80,6 +83,45 @@ func AppendPublicationPush(dst []byte, channel string, data []byte, offset uint6
 		dst = strconv.AppendUint(dst, offset, 10)
 	}
 	return append(dst, "}}}"...)
+}
+
+// AppendDeltaPush appends a publication push for a delta subscription:
+// data is written as a JSON string holding payload (the full JSON text, or
+// a Fossil patch when isPatch). payload must be valid UTF-8.
+//
+//	{"push":{"channel":"<channel>","pub":{"data":"<payload>","offset":<offset>,"delta":true}}}
+func AppendDeltaPush(dst []byte, channel string, payload []byte, offset uint64, isPatch bool) []byte {
+	dst = append(dst, `{"push":{"channel":"`...)
+	dst = append(dst, channel...)
+	dst = append(dst, `","pub":{"data":`...)
+	dst = AppendJSONString(dst, payload)
+	if offset != 0 {
+		dst = append(dst, `,"offset":`...)
+		dst = strconv.AppendUint(dst, offset, 10)
+	}
+	if isPatch {
+		dst = append(dst, `,"delta":true`...)
+	}
+	return append(dst, "}}}"...)
+}
+
+// AppendJSONString appends s as a JSON string. s must be valid UTF-8.
+func AppendJSONString(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
 }
 
 // Ping is the server's ping in protocol v2: an empty object.

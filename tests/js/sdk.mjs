@@ -6,6 +6,7 @@
 // env: EDGERELAY_URL   WebSocket endpoint
 //      CHANNEL         channel to subscribe to (has a cached value)
 //      LIVE            number of live publications to wait for
+//      DELTA           if set, subscribe with delta: 'fossil' 
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
 
@@ -25,7 +26,7 @@ const bad = client.newSubscription('odds:*');
 bad.on('unsubscribed', (ctx) => out({ event: 'bad_unsubscribed', code: ctx.code, reason: ctx.reason }));
 bad.subscribe();
 
-const sub = client.newSubscription(channel);
+const sub = client.newSubscription(channel, process.env.DELTA ? { delta: 'fossil' } : {});
 let received = 0;
 sub.on('subscribed', (ctx) => out({ event: 'subscribed', recoverable: ctx.recoverable, offset: ctx.streamPosition?.offset, epoch: ctx.streamPosition?.epoch }));
 sub.on('error', (ctx) => out({ event: 'sub_error', error: ctx.error }));
