@@ -68,12 +68,24 @@ func Encode(dst, source, target []byte) []byte {
 			if bestTgt > literalStart {
 				dst = appendInsert(dst, target[literalStart:bestTgt])
 			}
-			dst = appendInt(dst, uint32(bestLen))
-			dst = append(dst, '@')
-			dst = appendInt(dst, uint32(bestSrc))
-			dst = append(dst, ',')
+			dst = appendCopy(dst, bestLen, bestSrc)
 			pos = bestTgt + bestLen
 			literalStart = pos
+			// Small edits (a price's digits, a sequence number) leave the
+			// source and target aligned again a few bytes later: resync
+			// there instead of rescanning for a block-aligned match.
+			srcEnd := bestSrc + bestLen
+			for {
+				k, shift, m := resync(source, target, srcEnd, pos)
+				if m == 0 {
+					break
+				}
+				dst = appendInsert(dst, target[pos:pos+k])
+				dst = appendCopy(dst, m, srcEnd+k+shift)
+				srcEnd += k + shift + m
+				pos += k + m
+				literalStart = pos
+			}
 			if pos+blockSize <= len(target) {
 				r = newRolling(target[pos:])
 			}
@@ -86,6 +98,50 @@ func Encode(dst, source, target []byte) []byte {
 		pos++
 	}
 	return finish(dst, target, literalStart, target)
+}
+
+func appendCopy(dst []byte, n, offset int) []byte {
+	dst = appendInt(dst, uint32(n))
+	dst = append(dst, '@')
+	dst = appendInt(dst, uint32(offset))
+	return append(dst, ',')
+}
+
+// Resync limits: literal bytes tried after a copy ends, source shifts tried
+// (for edits that change the length), and the shortest copy worth emitting.
+const (
+	maxResyncLiteral = 8
+	maxResyncShift   = 2
+	minResyncCopy    = 8
+)
+
+// resync looks for target[t+k:] matching source[s+k+shift:] for small k
+// and shift. It returns the smallest literal k with the longest match m
+// (m = 0 when none is long enough).
+func resync(source, target []byte, s, t int) (k, shift, m int) {
+	for kk := 0; kk <= maxResyncLiteral && t+kk < len(target); kk++ {
+		bestM, bestShift := 0, 0
+		for sh := -maxResyncShift; sh <= maxResyncShift; sh++ {
+			if kk == 0 && sh <= 0 {
+				continue // nothing skipped: the copy would have gone on
+			}
+			so := s + kk + sh
+			if so < 0 || so >= len(source) {
+				continue
+			}
+			n := 0
+			for so+n < len(source) && t+kk+n < len(target) && source[so+n] == target[t+kk+n] {
+				n++
+			}
+			if n > bestM {
+				bestM, bestShift = n, sh
+			}
+		}
+		if bestM >= minResyncCopy {
+			return kk, bestShift, bestM
+		}
+	}
+	return 0, 0, 0
 }
 
 func appendInsert(dst, lit []byte) []byte {

@@ -28,6 +28,7 @@ commands:
   broker   run a standalone Kafka (franz-go kfake) on 127.0.0.1 for local runs
   fanout   open many WebSocket clients, feed Kafka at a fixed rate, report
            deliveries/s, latency percentiles and relay memory per connection
+  wire     bytes on the wire per delivered update, full JSON vs fossil delta
 
 Run "edgebench <command> -h" for flags.
 `
@@ -45,6 +46,8 @@ func main() {
 		err = broker(ctx, os.Args[2:])
 	case "fanout":
 		err = fanout(ctx, os.Args[2:])
+	case "wire":
+		err = wire(ctx, os.Args[2:])
 	case "worker":
 		err = bench.Worker(os.Stdin, os.Stdout)
 	default:
@@ -106,6 +109,24 @@ func fanout(ctx context.Context, args []string) error {
 	if *out != "" {
 		js, _ := json.MarshalIndent(rep, "", "  ")
 		return os.WriteFile(*out, js, 0o644)
+	}
+	return nil
+}
+
+func wire(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("wire", flag.ExitOnError)
+	url := fs.String("url", "ws://127.0.0.1:8000/connection/websocket", "relay WebSocket endpoint")
+	prefix := fs.String("prefix", "odds:", "subscribe to every cached channel with this prefix")
+	d := fs.Duration("duration", 30*time.Second, "how long to listen")
+	fs.Parse(args)
+	res, err := bench.MeasureWire(ctx, *url, *prefix, *d)
+	if err != nil {
+		return err
+	}
+	fmt.Println("| mode | updates | wire bytes | bytes/update | vs full |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, r := range res {
+		fmt.Printf("| %s | %d | %d | %.1f | %.1f%% |\n", r.Mode, r.Updates, r.WireBytes, r.PerUpdate, 100*r.PerUpdate/res[0].PerUpdate)
 	}
 	return nil
 }
