@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -154,13 +153,10 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	cpuAfter, _ := scrape(metricsURL, "process_cpu_seconds_total")
 	rep.RelayCPUSeconds = cpuAfter - cpuBefore
 	stopWorkers()
-	var mu sync.Mutex
 	for _, w := range workers {
 		select {
 		case r := <-w.done:
-			mu.Lock()
 			rep.Clients.Add(&r)
-			mu.Unlock()
 		case err := <-w.err:
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"reflect"
 	"sort"
@@ -110,8 +111,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen == "" {
 		bad("listen", "required (host:port)")
-	} else if _, _, err := splitHostPort(c.Listen); err != nil {
-		bad("listen", "%v", err)
+	} else if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q has no port", c.Listen)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		bad("listen", "%q has no valid port", c.Listen)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -175,18 +178,6 @@ func (c *Config) Validate() error {
 		bad("websocket.max_subscriptions", "must be at least 1")
 	}
 	return errors.Join(errs...)
-}
-
-func splitHostPort(addr string) (string, int, error) {
-	i := strings.LastIndexByte(addr, ':')
-	if i < 0 {
-		return "", 0, fmt.Errorf("%q has no port", addr)
-	}
-	port, err := strconv.Atoi(addr[i+1:])
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("%q has no valid port", addr)
-	}
-	return addr[:i], port, nil
 }
 
 // LoadConfig starts from DefaultConfig, reads the YAML file at path (if path

@@ -34,7 +34,6 @@ type conn struct {
 	born   int64 // unix nanos at upgrade
 
 	// poller
-	connected bool
 	subs      []*subscription // a slice is smaller than a map for the usual few
 	replies   []byte          // replies of the message being handled, '\n'-separated
 	partial   []byte          // an incomplete frame, kept only until the rest arrives
@@ -45,7 +44,7 @@ type conn struct {
 	// handled on the first event.
 	pendingInput bool
 
-	// heartbeat
+	// set by the poller on "connect", read by the heartbeat
 	isConnected  atomic.Bool
 	lastPing     atomic.Int64 // unix nanos of the last ping sent
 	pongDeadline atomic.Int64 // unix nanos; 0 when no pong is awaited
@@ -56,7 +55,7 @@ type conn struct {
 	qbuf          *queueBuf
 	head          int   // bytes of queue[0] already written
 	queued        int   // bytes in queue, minus head
-	stalledSince  int64 // unix nanos the queue last went from empty to non-empty or last made progress
+	stalledSince  int64 // unix nanos the heartbeat first saw the queue waiting with no write since; 0 after each write
 	scheduled     bool  // on a writer's run list
 	writing       bool  // a writer is in writev on fd
 	inflight      int   // queue entries in the writev under way: not to be replaced or dropped
@@ -66,7 +65,6 @@ type conn struct {
 	closeSent     bool  // close frame written, write side shut down
 	closeDeadline int64 // unix nanos after which the socket is shut down hard
 	closeAfter    bool  // cleaned up while a writer was writing: writer closes fd
-	closeQuiet    bool  // the client closed first
 }
 
 // subscription is one channel subscription of a connection; it is what the
@@ -118,17 +116,9 @@ func (c *conn) deliver(f, alt *fanout.Frame) {
 		c.mu.Unlock()
 		return
 	}
-	n := len(f.Bytes)
-	if c.queued+n > int(cfg.SoftQueueBytes) && !f.Pub.Priority && c.replaceLocked(alt) {
+	if c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes) && !f.Pub.Priority && c.replaceLocked(alt) {
 		c.mu.Unlock()
 		m.conflated.Inc()
-		return
-	}
-	if c.queued+n > int(cfg.MaxQueueBytes) {
-		c.dropQueueLocked()
-		c.startCloseLocked(protocol.DisconnectSlow.Code, protocol.DisconnectSlow.Reason)
-		c.mu.Unlock()
-		m.slowDisconnects.Inc()
 		return
 	}
 	c.enqueueLocked(f)
@@ -160,16 +150,28 @@ func (c *conn) replaceLocked(f *fanout.Frame) bool {
 	return false
 }
 
+// enqueueLocked queues f and schedules a write, or, if the queue would pass
+// websocket.max_queue_bytes, drops it and closes the connection as slow
+// (3008). Publications and replies alike: a client that sends commands but
+// does not read is slow too.
 func (c *conn) enqueueLocked(f *fanout.Frame) {
-	if len(c.queue) == 0 {
-		c.stalledSince = time.Now().UnixNano()
+	if c.queued+len(f.Bytes) > int(c.srv.cfg.WebSocket.MaxQueueBytes) {
+		c.dropQueueLocked()
+		c.startCloseLocked(protocol.DisconnectSlow.Code, protocol.DisconnectSlow.Reason, "")
+		c.srv.metrics.slowDisconnects.Inc()
+		return
 	}
+	c.pushLocked(f)
+	c.scheduleLocked()
+}
+
+// pushLocked appends f to the queue (pooled memory).
+func (c *conn) pushLocked(f *fanout.Frame) {
 	if len(c.queue) == cap(c.queue) {
 		c.growQueueLocked()
 	}
 	c.queue = append(c.queue, f)
 	c.queued += len(f.Bytes)
-	c.scheduleLocked()
 }
 
 func (c *conn) scheduleLocked() {
@@ -247,17 +249,9 @@ func (c *conn) releaseQueueLocked() {
 }
 
 // send queues a frame that is not a publication (replies, pings, pongs).
-// Replies count against websocket.max_queue_bytes like publications: a
-// client that sends commands but does not read is closed as slow.
 func (c *conn) send(frame []byte) {
 	c.mu.Lock()
-	switch {
-	case c.closing:
-	case c.queued+len(frame) > int(c.srv.cfg.WebSocket.MaxQueueBytes):
-		c.dropQueueLocked()
-		c.startCloseLocked(protocol.DisconnectSlow.Code, protocol.DisconnectSlow.Reason)
-		c.srv.metrics.slowDisconnects.Inc()
-	default:
+	if !c.closing {
 		c.enqueueLocked(&fanout.Frame{Bytes: frame})
 	}
 	c.mu.Unlock()
@@ -269,7 +263,7 @@ func (c *conn) disconnect(d protocol.Disconnect) { c.closeWith(ws.StatusCode(d.C
 
 func (c *conn) closeWith(code ws.StatusCode, reason string) {
 	c.mu.Lock()
-	c.startCloseLocked(uint16(code), reason)
+	c.startCloseLocked(uint16(code), reason, "")
 	c.mu.Unlock()
 }
 
@@ -277,27 +271,25 @@ func (c *conn) closeWith(code ws.StatusCode, reason string) {
 // "client" (the client picks the code).
 func (c *conn) echoClose(code ws.StatusCode, reason string) {
 	c.mu.Lock()
-	c.closeQuiet = true
-	c.startCloseLocked(uint16(code), reason)
+	c.startCloseLocked(uint16(code), reason, "client")
 	c.mu.Unlock()
 }
 
-func (c *conn) startCloseLocked(code uint16, reason string) {
+// startCloseLocked queues a close frame and stops queueing anything else.
+// label names the close in the disconnects metric ("": the code).
+func (c *conn) startCloseLocked(code uint16, reason, label string) {
 	if c.closing {
 		return
 	}
 	c.closing = true
-	label := codeLabel(ws.StatusCode(code))
-	if c.closeQuiet {
-		label = "client"
+	if label == "" {
+		label = codeLabel(ws.StatusCode(code))
 	}
 	c.srv.metrics.disconnects.WithLabelValues(label).Inc()
 	if c.fd < 0 || c.closeSent {
 		return
 	}
-	frame := ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), reason)))
-	c.queue = append(c.queue, &fanout.Frame{Bytes: frame})
-	c.queued += len(frame)
+	c.pushLocked(&fanout.Frame{Bytes: ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), reason)))})
 	c.closeDeadline = time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout).UnixNano()
 	c.scheduleLocked()
 }

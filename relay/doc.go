@@ -15,15 +15,18 @@
 //
 // # Concurrency
 //
-// Each connection has a reader goroutine, which owns its protocol session,
-// and a writer goroutine, which drains a bounded byte queue and writes all
-// queued frames in one writev. The hub delivers into that queue under the
-// channel's lock, without blocking: a connection whose queue would pass
-// websocket.max_queue_bytes is disconnected as slow (3008, reconnect). One
+// No connection has a goroutine or a buffer of its own (engine_linux.go).
+// A few pollers watch all sockets with epoll and handle input, including
+// the protocol session, on their own goroutine; one writer per core sends
+// each connection's queued frames with a single writev. The hub delivers
+// into a connection's bounded queue under the channel's lock, without
+// blocking; past websocket.soft_queue_bytes updates are conflated, past
+// websocket.max_queue_bytes the client is closed as slow (3008). One
 // heartbeat goroutine serves pings and timeouts for all connections.
 // Server methods are safe for concurrent use.
 //
-// Lock order: Server.mu (the connection set), then conn.mu. The hub's locks
-// are never taken while either is held, except that conn.mu is taken inside
-// hub callbacks (Deliver, the Subscribe callback).
+// Lock order: Server.mu (the connection set), then conn.mu, then writer.mu.
+// The hub's channel lock is held while conn.mu is taken in hub callbacks
+// (Deliver, the Subscribe callback); neither Server.mu nor conn.mu is held
+// while calling into the hub.
 package relay

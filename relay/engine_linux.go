@@ -159,7 +159,9 @@ func (p *poller) remove(c *conn) {
 	p.mu.Unlock()
 	c.mu.Lock()
 	c.closing = true
-	c.dropQueueLocked()
+	// A writer still in writev holds its own iovec, not the queue.
+	c.releaseQueueLocked()
+	c.head, c.queued = 0, 0
 	if c.writing {
 		c.closeAfter = true // the writer closes fd when writev returns
 	} else {
@@ -170,9 +172,6 @@ func (p *poller) remove(c *conn) {
 	for _, sub := range c.subs {
 		c.srv.hub.Unsubscribe(sub.channel, sub)
 	}
-	c.mu.Lock()
-	c.releaseQueueLocked()
-	c.mu.Unlock()
 	c.subs, c.partial, c.msg, c.replies = nil, nil, nil, nil
 	c.srv.removeConn(c)
 }
@@ -305,7 +304,7 @@ func (w *writer) flush(c *conn) {
 // advanceLocked drops the n written bytes from the queue.
 func (c *conn) advanceLocked(n int, m *metrics) {
 	now := time.Now()
-	c.stalledSince = now.UnixNano()
+	c.stalledSince = 0
 	m.bytesOut.Add(float64(n))
 	done := 0
 	for n > 0 {

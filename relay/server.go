@@ -290,6 +290,11 @@ func (s *Server) checkConn(c *conn, now int64, ping []byte) {
 	cfg := &s.cfg.WebSocket
 	c.mu.Lock()
 	closing, deadline := c.closing, c.closeDeadline
+	// Stall time is measured from the first sweep that finds the queue
+	// waiting since the last write, so enqueueing never reads the clock.
+	if len(c.queue) > 0 && c.stalledSince == 0 {
+		c.stalledSince = now
+	}
 	stalled := len(c.queue) > 0 && now-c.stalledSince > int64(cfg.StallTimeout)
 	c.mu.Unlock()
 	switch {

@@ -58,7 +58,7 @@ func (c *conn) handleCommand(cmd *protocol.Command) error {
 		return nil
 	}
 	method := cmd.Method()
-	if !c.connected && method != "connect" {
+	if !c.isConnected.Load() && method != "connect" {
 		// As Centrifugo does: a client that skips connect is broken.
 		c.srv.metrics.protocolErrors.WithLabelValues("not_connected").Inc()
 		c.flushReplies()
@@ -98,12 +98,11 @@ func (c *conn) handleCommand(cmd *protocol.Command) error {
 }
 
 func (c *conn) handleConnect(cmd *protocol.Command) error {
-	if c.connected {
+	if c.isConnected.Load() {
 		c.flushReplies()
 		c.disconnect(protocol.DisconnectBadRequest)
 		return errStop
 	}
-	c.connected = true
 	c.lastPing.Store(time.Now().UnixNano())
 	c.isConnected.Store(true)
 	ws := c.srv.cfg.WebSocket

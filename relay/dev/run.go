@@ -68,11 +68,8 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 
 // displayAddr turns a wildcard listen address into one a browser can open.
 func displayAddr(a net.Addr) string {
-	ta, ok := a.(*net.TCPAddr)
-	if !ok || ta.IP.IsUnspecified() {
-		if ok {
-			return fmt.Sprintf("127.0.0.1:%d", ta.Port)
-		}
+	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return fmt.Sprintf("127.0.0.1:%d", ta.Port)
 	}
 	return a.String()
 }
