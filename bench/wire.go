@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,8 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/klauspost/compress/flate"
 )
 
 // WireResult is what one client mode received in a wire-size run.
@@ -23,10 +27,29 @@ type WireResult struct {
 	PerUpdate float64 `json:"bytes_per_update"`
 }
 
-// MeasureWire subscribes one client per mode ("full", "delta") to every
-// cached channel whose name starts with prefix, for d, and reports the
-// bytes on the wire per delivered update. Both clients see the same
-// updates, so the figures compare directly.
+// WireMode is one way a client can subscribe.
+type WireMode struct {
+	Name    string
+	Delta   bool // subscribe with delta:"fossil"
+	Compact bool // subscribe with flag 1: pushes carry the channel id
+	Deflate bool // offer permessage-deflate
+}
+
+// WireModes are the modes MeasureWire compares; the first is the baseline.
+// The SDKs always ask for channel compaction, so every mode after the
+// first uses it.
+var WireModes = []WireMode{
+	{Name: "full JSON"},
+	{Name: "full JSON, channel id", Compact: true},
+	{Name: "deflate", Compact: true, Deflate: true},
+	{Name: "delta", Compact: true, Delta: true},
+	{Name: "delta + deflate", Compact: true, Delta: true, Deflate: true},
+}
+
+// MeasureWire subscribes one client per WireMode to every cached channel
+// whose name starts with prefix, for d, and reports the bytes on the wire
+// per delivered update. All clients see the same updates, so the figures
+// compare directly.
 func MeasureWire(ctx context.Context, wsURL, prefix string, d time.Duration) ([]WireResult, error) {
 	base, err := metricsURLOf(wsURL)
 	if err != nil {
@@ -44,17 +67,16 @@ func MeasureWire(ctx context.Context, wsURL, prefix string, d time.Duration) ([]
 	if err != nil || len(list.Channels) == 0 {
 		return nil, fmt.Errorf("no cached channels with prefix %q (%v)", prefix, err)
 	}
-	modes := []string{"full", "delta"}
-	results := make([]WireResult, len(modes))
+	results := make([]WireResult, len(WireModes))
 	var wg sync.WaitGroup
-	errs := make(chan error, len(modes))
-	for i, mode := range modes {
+	errs := make(chan error, len(WireModes))
+	for i, mode := range WireModes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			r, err := wireClient(ctx, wsURL, mode, list.Channels, d)
 			if err != nil {
-				errs <- err
+				errs <- fmt.Errorf("%s: %w", mode.Name, err)
 			}
 			results[i] = r
 		}()
@@ -68,26 +90,37 @@ func MeasureWire(ctx context.Context, wsURL, prefix string, d time.Duration) ([]
 	return results, nil
 }
 
-func wireClient(ctx context.Context, url, mode string, channels []struct{ Channel string }, d time.Duration) (WireResult, error) {
-	res := WireResult{Mode: mode}
-	conn, _, _, err := ws.Dial(ctx, url)
+func wireClient(ctx context.Context, url string, mode WireMode, channels []struct{ Channel string }, d time.Duration) (WireResult, error) {
+	res := WireResult{Mode: mode.Name}
+	var dialer ws.Dialer
+	if mode.Deflate {
+		dialer.Extensions = []httphead.Option{wsflate.DefaultParameters.Option()}
+	}
+	conn, _, hs, err := dialer.Dial(ctx, url)
 	if err != nil {
 		return res, err
 	}
 	defer conn.Close()
+	if mode.Deflate && len(hs.Extensions) == 0 {
+		return res, fmt.Errorf("the relay did not accept permessage-deflate")
+	}
 	cmds := []string{`{"id":1,"connect":{"name":"edgebench-wire"}}`}
 	for i, c := range channels {
-		delta := ""
-		if mode == "delta" {
-			delta = `,"delta":"fossil"`
+		opts := ""
+		if mode.Delta {
+			opts += `,"delta":"fossil"`
 		}
-		cmds = append(cmds, fmt.Sprintf(`{"id":%d,"subscribe":{"channel":%q%s}}`, i+2, c.Channel, delta))
+		if mode.Compact {
+			opts += `,"flag":1`
+		}
+		cmds = append(cmds, fmt.Sprintf(`{"id":%d,"subscribe":{"channel":%q%s}}`, i+2, c.Channel, opts))
 	}
 	if err := wsutil.WriteClientText(conn, []byte(strings.Join(cmds, "\n"))); err != nil {
 		return res, err
 	}
 	conn.SetReadDeadline(time.Now().Add(d))
 	br := bufio.NewReader(conn)
+	inflater := flate.NewReader(nil)
 	subscribed := 0
 	for {
 		h, err := ws.ReadHeader(br)
@@ -101,16 +134,23 @@ func wireClient(ctx context.Context, url, mode string, channels []struct{ Channe
 		if h.OpCode != ws.OpText {
 			continue
 		}
+		text := payload
+		if h.Rsv&4 != 0 { // RSV1: compressed
+			inflater.(flate.Resetter).Reset(io.MultiReader(bytes.NewReader(payload), bytes.NewReader(deflateTail)), nil)
+			if text, err = io.ReadAll(inflater); err != nil {
+				return res, fmt.Errorf("inflating a frame: %w", err)
+			}
+		}
 		switch {
-		case strings.HasPrefix(string(payload), `{"push"`):
+		case bytes.HasPrefix(text, []byte(`{"push"`)):
 			if subscribed == len(channels) { // count only after all subscribe replies
 				res.Updates++
 				res.WireBytes += int64(ws.HeaderSize(h)) + h.Length
 			}
-		case string(payload) == "{}":
-			wsutil.WriteClientText(conn, payload)
+		case string(text) == "{}":
+			wsutil.WriteClientText(conn, text)
 		default:
-			subscribed += strings.Count(string(payload), `"subscribe":{`)
+			subscribed += bytes.Count(text, []byte(`"subscribe":{`))
 		}
 	}
 	if res.Updates > 0 {
@@ -118,3 +158,7 @@ func wireClient(ctx context.Context, url, mode string, channels []struct{ Channe
 	}
 	return res, nil
 }
+
+// deflateTail ends one permessage-deflate message for a flate reader: the
+// 00 00 ff ff the sender strips, then an empty final block.
+var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}

@@ -6,9 +6,11 @@
 // A channel is named by segments joined with ':' (for example
 // "odds:football:epl:match-123:1x2"). The Hub keeps, per channel, the latest
 // Publication (the last-value cache) and the set of Subscribers. Publish
-// replaces the cached value and, if the channel has subscribers, encodes the
-// update once into a Frame (with the Encoder given at construction) and
-// passes that same Frame to every subscriber. Subscribe registers a
+// replaces the cached value and, if the channel has subscribers, hands one
+// Update to each of them. Each subscriber picks the Form it needs (plain,
+// delta patch, compressed: forms are the Encoder's business); each form is
+// encoded once per update, on first use, and the same Frame goes to every
+// subscriber that wants that form. Subscribe registers a
 // subscriber and reports the cached value in one step, so a subscriber sees
 // the cached value first and then every later update, with nothing lost and
 // nothing repeated in between.

@@ -14,11 +14,9 @@ import (
 // Config configures a Hub. The zero value of every field but Encoder means
 // "use the default" given in the field's comment.
 type Config struct {
-	// Encoder encodes an update once for all subscribers. Required.
+	// Encoder encodes the forms of an update, each once for all
+	// subscribers. Required.
 	Encoder Encoder
-	// DeltaEncoder encodes the delta variants, once per update, for
-	// channels with delta subscribers (nil: no delta variants).
-	DeltaEncoder DeltaEncoder
 	// Shards is the number of channel-map shards (default 64).
 	Shards int
 	// MaxChannels caps the number of channels holding a cached value
@@ -105,6 +103,7 @@ type Hub struct {
 	evictedCap    atomic.Uint64
 
 	overCap chan struct{} // wakes the evictor; capacity 1
+	lastID  atomic.Uint32 // the last channel id handed out
 }
 
 type shard struct {
@@ -114,12 +113,12 @@ type shard struct {
 
 type channel struct {
 	name string
+	id   uint32
 
-	mu        sync.Mutex
-	last      *Publication
-	subs      map[Subscriber]struct{}
-	deltaSubs int
-	removed   bool // set, under shard.mu and mu, when evicted
+	mu      sync.Mutex
+	last    *Publication
+	subs    map[Subscriber]struct{}
+	removed bool // set, under shard.mu and mu, when evicted
 
 	active atomic.Int64 // unix nanos of the last publish or unsubscribe
 }
@@ -161,7 +160,7 @@ func (h *Hub) lockChannel(name string, create bool) *channel {
 			s.mu.Lock()
 			ch = s.m[name]
 			if ch == nil {
-				ch = &channel{name: name, subs: make(map[Subscriber]struct{})}
+				ch = &channel{name: name, id: h.newID(), subs: make(map[Subscriber]struct{})}
 				ch.active.Store(h.cfg.Now().UnixNano())
 				s.m[name] = ch
 				h.channels.Add(1)
@@ -173,6 +172,16 @@ func (h *Hub) lockChannel(name string, create bool) *channel {
 			return ch
 		}
 		ch.mu.Unlock() // evicted between lookup and lock: look again
+	}
+}
+
+// newID returns a channel id: unique among live channels, never 0 (the
+// protocol's "no id"). Ids are not reused until the uint32 space wraps.
+func (h *Hub) newID() uint32 {
+	for {
+		if id := h.lastID.Add(1); id != 0 {
+			return id
+		}
 	}
 }
 
@@ -193,14 +202,7 @@ func (h *Hub) Publish(p *Publication) error {
 	ch.active.Store(h.cfg.Now().UnixNano())
 	grown := h.cachedBytes.Add(p.size() - old.size())
 	if n := len(ch.subs); n > 0 {
-		u := Update{Full: &Frame{Bytes: h.cfg.Encoder(p), Pub: p}, Prev: old}
-		if ch.deltaSubs > 0 && h.cfg.DeltaEncoder != nil {
-			full, patch := h.cfg.DeltaEncoder(old, p)
-			u.DeltaFull = &Frame{Bytes: full, Pub: p, Variant: VariantDeltaFull}
-			if patch != nil {
-				u.DeltaPatch = &Frame{Bytes: patch, Pub: p, Variant: VariantDeltaPatch}
-			}
-		}
+		u := Update{Pub: p, Prev: old, ChannelID: ch.id, enc: h.cfg.Encoder}
 		for s := range ch.subs {
 			s.Deliver(&u)
 		}
@@ -215,10 +217,16 @@ func (h *Hub) Publish(p *Publication) error {
 }
 
 // Subscribe adds s to the channel called name and calls fn with the
-// channel's cached publication (nil if none) before any later publication is
-// delivered to s. fn runs with the channel's lock held; it must not block.
-// Subscribing twice with the same s returns ErrAlreadySubscribed.
-func (h *Hub) Subscribe(name string, s Subscriber, fn func(last *Publication)) error {
+// channel's id and cached publication (nil if none) before any later
+// publication is delivered to s. fn runs with the channel's lock held; it
+// must not block. Subscribing twice with the same s returns
+// ErrAlreadySubscribed.
+//
+// The id is the channel's number on this node, the same for every
+// subscriber, and stays the channel's while it has subscribers (a channel
+// is only removed once it has none), so it can stand for the name in
+// frames shared by all of them. It means nothing on other nodes.
+func (h *Hub) Subscribe(name string, s Subscriber, fn func(id uint32, last *Publication)) error {
 	if err := ValidateName(name, h.cfg.MaxNameLength); err != nil {
 		return err
 	}
@@ -228,19 +236,11 @@ func (h *Hub) Subscribe(name string, s Subscriber, fn func(last *Publication)) e
 		return fmt.Errorf("%w: %s", ErrAlreadySubscribed, name)
 	}
 	ch.subs[s] = struct{}{}
-	if wantsDelta(s) {
-		ch.deltaSubs++
-	}
 	h.subscriptions.Add(1)
 	if fn != nil {
-		fn(ch.last)
+		fn(ch.id, ch.last)
 	}
 	return nil
-}
-
-func wantsDelta(s Subscriber) bool {
-	d, ok := s.(DeltaSubscriber)
-	return ok && d.WantsDelta()
 }
 
 // Unsubscribe removes s from the channel called name. It reports whether s
@@ -253,9 +253,6 @@ func (h *Hub) Unsubscribe(name string, s Subscriber) bool {
 	_, ok := ch.subs[s]
 	if ok {
 		delete(ch.subs, s)
-		if wantsDelta(s) {
-			ch.deltaSubs--
-		}
 		h.subscriptions.Add(-1)
 		ch.active.Store(h.cfg.Now().UnixNano())
 	}

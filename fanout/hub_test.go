@@ -17,7 +17,7 @@ type recorder struct {
 
 func (r *recorder) Deliver(u *Update) {
 	r.mu.Lock()
-	r.frames = append(r.frames, u.Full)
+	r.frames = append(r.frames, u.Frame(0))
 	r.mu.Unlock()
 }
 
@@ -31,7 +31,7 @@ func (r *recorder) offsets() []int64 {
 	return out
 }
 
-func encodeData(p *Publication) []byte { return p.Data }
+func encodeData(u *Update, f Form) *Frame { return &Frame{Bytes: u.Pub.Data, Pub: u.Pub, Form: f} }
 
 func pub(ch string, off int64, data string) *Publication {
 	return &Publication{Channel: ch, Data: []byte(data), Pos: Position{Stream: "odds", Offset: off}}
@@ -111,7 +111,7 @@ func TestSubscribeGetsCachedThenLive(t *testing.T) {
 	}
 	r := &recorder{}
 	var cached *Publication
-	if err := h.Subscribe(ch, r, func(last *Publication) { cached = last }); err != nil {
+	if err := h.Subscribe(ch, r, func(_ uint32, last *Publication) { cached = last }); err != nil {
 		t.Fatal(err)
 	}
 	if cached == nil || cached.Pos.Offset != 2 {
@@ -167,7 +167,7 @@ func TestNoGapBetweenCacheAndLive(t *testing.T) {
 	var subs []sub
 	for i := 0; i < 50; i++ {
 		s := sub{r: &recorder{}}
-		h.Subscribe(ch, s.r, func(last *Publication) {
+		h.Subscribe(ch, s.r, func(_ uint32, last *Publication) {
 			if last != nil {
 				s.first = last.Pos.Offset
 			}
@@ -280,45 +280,102 @@ type counter struct{ n int }
 
 func (c *counter) Deliver(*Update) { c.n++ }
 
-// deltaRecorder wants delta variants and keeps the updates.
-type deltaRecorder struct{ updates []*Update }
+// formRecorder asks each update for the forms in want and keeps the frames.
+type formRecorder struct {
+	want   []Form
+	frames []*Frame
+}
 
-func (d *deltaRecorder) Deliver(u *Update) { d.updates = append(d.updates, u) }
-func (d *deltaRecorder) WantsDelta() bool  { return true }
+func (r *formRecorder) Deliver(u *Update) {
+	for _, f := range r.want {
+		r.frames = append(r.frames, u.Frame(f))
+	}
+}
 
-func TestDeltaVariants(t *testing.T) {
-	calls := 0
+// TestFormsEncodedOnce: a form is encoded only when some subscriber asks for
+// it, once per update however many ask, and a form the encoder does not
+// have is nil for everyone.
+func TestFormsEncodedOnce(t *testing.T) {
+	calls := map[Form]int{}
 	h := newTestHub(func(c *Config) {
-		c.DeltaEncoder = func(prev, p *Publication) ([]byte, []byte) {
-			calls++
-			if prev == nil {
-				return []byte("full:" + string(p.Data)), nil
+		c.Encoder = func(u *Update, f Form) *Frame {
+			calls[f]++
+			switch f {
+			case 0:
+				return &Frame{Bytes: u.Pub.Data, Pub: u.Pub}
+			case 1: // built on form 0, as a compressed form would be
+				return &Frame{Bytes: append([]byte("z:"), u.Frame(0).Bytes...), Pub: u.Pub, Form: 1}
+			case 2: // a patch: only when there is a previous value
+				if u.Prev == nil {
+					return nil
+				}
+				return &Frame{Bytes: []byte(string(u.Prev.Data) + ">" + string(u.Pub.Data)), Pub: u.Pub, Form: 2}
 			}
-			return []byte("full:" + string(p.Data)), []byte("patch:" + string(prev.Data) + ">" + string(p.Data))
+			return nil
 		}
 	})
-	const ch = "odds:delta"
-	plain, d1, d2 := &recorder{}, &deltaRecorder{}, &deltaRecorder{}
+	const ch = "odds:forms"
+	plain, a, b := &formRecorder{want: []Form{0}}, &formRecorder{want: []Form{1, 2}}, &formRecorder{want: []Form{2, 1}}
 	h.Subscribe(ch, plain, nil)
-	h.Publish(pub(ch, 1, "a")) // no delta subscribers yet: no delta encoding
-	if calls != 0 {
-		t.Fatalf("delta encoder called %d times without delta subscribers", calls)
+	h.Publish(pub(ch, 1, "a"))
+	if calls[0] != 1 || calls[1]+calls[2] != 0 {
+		t.Fatalf("one plain subscriber: encoder calls %v", calls)
 	}
-	h.Subscribe(ch, d1, nil)
-	h.Subscribe(ch, d2, nil)
+	h.Subscribe(ch, a, nil)
+	h.Subscribe(ch, b, nil)
 	h.Publish(pub(ch, 2, "b"))
-	if calls != 1 {
-		t.Fatalf("delta encoder called %d times for one update and two delta subscribers", calls)
+	if calls[0] != 2 || calls[1] != 1 || calls[2] != 1 {
+		t.Fatalf("three subscribers: encoder calls %v, want each form once", calls)
 	}
-	u := d1.updates[0]
-	if u != d2.updates[0] || string(u.DeltaPatch.Bytes) != "patch:a>b" || string(u.DeltaFull.Bytes) != "full:b" || u.Prev.Pos.Offset != 1 {
-		t.Fatalf("update %+v", u)
+	if a.frames[0] != b.frames[1] || a.frames[1] != b.frames[0] {
+		t.Fatal("subscribers got different frames for the same form")
 	}
-	h.Unsubscribe(ch, d1)
-	h.Unsubscribe(ch, d2)
-	h.Publish(pub(ch, 3, "c"))
-	if calls != 1 || len(plain.frames) != 3 {
-		t.Fatalf("after delta subscribers left: %d calls, %d plain frames", calls, len(plain.frames))
+	if got := string(a.frames[0].Bytes) + " " + string(a.frames[1].Bytes); got != "z:b a>b" {
+		t.Fatalf("frames %q", got)
+	}
+	h.Unsubscribe(ch, plain)
+	h.Unsubscribe(ch, a)
+	h.Unsubscribe(ch, b)
+	h.Publish(pub("odds:other", 1, "x")) // no subscribers: nothing encoded
+	if calls[0] != 2 {
+		t.Fatalf("encoded for a channel without subscribers: %v", calls)
+	}
+	h.Subscribe("odds:first", b, nil)
+	h.Publish(pub("odds:first", 1, "x"))
+	if b.frames[len(b.frames)-2] != nil {
+		t.Fatal("a form the encoder lacks must be nil")
+	}
+}
+
+// TestChannelIDs: every channel gets its own non-zero id, the same for all
+// its subscribers and for its updates while it has subscribers.
+func TestChannelIDs(t *testing.T) {
+	var seen []uint32
+	var got uint32
+	h := newTestHub(func(c *Config) {
+		c.Encoder = func(u *Update, f Form) *Frame {
+			got = u.ChannelID
+			return &Frame{Pub: u.Pub}
+		}
+	})
+	ids := map[string]uint32{}
+	for _, ch := range []string{"odds:a", "odds:b", "odds:a", "odds:c"} {
+		err := h.Subscribe(ch, &formRecorder{want: []Form{0}}, func(id uint32, _ *Publication) { seen = append(seen, id) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := seen[len(seen)-1]
+		if id == 0 || (ids[ch] != 0 && ids[ch] != id) {
+			t.Fatalf("%s: id %d, had %d", ch, id, ids[ch])
+		}
+		ids[ch] = id
+	}
+	if len(ids) != 3 || ids["odds:a"] == ids["odds:b"] || ids["odds:b"] == ids["odds:c"] || ids["odds:a"] == ids["odds:c"] {
+		t.Fatalf("ids %v", ids)
+	}
+	h.Publish(pub("odds:b", 1, "{}"))
+	if got != ids["odds:b"] {
+		t.Fatalf("update carries channel id %d, want %d", got, ids["odds:b"])
 	}
 }
 

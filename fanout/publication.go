@@ -42,40 +42,60 @@ func (p *Publication) size() int64 {
 // subscriber it is delivered to. Bytes must not be modified after the Frame
 // is created.
 type Frame struct {
-	Bytes   []byte
-	Pub     *Publication
-	Variant Variant
+	Bytes []byte
+	Pub   *Publication
+	// Form is the encoding the Frame holds, as the Encoder labelled it;
+	// the Hub does not interpret it.
+	Form Form
 }
 
-// Variant says which encoding of an update a Frame holds.
-type Variant uint8
+// Form names one encoding of an update: the caller's choice of envelope,
+// delta and compression. Forms are small integers below MaxForms, defined
+// by whoever supplies the Encoder.
+type Form uint8
 
-// Frame variants.
-const (
-	VariantFull       Variant = iota // Encoder's plain encoding
-	VariantDeltaFull                 // DeltaEncoder's full payload
-	VariantDeltaPatch                // DeltaEncoder's patch against the previous update
-)
+// MaxForms bounds the forms an Update can hold.
+const MaxForms = 16
 
-// Encoder turns a publication into the bytes written to subscribers. It is
-// called at most once per Publish, with the channel's lock held; it must not
-// block. The returned slice is owned by the Hub and then by the Frame.
-type Encoder func(p *Publication) []byte
+// Encoder builds form f of u. It is called at most once per form and
+// update, on the first Update.Frame(f), with the channel's lock held: it
+// must not block and must not call into the Hub. It may build on other
+// forms of the same update with u.Frame. It returns nil when u has no such
+// form (say, a patch that would not be smaller than the full payload). The
+// returned Frame is shared by every subscriber that asks for f; the Hub
+// and then the subscribers own it, read-only.
+type Encoder func(u *Update, f Form) *Frame
 
-// DeltaEncoder encodes a publication for delta subscribers, once per
-// Publish and only when the channel has some: full carries the whole
-// payload in delta form, patch a delta against prev (nil when there is no
-// prev or the patch would not be smaller). Same rules as Encoder.
-type DeltaEncoder func(prev, p *Publication) (full, patch []byte)
-
-// Update is one publication encoded in every variant its subscribers need.
-// Frames are shared and read-only.
+// Update is one publication on its way to a channel's subscribers. Every
+// form is encoded once, on first use, and shared; subscribers that want
+// nothing new cost no encoding. An Update is valid only during the
+// Deliver calls of one Publish; the Frames it returns stay valid forever.
 type Update struct {
-	Full *Frame // the plain encoding (Encoder)
-	// DeltaFull and DeltaPatch are set when the channel has delta
-	// subscribers; DeltaPatch may be nil. DeltaPatch applies to Prev.
-	DeltaFull, DeltaPatch *Frame
-	Prev                  *Publication
+	Pub *Publication
+	// Prev is the channel's previous publication (nil if none): what a
+	// patch in this update applies to.
+	Prev *Publication
+	// ChannelID is the channel's node-local numeric id (see
+	// Hub.Subscribe).
+	ChannelID uint32
+
+	enc    Encoder
+	built  uint32 // bit f: form f was asked for
+	frames [MaxForms]*Frame
+}
+
+// Frame returns form f of the update, encoding it on first use (nil if the
+// update has no such form). Not safe for concurrent use: the Hub calls
+// Deliver for one update from one goroutine.
+func (u *Update) Frame(f Form) *Frame {
+	if f >= MaxForms {
+		panic("fanout: form out of range")
+	}
+	if u.built&(1<<f) == 0 {
+		u.built |= 1 << f // set first: an Encoder asking for f itself gets nil
+		u.frames[f] = u.enc(u, f)
+	}
+	return u.frames[f]
 }
 
 // Subscriber receives the updates of the channels it subscribed to.
@@ -83,12 +103,6 @@ type Subscriber interface {
 	// Deliver hands over one update. It is called with the channel's lock
 	// held, so it must not block and must not call into the Hub; a
 	// subscriber that cannot take the update now must queue it or apply its
-	// own slow-consumer policy.
+	// own slow-consumer policy. It picks the form it needs with u.Frame.
 	Deliver(u *Update)
-}
-
-// DeltaSubscriber is a Subscriber that wants delta variants.
-type DeltaSubscriber interface {
-	Subscriber
-	WantsDelta() bool
 }

@@ -111,6 +111,7 @@ func (a *acceptor) handshake(nc net.Conn) {
 func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 	s := a.srv
 	var originOK = true
+	var deflate deflateNegotiation
 	u := ws.Upgrader{
 		OnHeader: func(key, value []byte) error {
 			if strings.EqualFold(string(key), "Origin") && !s.originAllowed(string(value)) {
@@ -119,6 +120,9 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 			}
 			return nil
 		},
+	}
+	if s.cfg.WebSocket.Deflate.Enabled {
+		u.Negotiate = deflate.negotiate
 	}
 	if _, err := u.Upgrade(pc); err != nil {
 		s.metrics.handshakeErrors.Inc()
@@ -138,7 +142,7 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 		nc.Close()
 		return
 	}
-	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano()}
+	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano(), deflate: deflate.accepted, deflateWindow: deflate.window}
 	rand.Read(c.id[:])
 	c.id[6] = c.id[6]&0x0f | 0x40
 	c.id[8] = c.id[8]&0x3f | 0x80

@@ -67,6 +67,19 @@ type WebSocketConfig struct {
 	StallTimeout     time.Duration `yaml:"stall_timeout"`
 	MaxSubscriptions int           `yaml:"max_subscriptions"`
 	AllowedOrigins   []string      `yaml:"allowed_origins"`
+	Deflate          DeflateConfig `yaml:"deflate"`
+}
+
+// DeflateConfig is permessage-deflate (RFC 7692). The relay accepts it with
+// server_no_context_takeover and client_no_context_takeover, so that each
+// update is compressed once and the same bytes go to every connection that
+// negotiated it, and no connection holds compression state.
+type DeflateConfig struct {
+	Enabled bool `yaml:"enabled"`
+	// MinBytes: smaller messages are sent uncompressed.
+	MinBytes ByteSize `yaml:"min_bytes"`
+	// Level is the flate level, 1 (fastest) to 9 (smallest).
+	Level int `yaml:"level"`
 }
 
 // DefaultConfig returns a configuration that works against a local broker
@@ -98,6 +111,7 @@ func DefaultConfig() Config {
 			MaxQueueBytes:    1 << 20,
 			StallTimeout:     15 * time.Second,
 			MaxSubscriptions: 512,
+			Deflate:          DeflateConfig{Enabled: true, MinBytes: 128, Level: 6},
 		},
 	}
 }
@@ -176,6 +190,12 @@ func (c *Config) Validate() error {
 	}
 	if ws.MaxSubscriptions < 1 {
 		bad("websocket.max_subscriptions", "must be at least 1")
+	}
+	if ws.Deflate.Level < 1 || ws.Deflate.Level > 9 {
+		bad("websocket.deflate.level", "%d is outside 1..9", ws.Deflate.Level)
+	}
+	if ws.Deflate.MinBytes < 0 {
+		bad("websocket.deflate.min_bytes", "must not be negative")
 	}
 	return errors.Join(errs...)
 }

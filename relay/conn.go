@@ -33,12 +33,18 @@ type conn struct {
 	id     [16]byte
 	born   int64 // unix nanos at upgrade
 
+	// set at upgrade: permessage-deflate negotiated, and the largest
+	// message the client's window takes compressed (0: any)
+	deflate       bool
+	deflateWindow int
+
 	// poller
 	subs      []*subscription // a slice is smaller than a map for the usual few
 	replies   []byte          // replies of the message being handled, '\n'-separated
 	partial   []byte          // an incomplete frame, kept only until the rest arrives
 	msg       []byte          // fragments of an incomplete message
 	inMessage bool
+	msgZ      bool // the message being read is compressed (RSV1)
 	discard   bool // closing: input is read and dropped
 	// pendingInput: partial holds bytes read with the handshake, to be
 	// handled on the first event.
@@ -68,33 +74,49 @@ type conn struct {
 }
 
 // subscription is one channel subscription of a connection; it is what the
-// hub holds. base is the publication this client will hold last for the
-// channel (for delta: what the next patch must apply to); it is touched only
-// under the hub's channel lock (Deliver, the Subscribe callback).
+// hub holds. form says which encoding the client negotiated (see
+// frame.go): kind plain or delta full, plus the compact and deflate bits.
+// base is the publication this client will hold last for the channel (for
+// delta: what the next patch must apply to); it is touched only under the
+// hub's channel lock (Deliver, the Subscribe callback).
 type subscription struct {
 	c       *conn
 	channel string
-	delta   bool
+	form    fanout.Form
 	base    *fanout.Publication
 }
 
-var _ fanout.DeltaSubscriber = (*subscription)(nil)
+var _ fanout.Subscriber = (*subscription)(nil)
 
-func (s *subscription) WantsDelta() bool { return s.delta }
+func (s *subscription) delta() bool { return s.form&formKinds == formDeltaFull }
 
-// Deliver picks the variant this client can use and queues it: a patch only
+// Deliver picks the form this client can use and queues it: a patch only
 // if the client will hold the publication it applies to, else the full
 // payload.
 func (s *subscription) Deliver(u *fanout.Update) {
-	f, alt := u.Full, u.Full
-	if s.delta {
-		f, alt = u.DeltaFull, u.DeltaFull
-		if u.DeltaPatch != nil && s.base != nil && s.base == u.Prev {
-			f = u.DeltaPatch
+	full := s.c.pick(u, s.form)
+	f := full
+	if s.delta() {
+		if s.base != nil && s.base == u.Prev {
+			if p := s.c.pick(u, s.form&^formKinds|formPatch); p != nil {
+				f = p
+			}
 		}
-		s.base = u.Full.Pub
+		s.base = u.Pub
 	}
-	s.c.deliver(f, alt)
+	s.c.deliver(f, full)
+}
+
+// pick returns form f of u, the uncompressed one if the client limited
+// the server's deflate window below the message's size.
+func (c *conn) pick(u *fanout.Update, f fanout.Form) *fanout.Frame {
+	fr := u.Frame(f)
+	if c.deflateWindow > 0 && fr != nil && fr.Form&formDeflate != 0 {
+		if plain := u.Frame(f &^ formDeflate); len(framePayload(plain.Bytes)) > c.deflateWindow {
+			return plain
+		}
+	}
+	return fr
 }
 
 func (c *conn) clientID() string {

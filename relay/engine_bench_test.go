@@ -31,7 +31,9 @@ func BenchmarkSocketFanout(b *testing.B) {
 				b.Fatal(err)
 			}
 			frame := textFrame([]byte(`{"push":{"channel":"odds:bench","pub":{"data":{"odds":[2.1,3.4,3.9],"pad":"` + strings.Repeat("x", 200) + `"},"offset":1}}}`))
-			s.hub = fanout.New(fanout.Config{Encoder: func(*fanout.Publication) []byte { return frame }})
+			s.hub = fanout.New(fanout.Config{Encoder: func(u *fanout.Update, _ fanout.Form) *fanout.Frame {
+				return &fanout.Frame{Bytes: frame, Pub: u.Pub}
+			}})
 			w := newWriter(s)
 			go w.loop()
 			defer w.close()

@@ -321,7 +321,7 @@ func (c *conn) advanceLocked(n int, m *metrics) {
 		done++
 		m.framesOut.Inc()
 		if f.Pub != nil {
-			m.variantBytes[f.Variant].Add(float64(len(f.Bytes)))
+			m.formBytes[f.Form].Add(float64(len(f.Bytes)))
 			if !f.Pub.Time.IsZero() {
 				m.deliveryLatency.Observe(now.Sub(f.Pub.Time).Seconds())
 			}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -275,7 +276,9 @@ func errorCode(r map[string]any) int {
 	return int(e["code"].(float64))
 }
 
-// pubOf returns (data, offset) of a publication push, or ok=false.
+// pubOf returns the channel, data and offset of a publication push, or
+// ok=false. With channel compaction the push names no channel: channel is
+// then "#<id>".
 func pubOf(r map[string]any) (channel string, data map[string]any, offset uint64, ok bool) {
 	push, _ := r["push"].(map[string]any)
 	pub, _ := push["pub"].(map[string]any)
@@ -284,5 +287,22 @@ func pubOf(r map[string]any) (channel string, data map[string]any, offset uint64
 	}
 	data, _ = pub["data"].(map[string]any)
 	off, _ := pub["offset"].(float64)
+	if id, ok := push["id"].(float64); ok {
+		return fmt.Sprintf("#%d", int(id)), data, uint64(off), true
+	}
 	return push["channel"].(string), data, uint64(off), true
+}
+
+// metric returns the value of one series (name and labels, as the
+// exposition prints them) in a /metrics body, or -1 if it is absent.
+func metric(body, series string) float64 {
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }

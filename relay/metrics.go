@@ -30,7 +30,7 @@ type metrics struct {
 	deltaEncode     prometheus.Histogram
 	patchesSkipped  prometheus.Counter
 	bytesByVariant  *prometheus.CounterVec
-	variantBytes    [3]prometheus.Counter // by fanout.Variant
+	formBytes       [fanout.MaxForms]prometheus.Counter // by form (frame.go); nil for forms never written
 
 	kafkaRecords *prometheus.CounterVec
 	kafkaSkipped *prometheus.CounterVec
@@ -65,13 +65,16 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 			Help:    "Time to encode the delta variants of one update (once per update, for channels with delta subscribers).",
 			Buckets: []float64{1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3}}),
 		patchesSkipped: prometheus.NewCounter(prometheus.CounterOpts(f("delta_patches_skipped_total", "Updates sent in full to delta subscribers because the patch was not smaller (or not valid UTF-8)."))),
-		bytesByVariant: prometheus.NewCounterVec(prometheus.CounterOpts(f("publication_bytes_written_total", "Bytes of publication pushes written, by variant: full, delta_full, delta_patch.")), []string{"variant"}),
+		bytesByVariant: prometheus.NewCounterVec(prometheus.CounterOpts(f("publication_bytes_written_total", "Bytes of publication pushes written, by variant (full, delta_full, delta_patch) and compression (none, deflate).")), []string{"variant", "compression"}),
 		kafkaRecords:   prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
 		kafkaSkipped:   prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
 		kafkaLag:       prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
 	}
-	for v, name := range []string{"full", "delta_full", "delta_patch"} {
-		m.variantBytes[v] = m.bytesByVariant.WithLabelValues(name)
+	for kind, variant := range map[fanout.Form]string{formPlain: "full", formDeltaFull: "delta_full", formPatch: "delta_patch"} {
+		for _, compact := range []fanout.Form{0, formCompact} {
+			m.formBytes[kind|compact] = m.bytesByVariant.WithLabelValues(variant, "none")
+			m.formBytes[kind|compact|formDeflate] = m.bytesByVariant.WithLabelValues(variant, "deflate")
+		}
 	}
 	stat := func(get func(fanout.Stats) float64) func() float64 {
 		return func() float64 { return get(hub.Stats()) }

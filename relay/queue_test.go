@@ -1,6 +1,10 @@
 package relay
 
 import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/edgerelay/edgerelay/fanout"
@@ -55,38 +59,47 @@ func TestQueueFixedFrames(t *testing.T) {
 	}
 }
 
-// TestDeltaSubscriptionVariants: a delta subscriber gets a patch only when
-// it will hold the patch's base; otherwise, and whenever conflation
-// replaces a queued update, it gets the full payload.
-func TestDeltaSubscriptionVariants(t *testing.T) {
-	s := &Server{cfg: DefaultConfig(), metrics: newMetrics(fanout.New(fanout.Config{Encoder: func(*fanout.Publication) []byte { return nil }}), func() bool { return true })}
-	s.cfg.WebSocket.SoftQueueBytes = 100
-	c := &conn{srv: s, fd: -1} // fd -1: nothing is scheduled or written
-	sub := &subscription{c: c, channel: "odds:a", delta: true}
-	p1, p2, p3 := &fanout.Publication{Channel: "odds:a"}, &fanout.Publication{Channel: "odds:a"}, &fanout.Publication{Channel: "odds:a"}
-	update := func(prev, p *fanout.Publication, size int) *fanout.Update {
-		return &fanout.Update{
-			Full:       &fanout.Frame{Bytes: make([]byte, size), Pub: p},
-			DeltaFull:  &fanout.Frame{Bytes: make([]byte, size), Pub: p, Variant: fanout.VariantDeltaFull},
-			DeltaPatch: &fanout.Frame{Bytes: make([]byte, 10), Pub: p, Variant: fanout.VariantDeltaPatch},
-			Prev:       prev,
-		}
-	}
-	sub.Deliver(update(nil, p1, 40)) // no base yet: full
-	sub.Deliver(update(p1, p2, 40))  // base p1: patch
-	sub.Deliver(update(p1, p3, 40))  // base is p2, not p1: full
-	want := []fanout.Variant{fanout.VariantDeltaFull, fanout.VariantDeltaPatch, fanout.VariantDeltaFull}
-	for i, f := range c.queue {
-		if f.Variant != want[i] {
-			t.Fatalf("frame %d is variant %d, want %d", i, f.Variant, want[i])
-		}
-	}
-	// Past the soft limit the newest queued frame of the channel is
-	// replaced, by the full form even though a patch would apply.
-	c.queued = 200
-	p4 := &fanout.Publication{Channel: "odds:a"}
-	sub.Deliver(update(p3, p4, 40))
-	if last := c.queue[len(c.queue)-1]; len(c.queue) != 3 || last.Pub != p4 || last.Variant != fanout.VariantDeltaFull {
-		t.Fatalf("after conflation: %d frames, last %+v", len(c.queue), last)
+// TestDeltaSubscriptionForms: a delta subscriber gets a patch only when it
+// will hold the patch's base; otherwise, and whenever conflation replaces a
+// queued update, it gets the full payload. Compact and deflate
+// subscriptions get the same choice in their own envelope.
+func TestDeltaSubscriptionForms(t *testing.T) {
+	for _, extra := range []fanout.Form{0, formCompact, formDeflate, formCompact | formDeflate} {
+		t.Run(fmt.Sprintf("form=%d", extra), func(t *testing.T) {
+			s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.cfg.WebSocket.SoftQueueBytes = 1 << 10
+			c := &conn{srv: s, fd: -1, deflate: extra&formDeflate != 0} // fd -1: nothing is scheduled or written
+			sub := &subscription{c: c, channel: "odds:a", form: formDeltaFull | extra}
+			if err := s.hub.Subscribe("odds:a", sub, nil); err != nil {
+				t.Fatal(err)
+			}
+			publish := func(off int64) {
+				data := fmt.Sprintf(`{"market":"1x2","odds":[%d.25,3.40,3.90],"names":%q}`, off, strings.Repeat("home draw away ", 20))
+				s.hub.Publish(&fanout.Publication{Channel: "odds:a", Data: []byte(data), Pos: fanout.Position{Offset: off}})
+			}
+			publish(1) // no base yet: full
+			publish(2) // base 1: patch
+			sub.base = &fanout.Publication{}
+			publish(3) // the client holds something else: full
+			want := []fanout.Form{formDeltaFull, formPatch, formDeltaFull}
+			for i, f := range c.queue {
+				if f.Form&formKinds != want[i] || f.Form&formCompact != extra&formCompact {
+					t.Fatalf("frame %d is form %d, want kind %d and %d", i, f.Form, want[i], extra)
+				}
+				if deflated := f.Form&formDeflate != 0; deflated != (extra&formDeflate != 0) && f.Form&formKinds != formPatch {
+					t.Fatalf("frame %d is form %d: deflated %v", i, f.Form, deflated)
+				}
+			}
+			// Past the soft limit the newest queued frame of the channel is
+			// replaced, by the full form even though a patch would apply.
+			c.queued = 2 << 10
+			publish(4)
+			if last := c.queue[len(c.queue)-1]; len(c.queue) != 3 || last.Pub.Pos.Offset != 4 || last.Form&formKinds != formDeltaFull {
+				t.Fatalf("after conflation: %d frames, last form %d offset %d", len(c.queue), last.Form, last.Pub.Pos.Offset)
+			}
+		})
 	}
 }

@@ -37,6 +37,13 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("cached data %v", d)
 	}
 
+	// Channel compaction (flag 1): pushes carry the channel's id.
+	id, _ := sub["id"].(float64)
+	if id == 0 {
+		t.Fatalf("subscribe with flag 1: no channel id in %v", sub)
+	}
+	ref := fmt.Sprintf("#%d", int(id))
+
 	// Live updates arrive in Kafka order, with other channels in between.
 	var offsets []int64
 	for i := 1; i <= 20; i++ {
@@ -45,7 +52,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	for i := 1; i <= 20; i++ {
 		channel, data, off, ok := pubOf(c.mustNext())
-		if !ok || channel != ch || data["seq"] != float64(i) || off != uint64(offsets[i-1])+1 {
+		if !ok || channel != ref || data["seq"] != float64(i) || off != uint64(offsets[i-1])+1 {
 			t.Fatalf("update %d: channel %s data %v offset %d (want %d)", i, channel, data, off, offsets[i-1]+1)
 		}
 	}

@@ -144,8 +144,16 @@ func testSDK(t *testing.T, withDelta bool, live int) {
 			t.Fatalf("publications out of order: %v", seqs)
 		}
 	}
-	if _, body := r.get(t, "/metrics"); withDelta && !strings.Contains(body, `edgerelay_publication_bytes_written_total{variant="delta_patch"}`) {
-		t.Errorf("no patches were sent:\n%s", grep(body, "publication_bytes"))
+	// The SDK runs on npm ws, which offers permessage-deflate: full
+	// payloads (over 128 bytes) must have gone compressed.
+	_, body := r.get(t, "/metrics")
+	const written = "edgerelay_publication_bytes_written_total"
+	want := written + `{compression="deflate",variant="full"}`
+	if withDelta {
+		want = written + `{compression="none",variant="delta_patch"}`
+	}
+	if metric(body, want) <= 0 {
+		t.Errorf("no bytes counted for %s:\n%s", want, grep(body, written))
 	}
 	if !seen["subscribed"].Recover {
 		t.Error("subscription not recoverable")

@@ -43,6 +43,8 @@ type Server struct {
 	conns map[*conn]struct{}
 
 	shuttingDown atomic.Bool
+
+	deflaters sync.Pool // *deflater at websocket.deflate.level
 }
 
 // New validates cfg and builds a Server. It does not contact Kafka.
@@ -52,8 +54,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, conns: map[*conn]struct{}{}, mux: http.NewServeMux()}
 	s.hub = fanout.New(fanout.Config{
-		Encoder:        encodePush,
-		DeltaEncoder:   s.encodeDelta,
+		Encoder:        s.encodeForm,
 		MaxChannels:    cfg.Channels.MaxChannels,
 		MaxCachedBytes: int64(cfg.Channels.MaxCachedBytes),
 		IdleTTL:        cmp.Or(cfg.Channels.IdleTTL, -1), // 0: never

@@ -34,10 +34,18 @@ func (c *conn) handleMessage(msg []byte) bool {
 }
 
 func (c *conn) flushReplies() {
-	if len(c.replies) > 0 {
-		c.send(textFrame(c.replies))
-		c.replies = c.replies[:0]
+	if len(c.replies) == 0 {
+		return
 	}
+	var frame []byte
+	if c.deflate && (c.deflateWindow == 0 || len(c.replies) <= c.deflateWindow) {
+		frame = c.srv.compressFrame(c.replies)
+	}
+	if frame == nil {
+		frame = textFrame(c.replies)
+	}
+	c.send(frame)
+	c.replies = c.replies[:0]
 }
 
 func (c *conn) reply(r *protocol.Reply) {
@@ -125,10 +133,23 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
 		return
 	}
-	sub := &subscription{c: c, channel: req.Channel, delta: req.Delta == "fossil"}
-	err := c.srv.hub.Subscribe(req.Channel, sub, func(last *fanout.Publication) {
+	sub := &subscription{c: c, channel: req.Channel, form: formPlain}
+	if req.Delta == "fossil" {
+		sub.form = formDeltaFull
+	}
+	if c.deflate {
+		sub.form |= formDeflate
+	}
+	compact := req.Flag&protocol.FlagChannelCompaction != 0
+	if compact {
+		sub.form |= formCompact
+	}
+	err := c.srv.hub.Subscribe(req.Channel, sub, func(chID uint32, last *fanout.Publication) {
 		res := subscribeResult(req, last)
-		if sub.delta {
+		if compact {
+			res.ID = chID
+		}
+		if sub.delta() {
 			// Data travels as JSON strings; the cached value is the base
 			// of the first patch.
 			res.Delta = true

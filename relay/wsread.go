@@ -79,7 +79,7 @@ func (c *conn) consume(data []byte) {
 		if !ok {
 			break
 		}
-		if !h.Masked || h.Rsv != 0 {
+		if !h.Masked || !c.rsvAllowed(h) {
 			c.fail(ws.StatusProtocolError, errProtocol)
 			return
 		}
@@ -100,6 +100,19 @@ func (c *conn) consume(data []byte) {
 		c.frame(h, payload)
 	}
 	c.keepPartial(data)
+}
+
+// rsvAllowed says whether h's RSV bits are legal: none, except RSV1 on the
+// first frame of a data message when permessage-deflate was negotiated.
+func (c *conn) rsvAllowed(h ws.Header) bool {
+	const rsv1 = 0x4
+	switch h.Rsv {
+	case 0:
+		return true
+	case rsv1:
+		return c.deflate && (h.OpCode == ws.OpText || h.OpCode == ws.OpBinary)
+	}
+	return false
 }
 
 // keepPartial stores the unparsed rest of the input, reusing c.partial's
@@ -147,6 +160,9 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 		c.fail(ws.StatusProtocolError, errProtocol)
 		return
 	}
+	if h.OpCode == ws.OpText {
+		c.msgZ = h.Rsv != 0
+	}
 	msg := payload
 	if !h.Fin || c.inMessage {
 		c.msg = append(c.msg, payload...)
@@ -157,6 +173,18 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 		msg = c.msg
 	}
 	c.msg = nil
+	if c.msgZ {
+		// UTF-8 and size are checked on what the client meant to send.
+		var err error
+		if msg, err = inflate(msg, int(c.srv.cfg.WebSocket.MaxMessageBytes)); err != nil {
+			code := ws.StatusInvalidFramePayloadData
+			if err == errFrameTooLarge {
+				code = ws.StatusMessageTooBig
+			}
+			c.fail(code, err)
+			return
+		}
+	}
 	if !utf8.Valid(msg) {
 		c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
 		return

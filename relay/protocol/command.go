@@ -46,7 +46,15 @@ type SubscribeRequest struct {
 	Recoverable bool            `json:"recoverable,omitempty"`
 	JoinLeave   bool            `json:"join_leave,omitempty"`
 	Delta       string          `json:"delta,omitempty"`
+	// Flag is a bit set; FlagChannelCompaction asks for pushes that carry
+	// the channel's numeric id instead of its name.
+	Flag int64 `json:"flag,omitempty"`
 }
+
+// Subscribe flags.
+const (
+	FlagChannelCompaction = 1
+)
 
 // UnsubscribeRequest is the "unsubscribe" command.
 type UnsubscribeRequest struct {

@@ -71,31 +71,31 @@ func FuzzDecodeCommands(f *testing.F) {
 }
 
 func TestAppendPublicationPush(t *testing.T) {
-	got := AppendPublicationPush(nil, "odds:a", []byte(`{"x":1}`), 42)
-	var v struct {
-		Push struct {
-			Channel string `json:"channel"`
-			Pub     struct {
-				Data   map[string]int `json:"data"`
-				Offset uint64         `json:"offset"`
-			} `json:"pub"`
-		} `json:"push"`
-	}
-	if err := json.Unmarshal(got, &v); err != nil {
-		t.Fatalf("%s: %v", got, err)
-	}
-	if v.Push.Channel != "odds:a" || v.Push.Pub.Data["x"] != 1 || v.Push.Pub.Offset != 42 {
-		t.Fatalf("decoded %+v from %s", v, got)
-	}
-	if s := string(AppendPublicationPush(nil, "c", []byte(`1`), 0)); s != `{"push":{"channel":"c","pub":{"data":1}}}` {
-		t.Fatalf("offset 0: %s", s)
+	for _, tt := range []struct {
+		channel string
+		id      uint32
+		offset  uint64
+		want    string
+	}{
+		{"odds:a", 0, 42, `{"push":{"channel":"odds:a","pub":{"data":{"x":1},"offset":42}}}`},
+		{"odds:a", 9, 42, `{"push":{"id":9,"pub":{"data":{"x":1},"offset":42}}}`},
+		{"c", 0, 0, `{"push":{"channel":"c","pub":{"data":{"x":1}}}}`},
+	} {
+		got := AppendPublicationPush(nil, tt.channel, tt.id, []byte(`{"x":1}`), tt.offset)
+		if string(got) != tt.want {
+			t.Errorf("channel %q id %d offset %d: %s, want %s", tt.channel, tt.id, tt.offset, got, tt.want)
+		}
+		var v map[string]any
+		if err := json.Unmarshal(got, &v); err != nil {
+			t.Errorf("%s: %v", got, err)
+		}
 	}
 }
 
 func TestAppendPublicationPushAllocs(t *testing.T) {
 	buf := make([]byte, 0, 256)
 	data := []byte(`{"odds":[2.1,3.3]}`)
-	if n := testing.AllocsPerRun(100, func() { buf = AppendPublicationPush(buf[:0], "odds:a:b", data, 123456) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { buf = AppendPublicationPush(buf[:0], "odds:a:b", 0, data, 123456) }); n != 0 {
 		t.Fatalf("%v allocations, want 0", n)
 	}
 }
@@ -112,8 +112,8 @@ func TestReplyEncoding(t *testing.T) {
 }
 
 func TestAppendDeltaPush(t *testing.T) {
-	for _, payload := range []string{`{"a":"b\"c\\d","n":[1,2]}`, "line\nbreak\ttab\x01 ünï", ""} {
-		got := AppendDeltaPush(nil, "odds:a", []byte(payload), 7, true)
+	for i, payload := range []string{`{"a":"b\"c\\d","n":[1,2]}`, "line\nbreak\ttab\x01 ünï", ""} {
+		got := AppendDeltaPush(nil, "odds:a", uint32(i), []byte(payload), 7, true)
 		var v struct {
 			Push struct {
 				Pub struct {

@@ -42,6 +42,9 @@ type SubscribeResult struct {
 	// Delta says fossil deltas were negotiated: every publication's data
 	// is then a JSON string (the payload text, or a patch if delta).
 	Delta bool `json:"delta,omitempty"`
+	// ID is the channel's number for channel compaction (subscribe flag
+	// 1): pushes then carry "id" instead of "channel".
+	ID uint32 `json:"id,omitempty"`
 }
 
 // RPCResult is the reply to "rpc".
@@ -71,30 +74,42 @@ func AppendReply(dst []byte, r *Reply) []byte {
 //
 //	{"push":{"channel":"<channel>","pub":{"data":<data>,"offset":<offset>}}}
 //
-// channel must be a valid channel name (no characters that need escaping)
-// and data valid JSON. offset 0 is left out, as the protocol does.
-func AppendPublicationPush(dst []byte, channel string, data []byte, offset uint64) []byte {
-	dst = append(dst, `{"push":{"channel":"`...)
-	dst = append(dst, channel...)
-	dst = append(dst, `","pub":{"data":`...)
+// or, when id is not 0 (channel compaction, negotiated per subscription
+// with flag 1 and the id of the subscribe reply), "id":<id> in place of
+// the channel. channel must be a valid channel name (no characters that
+// need escaping) and data valid JSON. offset 0 is left out, as the
+// protocol does.
+func AppendPublicationPush(dst []byte, channel string, id uint32, data []byte, offset uint64) []byte {
+	dst = appendPushStart(dst, channel, id)
 	dst = append(dst, data...)
-	if offset != 0 {
-		dst = append(dst, `,"offset":`...)
-		dst = strconv.AppendUint(dst, offset, 10)
-	}
-	return append(dst, "}}}"...)
+	return appendPushEnd(dst, offset, false)
 }
 
 // AppendDeltaPush appends a publication push for a delta subscription:
 // data is written as a JSON string holding payload (the full JSON text, or
-// a Fossil patch when isPatch). payload must be valid UTF-8.
+// a Fossil patch when isPatch). payload must be valid UTF-8. channel and id
+// as for AppendPublicationPush.
 //
 //	{"push":{"channel":"<channel>","pub":{"data":"<payload>","offset":<offset>,"delta":true}}}
-func AppendDeltaPush(dst []byte, channel string, payload []byte, offset uint64, isPatch bool) []byte {
-	dst = append(dst, `{"push":{"channel":"`...)
-	dst = append(dst, channel...)
-	dst = append(dst, `","pub":{"data":`...)
+func AppendDeltaPush(dst []byte, channel string, id uint32, payload []byte, offset uint64, isPatch bool) []byte {
+	dst = appendPushStart(dst, channel, id)
 	dst = AppendJSONString(dst, payload)
+	return appendPushEnd(dst, offset, isPatch)
+}
+
+func appendPushStart(dst []byte, channel string, id uint32) []byte {
+	if id != 0 {
+		dst = append(dst, `{"push":{"id":`...)
+		dst = strconv.AppendUint(dst, uint64(id), 10)
+	} else {
+		dst = append(dst, `{"push":{"channel":"`...)
+		dst = append(dst, channel...)
+		dst = append(dst, '"')
+	}
+	return append(dst, `,"pub":{"data":`...)
+}
+
+func appendPushEnd(dst []byte, offset uint64, isPatch bool) []byte {
 	if offset != 0 {
 		dst = append(dst, `,"offset":`...)
 		dst = strconv.AppendUint(dst, offset, 10)

@@ -28,7 +28,7 @@ commands:
   broker   run a standalone Kafka (franz-go kfake) on 127.0.0.1 for local runs
   fanout   open many WebSocket clients, feed Kafka at a fixed rate, report
            deliveries/s, latency percentiles and relay memory per connection
-  wire     bytes on the wire per delivered update, full JSON vs fossil delta
+  wire     bytes on the wire per delivered update, full JSON vs channel ids, deflate, fossil delta
 
 Run "edgebench <command> -h" for flags.
 `
