@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/bets"
 	"github.com/edgerelay/edgerelay/relay/ingest"
 	"github.com/edgerelay/edgerelay/relay/kafkaclient"
 	"github.com/edgerelay/edgerelay/relay/units"
@@ -42,6 +43,29 @@ type Config struct {
 	Ingest    ingest.Config      `yaml:"ingest"`
 	Channels  ChannelsConfig     `yaml:"channels"`
 	WebSocket WebSocketConfig    `yaml:"websocket"`
+	Auth      AuthConfig         `yaml:"auth"`
+	Bets      bets.Config        `yaml:"bets"`
+}
+
+// AuthConfig is how connect tokens are checked (docs/bets.md). With no key
+// configured, tokens are not checked and every connection is anonymous.
+type AuthConfig struct {
+	// HMACSecrets verify HS256/384/512 tokens (at least 32 bytes each).
+	HMACSecrets []string `yaml:"hmac_secrets"`
+	// PublicKeyFiles (PEM) and JWKSFile verify RS* and ES* tokens.
+	PublicKeyFiles []string      `yaml:"public_key_files"`
+	JWKSFile       string        `yaml:"jwks_file"`
+	Issuer         string        `yaml:"issuer"`
+	Audience       string        `yaml:"audience"`
+	Leeway         time.Duration `yaml:"leeway"`
+	// Anonymous lets connections without a token in (read-only: they
+	// cannot bet or read personal channels). Default true.
+	Anonymous bool `yaml:"anonymous"`
+}
+
+// enabled says whether tokens are checked at all.
+func (a *AuthConfig) enabled() bool {
+	return len(a.HMACSecrets) > 0 || len(a.PublicKeyFiles) > 0 || a.JWKSFile != ""
 }
 
 // ChannelsConfig bounds the channel registry and last-value cache.
@@ -113,6 +137,8 @@ func DefaultConfig() Config {
 			MaxSubscriptions: 512,
 			Deflate:          DeflateConfig{Enabled: true, MinBytes: 128, Level: 6},
 		},
+		Auth: AuthConfig{Anonymous: true, Leeway: 5 * time.Second},
+		Bets: bets.DefaultConfig(),
 	}
 }
 
@@ -193,6 +219,12 @@ func (c *Config) Validate() error {
 	}
 	if ws.Deflate.Level < 1 || ws.Deflate.Level > 9 {
 		bad("websocket.deflate.level", "%d is outside 1..9", ws.Deflate.Level)
+	}
+	if err := c.Bets.Validate("bets"); c.Bets.Enabled && err != nil {
+		errs = append(errs, err)
+	}
+	if c.Auth.Leeway < 0 {
+		bad("auth.leeway", "must not be negative")
 	}
 	if ws.Deflate.MinBytes < 0 {
 		bad("websocket.deflate.min_bytes", "must not be negative")

@@ -39,6 +39,7 @@ type conn struct {
 	deflateWindow int
 
 	// poller
+	user      string          // from the connect token; "" is anonymous
 	subs      []*subscription // a slice is smaller than a map for the usual few
 	replies   []byte          // replies of the message being handled, '\n'-separated
 	partial   []byte          // an incomplete frame, kept only until the rest arrives
@@ -49,6 +50,8 @@ type conn struct {
 	// pendingInput: partial holds bytes read with the handshake, to be
 	// handled on the first event.
 	pendingInput bool
+
+	betsInFlight atomic.Int32 // bets waiting for their answer
 
 	// set by the poller on "connect", read by the heartbeat
 	isConnected  atomic.Bool
@@ -84,6 +87,9 @@ type subscription struct {
 	channel string
 	form    fanout.Form
 	base    *fanout.Publication
+	// sent is the latest publication queued to the client: what a bet on
+	// this market can say the user saw. Read by the poller.
+	sent atomic.Pointer[fanout.Publication]
 }
 
 var _ fanout.Subscriber = (*subscription)(nil)
@@ -105,6 +111,7 @@ func (s *subscription) Deliver(u *fanout.Update) {
 		s.base = u.Pub
 	}
 	s.c.deliver(f, full)
+	s.sent.Store(u.Pub)
 }
 
 // pick returns form f of u, the uncompressed one if the client limited

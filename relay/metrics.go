@@ -32,6 +32,12 @@ type metrics struct {
 	bytesByVariant  *prometheus.CounterVec
 	formBytes       [fanout.MaxForms]prometheus.Counter // by form (frame.go); nil for forms never written
 
+	betsReceived prometheus.Counter
+	bets         *prometheus.CounterVec
+	betAck       prometheus.Histogram
+	betsInFlight prometheus.Gauge
+	authFailures *prometheus.CounterVec
+
 	kafkaRecords *prometheus.CounterVec
 	kafkaSkipped *prometheus.CounterVec
 	kafkaLag     *prometheus.GaugeVec
@@ -66,9 +72,15 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 			Buckets: []float64{1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3}}),
 		patchesSkipped: prometheus.NewCounter(prometheus.CounterOpts(f("delta_patches_skipped_total", "Updates sent in full to delta subscribers because the patch was not smaller (or not valid UTF-8)."))),
 		bytesByVariant: prometheus.NewCounterVec(prometheus.CounterOpts(f("publication_bytes_written_total", "Bytes of publication pushes written, by variant (full, delta_full, delta_patch) and compression (none, deflate).")), []string{"variant", "compression"}),
-		kafkaRecords:   prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
-		kafkaSkipped:   prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
-		kafkaLag:       prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
+		betsReceived:   prometheus.NewCounter(prometheus.CounterOpts(f("bets_received_total", "rpc bet commands received."))),
+		bets:           prometheus.NewCounterVec(prometheus.CounterOpts(f("bets_total", "Bets answered, by result: accepted, duplicate (a retry answered from memory), or the rejection reason.")), []string{"result"}),
+		betAck: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "bet_kafka_ack_seconds", Help: "Time from producing a bet to Kafka's acknowledgement.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}),
+		betsInFlight: prometheus.NewGauge(prometheus.GaugeOpts(f("bets_in_flight", "Bets produced and not yet acknowledged by Kafka."))),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts(f("auth_failures_total", "Connect tokens refused, by reason: no_token, expired, invalid.")), []string{"reason"}),
+		kafkaRecords: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
+		kafkaSkipped: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
+		kafkaLag:     prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
 	}
 	for kind, variant := range map[fanout.Form]string{formPlain: "full", formDeltaFull: "delta_full", formPatch: "delta_patch"} {
 		for _, compact := range []fanout.Form{0, formCompact} {
@@ -85,6 +97,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency,
 		m.conflated, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
+		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels", "Channels held in the registry.")), stat(func(s fanout.Stats) float64 { return float64(s.Channels) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels_cached", "Channels holding a cached last value (bounded by channels.max_channels).")), stat(func(s fanout.Stats) float64 { return float64(s.CachedChannels) })),

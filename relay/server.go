@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/auth"
+	"github.com/edgerelay/edgerelay/relay/bets"
 	"github.com/edgerelay/edgerelay/relay/ingest"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
@@ -45,6 +47,9 @@ type Server struct {
 	shuttingDown atomic.Bool
 
 	deflaters sync.Pool // *deflater at websocket.deflate.level
+
+	verifier *auth.Verifier // nil: tokens are not checked
+	desk     *bets.Desk     // nil: bets are off
 }
 
 // New validates cfg and builds a Server. It does not contact Kafka.
@@ -61,6 +66,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		MaxNameLength:  cfg.Channels.MaxNameLength,
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
+	if cfg.Auth.enabled() {
+		var err error
+		if s.verifier, err = newVerifier(cfg.Auth); err != nil {
+			return nil, err
+		}
+	}
 	kopts, err := cfg.Kafka.Opts()
 	if err != nil {
 		return nil, err
@@ -68,6 +79,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.ingest, err = ingest.New(cfg.Ingest, kopts, s.hub, s.metrics, cfg.Channels.MaxNameLength, log.With("component", "ingest"))
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Bets.Enabled {
+		if s.desk, err = bets.NewDesk(cfg.Bets, kopts, cfg.Node, betHooks{s.metrics}); err != nil {
+			return nil, err
+		}
 	}
 	s.routes()
 	return s, nil
@@ -149,6 +165,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	engine.Wait()
 	stopBg()
 	wg.Wait()
+	if s.desk != nil {
+		s.desk.Close()
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -284,6 +303,9 @@ func (s *Server) heartbeat(ctx context.Context) {
 			s.checkConn(c, now, ping)
 		}
 		clear(batch)
+		if s.desk != nil {
+			s.desk.Sweep(time.Unix(0, now))
+		}
 	}
 }
 

@@ -37,15 +37,21 @@ func (c *conn) flushReplies() {
 	if len(c.replies) == 0 {
 		return
 	}
+	c.sendNow(c.replies)
+	c.replies = c.replies[:0]
+}
+
+// sendNow queues payload (replies) as one frame, compressed if the client
+// negotiated it. Unlike reply, it may be called from any goroutine.
+func (c *conn) sendNow(payload []byte) {
 	var frame []byte
-	if c.deflate && (c.deflateWindow == 0 || len(c.replies) <= c.deflateWindow) {
-		frame = c.srv.compressFrame(c.replies)
+	if c.deflate && (c.deflateWindow == 0 || len(payload) <= c.deflateWindow) {
+		frame = c.srv.compressFrame(payload)
 	}
 	if frame == nil {
-		frame = textFrame(c.replies)
+		frame = textFrame(payload)
 	}
 	c.send(frame)
-	c.replies = c.replies[:0]
 }
 
 func (c *conn) reply(r *protocol.Reply) {
@@ -92,6 +98,10 @@ func (c *conn) handleCommand(cmd *protocol.Command) error {
 	case "ping":
 		c.reply(&protocol.Reply{ID: cmd.ID, Ping: &struct{}{}})
 	case "rpc":
+		if cmd.RPC.Method == "bet" {
+			c.handleBet(cmd.ID, cmd.RPC.Data)
+			return nil
+		}
 		c.replyError(cmd.ID, protocol.ErrMethodNotFound.WithMessage(fmt.Sprintf("rpc method %q", cmd.RPC.Method)))
 	case "publish":
 		c.replyError(cmd.ID, protocol.ErrPermissionDenied.WithMessage("channels are published from Kafka, not by clients"))
@@ -111,6 +121,17 @@ func (c *conn) handleConnect(cmd *protocol.Command) error {
 		c.disconnect(protocol.DisconnectBadRequest)
 		return errStop
 	}
+	user, perr, d := c.srv.authenticate(cmd.Connect.Token)
+	switch {
+	case d != nil:
+		c.flushReplies()
+		c.disconnect(*d)
+		return errStop
+	case perr != nil:
+		c.replyError(cmd.ID, perr)
+		return nil
+	}
+	c.user = user
 	c.lastPing.Store(time.Now().UnixNano())
 	c.isConnected.Store(true)
 	ws := c.srv.cfg.WebSocket
@@ -127,6 +148,10 @@ func (c *conn) handleConnect(cmd *protocol.Command) error {
 func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	if c.findSub(req.Channel) >= 0 {
 		c.replyError(id, protocol.ErrAlreadySubscribed)
+		return
+	}
+	if owner, personal := personalOwner(req.Channel); personal && (c.user == "" || owner != c.user) {
+		c.replyError(id, protocol.ErrPermissionDenied.WithMessage("a personal channel is readable only by its user"))
 		return
 	}
 	if len(c.subs) >= c.srv.cfg.WebSocket.MaxSubscriptions {
@@ -158,6 +183,7 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 			}
 			sub.base = last
 		}
+		sub.sent.Store(last)
 		c.reply(&protocol.Reply{ID: id, Subscribe: res})
 		// Flush under the channel lock: the next publication of this
 		// channel must be queued after this reply.

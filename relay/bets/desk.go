@@ -1,0 +1,417 @@
+package bets
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/protocol"
+	"github.com/edgerelay/edgerelay/relay/units"
+)
+
+// Config configures bet taking. The zero value of a field means its
+// default, except Enabled.
+type Config struct {
+	Enabled bool   `yaml:"enabled"`
+	Topic   string `yaml:"topic"` // default "bets"
+	// Key is the record key: "user" (default: one user's bets stay in
+	// order) or "market" (the channel).
+	Key string `yaml:"key"`
+	// Timeout: a bet Kafka has not acknowledged by then is answered with
+	// the retryable error (default 5s).
+	Timeout  time.Duration  `yaml:"timeout"`
+	MaxBytes units.ByteSize `yaml:"max_bytes"` // largest bet request (default 4KiB)
+	// MaxInFlightPerConnection and MaxInFlight bound bets waiting for
+	// Kafka, per connection (default 32) and per node (default 20,000).
+	MaxInFlightPerConnection int `yaml:"max_in_flight_per_connection"`
+	MaxInFlight              int `yaml:"max_in_flight"`
+	// RatePerUser bets per second, with bursts of BurstPerUser (defaults
+	// 10 and 20).
+	RatePerUser  float64 `yaml:"rate_per_user"`
+	BurstPerUser int     `yaml:"burst_per_user"`
+	// DedupWindow: a repeated bet id from the same user within this gets
+	// the original answer (default 10m).
+	DedupWindow time.Duration `yaml:"dedup_window"`
+	// SuspendedField and SuspendedValues: a bet is refused when the
+	// market's cached publication has this top-level field with one of
+	// these string values (defaults "status" and suspended, closed).
+	SuspendedField  string   `yaml:"suspended_field"`
+	SuspendedValues []string `yaml:"suspended_values"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Enabled:                  true,
+		Topic:                    "bets",
+		Key:                      "user",
+		Timeout:                  5 * time.Second,
+		MaxBytes:                 4 << 10,
+		MaxInFlightPerConnection: 32,
+		MaxInFlight:              20_000,
+		RatePerUser:              10,
+		BurstPerUser:             20,
+		DedupWindow:              10 * time.Minute,
+		SuspendedField:           "status",
+		SuspendedValues:          []string{"suspended", "closed"},
+	}
+}
+
+// Validate reports invalid fields, named under prefix.
+func (c *Config) Validate(prefix string) error {
+	var errs []error
+	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, field, msg)) }
+	if c.Topic == "" {
+		bad("topic", "required")
+	}
+	if c.Key != "user" && c.Key != "market" {
+		bad("key", fmt.Sprintf("%q is not user or market", c.Key))
+	}
+	if c.Timeout < 100*time.Millisecond {
+		bad("timeout", "must be at least 100ms")
+	}
+	if c.MaxBytes < 256 || c.MaxBytes > 1<<20 {
+		bad("max_bytes", "must be within 256B..1MiB")
+	}
+	if c.MaxInFlightPerConnection < 1 {
+		bad("max_in_flight_per_connection", "must be at least 1")
+	}
+	if c.MaxInFlight < c.MaxInFlightPerConnection {
+		bad("max_in_flight", "must be at least max_in_flight_per_connection")
+	}
+	if c.RatePerUser <= 0 || c.BurstPerUser < 1 {
+		bad("rate_per_user", "rate_per_user must be positive and burst_per_user at least 1")
+	}
+	if c.DedupWindow < time.Second {
+		bad("dedup_window", "must be at least 1s")
+	}
+	return errors.Join(errs...)
+}
+
+// Errors a bet can get, as rpc error replies. Temporary ones may succeed
+// if retried (with the same bet id).
+var (
+	ErrInvalid      = &protocol.Error{Code: 1000, Message: "invalid bet"}
+	ErrUnauthorized = &protocol.Error{Code: 1001, Message: "bets need an authenticated user"}
+	ErrSuspended    = &protocol.Error{Code: 1002, Message: "market suspended"}
+	ErrRateLimited  = &protocol.Error{Code: 1003, Message: "too many bets, slow down", Temporary: true}
+	ErrTooManyBets  = &protocol.Error{Code: 1004, Message: "too many bets in flight", Temporary: true}
+	ErrUnavailable  = &protocol.Error{Code: 1005, Message: "bet not confirmed by Kafka, retry with the same bet_id", Temporary: true}
+	ErrIDReused     = &protocol.Error{Code: 1006, Message: "bet_id already used for a different bet"}
+)
+
+// Position is where a publication sits in Kafka, as the record reports it.
+type Position struct {
+	Channel   string    `json:"channel"`
+	Topic     string    `json:"topic"`
+	Partition int32     `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Timestamp time.Time `json:"timestamp"`
+}
+
+// PositionOf returns p's position, or nil.
+func PositionOf(p *fanout.Publication) *Position {
+	if p == nil {
+		return nil
+	}
+	return &Position{Channel: p.Channel, Topic: p.Pos.Stream, Partition: p.Pos.Partition, Offset: p.Pos.Offset, Timestamp: p.Time}
+}
+
+// Bet is a request with what the relay vouches for.
+type Bet struct {
+	Request
+	User       string
+	ReceivedAt time.Time
+	// Seen is the latest publication of the market this connection was
+	// sent; Latest the market's cached one when the bet arrived. Either
+	// may be nil.
+	Seen, Latest *fanout.Publication
+}
+
+// Result is the answer to an accepted bet: where Kafka put it.
+type Result struct {
+	BetID      string    `json:"bet_id"`
+	Topic      string    `json:"topic"`
+	Partition  int32     `json:"partition"`
+	Offset     int64     `json:"offset"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Done receives a bet's answer: a Result, or an error. It is called exactly
+// once, from any goroutine, and must not block.
+type Done func(Result, *protocol.Error)
+
+// Hooks observe the desk; they are called from any goroutine and must not
+// block. reason is "" for an accepted bet, else a short label.
+type Hooks interface {
+	OnBet(reason string, ackLatency time.Duration)
+	OnInFlight(delta int)
+}
+
+// Desk is a node's bet producer.
+type Desk struct {
+	cfg    Config
+	node   string
+	client *kgo.Client
+	hooks  Hooks
+
+	inflight atomic.Int64
+	seed     maphash.Seed
+
+	mu      sync.Mutex
+	entries map[string]*entry // user + "\x00" + bet id
+	buckets map[string]*bucket
+}
+
+type entry struct {
+	sum     uint64 // of the request, to tell a retry from a reused id
+	done    bool
+	result  Result
+	expires time.Time
+	waiters []Done
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// NewDesk builds a Desk producing with the given client options (brokers,
+// TLS, SASL). It does not contact Kafka.
+func NewDesk(cfg Config, kopts []kgo.Opt, node string, hooks Hooks) (*Desk, error) {
+	opts := append(append([]kgo.Opt(nil), kopts...),
+		kgo.DefaultProduceTopic(cfg.Topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()), // with idempotence, the default; said for the reader
+		kgo.RecordDeliveryTimeout(cfg.Timeout),
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedRecords(cfg.MaxInFlight),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bets: %w", err)
+	}
+	return &Desk{cfg: cfg, node: node, client: cl, hooks: hooks, seed: maphash.MakeSeed(),
+		entries: map[string]*entry{}, buckets: map[string]*bucket{}}, nil
+}
+
+// Close stops the producer, failing what it still holds.
+func (d *Desk) Close() { d.client.Close() }
+
+// Place takes a bet; done gets the answer (see Done).
+func (d *Desk) Place(b *Bet, done Done) {
+	key := b.User + "\x00" + b.BetID
+	sum := maphash.Bytes(d.seed, b.Raw)
+	now := b.ReceivedAt
+	d.mu.Lock()
+	if e := d.entries[key]; e != nil && now.Before(e.expires) {
+		switch {
+		case e.sum != sum:
+			d.mu.Unlock()
+			d.reject(done, "id_reused", ErrIDReused)
+		case e.done:
+			r := e.result
+			d.mu.Unlock()
+			d.hooks.OnBet("duplicate", 0)
+			done(r, nil)
+		default:
+			e.waiters = append(e.waiters, done)
+			d.mu.Unlock()
+		}
+		return
+	}
+	if !d.allowLocked(b.User, now) {
+		d.mu.Unlock()
+		d.reject(done, "rate_limited", ErrRateLimited)
+		return
+	}
+	d.mu.Unlock()
+	if d.suspended(b.Latest) {
+		d.reject(done, "suspended", ErrSuspended)
+		return
+	}
+	if d.inflight.Add(1) > int64(d.cfg.MaxInFlight) {
+		d.inflight.Add(-1)
+		d.reject(done, "node_in_flight", ErrTooManyBets)
+		return
+	}
+	d.hooks.OnInFlight(1)
+	e := &entry{sum: sum, expires: now.Add(d.cfg.DedupWindow), waiters: []Done{done}}
+	d.mu.Lock()
+	d.entries[key] = e
+	d.mu.Unlock()
+
+	// The client hears within Timeout even if Kafka never answers; the
+	// entry stays until Kafka does, so a retry waits for the real outcome
+	// instead of producing a second record.
+	timer := time.AfterFunc(d.cfg.Timeout, func() { d.timeout(e) })
+	start := time.Now()
+	d.client.Produce(context.Background(), d.record(b), func(r *kgo.Record, err error) {
+		timer.Stop()
+		d.inflight.Add(-1)
+		d.hooks.OnInFlight(-1)
+		d.finish(key, e, r, err, time.Since(start))
+	})
+}
+
+func (d *Desk) reject(done Done, reason string, err *protocol.Error) {
+	d.hooks.OnBet(reason, 0)
+	done(Result{}, err)
+}
+
+// timeout answers the waiters of a bet Kafka has not acknowledged in time.
+func (d *Desk) timeout(e *entry) {
+	d.mu.Lock()
+	if e.done {
+		d.mu.Unlock()
+		return
+	}
+	waiters := e.waiters
+	e.waiters = nil
+	d.mu.Unlock()
+	for _, w := range waiters {
+		d.reject(w, "timeout", ErrUnavailable)
+	}
+}
+
+func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.Duration) {
+	d.mu.Lock()
+	waiters := e.waiters
+	e.waiters = nil
+	if err != nil {
+		if d.entries[key] == e {
+			delete(d.entries, key) // failed: a retry produces again
+		}
+		d.mu.Unlock()
+		for _, w := range waiters {
+			d.reject(w, "kafka_error", ErrUnavailable.WithMessage(err.Error()))
+		}
+		return
+	}
+	e.done = true
+	e.result = Result{BetID: string(r.Headers[0].Value), Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, ReceivedAt: r.Timestamp}
+	res := e.result
+	d.mu.Unlock()
+	d.hooks.OnBet("", took)
+	for _, w := range waiters {
+		done := w
+		done(res, nil)
+	}
+}
+
+// allowLocked takes a token from user's bucket.
+func (d *Desk) allowLocked(user string, now time.Time) bool {
+	b := d.buckets[user]
+	if b == nil {
+		b = &bucket{tokens: float64(d.cfg.BurstPerUser), last: now}
+		d.buckets[user] = b
+	}
+	b.tokens = min(float64(d.cfg.BurstPerUser), b.tokens+now.Sub(b.last).Seconds()*d.cfg.RatePerUser)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// suspended applies the suspension rule to the market's cached value. A
+// market with no cached value cannot be priced: it counts as suspended.
+func (d *Desk) suspended(latest *fanout.Publication) bool {
+	if latest == nil {
+		return true
+	}
+	var v map[string]json.RawMessage
+	if json.Unmarshal(latest.Data, &v) != nil {
+		return false
+	}
+	raw, ok := v[d.cfg.SuspendedField]
+	if !ok {
+		return false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return false
+	}
+	for _, x := range d.cfg.SuspendedValues {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Sweep forgets answers past the dedup window and idle rate buckets. Call
+// it periodically.
+func (d *Desk) Sweep(now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, e := range d.entries {
+		if e.done && now.After(e.expires) {
+			delete(d.entries, k)
+		}
+	}
+	full := time.Duration(float64(d.cfg.BurstPerUser) / d.cfg.RatePerUser * float64(time.Second))
+	for u, b := range d.buckets {
+		if now.Sub(b.last) > full {
+			delete(d.buckets, u) // refilled: same as no bucket
+		}
+	}
+}
+
+// record is the Kafka record of a bet; docs/bets.md documents it.
+func (d *Desk) record(b *Bet) *kgo.Record {
+	value := struct {
+		BetID      string          `json:"bet_id"`
+		User       string          `json:"user"`
+		Node       string          `json:"node"`
+		ReceivedAt time.Time       `json:"received_at"`
+		Bet        json.RawMessage `json:"bet"`
+		OddsSeen   *Position       `json:"odds_seen"`
+		OddsLatest *Position       `json:"odds_latest"`
+	}{b.BetID, b.User, d.node, b.ReceivedAt, b.Raw, PositionOf(b.Seen), PositionOf(b.Latest)}
+	v, _ := json.Marshal(value) // plain values and valid RawMessage
+	key := b.User
+	if d.cfg.Key == "market" {
+		key = b.Channel
+	}
+	recv := b.ReceivedAt.UTC().Format(time.RFC3339Nano)
+	return &kgo.Record{
+		Key:       []byte(key),
+		Value:     v,
+		Timestamp: b.ReceivedAt,
+		Headers: []kgo.RecordHeader{
+			{Key: "bet-id", Value: []byte(b.BetID)}, // first: finish reads it
+			{Key: "user", Value: []byte(b.User)},
+			{Key: "node", Value: []byte(d.node)},
+			{Key: "received-at", Value: []byte(recv)},
+			{Key: "idempotency-key", Value: []byte(b.User + "/" + b.BetID)},
+			{Key: "odds-seen", Value: positionHeader(b.Seen)},
+			{Key: "odds-latest", Value: positionHeader(b.Latest)},
+			{Key: "content-type", Value: []byte("application/json")},
+		},
+	}
+}
+
+// positionHeader is "topic/partition/offset", or empty.
+func positionHeader(p *fanout.Publication) []byte {
+	if p == nil {
+		return nil
+	}
+	var b bytes.Buffer
+	b.WriteString(p.Pos.Stream)
+	b.WriteByte('/')
+	b.WriteString(strconv.Itoa(int(p.Pos.Partition)))
+	b.WriteByte('/')
+	b.WriteString(strconv.FormatInt(p.Pos.Offset, 10))
+	return b.Bytes()
+}
