@@ -41,14 +41,13 @@ func Parse(data []byte, maxBytes, maxChannelLen int) (Request, error) {
 		return r, fmt.Errorf("bet is %d bytes, more than %d", len(data), maxBytes)
 	}
 	var raw struct {
-		BetID     *string      `json:"bet_id"`
-		Channel   *string      `json:"channel"`
-		Selection *string      `json:"selection"`
-		Odds      *json.Number `json:"odds"`
-		Stake     *json.Number `json:"stake"`
+		BetID     *string         `json:"bet_id"`
+		Channel   *string         `json:"channel"`
+		Selection *string         `json:"selection"`
+		Odds      json.RawMessage `json:"odds"`
+		Stake     json.RawMessage `json:"stake"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
 	if err := dec.Decode(&raw); err != nil {
 		return r, fmt.Errorf("bet is not a JSON object with the bet fields: %v", err)
 	}
@@ -81,11 +80,12 @@ func Parse(data []byte, maxBytes, maxChannelLen int) (Request, error) {
 	return Request{BetID: *raw.BetID, Channel: *raw.Channel, Selection: *raw.Selection, Odds: odds, Stake: stake, Raw: compact.Bytes()}, nil
 }
 
-func number(n *json.Number) (float64, error) {
-	if n == nil {
-		return 0, fmt.Errorf("missing")
+// number parses a JSON number (not a string holding one).
+func number(raw json.RawMessage) (float64, error) {
+	if len(raw) == 0 || raw[0] == '"' || raw[0] == 'n' {
+		return 0, fmt.Errorf("not a number")
 	}
-	return strconv.ParseFloat(string(*n), 64)
+	return strconv.ParseFloat(string(raw), 64)
 }
 
 func validID(s string) bool {
