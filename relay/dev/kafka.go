@@ -9,7 +9,7 @@ import (
 )
 
 // Topics are the topics dev mode creates, with their partition counts.
-var Topics = map[string]int32{"odds": 6, "scores": 3}
+var Topics = map[string]int32{"odds": 6, "scores": 3, "bets": 6, "results": 3}
 
 // StartKafka starts an embedded single-broker Kafka on 127.0.0.1:port
 // (port 0 picks a free one). With dataDir set, topics and records survive a

@@ -2,14 +2,20 @@ package dev
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/edgerelay/edgerelay/relay"
+	"github.com/edgerelay/edgerelay/relay/auth"
+	"github.com/edgerelay/edgerelay/relay/ingest"
 )
 
 //go:embed board.html
@@ -37,11 +43,30 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	cfg.Kafka.Brokers = brokers
 	cfg.Kafka.TLS = relay.DefaultConfig().Kafka.TLS
 	cfg.Kafka.SASL = relay.DefaultConfig().Kafka.SASL
+	// Demo identity: a fresh HMAC secret per run, tokens from
+	// /v1/dev/token, results keyed by user into personal channels.
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	cfg.Auth.HMACSecrets = append(cfg.Auth.HMACSecrets, hex.EncodeToString(secret))
+	cfg.Ingest.Topics = append(cfg.Ingest.Topics, ingest.Topic{Name: "results", ChannelTemplate: "bets:#{key}"})
 
 	srv, err := relay.New(cfg, log)
 	if err != nil {
 		return err
 	}
+	srv.Handle("GET /v1/dev/token", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user := r.URL.Query().Get("user")
+		if user == "" {
+			user = "demo"
+		}
+		tok, err := auth.SignHS256([]byte(hex.EncodeToString(secret)), map[string]any{"sub": user, "exp": time.Now().Add(24 * time.Hour).Unix()})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"user": user, "token": tok, "results_channel": "bets:#" + user})
+	}))
 	srv.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(boardHTML)
