@@ -9,6 +9,7 @@
 //      COUNT           bets to place, ids PREFIX-0 .. PREFIX-(COUNT-1)
 //      PREFIX          bet id prefix
 //      RETRY           if set, place bet PREFIX-0 a second time at the end
+//      CONCURRENCY     bets in flight at once (default 1: one after another)
 //
 // stdout: one JSON object per line: {"event":"accepted","reply":{…}} or
 // {"event":"rejected","bet_id":…,"code":…,"temporary":…}, then {"event":"done"}.
@@ -34,10 +35,15 @@ const bet = async (id) => {
 };
 
 const sub = client.newSubscription(env.CHANNEL);
+let started = false;
 sub.on('subscribed', async () => {
-  for (let i = 0; i < count; i++) {
-    await bet(`${env.PREFIX}-${i}`);
-  }
+  if (started) return; // a resubscribe after a reconnect
+  started = true;
+  let next = 0;
+  const worker = async () => {
+    while (next < count) await bet(`${env.PREFIX}-${next++}`);
+  };
+  await Promise.all(Array.from({ length: Number(env.CONCURRENCY || 1) }, worker));
   if (env.RETRY) await bet(`${env.PREFIX}-0`);
   out({ event: 'done' });
   client.disconnect();
