@@ -17,33 +17,19 @@ import (
 // relay: every healthy client must get every record, in order, and the
 // stalled ones must not be counted.
 func TestWorkerAndFeed(t *testing.T) {
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "odds"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kafka.Close()
+	kafka := newKafka(t)
 	cfg := relay.DefaultConfig()
 	cfg.Kafka.Brokers = kafka.ListenAddrs()
 	cfg.Ingest.Topics = cfg.Ingest.Topics[:1]
-	srv, err := relay.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
+	srv, addr := startRelay(t, cfg)
+	ctx := t.Context()
 
 	channels := []string{"bench:test:0", "bench:test:1"}
 	wctx, stop := context.WithCancel(ctx)
 	ready := make(chan [2]int, 1)
 	results := make(chan WorkerResult, 1)
 	go func() {
-		results <- RunWorker(wctx, WorkerConfig{URL: "ws://" + ln.Addr().String() + "/connection/websocket", Source: "127.0.0.1",
+		results <- RunWorker(wctx, WorkerConfig{URL: "ws://" + addr + "/connection/websocket", Source: "127.0.0.1",
 			Conns: 20, Channels: channels, Stalled: 4}, func(c, f int) { ready <- [2]int{c, f} })
 	}()
 	if r := <-ready; r != [2]int{20, 0} {
@@ -65,4 +51,30 @@ func TestWorkerAndFeed(t *testing.T) {
 	if res.Received != want || res.Gaps != 0 || res.OutOfOrder != 0 || res.Latency.N != want {
 		t.Fatalf("result %+v, want %d received, no gaps", res, want)
 	}
+}
+
+func newKafka(t *testing.T) *kfake.Cluster {
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "odds", "bets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	return kafka
+}
+
+// startRelay serves cfg on an ephemeral port until the test ends.
+func startRelay(t *testing.T, cfg relay.Config) (*relay.Server, string) {
+	srv, err := relay.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-served })
+	return srv, ln.Addr().String()
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgerelay/edgerelay/fanout"
@@ -84,6 +85,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		if s.desk, err = bets.NewDesk(cfg.Bets, kopts, cfg.Node, betHooks{s.metrics}); err != nil {
 			return nil, err
 		}
+		desk := s.desk
+		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "edgerelay", Name: "bets_remembered",
+			Help: "Bet answers kept for retries (bounded by bets.dedup_max_entries)."}, func() float64 { return float64(desk.Remembered()) }))
 	}
 	s.routes()
 	return s, nil

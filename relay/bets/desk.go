@@ -42,6 +42,10 @@ type Config struct {
 	// DedupWindow: a repeated bet id from the same user within this gets
 	// the original answer (default 10m).
 	DedupWindow time.Duration `yaml:"dedup_window"`
+	// DedupMaxEntries bounds the answers remembered for retries (default
+	// 1,000,000, about 250 MB). Past it the oldest answers are forgotten
+	// before their window ends.
+	DedupMaxEntries int `yaml:"dedup_max_entries"`
 	// SuspendedField and SuspendedValues: a bet is refused when the
 	// market's cached publication has this top-level field with one of
 	// these string values (defaults "status" and suspended, closed).
@@ -62,6 +66,7 @@ func DefaultConfig() Config {
 		RatePerUser:              10,
 		BurstPerUser:             20,
 		DedupWindow:              10 * time.Minute,
+		DedupMaxEntries:          1_000_000,
 		SuspendedField:           "status",
 		SuspendedValues:          []string{"suspended", "closed"},
 	}
@@ -94,6 +99,9 @@ func (c *Config) Validate(prefix string) error {
 	}
 	if c.DedupWindow < time.Second {
 		bad("dedup_window", "must be at least 1s")
+	}
+	if c.DedupMaxEntries < c.MaxInFlight {
+		bad("dedup_max_entries", "must be at least max_in_flight")
 	}
 	return errors.Join(errs...)
 }
@@ -168,12 +176,27 @@ type Desk struct {
 	inflight atomic.Int64
 	seed     maphash.Seed
 
+	// susp memoizes the suspension rule per channel for its latest
+	// publication (*suspMemo), so a storm of bets parses it once.
+	susp sync.Map
+
 	mu      sync.Mutex
 	entries map[string]*entry // user + "\x00" + bet id
+	// order holds entries oldest first (from head), for Sweep and the
+	// DedupMaxEntries bound; an element whose key now maps to another
+	// entry is skipped.
+	order   []*entry
+	head    int
 	buckets map[string]*bucket
 }
 
+type suspMemo struct {
+	pub       *fanout.Publication
+	suspended bool
+}
+
 type entry struct {
+	key     string
 	sum     uint64 // of the request, to tell a retry from a reused id
 	done    bool
 	result  Result
@@ -245,9 +268,13 @@ func (d *Desk) Place(b *Bet, done Done) {
 		return
 	}
 	d.hooks.OnInFlight(1)
-	e := &entry{sum: sum, expires: now.Add(d.cfg.DedupWindow), waiters: []Done{done}}
+	e := &entry{key: key, sum: sum, expires: now.Add(d.cfg.DedupWindow), waiters: []Done{done}}
 	d.mu.Lock()
 	d.entries[key] = e
+	d.order = append(d.order, e)
+	if len(d.entries) > d.cfg.DedupMaxEntries {
+		d.trimLocked(func(*entry) bool { return len(d.entries) > d.cfg.DedupMaxEntries })
+	}
 	d.mu.Unlock()
 
 	// The client hears within Timeout even if Kafka never answers; the
@@ -330,6 +357,15 @@ func (d *Desk) suspended(latest *fanout.Publication) bool {
 	if latest == nil {
 		return true
 	}
+	if m, ok := d.susp.Load(latest.Channel); ok && m.(*suspMemo).pub == latest {
+		return m.(*suspMemo).suspended
+	}
+	r := d.suspendedRule(latest)
+	d.susp.Store(latest.Channel, &suspMemo{latest, r})
+	return r
+}
+
+func (d *Desk) suspendedRule(latest *fanout.Publication) bool {
 	var v map[string]json.RawMessage
 	if json.Unmarshal(latest.Data, &v) != nil {
 		return false
@@ -350,22 +386,49 @@ func (d *Desk) suspended(latest *fanout.Publication) bool {
 	return false
 }
 
-// Sweep forgets answers past the dedup window and idle rate buckets. Call
-// it periodically.
+// Sweep forgets answers past the dedup window, idle rate buckets and the
+// suspension memo. Call it periodically; it costs the expired entries,
+// not all of them.
 func (d *Desk) Sweep(now time.Time) {
+	d.susp.Clear()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for k, e := range d.entries {
-		if e.done && now.After(e.expires) {
-			delete(d.entries, k)
-		}
-	}
+	d.trimLocked(func(e *entry) bool { return now.After(e.expires) })
 	full := time.Duration(float64(d.cfg.BurstPerUser) / d.cfg.RatePerUser * float64(time.Second))
 	for u, b := range d.buckets {
 		if now.Sub(b.last) > full {
 			delete(d.buckets, u) // refilled: same as no bucket
 		}
 	}
+}
+
+// trimLocked forgets entries oldest first while more(oldest) holds. It
+// stops at an entry still waiting for Kafka: those are bounded by
+// MaxInFlight and must stay to answer retries.
+func (d *Desk) trimLocked(more func(*entry) bool) {
+	for d.head < len(d.order) {
+		e := d.order[d.head]
+		if d.entries[e.key] == e {
+			if !e.done || !more(e) {
+				break
+			}
+			delete(d.entries, e.key)
+		}
+		d.order[d.head] = nil
+		d.head++
+	}
+	if d.head > 1024 && d.head > len(d.order)/2 {
+		d.order = append(d.order[:0], d.order[d.head:]...)
+		clear(d.order[len(d.order):cap(d.order)])
+		d.head = 0
+	}
+}
+
+// Remembered is how many bet answers are kept for retries.
+func (d *Desk) Remembered() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.entries)
 }
 
 // record is the Kafka record of a bet; docs/bets.md documents it.

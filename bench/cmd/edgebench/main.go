@@ -2,6 +2,7 @@
 //
 //	edgebench broker  --port 9092                 a standalone embedded Kafka (kfake) for local runs
 //	edgebench fanout  --url ws://… --conns 15000   clients over several processes + a timed feed
+//	edgebench bets    --url ws://… --rate 20000    a bet storm: accepted bets/s and reply latency
 //
 // "worker" is internal: fanout starts one worker process per --procs.
 package main
@@ -29,6 +30,8 @@ commands:
   fanout   open many WebSocket clients, feed Kafka at a fixed rate, report
            deliveries/s, latency percentiles and relay memory per connection
   wire     bytes on the wire per delivered update, full JSON vs channel ids, deflate, fossil delta
+  bets     a bet storm: many authenticated clients place bets at a fixed rate
+           while reading odds; accepted bets/s and reply latency percentiles
 
 Run "edgebench <command> -h" for flags.
 `
@@ -48,6 +51,8 @@ func main() {
 		err = fanout(ctx, os.Args[2:])
 	case "wire":
 		err = wire(ctx, os.Args[2:])
+	case "bets":
+		err = betStorm(ctx, os.Args[2:])
 	case "worker":
 		err = bench.Worker(os.Stdin, os.Stdout)
 	default:
@@ -105,12 +110,7 @@ func fanout(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Print(rep.Markdown())
-	if *out != "" {
-		js, _ := json.MarshalIndent(rep, "", "  ")
-		return os.WriteFile(*out, js, 0o644)
-	}
-	return nil
+	return report(rep, rep.Markdown(), *out)
 }
 
 func wire(ctx context.Context, args []string) error {
@@ -129,4 +129,48 @@ func wire(ctx context.Context, args []string) error {
 		fmt.Printf("| %s | %d | %d | %.1f | %.1f%% |\n", r.Mode, r.Updates, r.WireBytes, r.PerUpdate, 100*r.PerUpdate/res[0].PerUpdate)
 	}
 	return nil
+}
+
+func betStorm(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bets", flag.ExitOnError)
+	var cfg bench.BetsConfig
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8000/connection/websocket", "relay WebSocket endpoint")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka seed brokers the relay reads (edgebench publishes the market there)")
+	fs.StringVar(&cfg.Topic, "topic", "odds", "odds topic the relay reads")
+	fs.StringVar(&cfg.Market, "market", "odds:bench:storm:m-1:1x2", "market channel to bet on (published open by edgebench)")
+	fs.IntVar(&cfg.Conns, "conns", 4000, "clients, one user each (rate/conns must stay under the relay's bets.rate_per_user)")
+	fs.Float64Var(&cfg.Rate, "rate", 20000, "bets per second, all clients together")
+	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long bets are sent")
+	fs.DurationVar(&cfg.Drain, "drain", 6*time.Second, "how long to wait for the last replies")
+	fs.StringVar(&cfg.Secret, "secret", "", "HS256 secret the relay accepts (auth.hmac_secrets); empty: dev tokens from /v1/dev/token")
+	fs.StringVar(&cfg.Watch, "watch", "odds:", "clients also subscribe to cached channels with this prefix (empty: none)")
+	fs.IntVar(&cfg.WatchPerClient, "watch-per-client", 3, "channels each client watches")
+	out := fs.String("out", "", "also write the JSON report here")
+	fs.Parse(args)
+	cfg.Brokers = strings.Split(*brokers, ",")
+	if cfg.Conns < 1 || cfg.Rate <= 0 || cfg.Duration <= 0 {
+		return fmt.Errorf("need conns >= 1, rate > 0, duration > 0")
+	}
+	rep, err := bench.RunBets(ctx, cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := report(rep, rep.Markdown(), *out); err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return fmt.Errorf("not every bet was accepted: %d of %d (rejected %v, unanswered %d, failed clients %d: %s)",
+			rep.Accepted, rep.Sent, rep.Rejected, rep.Unanswered, rep.Failed, rep.FirstError)
+	}
+	return nil
+}
+
+// report prints the Markdown table and writes rep as JSON to out, if set.
+func report(rep any, markdown, out string) error {
+	fmt.Print(markdown)
+	if out == "" {
+		return nil
+	}
+	js, _ := json.MarshalIndent(rep, "", "  ")
+	return os.WriteFile(out, js, 0o644)
 }

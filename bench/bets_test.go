@@ -1,0 +1,49 @@
+package bench
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/edgerelay/edgerelay/relay"
+)
+
+// TestBets runs small bet storms against an in-process relay: with room
+// every bet is accepted and timed; with a per-user rate limit below the
+// storm's rate the report counts the 1003 rejections and is not OK.
+func TestBets(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		ratePerUser float64
+		ok          bool
+	}{
+		{"accepted", 100, true},
+		{"rate limited", 1, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			kafka := newKafka(t)
+			cfg := relay.DefaultConfig()
+			cfg.Kafka.Brokers = kafka.ListenAddrs()
+			cfg.Ingest.Topics = cfg.Ingest.Topics[:1]
+			cfg.Auth.HMACSecrets = []string{"bench-test-secret-of-32-bytes-or-more"}
+			cfg.Bets.RatePerUser, cfg.Bets.BurstPerUser = tt.ratePerUser, 1
+			_, addr := startRelay(t, cfg)
+			rep, err := RunBets(t.Context(), BetsConfig{URL: "ws://" + addr + "/connection/websocket", Brokers: kafka.ListenAddrs(),
+				Topic: "odds", Market: "odds:bench:test:1x2", Conns: 10, Rate: 100, Duration: time.Second, Drain: 5 * time.Second,
+				Secret: cfg.Auth.HMACSecrets[0], Watch: "odds:", WatchPerClient: 1}, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%+v", rep)
+			if rep.OK() != tt.ok || rep.Connected != 10 || rep.Sent != 100 || rep.Unanswered != 0 {
+				t.Fatalf("report %s", rep.Markdown())
+			}
+			if tt.ok && (rep.Latency.N != 100 || rep.P99 <= 0) {
+				t.Fatalf("latency not recorded: %+v", rep.Latency)
+			}
+			if !tt.ok && rep.Rejected["1003"] == 0 {
+				t.Fatalf("rate limit rejections not counted: %v", rep.Rejected)
+			}
+		})
+	}
+}

@@ -1,0 +1,117 @@
+package bets
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/protocol"
+)
+
+type nopHooks struct{}
+
+func (nopHooks) OnBet(string, time.Duration) {}
+func (nopHooks) OnInFlight(int)              {}
+
+func newTestDesk(t *testing.T, cfg Config) *Desk {
+	t.Helper()
+	kafka, err := kfake.NewCluster(kfake.SeedTopics(1, "bets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	if err := cfg.Validate("bets"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDesk(cfg, []kgo.Opt{kgo.SeedBrokers(kafka.ListenAddrs()...)}, "n1", nopHooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+// place places a bet and waits for its answer.
+func place(t *testing.T, d *Desk, id string, latest *fanout.Publication, at time.Time) (Result, *protocol.Error) {
+	t.Helper()
+	raw := fmt.Appendf(nil, `{"bet_id":%q,"channel":"odds:m","selection":"home","odds":2,"stake":1}`, id)
+	req, err := Parse(raw, 4096, 255)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		r Result
+		e *protocol.Error
+	}
+	ch := make(chan answer, 1)
+	d.Place(&Bet{Request: req, User: "u", ReceivedAt: at, Latest: latest}, func(r Result, e *protocol.Error) { ch <- answer{r, e} })
+	select {
+	case a := <-ch:
+		return a.r, a.e
+	case <-time.After(10 * time.Second):
+		t.Fatalf("bet %s: no answer", id)
+		return Result{}, nil
+	}
+}
+
+// TestDeskDedupBound: past DedupMaxEntries the oldest answers are
+// forgotten (a retry of those produces again), the newest are kept, and
+// Sweep forgets what is past the window.
+func TestDeskDedupBound(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxInFlight, cfg.MaxInFlightPerConnection, cfg.DedupMaxEntries = 3, 1, 3
+	cfg.RatePerUser, cfg.BurstPerUser = 1000, 1000
+	d := newTestDesk(t, cfg)
+	open := &fanout.Publication{Channel: "odds:m", Data: []byte(`{"status":"open"}`)}
+	now := time.Now()
+	first := map[string]Result{}
+	for i := range 5 {
+		id := fmt.Sprint("b", i)
+		r, e := place(t, d, id, open, now)
+		if e != nil {
+			t.Fatalf("%s: %v", id, e)
+		}
+		first[id] = r
+	}
+	if n := d.Remembered(); n != 3 {
+		t.Fatalf("remembered %d answers, want the bound 3", n)
+	}
+	for _, tt := range []struct {
+		id   string
+		same bool
+	}{{"b4", true}, {"b3", true}, {"b0", false}} {
+		r, e := place(t, d, tt.id, open, now)
+		if e != nil || (r == first[tt.id]) != tt.same {
+			t.Errorf("retry of %s: %+v %v, first answer %+v; want same=%v", tt.id, r, e, first[tt.id], tt.same)
+		}
+	}
+	d.Sweep(now.Add(cfg.DedupWindow + time.Second))
+	if n := d.Remembered(); n != 0 {
+		t.Fatalf("after the window, %d answers remembered", n)
+	}
+}
+
+// TestDeskSuspension: the rule follows the market's latest publication,
+// memoized per publication.
+func TestDeskSuspension(t *testing.T) {
+	cfg := DefaultConfig()
+	d := newTestDesk(t, cfg)
+	open := &fanout.Publication{Channel: "odds:m", Data: []byte(`{"status":"open"}`)}
+	suspended := &fanout.Publication{Channel: "odds:m", Data: []byte(`{"status":"suspended"}`)}
+	now := time.Now()
+	for i, tt := range []struct {
+		pub  *fanout.Publication
+		want *protocol.Error
+	}{{open, nil}, {open, nil}, {suspended, ErrSuspended}, {suspended, ErrSuspended}, {open, nil}, {nil, ErrSuspended},
+		{&fanout.Publication{Channel: "odds:m", Data: []byte(`{"status":"closed"}`)}, ErrSuspended},
+		{&fanout.Publication{Channel: "odds:m", Data: []byte(`[1]`)}, nil}} {
+		_, e := place(t, d, fmt.Sprint("s", i), tt.pub, now)
+		if e != tt.want {
+			t.Errorf("bet %d: %v, want %v", i, e, tt.want)
+		}
+	}
+}
