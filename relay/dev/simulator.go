@@ -14,7 +14,8 @@ import (
 
 // SimConfig configures the odds and scores simulator.
 type SimConfig struct {
-	// Rate is market updates per second across all matches.
+	// Rate is market updates per second across all matches; each also
+	// updates its match channel (match:…, all markets of the match).
 	Rate float64
 	// Matches is how many matches are in play.
 	Matches int
@@ -54,6 +55,29 @@ type MarketUpdate struct {
 	TS         int64       `json:"ts"` // unix milliseconds at production
 }
 
+// MatchUpdate is the JSON value of a match channel record
+// (match:<sport>:<league>:<match>): every market of the match and the
+// score in one message, as a match page shows them. It is produced after
+// each change of the match, alongside the per-market record.
+type MatchUpdate struct {
+	Match   string        `json:"match"`
+	Sport   string        `json:"sport"`
+	League  string        `json:"league"`
+	Home    string        `json:"home"`
+	Away    string        `json:"away"`
+	Score   [2]int        `json:"score"`
+	Markets []MatchMarket `json:"markets"`
+	Seq     uint64        `json:"seq"`
+	TS      int64         `json:"ts"`
+}
+
+// MatchMarket is one market inside a MatchUpdate.
+type MatchMarket struct {
+	Market     string      `json:"market"`
+	Status     string      `json:"status"`
+	Selections []Selection `json:"selections"`
+}
+
 // ScoreUpdate is the JSON value of a scores record.
 type ScoreUpdate struct {
 	Match  string `json:"match"`
@@ -79,8 +103,8 @@ type match struct {
 	score                         [2]int
 	started                       time.Time
 	markets                       []*market
-	scoreChannel                  string
-	scoreSeq                      uint64
+	scoreChannel, matchChannel    string
+	scoreSeq, matchSeq            uint64
 }
 
 // Simulator produces the feed into Kafka.
@@ -98,13 +122,22 @@ var leagues = []struct {
 	markets       [][]string // market id, selection ids...
 }{
 	{"football", "epl", []string{"Arsenal", "Chelsea", "Liverpool", "Everton", "Spurs", "Villa", "Newcastle", "Brighton", "Fulham", "Wolves", "Brentford", "Leeds"},
-		[][]string{{"1x2", "home", "draw", "away"}, {"ou-2.5", "over", "under"}, {"btts", "yes", "no"}}},
+		footballMarkets},
 	{"football", "laliga", []string{"Madrid", "Barcelona", "Atletico", "Sevilla", "Betis", "Valencia", "Villarreal", "Bilbao"},
-		[][]string{{"1x2", "home", "draw", "away"}, {"ou-2.5", "over", "under"}}},
+		footballMarkets},
 	{"tennis", "atp", []string{"Alcaraz", "Sinner", "Djokovic", "Zverev", "Medvedev", "Rune", "Fritz", "Ruud"},
-		[][]string{{"winner", "home", "away"}, {"set-1", "home", "away"}}},
+		[][]string{{"winner", "home", "away"}, {"set-1", "home", "away"}, {"set-2", "home", "away"}, {"games-22.5", "over", "under"},
+			{"set-betting", "2-0", "2-1", "1-2", "0-2"}, {"tiebreak", "yes", "no"}}},
 	{"basketball", "nba", []string{"Celtics", "Lakers", "Nuggets", "Bucks", "Knicks", "Suns", "Heat", "Warriors"},
-		[][]string{{"moneyline", "home", "away"}, {"total-220.5", "over", "under"}}},
+		[][]string{{"moneyline", "home", "away"}, {"spread-5.5", "home", "away"}, {"total-220.5", "over", "under"},
+			{"q1-total-55.5", "over", "under"}, {"ht-moneyline", "home", "away"}}},
+}
+
+// footballMarkets is a live football match's usual board.
+var footballMarkets = [][]string{
+	{"1x2", "home", "draw", "away"}, {"double-chance", "home-draw", "home-away", "draw-away"},
+	{"ou-1.5", "over", "under"}, {"ou-2.5", "over", "under"}, {"ou-3.5", "over", "under"},
+	{"btts", "yes", "no"}, {"next-goal", "home", "none", "away"}, {"ht-1x2", "home", "draw", "away"},
 }
 
 // NewSimulator builds the matches and a producer to brokers.
@@ -123,6 +156,7 @@ func NewSimulator(brokers []string, cfg SimConfig, log *slog.Logger) (*Simulator
 		a := (h + 1 + s.rng.IntN(len(lg.teams)-1)) % len(lg.teams)
 		m := &match{id: fmt.Sprintf("match-%d", 100+i), sport: lg.sport, league: lg.league, home: lg.teams[h], away: lg.teams[a], started: time.Now()}
 		m.scoreChannel = fmt.Sprintf("scores:%s:%s:%s", m.sport, m.league, m.id)
+		m.matchChannel = fmt.Sprintf("match:%s:%s:%s", m.sport, m.league, m.id)
 		for _, mk := range lg.markets {
 			u := MarketUpdate{Match: m.id, Sport: m.sport, League: m.league, Home: m.home, Away: m.away, Market: mk[0], Status: "open"}
 			for _, sel := range mk[1:] {
@@ -160,7 +194,7 @@ func (s *Simulator) price(u *MarketUpdate) {
 func (s *Simulator) Channels() []string {
 	var out []string
 	for _, m := range s.matches {
-		out = append(out, m.scoreChannel)
+		out = append(out, m.scoreChannel, m.matchChannel)
 		for _, mk := range m.markets {
 			out = append(out, mk.channel)
 		}
@@ -177,6 +211,7 @@ func (s *Simulator) Run(ctx context.Context) error {
 		for _, mk := range m.markets {
 			s.produceMarket(ctx, m, mk, false)
 		}
+		s.produceMatch(ctx, m, false)
 	}
 	t := time.NewTicker(time.Duration(float64(time.Second) / s.cfg.Rate))
 	defer t.Stop()
@@ -193,12 +228,17 @@ func (s *Simulator) Run(ctx context.Context) error {
 func (s *Simulator) step(ctx context.Context) {
 	now := time.Now()
 	m := s.matches[s.rng.IntN(len(s.matches))]
+	reopened := false
 	for _, mk := range m.markets {
 		if mk.update.Status == "suspended" && now.After(mk.reopenAt) {
 			mk.update.Status = "open"
 			s.move(mk, 1) // reopen with fresh prices
 			s.produceMarket(ctx, m, mk, true)
+			reopened = true
 		}
+	}
+	if reopened {
+		s.produceMatch(ctx, m, true)
 	}
 	if s.rng.Float64() < s.cfg.GoalProb {
 		side := s.rng.IntN(2)
@@ -209,6 +249,7 @@ func (s *Simulator) step(ctx context.Context) {
 			mk.reopenAt = now.Add(s.cfg.SuspendFor)
 			s.produceMarket(ctx, m, mk, true)
 		}
+		s.produceMatch(ctx, m, true)
 		return
 	}
 	mk := m.markets[s.rng.IntN(len(m.markets))]
@@ -217,6 +258,7 @@ func (s *Simulator) step(ctx context.Context) {
 	}
 	s.move(mk, s.cfg.MoveProb)
 	s.produceMarket(ctx, m, mk, false)
+	s.produceMatch(ctx, m, false)
 }
 
 // move walks each selection's weight with probability prob.
@@ -240,6 +282,16 @@ func (s *Simulator) produceMarket(ctx context.Context, m *match, mk *market, pri
 	mk.update.Seq++
 	mk.update.TS = time.Now().UnixMilli()
 	s.produce(ctx, "odds", m.id, mk.channel, mk.update, priority)
+}
+
+func (s *Simulator) produceMatch(ctx context.Context, m *match, priority bool) {
+	m.matchSeq++
+	u := MatchUpdate{Match: m.id, Sport: m.sport, League: m.league, Home: m.home, Away: m.away, Score: m.score,
+		Seq: m.matchSeq, TS: time.Now().UnixMilli()}
+	for _, mk := range m.markets {
+		u.Markets = append(u.Markets, MatchMarket{Market: mk.update.Market, Status: mk.update.Status, Selections: mk.update.Selections})
+	}
+	s.produce(ctx, "odds", m.id, m.matchChannel, u, priority)
 }
 
 func (s *Simulator) produceScore(ctx context.Context, m *match, event string) {
