@@ -28,6 +28,8 @@ type FanoutConfig struct {
 	Rate     float64 // feed records per second
 	Size     int     // feed value size
 	Duration time.Duration
+	Delta    bool // clients subscribe with fossil delta and rebuild values
+	Deflate  bool // clients offer permessage-deflate
 	// Worker is the command that runs one worker: it gets the worker's
 	// config as JSON in EDGEBENCH_WORKER and must speak the worker protocol
 	// (see Worker). Default: this executable with the argument "worker".
@@ -83,7 +85,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			n = cfg.Conns - per*(cfg.Procs-1)
 		}
 		wc := WorkerConfig{URL: cfg.URL, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
-			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp}
+			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate}
 		js, _ := json.Marshal(wc)
 		argv := cfg.Worker
 		if len(argv) == 0 {
@@ -232,11 +234,24 @@ func scrape(base, name string) (float64, error) {
 // Markdown renders the report as a table row with a header.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| conns | stalled | channels | rate/s | size B | deliveries/s | expected | p50 | p99 | max | gaps | out of order | relay B/conn idle | relay CPU s | closes |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %.0f | %d | %v | %v | %v | %d | %d | %.0f | %.1f | %v |\n",
-		r.Clients.Connected, r.Config.Stalled*100, r.Config.Channels, r.Config.Rate, r.Config.Size,
-		r.DeliveriesPerS, r.Expected, r.P50, r.P99, r.Max, r.Clients.Gaps, r.Clients.OutOfOrder,
-		r.BytesPerConn, r.RelayCPUSeconds, r.Clients.Closes)
+	mode := "full"
+	switch {
+	case r.Config.Delta && r.Config.Deflate:
+		mode = "delta+deflate"
+	case r.Config.Delta:
+		mode = "delta"
+	case r.Config.Deflate:
+		mode = "deflate"
+	}
+	perDelivery := 0.0
+	if r.Clients.Received > 0 {
+		perDelivery = float64(r.Clients.WireBytes) / float64(r.Clients.Received)
+	}
+	fmt.Fprintf(&b, "| conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %s | %.0f | %d | %v | %v | %v | %d | %d | %d | %.0f | %.0f | %.1f | %v |\n",
+		r.Clients.Connected, r.Config.Stalled*100, r.Config.Channels, r.Config.Rate, r.Config.Size, mode,
+		r.DeliveriesPerS, r.Expected, r.P50, r.P99, r.Max, r.Clients.Gaps, r.Clients.OutOfOrder, r.Clients.BadDeltas,
+		perDelivery, r.BytesPerConn, r.RelayCPUSeconds, r.Clients.Closes)
 	return b.String()
 }

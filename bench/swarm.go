@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/edgerelay/edgerelay/delta"
 )
 
 // WorkerConfig is one swarm worker's share of a run.
@@ -26,6 +29,10 @@ type WorkerConfig struct {
 	Stalled int `json:"stalled"`
 	// Ramp is connections opened per second (0: as fast as possible).
 	Ramp float64 `json:"ramp"`
+	// Delta subscribes with delta:"fossil" (values are rebuilt from the
+	// patches before they are checked); Deflate offers permessage-deflate.
+	Delta   bool `json:"delta"`
+	Deflate bool `json:"deflate"`
 }
 
 // WorkerResult is what one worker measured; results merge with Add.
@@ -38,6 +45,10 @@ type WorkerResult struct {
 	OutOfOrder uint64         `json:"out_of_order"` // a sequence number not above the previous
 	Closes     map[string]int `json:"closes"`       // close codes seen, healthy and stalled
 	Latency    Histogram      `json:"latency"`      // intended send time → read, healthy clients
+	// BadDeltas counts patches that did not apply or rebuilt no valid
+	// value (delta clients).
+	BadDeltas uint64 `json:"bad_deltas"`
+	WireBytes uint64 `json:"wire_bytes"` // frames read by healthy clients, headers included
 }
 
 // Add merges o into r.
@@ -50,6 +61,8 @@ func (r *WorkerResult) Add(o *WorkerResult) {
 	r.Received += o.Received
 	r.Gaps += o.Gaps
 	r.OutOfOrder += o.OutOfOrder
+	r.BadDeltas += o.BadDeltas
+	r.WireBytes += o.WireBytes
 	if r.Closes == nil {
 		r.Closes = map[string]int{}
 	}
@@ -70,7 +83,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		results = make([]clientResult, cfg.Conns)
 	)
 	total.Closes = map[string]int{}
-	dialer := ws.Dialer{Timeout: 10 * time.Second, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	dialer := ws.Dialer{Timeout: 10 * time.Second, Extensions: deflateOffer(cfg.Deflate), NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: 10 * time.Second}
 		if cfg.Source != "" {
 			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.Source)}
@@ -93,7 +106,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			defer wg.Done()
 			c := &results[i]
 			c.stalled = i < cfg.Stalled
-			err := c.run(ctx, dialer, cfg.URL, cfg.Channels[i%len(cfg.Channels)], setup.Done)
+			err := c.run(ctx, dialer, cfg, cfg.Channels[i%len(cfg.Channels)], setup.Done)
 			if err != nil {
 				mu.Lock()
 				if total.FirstError == "" {
@@ -125,6 +138,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		total.Received += c.received
 		total.Gaps += c.gaps
 		total.OutOfOrder += c.outOfOrder
+		total.BadDeltas += c.badDeltas
+		total.WireBytes += c.wireBytes
 		total.Latency.Merge(&c.latency)
 	}
 	return total
@@ -136,28 +151,40 @@ type clientResult struct {
 	received   uint64
 	gaps       uint64
 	outOfOrder uint64
+	badDeltas  uint64
+	wireBytes  uint64
 	lastSeq    int64
 	close      string
 	latency    Histogram
+	base       []byte // delta clients: the last value, what the next patch applies to
+	scratch    []byte
 }
 
 var errClosed = errors.New("closed by server")
 
-func (c *clientResult) run(ctx context.Context, d ws.Dialer, url, channel string, setupDone func()) error {
+func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, channel string, setupDone func()) error {
 	once := sync.OnceFunc(setupDone)
 	defer once()
-	conn, _, _, err := d.Dial(ctx, url)
+	conn, _, hs, err := d.Dial(ctx, cfg.URL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	if cfg.Deflate && len(hs.Extensions) == 0 {
+		return fmt.Errorf("the relay did not accept permessage-deflate")
+	}
 	go func() { <-ctx.Done(); conn.Close() }()
-	sub := fmt.Sprintf("{\"id\":1,\"connect\":{\"name\":\"edgebench\"}}\n{\"id\":2,\"subscribe\":{\"channel\":%q}}", channel)
+	opts := ""
+	if cfg.Delta {
+		opts = `,"delta":"fossil"`
+	}
+	sub := fmt.Sprintf("{\"id\":1,\"connect\":{\"name\":\"edgebench\"}}\n{\"id\":2,\"subscribe\":{\"channel\":%q%s}}", channel, opts)
 	if err := wsutil.WriteClientText(conn, []byte(sub)); err != nil {
 		return err
 	}
 	br := bufio.NewReaderSize(conn, 4096)
 	var payload []byte
+	var inf inflater
 	for {
 		h, err := ws.ReadHeader(br)
 		if err != nil {
@@ -183,7 +210,16 @@ func (c *clientResult) run(ctx context.Context, d ws.Dialer, url, channel string
 		default:
 			continue
 		}
-		for line := range bytes.SplitSeq(payload, []byte{'\n'}) {
+		text := payload
+		if h.Rsv&4 != 0 { // RSV1: compressed
+			if text, err = inf.inflate(payload); err != nil {
+				return err
+			}
+		}
+		if c.subscribed {
+			c.wireBytes += uint64(int64(ws.HeaderSize(h)) + h.Length)
+		}
+		for line := range bytes.SplitSeq(text, []byte{'\n'}) {
 			c.line(conn, line, now)
 		}
 		if c.subscribed {
@@ -201,7 +237,38 @@ var (
 	keySub  = []byte(`"subscribe":{`)
 	keyT    = []byte(`"t":`)
 	keySeq  = []byte(`"seq":`)
+	// keyDeltaData: in a delta subscription the JSON protocol sends data
+	// as a string, the full value or (with "delta":true) a patch.
+	keyDeltaData = []byte(`"data":"`)
+	keyDelta     = []byte(`"delta":true`)
 )
+
+// rebuild returns the value a delta subscription's push carries: the data
+// string itself, or the previous value patched. nil: it did not apply.
+func (c *clientResult) rebuild(line []byte) []byte {
+	i := bytes.Index(line, keyDeltaData)
+	if i < 0 {
+		return nil
+	}
+	var data string
+	dec := json.NewDecoder(bytes.NewReader(line[i+len(keyDeltaData)-1:]))
+	if dec.Decode(&data) != nil {
+		return nil
+	}
+	if !bytes.Contains(line, keyDelta) {
+		c.base = append(c.base[:0], data...)
+		return c.base
+	}
+	if c.base == nil {
+		return nil // a patch with no base: the relay must never send one
+	}
+	out, err := delta.Decode(c.scratch[:0], c.base, []byte(data))
+	if err != nil {
+		return nil
+	}
+	c.scratch, c.base = c.base, out
+	return c.base
+}
 
 func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 	switch {
@@ -212,6 +279,13 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 		// sequence numbers: order is checked from the first live push.
 		c.subscribed = true
 	case bytes.Contains(line, keyPush):
+		if c.base != nil || bytes.Contains(line, keyDeltaData) {
+			line = c.rebuild(line)
+			if line == nil {
+				c.badDeltas++
+				return
+			}
+		}
 		t, ok := intAfter(line, keyT)
 		if !ok {
 			return

@@ -93,9 +93,7 @@ func MeasureWire(ctx context.Context, wsURL, prefix string, d time.Duration) ([]
 func wireClient(ctx context.Context, url string, mode WireMode, channels []struct{ Channel string }, d time.Duration) (WireResult, error) {
 	res := WireResult{Mode: mode.Name}
 	var dialer ws.Dialer
-	if mode.Deflate {
-		dialer.Extensions = []httphead.Option{wsflate.DefaultParameters.Option()}
-	}
+	dialer.Extensions = deflateOffer(mode.Deflate)
 	conn, _, hs, err := dialer.Dial(ctx, url)
 	if err != nil {
 		return res, err
@@ -120,7 +118,7 @@ func wireClient(ctx context.Context, url string, mode WireMode, channels []struc
 	}
 	conn.SetReadDeadline(time.Now().Add(d))
 	br := bufio.NewReader(conn)
-	inflater := flate.NewReader(nil)
+	var inf inflater
 	subscribed := 0
 	for {
 		h, err := ws.ReadHeader(br)
@@ -136,9 +134,8 @@ func wireClient(ctx context.Context, url string, mode WireMode, channels []struc
 		}
 		text := payload
 		if h.Rsv&4 != 0 { // RSV1: compressed
-			inflater.(flate.Resetter).Reset(io.MultiReader(bytes.NewReader(payload), bytes.NewReader(deflateTail)), nil)
-			if text, err = io.ReadAll(inflater); err != nil {
-				return res, fmt.Errorf("inflating a frame: %w", err)
+			if text, err = inf.inflate(payload); err != nil {
+				return res, err
 			}
 		}
 		switch {
@@ -157,6 +154,34 @@ func wireClient(ctx context.Context, url string, mode WireMode, channels []struc
 		res.PerUpdate = float64(res.WireBytes) / float64(res.Updates)
 	}
 	return res, nil
+}
+
+// deflateOffer is the permessage-deflate offer, if on.
+func deflateOffer(on bool) []httphead.Option {
+	if !on {
+		return nil
+	}
+	return []httphead.Option{wsflate.DefaultParameters.Option()}
+}
+
+// inflater decompresses permessage-deflate messages (no context takeover:
+// each message on its own). The zero value is ready.
+type inflater struct {
+	r io.ReadCloser
+}
+
+func (f *inflater) inflate(payload []byte) ([]byte, error) {
+	src := io.MultiReader(bytes.NewReader(payload), bytes.NewReader(deflateTail))
+	if f.r == nil {
+		f.r = flate.NewReader(src)
+	} else {
+		f.r.(flate.Resetter).Reset(src, nil)
+	}
+	text, err := io.ReadAll(f.r)
+	if err != nil {
+		return nil, fmt.Errorf("inflating a frame: %w", err)
+	}
+	return text, nil
 }
 
 // deflateTail ends one permessage-deflate message for a flate reader: the

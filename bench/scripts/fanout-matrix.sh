@@ -5,7 +5,7 @@
 # the edgebench fanout scenarios and prints one Markdown row each.
 #
 #   bench/scripts/fanout-matrix.sh            # all scenarios (~10 minutes)
-#   bench/scripts/fanout-matrix.sh idle       # one group: idle, rate, latency, stalled
+#   bench/scripts/fanout-matrix.sh idle       # one group: idle, rate, latency, stalled, modes
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/edgerelay-bench}
@@ -30,8 +30,8 @@ run() { # name, then edgebench fanout flags
 }
 
 group=${1:-all}
-echo "| scenario | conns | stalled | channels | rate/s | size B | deliveries/s | expected | p50 | p99 | max | gaps | out of order | relay B/conn idle | relay CPU s | closes |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| scenario | conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 if [[ $group == all || $group == idle ]]; then
   for i in 1 2 3; do run idle-15k-$i --conns 15000 --procs 4 --rate 1 --duration 3s; done
 fi
@@ -43,4 +43,14 @@ if [[ $group == all || $group == latency ]]; then
 fi
 if [[ $group == all || $group == stalled ]]; then
   for s in 0 0.1; do run stalled-$s --conns 15000 --procs 4 --channels 100 --rate 200 --stalled "$s" --duration 20s; done
+fi
+if [[ $group == all || $group == modes ]]; then
+  # The same load with clients on full JSON and on fossil delta + deflate,
+  # alternated so that both see the same machine.
+  for i in 1 2; do
+    run rate-1ch-20-full-$i --conns 15000 --procs 4 --channels 1 --rate 20 --duration 15s
+    run rate-1ch-20-delta-deflate-$i --conns 15000 --procs 4 --channels 1 --rate 20 --duration 15s --delta --deflate
+    run latency-100ch-200-full-$i --conns 15000 --procs 4 --channels 100 --rate 200 --duration 15s
+    run latency-100ch-200-delta-deflate-$i --conns 15000 --procs 4 --channels 100 --rate 200 --duration 15s --delta --deflate
+  done
 fi

@@ -100,6 +100,8 @@ func fanout(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.Rate, "rate", 10, "feed records per second")
 	fs.IntVar(&cfg.Size, "size", 300, "feed value size in bytes")
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "feed duration")
+	fs.BoolVar(&cfg.Delta, "delta", false, "subscribe with fossil delta (values are rebuilt and checked)")
+	fs.BoolVar(&cfg.Deflate, "deflate", false, "offer permessage-deflate")
 	out := fs.String("out", "", "also write the JSON report here")
 	fs.Parse(args)
 	cfg.Brokers = strings.Split(*brokers, ",")
