@@ -51,6 +51,14 @@ func runWorkerAndFeed(t *testing.T, wc WorkerConfig) WorkerResult {
 
 	channels := []string{"bench:test:0", "bench:test:1"}
 	wc.URL, wc.Source, wc.Channels = "ws://"+addr+"/connection/websocket", "127.0.0.1", channels
+	// The channels hold a value before the clients subscribe: a delta
+	// client gets it in the subscribe reply as the base of the first patch.
+	if _, err := RunFeed(ctx, FeedConfig{Brokers: kafka.ListenAddrs(), Topic: "odds", Channels: channels, Rate: 100, Size: 300, Duration: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	for srv.Hub().Last(channels[0]) == nil || srv.Hub().Last(channels[1]) == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 	wctx, stop := context.WithCancel(ctx)
 	ready := make(chan [2]int, 1)
 	results := make(chan WorkerResult, 1)

@@ -255,7 +255,7 @@ func (c *clientResult) rebuild(line []byte) []byte {
 	if dec.Decode(&data) != nil {
 		return nil
 	}
-	if !bytes.Contains(line, keyDelta) {
+	if !bytes.Contains(line, keyDelta) || bytes.Contains(line, keySub) {
 		c.base = append(c.base[:0], data...)
 		return c.base
 	}
@@ -277,7 +277,11 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 	case bytes.Contains(line, keySub):
 		// The cached value may come from an earlier run with other
 		// sequence numbers: order is checked from the first live push.
+		// In a delta subscription it is the base of the first patch.
 		c.subscribed = true
+		if bytes.Contains(line, keyDeltaData) {
+			c.rebuild(line)
+		}
 	case bytes.Contains(line, keyPush):
 		if c.base != nil || bytes.Contains(line, keyDeltaData) {
 			line = c.rebuild(line)
