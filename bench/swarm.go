@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -158,6 +159,7 @@ type clientResult struct {
 	latency    Histogram
 	base       []byte // delta clients: the last value, what the next patch applies to
 	scratch    []byte
+	data       []byte // the push's data string, unescaped
 }
 
 var errClosed = errors.New("closed by server")
@@ -250,24 +252,72 @@ func (c *clientResult) rebuild(line []byte) []byte {
 	if i < 0 {
 		return nil
 	}
-	var data string
-	dec := json.NewDecoder(bytes.NewReader(line[i+len(keyDeltaData)-1:]))
-	if dec.Decode(&data) != nil {
+	var ok bool
+	c.data, ok = appendUnquoted(c.data[:0], line[i+len(keyDeltaData):])
+	if !ok {
 		return nil
 	}
 	if !bytes.Contains(line, keyDelta) || bytes.Contains(line, keySub) {
-		c.base = append(c.base[:0], data...)
+		c.base = append(c.base[:0], c.data...)
 		return c.base
 	}
 	if c.base == nil {
 		return nil // a patch with no base: the relay must never send one
 	}
-	out, err := delta.Decode(c.scratch[:0], c.base, []byte(data))
+	out, err := delta.Decode(c.scratch[:0], c.base, c.data)
 	if err != nil {
 		return nil
 	}
 	c.scratch, c.base = c.base, out
 	return c.base
+}
+
+// appendUnquoted appends the JSON string whose body starts at b (after
+// the opening quote) to dst, unescaped. The load generator decodes every
+// delta push, so this avoids encoding/json's allocations.
+func appendUnquoted(dst, b []byte) ([]byte, bool) {
+	for i := 0; i < len(b); i++ {
+		switch ch := b[i]; ch {
+		case '"':
+			return dst, true
+		case '\\':
+			if i+1 >= len(b) {
+				return dst, false
+			}
+			i++
+			switch b[i] {
+			case '"', '\\', '/':
+				dst = append(dst, b[i])
+			case 'n':
+				dst = append(dst, '\n')
+			case 't':
+				dst = append(dst, '\t')
+			case 'r':
+				dst = append(dst, '\r')
+			case 'b':
+				dst = append(dst, '\b')
+			case 'f':
+				dst = append(dst, '\f')
+			case 'u':
+				if i+4 >= len(b) {
+					return dst, false
+				}
+				r, err := strconv.ParseUint(string(b[i+1:i+5]), 16, 16)
+				if err != nil || utf16.IsSurrogate(rune(r)) {
+					// Fossil patches and our values are ASCII; a pair
+					// would need joining, which the relay never sends.
+					return dst, false
+				}
+				dst = utf8.AppendRune(dst, rune(r))
+				i += 4
+			default:
+				return dst, false
+			}
+		default:
+			dst = append(dst, ch)
+		}
+	}
+	return dst, false
 }
 
 func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
