@@ -165,23 +165,38 @@ func deflateOffer(on bool) []httphead.Option {
 }
 
 // inflater decompresses permessage-deflate messages (no context takeover:
-// each message on its own). The zero value is ready.
+// each message on its own), reusing its buffers: the load generator
+// inflates every delivery. The zero value is ready; the returned slice is
+// valid until the next call.
 type inflater struct {
-	r io.ReadCloser
+	r   io.ReadCloser
+	in  []byte
+	src bytes.Reader
+	out []byte
 }
 
 func (f *inflater) inflate(payload []byte) ([]byte, error) {
-	src := io.MultiReader(bytes.NewReader(payload), bytes.NewReader(deflateTail))
+	f.in = append(append(f.in[:0], payload...), deflateTail...)
+	f.src.Reset(f.in)
 	if f.r == nil {
-		f.r = flate.NewReader(src)
-	} else {
-		f.r.(flate.Resetter).Reset(src, nil)
+		f.r = flate.NewReader(&f.src)
+	} else if err := f.r.(flate.Resetter).Reset(&f.src, nil); err != nil {
+		return nil, err
 	}
-	text, err := io.ReadAll(f.r)
-	if err != nil {
-		return nil, fmt.Errorf("inflating a frame: %w", err)
+	f.out = f.out[:0]
+	for {
+		if len(f.out) == cap(f.out) {
+			f.out = append(f.out, 0)[:len(f.out)]
+		}
+		n, err := f.r.Read(f.out[len(f.out):cap(f.out)])
+		f.out = f.out[:len(f.out)+n]
+		if err == io.EOF {
+			return f.out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("inflating a frame: %w", err)
+		}
 	}
-	return text, nil
 }
 
 // deflateTail ends one permessage-deflate message for a flate reader: the
