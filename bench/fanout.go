@@ -30,6 +30,9 @@ type FanoutConfig struct {
 	Duration time.Duration
 	Delta    bool // clients subscribe with fossil delta and rebuild values
 	Deflate  bool // clients offer permessage-deflate
+	// PriorityEvery marks every n-th record of a channel priority (0: none):
+	// those must reach every healthy client.
+	PriorityEvery int
 	// Worker is the command that runs one worker: it gets the worker's
 	// config as JSON in EDGEBENCH_WORKER and must speak the worker protocol
 	// (see Worker). Default: this executable with the argument "worker".
@@ -50,6 +53,39 @@ type Report struct {
 	RelayIdleBytes  int64         `json:"relay_rss_idle_delta_bytes"` // RSS after GC with clients minus before
 	BytesPerConn    float64       `json:"bytes_per_conn"`
 	RelayCPUSeconds float64       `json:"relay_cpu_seconds"` // during the feed
+	// Relay RSS sampled every second during the feed: memory must stay flat.
+	RelayRSSStart int64 `json:"relay_rss_start_bytes"`
+	RelayRSSMax   int64 `json:"relay_rss_max_bytes"`
+	RelayRSSEnd   int64 `json:"relay_rss_end_bytes"`
+	// Verdicts.
+	Skipped          float64 `json:"skipped"` // share of expected deliveries not made (conflated or lost)
+	PriorityExpected uint64  `json:"priority_expected"`
+	PriorityRead     uint64  `json:"priority_read"`
+	FinalExpected    int     `json:"final_expected"` // healthy clients
+	FinalCorrect     int     `json:"final_correct"`  // of them, ending on their channel's last value
+}
+
+// Verdict is nil when nothing was lost that must not be: every priority
+// publication and every channel's final value reached every healthy
+// client, in order, and every patch applied.
+func (r *Report) Verdict() error {
+	var errs []string
+	if r.PriorityRead != r.PriorityExpected {
+		errs = append(errs, fmt.Sprintf("priority publications read %d of %d", r.PriorityRead, r.PriorityExpected))
+	}
+	if r.FinalCorrect != r.FinalExpected {
+		errs = append(errs, fmt.Sprintf("clients ending on the final value %d of %d", r.FinalCorrect, r.FinalExpected))
+	}
+	if r.Clients.OutOfOrder > 0 {
+		errs = append(errs, fmt.Sprintf("%d out of order", r.Clients.OutOfOrder))
+	}
+	if r.Clients.BadDeltas > 0 {
+		errs = append(errs, fmt.Sprintf("%d bad deltas", r.Clients.BadDeltas))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("verdict: FAIL: %s", strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 // RunFanout runs workers, the feed, and samples the relay.
@@ -85,7 +121,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			n = cfg.Conns - per*(cfg.Procs-1)
 		}
 		wc := WorkerConfig{URL: cfg.URL, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
-			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate}
+			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, PriorityEvery: cfg.PriorityEvery}
 		js, _ := json.Marshal(wc)
 		argv := cfg.Worker
 		if len(argv) == 0 {
@@ -147,7 +183,28 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	}
 	cpuBefore, _ := scrape(metricsURL, "process_cpu_seconds_total")
 	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
-	rep.Feed, err = RunFeed(ctx, FeedConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Channels: channels, Rate: cfg.Rate, Size: cfg.Size, Duration: cfg.Duration})
+	sampled := make(chan struct{})
+	feedDone := make(chan struct{})
+	go func() { // relay memory during the feed
+		defer close(sampled)
+		for {
+			if v, err := scrape(metricsURL, "process_resident_memory_bytes"); err == nil {
+				if rep.RelayRSSStart == 0 {
+					rep.RelayRSSStart = int64(v)
+				}
+				rep.RelayRSSMax, rep.RelayRSSEnd = max(rep.RelayRSSMax, int64(v)), int64(v)
+			}
+			select {
+			case <-feedDone:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	rep.Feed, err = RunFeed(ctx, FeedConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Channels: channels, Rate: cfg.Rate, Size: cfg.Size,
+		Duration: cfg.Duration, PriorityEvery: cfg.PriorityEvery})
+	close(feedDone)
+	<-sampled
 	if err != nil {
 		return nil, err
 	}
@@ -167,10 +224,28 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	rep.Healthy = rep.Clients.Connected - stalledTotal/cfg.Procs*cfg.Procs
 	rep.Expected = rep.Feed.Sent * uint64(rep.Healthy) / uint64(cfg.Channels)
 	rep.DeliveriesPerS = float64(rep.Clients.Received) / cfg.Duration.Seconds()
+	rep.judge(cfg.PriorityEvery)
 	rep.P50 = rep.Clients.Latency.Quantile(0.5)
 	rep.P99 = rep.Clients.Latency.Quantile(0.99)
 	rep.Max = rep.Clients.Latency.Max
 	return rep, nil
+}
+
+// judge fills the verdict fields from the clients' per-channel results
+// and the feed's final sequence numbers.
+func (rep *Report) judge(priorityEvery int) {
+	for ch, cr := range rep.Clients.Channels {
+		final := rep.Feed.Final[ch]
+		rep.FinalExpected += cr.Clients
+		rep.FinalCorrect += cr.Last[final]
+		if priorityEvery > 0 {
+			rep.PriorityExpected += uint64(cr.Clients) * uint64(final/int64(priorityEvery))
+		}
+		rep.PriorityRead += cr.Priority
+	}
+	if rep.Expected > 0 {
+		rep.Skipped = float64(rep.Clients.Gaps) / float64(rep.Expected)
+	}
 }
 
 // Worker is the worker process's side: it reads its config from
@@ -247,11 +322,12 @@ func (r *Report) Markdown() string {
 	if r.Clients.Received > 0 {
 		perDelivery = float64(r.Clients.WireBytes) / float64(r.Clients.Received)
 	}
-	fmt.Fprintf(&b, "| conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %s | %.0f | %d | %v | %v | %v | %d | %d | %d | %.0f | %.0f | %.1f | %v |\n",
+	fmt.Fprintf(&b, "| conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %s | %.0f | %d | %v | %v | %v | %d | %d | %d | %.0f | %.0f | %.1f | %v | %.1f%% | %d/%d | %d/%d | %d/%d/%d |\n",
 		r.Clients.Connected, r.Config.Stalled*100, r.Config.Channels, r.Config.Rate, r.Config.Size, mode,
 		r.DeliveriesPerS, r.Expected, r.P50, r.P99, r.Max, r.Clients.Gaps, r.Clients.OutOfOrder, r.Clients.BadDeltas,
-		perDelivery, r.BytesPerConn, r.RelayCPUSeconds, r.Clients.Closes)
+		perDelivery, r.BytesPerConn, r.RelayCPUSeconds, r.Clients.Closes, r.Skipped*100, r.PriorityRead, r.PriorityExpected,
+		r.FinalCorrect, r.FinalExpected, r.RelayRSSStart>>20, r.RelayRSSMax>>20, r.RelayRSSEnd>>20)
 	return b.String()
 }

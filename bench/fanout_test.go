@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,8 @@ func TestWorkerAndFeed(t *testing.T) {
 		delta, deflate bool
 	}{{"full", false, false}, {"deflate", false, true}, {"delta", true, false}, {"delta+deflate", true, true}} {
 		t.Run(tt.name, func(t *testing.T) {
-			res := runWorkerAndFeed(t, WorkerConfig{Conns: 20, Stalled: 4, Delta: tt.delta, Deflate: tt.deflate})
+			res, _ := runWorkerAndFeed(t, WorkerConfig{Conns: 20, Stalled: 4, Delta: tt.delta, Deflate: tt.deflate}, nil,
+				FeedConfig{Rate: 200, Size: 300, Duration: 500 * time.Millisecond})
 			// Each healthy client (16) gets the records of its channel (50).
 			want := uint64(16 * 50)
 			if res.Received != want || res.Gaps != 0 || res.OutOfOrder != 0 || res.Latency.N != want || res.BadDeltas != 0 {
@@ -40,12 +42,16 @@ func TestWorkerAndFeed(t *testing.T) {
 }
 
 // runWorkerAndFeed runs one worker with wc (URL, source and channels
-// filled in) and 100 records of 300 bytes over two channels.
-func runWorkerAndFeed(t *testing.T, wc WorkerConfig) WorkerResult {
+// filled in) against a relay (its config adjusted by tune, if not nil) and
+// feed (brokers, topic and channels filled in) over two channels.
+func runWorkerAndFeed(t *testing.T, wc WorkerConfig, tune func(*relay.Config), feed FeedConfig) (WorkerResult, FeedResult) {
 	kafka := newKafka(t)
 	cfg := relay.DefaultConfig()
 	cfg.Kafka.Brokers = kafka.ListenAddrs()
 	cfg.Ingest.Topics = cfg.Ingest.Topics[:1]
+	if tune != nil {
+		tune(&cfg)
+	}
 	srv, addr := startRelay(t, cfg)
 	ctx := t.Context()
 
@@ -69,17 +75,66 @@ func runWorkerAndFeed(t *testing.T, wc WorkerConfig) WorkerResult {
 		stop()
 		t.Fatalf("connected/failed = %v (%+v)", r, <-results)
 	}
-	feed, err := RunFeed(ctx, FeedConfig{Brokers: kafka.ListenAddrs(), Topic: "odds", Channels: channels, Rate: 200, Size: 300, Duration: 500 * time.Millisecond})
-	if err != nil || feed.Sent != 100 || feed.Failed != 0 {
-		t.Fatalf("feed %+v, %v", feed, err)
+	feed.Brokers, feed.Topic, feed.Channels = kafka.ListenAddrs(), "odds", channels
+	fr, err := RunFeed(ctx, feed)
+	if want := uint64(feed.Rate * feed.Duration.Seconds()); err != nil || fr.Sent != want || fr.Failed != 0 {
+		t.Fatalf("feed %+v, %v; want %d sent", fr, err, want)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for srv.Hub().Stats().Deliveries < uint64(wc.Conns)*50 && time.Now().Before(deadline) {
+	for srv.Hub().Stats().Deliveries < uint64(wc.Conns)*fr.Sent/2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(time.Second) // let the last writes reach the clients; the counts are only read at stop
 	stop()
-	return <-results
+	return <-results, fr
+}
+
+// TestOverloadVerdicts: with conflation on at once (conflate_after 0) and
+// a fast feed, clients may skip intermediate updates, but every priority
+// publication and every channel's final value reaches every healthy client.
+func TestOverloadVerdicts(t *testing.T) {
+	wc := WorkerConfig{Conns: 40, PriorityEvery: 10}
+	res, fr := runWorkerAndFeed(t, wc, func(c *relay.Config) { c.Overload.ConflateAfter = 0 },
+		FeedConfig{Rate: 4000, Size: 300, Duration: 500 * time.Millisecond, PriorityEvery: 10})
+	rep := &Report{Clients: res, Feed: fr, Expected: fr.Sent * 40 / 2}
+	rep.judge(10)
+	t.Logf("skipped %.1f%% of %d deliveries; priority %d/%d; final %d/%d",
+		rep.Skipped*100, rep.Expected, rep.PriorityRead, rep.PriorityExpected, rep.FinalCorrect, rep.FinalExpected)
+	if err := rep.Verdict(); err != nil || rep.FinalExpected != 40 || rep.PriorityExpected != 40*100 {
+		t.Fatalf("%v (final expected %d, priority expected %d)", err, rep.FinalExpected, rep.PriorityExpected)
+	}
+}
+
+// TestVerdict: the harness fails a run that lost a priority publication or
+// a final value, or delivered out of order.
+func TestVerdict(t *testing.T) {
+	good := func() *Report {
+		return &Report{Feed: FeedResult{Final: map[string]int64{"a": 20, "b": 30}}, Clients: WorkerResult{Channels: map[string]*ChannelResult{
+			"a": {Clients: 2, Last: map[int64]int{20: 2}, Priority: 4},
+			"b": {Clients: 1, Last: map[int64]int{30: 1}, Priority: 3},
+		}}}
+	}
+	for _, tt := range []struct {
+		name   string
+		breaks func(*Report)
+		errHas string
+	}{
+		{"all there", func(*Report) {}, ""},
+		{"a priority publication missing", func(r *Report) { r.Clients.Channels["a"].Priority = 3 }, "priority publications read 6 of 7"},
+		{"a stale final value", func(r *Report) { r.Clients.Channels["b"].Last = map[int64]int{29: 1} }, "final value 2 of 3"},
+		{"out of order", func(r *Report) { r.Clients.OutOfOrder = 1 }, "out of order"},
+		{"bad delta", func(r *Report) { r.Clients.BadDeltas = 1 }, "bad deltas"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := good()
+			tt.breaks(r)
+			r.judge(10)
+			err := r.Verdict()
+			if (err == nil) != (tt.errHas == "") || (err != nil && !strings.Contains(err.Error(), tt.errHas)) {
+				t.Fatalf("Verdict() = %v, want an error with %q", err, tt.errHas)
+			}
+		})
+	}
 }
 
 func newKafka(t *testing.T) *kfake.Cluster {

@@ -28,6 +28,8 @@ type FeedResult struct {
 	Failed uint64 `json:"failed"`
 	// Behind is how far the producer fell behind its schedule at worst.
 	Behind time.Duration `json:"behind"`
+	// Final is each channel's last sequence number (its final value).
+	Final map[string]int64 `json:"final"`
 }
 
 // RunFeed produces until cfg.Duration has passed. Each value is
@@ -78,5 +80,9 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 		return res, err
 	}
 	res.Failed = failed.Load()
+	res.Final = map[string]int64{}
+	for i, ch := range cfg.Channels {
+		res.Final[ch] = seqs[i]
+	}
 	return res, nil
 }

@@ -34,6 +34,16 @@ type WorkerConfig struct {
 	// patches before they are checked); Deflate offers permessage-deflate.
 	Delta   bool `json:"delta"`
 	Deflate bool `json:"deflate"`
+	// PriorityEvery: sequence numbers divisible by it are priority
+	// publications, which must all arrive (0: none).
+	PriorityEvery int `json:"priority_every"`
+}
+
+// ChannelResult is what the healthy clients of one channel ended with.
+type ChannelResult struct {
+	Clients  int           `json:"clients"`
+	Last     map[int64]int `json:"last"`     // last sequence number read → clients
+	Priority uint64        `json:"priority"` // priority publications read, all clients
 }
 
 // WorkerResult is what one worker measured; results merge with Add.
@@ -50,6 +60,9 @@ type WorkerResult struct {
 	// value (delta clients).
 	BadDeltas uint64 `json:"bad_deltas"`
 	WireBytes uint64 `json:"wire_bytes"` // frames read by healthy clients, headers included
+	// Channels: per channel, the healthy clients' final values and
+	// priority publications, for the verdicts.
+	Channels map[string]*ChannelResult `json:"channels"`
 }
 
 // Add merges o into r.
@@ -64,6 +77,21 @@ func (r *WorkerResult) Add(o *WorkerResult) {
 	r.OutOfOrder += o.OutOfOrder
 	r.BadDeltas += o.BadDeltas
 	r.WireBytes += o.WireBytes
+	if r.Channels == nil {
+		r.Channels = map[string]*ChannelResult{}
+	}
+	for ch, oc := range o.Channels {
+		c := r.Channels[ch]
+		if c == nil {
+			c = &ChannelResult{Last: map[int64]int{}}
+			r.Channels[ch] = c
+		}
+		c.Clients += oc.Clients
+		c.Priority += oc.Priority
+		for seq, n := range oc.Last {
+			c.Last[seq] += n
+		}
+	}
 	if r.Closes == nil {
 		r.Closes = map[string]int{}
 	}
@@ -84,6 +112,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		results = make([]clientResult, cfg.Conns)
 	)
 	total.Closes = map[string]int{}
+	total.Channels = map[string]*ChannelResult{}
 	dialer := ws.Dialer{Timeout: 10 * time.Second, Extensions: deflateOffer(cfg.Deflate), NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: 10 * time.Second}
 		if cfg.Source != "" {
@@ -107,6 +136,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			defer wg.Done()
 			c := &results[i]
 			c.stalled = i < cfg.Stalled
+			c.priorityEvery = int64(cfg.PriorityEvery)
 			err := c.run(ctx, dialer, cfg, cfg.Channels[i%len(cfg.Channels)], setup.Done)
 			if err != nil {
 				mu.Lock()
@@ -141,25 +171,38 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		total.OutOfOrder += c.outOfOrder
 		total.BadDeltas += c.badDeltas
 		total.WireBytes += c.wireBytes
+		if c.subscribed {
+			ch := cfg.Channels[i%len(cfg.Channels)]
+			cr := total.Channels[ch]
+			if cr == nil {
+				cr = &ChannelResult{Last: map[int64]int{}}
+				total.Channels[ch] = cr
+			}
+			cr.Clients++
+			cr.Last[c.lastSeq]++
+			cr.Priority += c.priority
+		}
 		total.Latency.Merge(&c.latency)
 	}
 	return total
 }
 
 type clientResult struct {
-	stalled    bool
-	subscribed bool
-	received   uint64
-	gaps       uint64
-	outOfOrder uint64
-	badDeltas  uint64
-	wireBytes  uint64
-	lastSeq    int64
-	close      string
-	latency    Histogram
-	base       []byte // delta clients: the last value, what the next patch applies to
-	scratch    []byte
-	data       []byte // the push's data string, unescaped
+	stalled       bool
+	subscribed    bool
+	received      uint64
+	gaps          uint64
+	outOfOrder    uint64
+	badDeltas     uint64
+	priority      uint64 // priority publications read
+	priorityEvery int64
+	wireBytes     uint64
+	lastSeq       int64
+	close         string
+	latency       Histogram
+	base          []byte // delta clients: the last value, what the next patch applies to
+	scratch       []byte
+	data          []byte // the push's data string, unescaped
 }
 
 var errClosed = errors.New("closed by server")
@@ -350,10 +393,13 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 			switch {
 			case c.lastSeq != 0 && seq <= c.lastSeq:
 				c.outOfOrder++
-			case c.lastSeq != 0 && seq > c.lastSeq+1:
+			case seq > c.lastSeq+1: // the feed starts at 1 after every client subscribed
 				c.gaps += uint64(seq - c.lastSeq - 1)
 			}
 			c.lastSeq = seq
+			if c.priorityEvery > 0 && seq%c.priorityEvery == 0 {
+				c.priority++
+			}
 		}
 	}
 }

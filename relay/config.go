@@ -45,6 +45,24 @@ type Config struct {
 	WebSocket WebSocketConfig    `yaml:"websocket"`
 	Auth      AuthConfig         `yaml:"auth"`
 	Bets      bets.Config        `yaml:"bets"`
+	Overload  OverloadConfig     `yaml:"overload"`
+}
+
+// OverloadConfig is what the node does when it cannot write every update
+// to every subscriber in time (docs/protocol.md, "Conflation").
+type OverloadConfig struct {
+	// ConflateAfter: an update replaces the same channel's queued, unwritten
+	// update for a connection once the connection has waited this long
+	// for a writer (0: at once). Below saturation writers keep up and
+	// nothing waits that long.
+	ConflateAfter time.Duration `yaml:"conflate_after"`
+	// DeliverAll lists channel-name prefixes whose updates are never
+	// conflated: every update is delivered, late if need be.
+	DeliverAll []string `yaml:"deliver_all"`
+	// UnreadyAfter: while connections wait longer than this for a writer,
+	// /readyz answers 503 "overloaded" so load balancers send new clients
+	// elsewhere (0: never).
+	UnreadyAfter time.Duration `yaml:"unready_after"`
 }
 
 // AuthConfig is how connect tokens are checked (docs/bets.md). With no key
@@ -139,6 +157,11 @@ func DefaultConfig() Config {
 		},
 		Auth: AuthConfig{Anonymous: true, Leeway: 5 * time.Second},
 		Bets: bets.DefaultConfig(),
+		Overload: OverloadConfig{
+			ConflateAfter: 20 * time.Millisecond,
+			DeliverAll:    []string{"bets:"},
+			UnreadyAfter:  time.Second,
+		},
 	}
 }
 
@@ -225,6 +248,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Auth.Leeway < 0 {
 		bad("auth.leeway", "must not be negative")
+	}
+	if c.Overload.ConflateAfter < 0 || c.Overload.UnreadyAfter < 0 {
+		bad("overload", "conflate_after and unready_after must not be negative")
 	}
 	if ws.Deflate.MinBytes < 0 {
 		bad("websocket.deflate.min_bytes", "must not be negative")

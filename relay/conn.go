@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/hex"
 	"math/bits"
+	"strings"
 	"time"
 
 	"sync"
@@ -66,6 +67,7 @@ type conn struct {
 	queued        int   // bytes in queue, minus head
 	stalledSince  int64 // unix nanos the heartbeat first saw the queue waiting with no write since; 0 after each write
 	scheduled     bool  // on a writer's run list
+	scheduledAt   int64 // Server.clock when last put on a run list
 	writing       bool  // a writer is in writev on fd
 	inflight      int   // queue entries in the writev under way: not to be replaced or dropped
 	waitOut       bool  // socket full: waiting for EPOLLOUT
@@ -86,7 +88,10 @@ type subscription struct {
 	c       *conn
 	channel string
 	form    fanout.Form
-	base    *fanout.Publication
+	// conflate: the channel's updates may replace each other in the queue
+	// when the node falls behind (not under overload.deliver_all).
+	conflate bool
+	base     *fanout.Publication
 	// sent is the latest publication queued to the client: what a bet on
 	// this market can say the user saw. Read by the poller.
 	sent atomic.Pointer[fanout.Publication]
@@ -110,7 +115,7 @@ func (s *subscription) Deliver(u *fanout.Update) {
 		}
 		s.base = u.Pub
 	}
-	s.c.deliver(f, full)
+	s.c.deliver(f, full, s.conflate)
 	s.sent.Store(u.Pub)
 }
 
@@ -132,12 +137,18 @@ func (c *conn) clientID() string {
 }
 
 // deliver queues a publication frame without blocking (it runs under the
-// hub's channel lock). Past websocket.soft_queue_bytes, alt (the frame's
-// self-contained form: never a patch) replaces a queued frame of the same
-// channel (latest value wins), unless it is a priority publication. Past
-// websocket.max_queue_bytes the connection is closed as slow (3008: the SDK
-// reconnects and recovers the latest values).
-func (c *conn) deliver(f, alt *fanout.Frame) {
+// hub's channel lock). alt is the frame's self-contained form (never a
+// patch); it replaces a queued, unwritten frame of the same channel (latest
+// value wins) when
+//
+//   - the node is behind: the connection has waited overload.conflate_after
+//     for a writer (conflate: the channel is not under deliver_all), or
+//   - the client is slow: its queue is past websocket.soft_queue_bytes;
+//
+// never for a priority publication, nor in place of one. Past
+// websocket.max_queue_bytes the connection is closed as slow (3008: the
+// SDK reconnects and recovers the latest values).
+func (c *conn) deliver(f, alt *fanout.Frame, conflate bool) {
 	m := c.srv.metrics
 	cfg := &c.srv.cfg.WebSocket
 	c.mu.Lock()
@@ -145,13 +156,42 @@ func (c *conn) deliver(f, alt *fanout.Frame) {
 		c.mu.Unlock()
 		return
 	}
-	if c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes) && !f.Pub.Priority && c.replaceLocked(alt) {
-		c.mu.Unlock()
-		m.conflated.Inc()
-		return
+	if !f.Pub.Priority {
+		behind := conflate && c.scheduled && c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
+		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes)
+		if (behind || slow) && c.replaceLocked(alt) {
+			c.mu.Unlock()
+			if slow {
+				m.conflated.Inc()
+			} else {
+				m.overloadConflated.WithLabelValues(namespace(f.Pub.Channel)).Inc()
+				m.overloadConflatedN.Add(1)
+			}
+			return
+		}
 	}
 	c.enqueueLocked(f)
 	c.mu.Unlock()
+}
+
+// conflates says whether updates of channel may replace each other when
+// the node falls behind: not under overload.deliver_all.
+func (s *Server) conflates(channel string) bool {
+	for _, p := range s.cfg.Overload.DeliverAll {
+		if strings.HasPrefix(channel, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// namespace is a channel name's first segment, the label of per-namespace
+// metrics.
+func namespace(channel string) string {
+	if i := strings.IndexByte(channel, ':'); i >= 0 {
+		return channel[:i]
+	}
+	return channel
 }
 
 // replaceLocked puts f in place of the channel's newest queued frame if
@@ -206,6 +246,7 @@ func (c *conn) pushLocked(f *fanout.Frame) {
 func (c *conn) scheduleLocked() {
 	if !c.scheduled && !c.writing && !c.waitOut && c.fd >= 0 {
 		c.scheduled = true
+		c.scheduledAt = c.srv.clock.Load()
 		c.writer.push(c)
 	}
 }

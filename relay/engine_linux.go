@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -196,6 +197,9 @@ type writer struct {
 	wake *sync.Cond
 	run  []*conn
 	stop bool
+	// maxWait is the longest a connection waited on the run list (from
+	// scheduling to flush, nanoseconds) since the heartbeat last took it.
+	maxWait atomic.Int64
 
 	iov []unix.Iovec
 }
@@ -251,6 +255,13 @@ func (w *writer) flush(c *conn) {
 	m := w.srv.metrics
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.scheduled {
+		wait := w.srv.clock.Load() - c.scheduledAt
+		m.writeWait.Observe(float64(wait) / 1e9)
+		if wait > w.maxWait.Load() {
+			w.maxWait.Store(wait) // this writer's goroutine only; the heartbeat resets it
+		}
+	}
 	c.scheduled = false
 	for len(c.queue) > 0 && c.fd >= 0 && !c.waitOut && !c.closeSent {
 		iovs, total := 0, 0
@@ -304,6 +315,7 @@ func (w *writer) flush(c *conn) {
 // advanceLocked drops the n written bytes from the queue.
 func (c *conn) advanceLocked(n int, m *metrics) {
 	now := time.Now()
+	c.srv.clock.Store(now.UnixNano())
 	c.stalledSince = 0
 	m.bytesOut.Add(float64(n))
 	done := 0

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -94,6 +95,9 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 			reason = "reading the start window from kafka"
 		}
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": reason})
+	case s.overloaded.Load():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready",
+			"reason": fmt.Sprintf("overloaded: connections wait more than %v for a writer", s.cfg.Overload.UnreadyAfter)})
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}

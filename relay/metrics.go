@@ -2,6 +2,7 @@ package relay
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,13 +25,18 @@ type metrics struct {
 	bytesOut        prometheus.Counter
 	deliveryLatency prometheus.Histogram
 	conflated       prometheus.Counter
-	slowDisconnects prometheus.Counter
-	acceptErrors    *prometheus.CounterVec
-	handshakeErrors prometheus.Counter
-	deltaEncode     prometheus.Histogram
-	patchesSkipped  prometheus.Counter
-	bytesByVariant  *prometheus.CounterVec
-	formBytes       [fanout.MaxForms]prometheus.Counter // by form (frame.go); nil for forms never written
+	// overload (docs/protocol.md, "Conflation")
+	overloadConflated  *prometheus.CounterVec
+	overloadConflatedN atomic.Uint64 // the same, all namespaces (for the heartbeat's log)
+	writeWait          prometheus.Histogram
+	writeWaitMax       prometheus.Gauge
+	slowDisconnects    prometheus.Counter
+	acceptErrors       *prometheus.CounterVec
+	handshakeErrors    prometheus.Counter
+	deltaEncode        prometheus.Histogram
+	patchesSkipped     prometheus.Counter
+	bytesByVariant     *prometheus.CounterVec
+	formBytes          [fanout.MaxForms]prometheus.Counter // by form (frame.go); nil for forms never written
 
 	betsReceived prometheus.Counter
 	bets         *prometheus.CounterVec
@@ -63,7 +69,13 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 			Help:    "Time from the Kafka record timestamp to the socket write of a publication push.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
-		conflated:       prometheus.NewCounter(prometheus.CounterOpts(f("conflated_total", "Queued publications replaced by a newer one of the same channel for a connection past websocket.soft_queue_bytes."))),
+		conflated: prometheus.NewCounter(prometheus.CounterOpts(f("conflated_total", "Queued publications replaced by a newer one of the same channel for a connection past websocket.soft_queue_bytes."))),
+		overloadConflated: prometheus.NewCounterVec(prometheus.CounterOpts(f("updates_conflated_total",
+			"Channel updates that replaced an unwritten one for a connection because the node fell behind (overload.conflate_after), by channel namespace.")), []string{"namespace"}),
+		writeWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "write_wait_seconds",
+			Help:    "Time a connection with something to send waited for a writer: the fan-out queue's age.",
+			Buckets: []float64{.0001, .0005, .001, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5}}),
+		writeWaitMax:    prometheus.NewGauge(prometheus.GaugeOpts(f("write_wait_max_seconds", "Longest write wait in the last heartbeat period; past overload.unready_after /readyz answers 503."))),
 		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts(f("slow_disconnects_total", "Connections closed as slow (3008): queue past websocket.max_queue_bytes, or no write progress for websocket.stall_timeout."))),
 		acceptErrors:    prometheus.NewCounterVec(prometheus.CounterOpts(f("accept_errors_total", "Failed accepts, by reason (file_limit: EMFILE/ENFILE); each pauses accepting briefly.")), []string{"reason"}),
 		handshakeErrors: prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total", "WebSocket upgrades refused or failed."))),
@@ -95,7 +107,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency,
-		m.conflated, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
+		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
 		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgerelay/edgerelay/fanout"
 )
@@ -99,6 +100,66 @@ func TestDeltaSubscriptionForms(t *testing.T) {
 			publish(4)
 			if last := c.queue[len(c.queue)-1]; len(c.queue) != 3 || last.Pub.Pos.Offset != 4 || last.Form&formKinds != formDeltaFull {
 				t.Fatalf("after conflation: %d frames, last form %d offset %d", len(c.queue), last.Form, last.Pub.Pos.Offset)
+			}
+		})
+	}
+}
+
+// TestOverloadConflation: when a connection has waited for a writer past
+// overload.conflate_after, a channel update replaces the channel's
+// unwritten one (the full form for delta subscribers), so the client gets
+// the latest value; priority updates are neither replaced nor replace, and
+// deliver_all channels and connections not waiting keep every update.
+func TestOverloadConflation(t *testing.T) {
+	type pub struct {
+		off  int64
+		prio bool
+	}
+	for _, tt := range []struct {
+		name      string
+		channel   string
+		scheduled bool
+		waited    time.Duration
+		delta     bool
+		pubs      []pub
+		want      []int64 // offsets queued, in order
+	}{
+		{"keeping up", "odds:a", true, 5 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{1, 2, 3}},
+		{"behind", "odds:a", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
+		{"behind, delta", "odds:a", true, 30 * time.Millisecond, true, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
+		{"priority kept", "odds:a", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, true}, {3, false}, {4, false}}, []int64{1, 2, 4}},
+		{"deliver_all", "bets:#u", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
+		{"being written", "odds:a", false, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &conn{srv: s, fd: -1, scheduled: tt.scheduled} // fd -1: no writer runs
+			form := formPlain
+			if tt.delta {
+				form = formDeltaFull
+			}
+			sub := &subscription{c: c, channel: tt.channel, form: form, conflate: s.conflates(tt.channel)}
+			if err := s.hub.Subscribe(tt.channel, sub, nil); err != nil {
+				t.Fatal(err)
+			}
+			s.clock.Store(int64(time.Hour))
+			c.scheduledAt = int64(time.Hour - tt.waited)
+			for _, p := range tt.pubs {
+				s.hub.Publish(&fanout.Publication{Channel: tt.channel, Data: fmt.Appendf(nil, `{"v":%d,"pad":%q}`, p.off, strings.Repeat("x", 200)),
+					Pos: fanout.Position{Offset: p.off}, Priority: p.prio})
+			}
+			var got []int64
+			for _, f := range c.queue {
+				got = append(got, f.Pub.Pos.Offset)
+				if tt.delta && f.Form&formKinds != formDeltaFull {
+					t.Errorf("offset %d queued as form %d: a patch against a base the client will not hold", f.Pub.Pos.Offset, f.Form)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("queued offsets %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -47,6 +47,17 @@ type Server struct {
 
 	shuttingDown atomic.Bool
 
+	// clock is a recent unix-nanosecond time, stored by every socket
+	// write and every heartbeat: the engine's cheap clock for queue waits
+	// (enqueueing never reads the real one).
+	clock atomic.Int64
+	// overloaded: connections waited past overload.unready_after for a
+	// writer in the last heartbeat period (/readyz says so).
+	overloaded atomic.Bool
+	// heartbeat goroutine only
+	shedding      bool
+	lastConflated uint64
+
 	deflaters sync.Pool // *deflater at websocket.deflate.level
 
 	verifier *auth.Verifier // nil: tokens are not checked
@@ -303,12 +314,42 @@ func (s *Server) heartbeat(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		now := time.Now().UnixNano()
+		s.clock.Store(now)
 		for _, c := range batch {
 			s.checkConn(c, now, ping)
 		}
 		clear(batch)
+		s.checkOverload(tick)
 		if s.desk != nil {
 			s.desk.Sweep(time.Unix(0, now))
+		}
+	}
+}
+
+// checkOverload takes the writers' longest run-list wait of the last
+// period, publishes it, flips readiness past overload.unready_after and logs
+// when conflation under overload starts and stops.
+func (s *Server) checkOverload(period time.Duration) {
+	var wait int64
+	for _, w := range s.writers {
+		wait = max(wait, w.maxWait.Swap(0))
+	}
+	s.metrics.writeWaitMax.Set(float64(wait) / 1e9)
+	conflated := s.metrics.overloadConflatedN.Load()
+	shedding := conflated > s.lastConflated
+	s.lastConflated = conflated
+	switch {
+	case shedding && !s.shedding:
+		s.log.Warn("overloaded: conflating channel updates (latest value wins)", "max_write_wait", time.Duration(wait))
+	case !shedding && s.shedding:
+		s.log.Info("overload over: delivering every update again", "max_write_wait", time.Duration(wait))
+	}
+	s.shedding = shedding
+	over := s.cfg.Overload.UnreadyAfter > 0 && wait > int64(s.cfg.Overload.UnreadyAfter)
+	if over != s.overloaded.Load() {
+		s.overloaded.Store(over)
+		if over {
+			s.log.Warn("overloaded: /readyz answers 503", "max_write_wait", time.Duration(wait), "unready_after", s.cfg.Overload.UnreadyAfter)
 		}
 	}
 }

@@ -102,6 +102,7 @@ func fanout(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "feed duration")
 	fs.BoolVar(&cfg.Delta, "delta", false, "subscribe with fossil delta (values are rebuilt and checked)")
 	fs.BoolVar(&cfg.Deflate, "deflate", false, "offer permessage-deflate")
+	fs.IntVar(&cfg.PriorityEvery, "priority-every", 0, "mark every n-th record of a channel priority; all must arrive (0: none)")
 	out := fs.String("out", "", "also write the JSON report here")
 	fs.Parse(args)
 	cfg.Brokers = strings.Split(*brokers, ",")
@@ -112,7 +113,14 @@ func fanout(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return report(rep, rep.Markdown(), *out)
+	if err := report(rep, rep.Markdown(), *out); err != nil {
+		return err
+	}
+	if err := rep.Verdict(); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "edgebench: verdict: PASS (priority publications and final values reached every healthy client, in order)")
+	return nil
 }
 
 func wire(ctx context.Context, args []string) error {
