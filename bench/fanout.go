@@ -30,8 +30,8 @@ type FanoutConfig struct {
 	Duration time.Duration
 	Delta    bool // clients subscribe with fossil delta and rebuild values
 	Deflate  bool // clients offer permessage-deflate
-	// PriorityEvery marks every n-th record of a channel priority (0: none):
-	// those must reach every healthy client.
+	// PriorityEvery marks every n-th record priority (0: none): those
+	// must reach every healthy client.
 	PriorityEvery int
 	// Worker is the command that runs one worker: it gets the worker's
 	// config as JSON in EDGEBENCH_WORKER and must speak the worker protocol
@@ -121,7 +121,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			n = cfg.Conns - per*(cfg.Procs-1)
 		}
 		wc := WorkerConfig{URL: cfg.URL, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
-			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, PriorityEvery: cfg.PriorityEvery}
+			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate}
 		js, _ := json.Marshal(wc)
 		argv := cfg.Worker
 		if len(argv) == 0 {
@@ -224,7 +224,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	rep.Healthy = rep.Clients.Connected - stalledTotal/cfg.Procs*cfg.Procs
 	rep.Expected = rep.Feed.Sent * uint64(rep.Healthy) / uint64(cfg.Channels)
 	rep.DeliveriesPerS = float64(rep.Clients.Received) / cfg.Duration.Seconds()
-	rep.judge(cfg.PriorityEvery)
+	rep.judge()
 	rep.P50 = rep.Clients.Latency.Quantile(0.5)
 	rep.P99 = rep.Clients.Latency.Quantile(0.99)
 	rep.Max = rep.Clients.Latency.Max
@@ -233,14 +233,12 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 
 // judge fills the verdict fields from the clients' per-channel results
 // and the feed's final sequence numbers.
-func (rep *Report) judge(priorityEvery int) {
+func (rep *Report) judge() {
 	for ch, cr := range rep.Clients.Channels {
 		final := rep.Feed.Final[ch]
 		rep.FinalExpected += cr.Clients
 		rep.FinalCorrect += cr.Last[final]
-		if priorityEvery > 0 {
-			rep.PriorityExpected += uint64(cr.Clients) * uint64(final/int64(priorityEvery))
-		}
+		rep.PriorityExpected += uint64(cr.Clients) * uint64(rep.Feed.Priority[ch])
 		rep.PriorityRead += cr.Priority
 	}
 	if rep.Expected > 0 {

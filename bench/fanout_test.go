@@ -93,14 +93,15 @@ func runWorkerAndFeed(t *testing.T, wc WorkerConfig, tune func(*relay.Config), f
 // a fast feed, clients may skip intermediate updates, but every priority
 // publication and every channel's final value reaches every healthy client.
 func TestOverloadVerdicts(t *testing.T) {
-	wc := WorkerConfig{Conns: 40, PriorityEvery: 10}
+	wc := WorkerConfig{Conns: 40}
 	res, fr := runWorkerAndFeed(t, wc, func(c *relay.Config) { c.Overload.ConflateAfter = 0 },
-		FeedConfig{Rate: 4000, Size: 300, Duration: 500 * time.Millisecond, PriorityEvery: 10})
+		FeedConfig{Rate: 4000, Size: 300, Duration: 500 * time.Millisecond, PriorityEvery: 7})
 	rep := &Report{Clients: res, Feed: fr, Expected: fr.Sent * 40 / 2}
-	rep.judge(10)
+	rep.judge()
 	t.Logf("skipped %.1f%% of %d deliveries; priority %d/%d; final %d/%d",
 		rep.Skipped*100, rep.Expected, rep.PriorityRead, rep.PriorityExpected, rep.FinalCorrect, rep.FinalExpected)
-	if err := rep.Verdict(); err != nil || rep.FinalExpected != 40 || rep.PriorityExpected != 40*100 {
+	// 2,000 records, every 7th priority: 286, each read by the 20 clients of its channel.
+	if err := rep.Verdict(); err != nil || rep.FinalExpected != 40 || rep.PriorityExpected != 20*286 {
 		t.Fatalf("%v (final expected %d, priority expected %d)", err, rep.FinalExpected, rep.PriorityExpected)
 	}
 }
@@ -109,7 +110,7 @@ func TestOverloadVerdicts(t *testing.T) {
 // a final value, or delivered out of order.
 func TestVerdict(t *testing.T) {
 	good := func() *Report {
-		return &Report{Feed: FeedResult{Final: map[string]int64{"a": 20, "b": 30}}, Clients: WorkerResult{Channels: map[string]*ChannelResult{
+		return &Report{Feed: FeedResult{Final: map[string]int64{"a": 20, "b": 30}, Priority: map[string]int64{"a": 2, "b": 3}}, Clients: WorkerResult{Channels: map[string]*ChannelResult{
 			"a": {Clients: 2, Last: map[int64]int{20: 2}, Priority: 4},
 			"b": {Clients: 1, Last: map[int64]int{30: 1}, Priority: 3},
 		}}}
@@ -128,7 +129,7 @@ func TestVerdict(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := good()
 			tt.breaks(r)
-			r.judge(10)
+			r.judge()
 			err := r.Verdict()
 			if (err == nil) != (tt.errHas == "") || (err != nil && !strings.Contains(err.Error(), tt.errHas)) {
 				t.Fatalf("Verdict() = %v, want an error with %q", err, tt.errHas)

@@ -18,7 +18,8 @@ type FeedConfig struct {
 	Rate     float64  // records per second, all channels together
 	Size     int      // approximate JSON value size in bytes
 	Duration time.Duration
-	// PriorityEvery marks every n-th record of a channel as priority (0: none).
+	// PriorityEvery marks every n-th record as priority (0: none): header
+	// priority: 1, and "p":1 in the value so clients can count them.
 	PriorityEvery int
 }
 
@@ -28,8 +29,10 @@ type FeedResult struct {
 	Failed uint64 `json:"failed"`
 	// Behind is how far the producer fell behind its schedule at worst.
 	Behind time.Duration `json:"behind"`
-	// Final is each channel's last sequence number (its final value).
-	Final map[string]int64 `json:"final"`
+	// Final is each channel's last sequence number (its final value);
+	// Priority its number of priority records.
+	Final    map[string]int64 `json:"final"`
+	Priority map[string]int64 `json:"priority"`
 }
 
 // RunFeed produces until cfg.Duration has passed. Each value is
@@ -44,6 +47,7 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 	var failed atomic.Uint64
 	pad := strings.Repeat("o", max(cfg.Size-60, 1))
 	seqs := make([]int64, len(cfg.Channels))
+	prioCount := make([]int64, len(cfg.Channels))
 	interval := time.Duration(float64(time.Second) / cfg.Rate)
 	start := time.Now()
 	for i := int64(0); ; i++ {
@@ -63,10 +67,16 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 		ci := int(i) % len(cfg.Channels)
 		seqs[ci]++
 		ch := cfg.Channels[ci]
+		prio := cfg.PriorityEvery > 0 && i%int64(cfg.PriorityEvery) == 0
+		p := ""
+		if prio {
+			p = `"p":1,`
+			prioCount[ci]++
+		}
 		r := &kgo.Record{Topic: cfg.Topic, Key: []byte(ch),
-			Value:   fmt.Appendf(nil, `{"seq":%d,"t":%d,"pad":"%s"}`, seqs[ci], intended.UnixNano(), pad),
+			Value:   fmt.Appendf(nil, `{"seq":%d,"t":%d,%s"pad":"%s"}`, seqs[ci], intended.UnixNano(), p, pad),
 			Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
-		if cfg.PriorityEvery > 0 && seqs[ci]%int64(cfg.PriorityEvery) == 0 {
+		if prio {
 			r.Headers = append(r.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
 		}
 		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
@@ -80,9 +90,9 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 		return res, err
 	}
 	res.Failed = failed.Load()
-	res.Final = map[string]int64{}
+	res.Final, res.Priority = map[string]int64{}, map[string]int64{}
 	for i, ch := range cfg.Channels {
-		res.Final[ch] = seqs[i]
+		res.Final[ch], res.Priority[ch] = seqs[i], prioCount[i]
 	}
 	return res, nil
 }

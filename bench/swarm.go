@@ -34,9 +34,6 @@ type WorkerConfig struct {
 	// patches before they are checked); Deflate offers permessage-deflate.
 	Delta   bool `json:"delta"`
 	Deflate bool `json:"deflate"`
-	// PriorityEvery: sequence numbers divisible by it are priority
-	// publications, which must all arrive (0: none).
-	PriorityEvery int `json:"priority_every"`
 }
 
 // ChannelResult is what the healthy clients of one channel ended with.
@@ -136,7 +133,6 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			defer wg.Done()
 			c := &results[i]
 			c.stalled = i < cfg.Stalled
-			c.priorityEvery = int64(cfg.PriorityEvery)
 			err := c.run(ctx, dialer, cfg, cfg.Channels[i%len(cfg.Channels)], setup.Done)
 			if err != nil {
 				mu.Lock()
@@ -188,21 +184,20 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 }
 
 type clientResult struct {
-	stalled       bool
-	subscribed    bool
-	received      uint64
-	gaps          uint64
-	outOfOrder    uint64
-	badDeltas     uint64
-	priority      uint64 // priority publications read
-	priorityEvery int64
-	wireBytes     uint64
-	lastSeq       int64
-	close         string
-	latency       Histogram
-	base          []byte // delta clients: the last value, what the next patch applies to
-	scratch       []byte
-	data          []byte // the push's data string, unescaped
+	stalled    bool
+	subscribed bool
+	received   uint64
+	gaps       uint64
+	outOfOrder uint64
+	badDeltas  uint64
+	priority   uint64 // priority publications read
+	wireBytes  uint64
+	lastSeq    int64
+	close      string
+	latency    Histogram
+	base       []byte // delta clients: the last value, what the next patch applies to
+	scratch    []byte
+	data       []byte // the push's data string, unescaped
 }
 
 var errClosed = errors.New("closed by server")
@@ -282,6 +277,8 @@ var (
 	keySub  = []byte(`"subscribe":{`)
 	keyT    = []byte(`"t":`)
 	keySeq  = []byte(`"seq":`)
+	// keyPriority marks the feed's priority records (see FeedConfig).
+	keyPriority = []byte(`"p":1,`)
 	// keyDeltaData: in a delta subscription the JSON protocol sends data
 	// as a string, the full value or (with "delta":true) a patch.
 	keyDeltaData = []byte(`"data":"`)
@@ -397,7 +394,7 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 				c.gaps += uint64(seq - c.lastSeq - 1)
 			}
 			c.lastSeq = seq
-			if c.priorityEvery > 0 && seq%c.priorityEvery == 0 {
+			if bytes.Contains(line, keyPriority) {
 				c.priority++
 			}
 		}

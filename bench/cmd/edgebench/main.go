@@ -102,7 +102,7 @@ func fanout(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "feed duration")
 	fs.BoolVar(&cfg.Delta, "delta", false, "subscribe with fossil delta (values are rebuilt and checked)")
 	fs.BoolVar(&cfg.Deflate, "deflate", false, "offer permessage-deflate")
-	fs.IntVar(&cfg.PriorityEvery, "priority-every", 0, "mark every n-th record of a channel priority; all must arrive (0: none)")
+	fs.IntVar(&cfg.PriorityEvery, "priority-every", 0, "mark every n-th record priority (100: 1 %); all must arrive (0: none)")
 	out := fs.String("out", "", "also write the JSON report here")
 	fs.Parse(args)
 	cfg.Brokers = strings.Split(*brokers, ",")

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Reproduces the overload figures in docs/performance.md: 15,000 subscribers
+# over 100 channels, the feed at 1x, 2x and 4x the node's saturation rate
+# (about 300 records/s = 45,000 deliveries/s on the 2-core development
+# machine), 1 % of records priority; the relay once with conflation under
+# overload (the default) and once with it off (overload.conflate_after: 1h,
+# i.e. queue everything). edgebench fails the run if a priority publication
+# or a final value did not reach every client.
+#
+#   bench/scripts/overload.sh                # rates 300 600 1200, 30 s each
+#   RATES="1200" DURATION=15s bench/scripts/overload.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/edgerelay-bench}
+mkdir -p "$out"
+go build -o "$out/edgerelay" ./relay/cmd/edgerelay
+go build -o "$out/edgebench" ./bench/cmd/edgebench
+
+kport=${KAFKA_PORT:-29092}
+hport=${RELAY_PORT:-28000}
+"$out/edgebench" broker --port "$kport" >"$out/broker.log" 2>&1 &
+broker=$!
+relay=
+trap 'kill $relay $broker 2>/dev/null; wait 2>/dev/null' EXIT
+
+echo "| policy | rate/s | conns | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+for policy in conflate queue; do
+  after=20ms
+  [[ $policy == queue ]] && after=1h
+  EDGERELAY_DEBUG=true EDGERELAY_OVERLOAD_CONFLATE_AFTER=$after "$out/edgerelay" serve \
+    --listen "127.0.0.1:$hport" --brokers "127.0.0.1:$kport" >"$out/relay-$policy.log" 2>&1 &
+  relay=$!
+  for _ in $(seq 100); do curl -fs "127.0.0.1:$hport/readyz" >/dev/null && break; sleep 0.1; done
+  for r in ${RATES:-300 600 1200}; do
+    echo "== $policy at $r records/s" >&2
+    row=$("$out/edgebench" fanout --url "ws://127.0.0.1:$hport/connection/websocket" --brokers "127.0.0.1:$kport" \
+      --ramp 2500 --conns 15000 --procs 4 --channels 100 --rate "$r" --priority-every 100 \
+      --duration "${DURATION:-30s}" --out "$out/overload-$policy-$r.json" 2>>"$out/overload.log" | tail -1) || true
+    # drop the columns the policy and rate already say (conns..size)
+    echo "| $policy | $r |$(echo "$row" | cut -d'|' -f2,7-)"
+  done
+  kill $relay; wait $relay 2>/dev/null || true
+done
