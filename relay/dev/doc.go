@@ -1,13 +1,16 @@
 // Package dev runs edgerelay with everything it needs in one process, for
 // trying it out and for tests: an embedded Kafka broker (franz-go's kfake,
 // real protocol on a real port, optionally persisted to a data directory),
-// a simulator producing a realistic odds and scores feed into it, and the
-// relay itself with a live odds board at "/".
+// a simulator producing a realistic odds and scores feed into it, a
+// simulated bookmaker that answers bets on the results topic, demo tokens
+// at /v1/dev/token, and the relay itself with a live odds board at "/"
+// where a click places a bet.
 //
 // Nothing here is meant for production: the broker keeps its data in
 // memory unless given a data directory, and has no replication.
 //
-// Concurrency: Simulator.Run produces from one goroutine; Run blocks until
+// Concurrency: Simulator.Run produces from one goroutine; Bookmaker.Run
+// consumes from one and settles from a timer goroutine per bet; Run blocks until
 // its context is done. All exported functions are safe to call from any
 // goroutine.
 package dev

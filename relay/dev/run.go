@@ -28,6 +28,9 @@ type Options struct {
 	// DataDir persists the broker's topics and records ("": memory only).
 	DataDir string
 	Sim     SimConfig
+	// SettleAfter is how long the simulated bookmaker waits before it
+	// settles an accepted bet (default 4s).
+	SettleAfter time.Duration
 }
 
 // Run starts the embedded broker, the simulator and the relay (cfg, with its
@@ -77,8 +80,16 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	}
 	simCtx, stopSim := context.WithCancel(ctx)
 	defer stopSim()
+	if opts.SettleAfter <= 0 {
+		opts.SettleAfter = 4 * time.Second
+	}
+	book, err := NewBookmaker(simCtx, brokers, opts.SettleAfter, log.With("component", "bookmaker"))
+	if err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { sim.Run(simCtx) })
+	wg.Go(func() { book.Run(simCtx) })
 	log.Info("dev mode: embedded Kafka and odds simulator running",
 		"kafka", brokers[0], "matches", opts.Sim.Matches, "rate", opts.Sim.Rate,
 		"board", fmt.Sprintf("http://%s/", displayAddr(ln.Addr())))

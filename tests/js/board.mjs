@@ -1,7 +1,9 @@
 // Opens the dev-mode odds board in Debian's Chromium (driven by
-// playwright-core, which never downloads a browser) and reports, as one JSON
-// line on stdout, how long the page took to show odds and its first live
-// update. Run by the Go test TestBoardInChromium, or by hand:
+// playwright-core, which never downloads a browser), reports how long the
+// page took to show odds and its first live update, then clicks a price of
+// an open market and reports the bet slip: the relay's Kafka ack and the
+// simulated bookmaker's answer. One JSON line on stdout. Run by the Go test
+// TestBoardInChromium, or by hand:
 //
 //   BOARD_URL=http://127.0.0.1:8000/ SCREENSHOT=/tmp/board.png node board.mjs
 import { chromium } from 'playwright-core';
@@ -26,6 +28,14 @@ try {
   await page.waitForFunction(() => Number(document.getElementById('updates').textContent) > 0, null, { timeout: 20000 });
   const tLive = Date.now() - t0;
   await page.waitForFunction(() => Number(document.getElementById('updates').textContent) >= 20, null, { timeout: 20000 });
+  // Bet: click a price of an open market; the slip shows the Kafka ack,
+  // then the bookmaker's answer (accepted → settled, or rejected).
+  await page.locator('.market:not(.suspended) .sel').first().click();
+  await page.waitForFunction(() => { const b = document.querySelector('.bet'); return b && !b.classList.contains('pending'); }, null, { timeout: 20000 });
+  const betAck = await page.textContent('.bet .ack');
+  if (betAck.startsWith('in Kafka')) {
+    await page.waitForFunction(() => { const b = document.querySelector('.bet'); return b.classList.contains('settled') || b.classList.contains('rejected'); }, null, { timeout: 20000 });
+  }
   const result = {
     state: await page.textContent('#state'),
     matches: await page.locator('.match').count(),
@@ -34,6 +44,9 @@ try {
     updates: Number(await page.textContent('#updates')),
     ms_to_odds: tOdds,
     ms_to_first_update: tLive,
+    user: await page.textContent('#user'),
+    bet_ack: betAck,
+    bet_result: await page.textContent('.bet .result'),
     errors,
   };
   if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
