@@ -16,7 +16,9 @@ go build -o "$out/edgebench" ./bench/cmd/edgebench
 
 kport=${KAFKA_PORT:-29192}
 hport=${RELAY_PORT:-28100}
-"$out/edgerelay" dev --listen "127.0.0.1:$hport" --kafka-port "$kport" >"$out/dev.log" 2>&1 &
+# --bookmaker=false: the relay alone (the simulated bookmaker would read
+# every bet and write two results that the relay reads back).
+"$out/edgerelay" dev --bookmaker=false --listen "127.0.0.1:$hport" --kafka-port "$kport" >"$out/dev.log" 2>&1 &
 relay=$!
 trap 'kill $relay 2>/dev/null; wait 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -fs "127.0.0.1:$hport/readyz" >/dev/null && break; sleep 0.1; done

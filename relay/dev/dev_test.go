@@ -3,6 +3,7 @@ package dev
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"fmt"
 	"github.com/edgerelay/edgerelay/relay"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -111,67 +111,134 @@ func TestStartKafkaPortInUse(t *testing.T) {
 	}
 }
 
-// TestDevBets: dev mode hands out demo tokens, and a bet placed with one on
-// a live market is accepted with its Kafka position.
+// TestDevBets: dev mode hands out demo tokens; a bet placed with one on an
+// open market at its current price is taken into Kafka, and the simulated
+// bookmaker's acceptance and settlement come back on the bettor's personal
+// channel, over the same socket.
 func TestDevBets(t *testing.T) {
-	opts := Options{Sim: DefaultSimConfig()}
+	opts := Options{Sim: DefaultSimConfig(), SettleAfter: 200 * time.Millisecond}
 	opts.Sim.Rate, opts.Sim.Matches = 50, 2
 	addr := startDev(t, opts)
 	resp, err := http.Get("http://" + addr + "/v1/dev/token?user=tester")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tok struct{ Token, User string }
+	var tok struct {
+		Token, User    string
+		ResultsChannel string `json:"results_channel"`
+	}
 	json.NewDecoder(resp.Body).Decode(&tok)
 	resp.Body.Close()
-	if tok.Token == "" || tok.User != "tester" {
+	if tok.Token == "" || tok.User != "tester" || tok.ResultsChannel != "bets:#tester" {
 		t.Fatalf("token endpoint: %+v", tok)
-	}
-	var market string
-	for deadline := time.Now().Add(20 * time.Second); market == ""; {
-		r, err := http.Get("http://" + addr + "/v1/channels?prefix=odds:")
-		if err == nil {
-			var list struct{ Channels []struct{ Channel string } }
-			json.NewDecoder(r.Body).Decode(&list)
-			r.Body.Close()
-			if len(list.Channels) > 0 {
-				market = list.Channels[0].Channel
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no market")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	conn, _, _, err := ws.Dial(context.Background(), "ws://"+addr+"/connection/websocket")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cmds := fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`+"\n"+`{"id":2,"rpc":{"method":"bet","data":{"bet_id":"dev-1","channel":%q,"selection":"home","odds":2,"stake":1}}}`, tok.Token, market)
-	wsutil.WriteClientText(conn, []byte(cmds))
-	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
-	for {
-		msg, err := wsutil.ReadServerText(conn)
-		if err != nil {
-			t.Fatal(err)
+	wsutil.WriteClientText(conn, []byte(fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`+"\n"+`{"id":2,"subscribe":{"channel":%q}}`, tok.Token, tok.ResultsChannel)))
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	type reply struct {
+		ID  int
+		RPC *struct{ Data struct{ Topic string } }
+		Err *struct {
+			Code    int
+			Message string
+		} `json:"error"`
+		Push *struct {
+			Channel string
+			Pub     struct{ Data BetResult }
 		}
-		for _, line := range strings.Split(string(msg), "\n") {
-			var rep struct {
-				ID    int
-				RPC   *struct{ Data struct{ Topic string } }
-				Error *struct{ Code int }
+	}
+	read := func(until func(reply) bool) {
+		t.Helper()
+		for {
+			msg, err := wsutil.ReadServerText(conn)
+			if err != nil {
+				t.Fatal(err)
 			}
-			json.Unmarshal([]byte(line), &rep)
-			switch {
-			case rep.ID != 2:
-			case rep.RPC != nil && rep.RPC.Data.Topic == "bets":
-				return
-			case rep.Error != nil && rep.Error.Code == 1002:
-				t.Skip("the market happened to be suspended") // the simulator suspends markets
-			default:
-				t.Fatalf("bet reply: %s", line)
+			for _, line := range strings.Split(string(msg), "\n") {
+				var r reply
+				json.Unmarshal([]byte(line), &r)
+				if r.ID == 2 && r.Err != nil {
+					t.Fatalf("subscribe to %s: %s", tok.ResultsChannel, line)
+				}
+				if until(r) {
+					return
+				}
 			}
 		}
 	}
+	read(func(r reply) bool { return r.ID == 2 })
+
+	// A goal can suspend the market or move its price between the look-up
+	// and the bet: then bet again.
+	for attempt := 3; ; attempt++ {
+		if attempt == 10 {
+			t.Fatal("no bet settled in 7 attempts")
+		}
+		channel, sel := openPrice(t, addr)
+		betID := fmt.Sprintf("dev-%d", attempt)
+		wsutil.WriteClientText(conn, []byte(fmt.Sprintf(`{"id":%d,"rpc":{"method":"bet","data":{"bet_id":%q,"channel":%q,"selection":%q,"odds":%v,"stake":2}}}`,
+			attempt, betID, channel, sel.ID, sel.Odds)))
+		var placed bool
+		read(func(r reply) bool {
+			switch {
+			case r.ID != attempt:
+				return false
+			case r.RPC != nil && r.RPC.Data.Topic == "bets":
+				placed = true
+			case r.Err == nil || r.Err.Code != 1002:
+				t.Fatalf("bet reply: %+v", r)
+			}
+			return true
+		})
+		if !placed {
+			continue
+		}
+		var steps []string
+		read(func(r reply) bool {
+			if r.Push == nil || r.Push.Channel != tok.ResultsChannel || r.Push.Pub.Data.BetID != betID {
+				return false
+			}
+			steps = append(steps, r.Push.Pub.Data.Type)
+			return r.Push.Pub.Data.Type != "accepted"
+		})
+		switch strings.Join(steps, " ") {
+		case "accepted settled":
+			return
+		case "rejected":
+			continue
+		default:
+			t.Fatalf("bookmaker's answers on %s: %v, want accepted then settled", tok.ResultsChannel, steps)
+		}
+	}
+}
+
+// openPrice returns an open market's channel and one of its selections at
+// its current price, from the relay's cache.
+func openPrice(t *testing.T, addr string) (string, Selection) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		r, err := http.Get("http://" + addr + "/v1/channels?prefix=odds:")
+		if err != nil {
+			continue
+		}
+		var list struct {
+			Channels []struct {
+				Channel string
+				Data    MarketUpdate
+			}
+		}
+		json.NewDecoder(r.Body).Decode(&list)
+		r.Body.Close()
+		for _, c := range list.Channels {
+			if c.Data.Status == "open" && len(c.Data.Selections) > 0 {
+				return c.Channel, c.Data.Selections[0]
+			}
+		}
+	}
+	t.Fatal("no open market")
+	return "", Selection{}
 }

@@ -10,7 +10,7 @@
 // memory unless given a data directory, and has no replication.
 //
 // Concurrency: Simulator.Run produces from one goroutine; Bookmaker.Run
-// consumes from one and settles from a timer goroutine per bet; Run blocks until
+// consumes on one goroutine and settles on a second one it starts; Run blocks until
 // its context is done. All exported functions are safe to call from any
 // goroutine.
 package dev

@@ -29,13 +29,18 @@ type Options struct {
 	DataDir string
 	Sim     SimConfig
 	// SettleAfter is how long the simulated bookmaker waits before it
-	// settles an accepted bet (default 4s).
+	// settles an accepted bet (0: 4s).
 	SettleAfter time.Duration
+	// NoBookmaker leaves bets unanswered on the results topic (load tests
+	// of the relay alone: the bookmaker reads every bet and writes two
+	// results).
+	NoBookmaker bool
 }
 
-// Run starts the embedded broker, the simulator and the relay (cfg, with its
-// Kafka brokers pointed at the embedded one) on ln, and blocks until ctx is
-// done. ready, if not nil, is called once everything is started.
+// Run starts the embedded broker, the simulator, the bookmaker (when
+// cfg.Bets is enabled) and the relay (cfg, with its Kafka brokers pointed at
+// the embedded one) on ln, and blocks until ctx is done. ready, if not nil,
+// is called once everything is started.
 func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, log *slog.Logger, ready func(kafkaAddr string)) error {
 	cluster, err := StartKafka(opts.KafkaPort, opts.DataDir)
 	if err != nil {
@@ -80,18 +85,25 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	}
 	simCtx, stopSim := context.WithCancel(ctx)
 	defer stopSim()
-	if opts.SettleAfter <= 0 {
-		opts.SettleAfter = 4 * time.Second
-	}
-	book, err := NewBookmaker(simCtx, brokers, opts.SettleAfter, log.With("component", "bookmaker"))
-	if err != nil {
-		return err
-	}
 	var wg sync.WaitGroup
+	// The bookmaker answers bets taken by this relay; it is built before
+	// the relay serves, so it reads the bets topic from before the first.
+	if cfg.Bets.Enabled && !opts.NoBookmaker {
+		bcfg := DefaultBookmakerConfig()
+		bcfg.BetsTopic = cfg.Bets.Topic
+		if opts.SettleAfter > 0 {
+			bcfg.SettleAfter = opts.SettleAfter
+		}
+		book, err := NewBookmaker(ctx, brokers, bcfg, log.With("component", "bookmaker"))
+		if err != nil {
+			sim.client.Close()
+			return err
+		}
+		wg.Go(func() { book.Run(simCtx) })
+	}
 	wg.Go(func() { sim.Run(simCtx) })
-	wg.Go(func() { book.Run(simCtx) })
-	log.Info("dev mode: embedded Kafka and odds simulator running",
-		"kafka", brokers[0], "matches", opts.Sim.Matches, "rate", opts.Sim.Rate,
+	log.Info("dev mode: embedded Kafka, odds simulator and bookmaker running",
+		"kafka", brokers[0], "matches", opts.Sim.Matches, "rate", opts.Sim.Rate, "bookmaker", cfg.Bets.Enabled && !opts.NoBookmaker,
 		"board", fmt.Sprintf("http://%s/", displayAddr(ln.Addr())))
 	if ready != nil {
 		ready(brokers[0])

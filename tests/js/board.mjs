@@ -28,13 +28,22 @@ try {
   await page.waitForFunction(() => Number(document.getElementById('updates').textContent) > 0, null, { timeout: 20000 });
   const tLive = Date.now() - t0;
   await page.waitForFunction(() => Number(document.getElementById('updates').textContent) >= 20, null, { timeout: 20000 });
-  // Bet: click a price of an open market; the slip shows the Kafka ack,
-  // then the bookmaker's answer (accepted → settled, or rejected).
-  await page.locator('.market:not(.suspended) .sel').first().click();
-  await page.waitForFunction(() => { const b = document.querySelector('.bet'); return b && !b.classList.contains('pending'); }, null, { timeout: 20000 });
-  const betAck = await page.textContent('.bet .ack');
-  if (betAck.startsWith('in Kafka')) {
-    await page.waitForFunction(() => { const b = document.querySelector('.bet'); return b.classList.contains('settled') || b.classList.contains('rejected'); }, null, { timeout: 20000 });
+  // Bets: click a price of an open market; the slip shows the Kafka ack,
+  // then the bookmaker's answers. A goal can suspend the market (1002) or
+  // move the price (rejected) between render and click: then try another,
+  // until one bet is settled.
+  let betAck = '', betResult = '', bets = 0;
+  while (bets < 5 && !betResult.includes('settled')) {
+    await page.locator('.market:not(.suspended) .sel').nth(bets * 7).click();
+    bets++;
+    await page.waitForFunction((n) => { const b = document.querySelectorAll('.bet');
+      return b.length === n && !b[0].classList.contains('pending'); }, bets, { timeout: 20000 });
+    betAck = await page.textContent('.bet .ack');
+    if (betAck.startsWith('in Kafka')) {
+      await page.waitForFunction(() => { const b = document.querySelector('.bet');
+        return b.classList.contains('settled') || b.classList.contains('rejected'); }, null, { timeout: 20000 });
+    }
+    betResult = await page.textContent('.bet .result');
   }
   const result = {
     state: await page.textContent('#state'),
@@ -46,7 +55,8 @@ try {
     ms_to_first_update: tLive,
     user: await page.textContent('#user'),
     bet_ack: betAck,
-    bet_result: await page.textContent('.bet .result'),
+    bet_result: betResult,
+    bets,
     errors,
   };
   if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });

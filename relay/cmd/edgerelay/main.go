@@ -139,7 +139,9 @@ func runDev(ctx context.Context, args []string) error {
 	fs.StringVar(&opts.DataDir, "data-dir", "", "directory that keeps the embedded Kafka's data across restarts (default: memory only)")
 	fs.Float64Var(&opts.Sim.Rate, "rate", opts.Sim.Rate, "simulated market updates per second")
 	fs.IntVar(&opts.Sim.Matches, "matches", opts.Sim.Matches, "simulated matches")
+	bookmaker := fs.Bool("bookmaker", true, "run the simulated bookmaker that answers bets on the results topic")
 	fs.Parse(args)
+	opts.NoBookmaker = !*bookmaker
 	c.brokers = "127.0.0.1:1" // replaced by the embedded broker's address
 	cfg, log, err := c.load()
 	if err != nil {
