@@ -15,10 +15,11 @@ func TestBets(t *testing.T) {
 	for _, tt := range []struct {
 		name        string
 		ratePerUser float64
+		burst       int
 		ok          bool
 	}{
-		{"accepted", 100, true},
-		{"rate limited", 1, false},
+		{"accepted", 100, 100, true}, // room for a client's delayed bets to bunch up
+		{"rate limited", 1, 1, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			kafka := newKafka(t)
@@ -26,7 +27,7 @@ func TestBets(t *testing.T) {
 			cfg.Kafka.Brokers = kafka.ListenAddrs()
 			cfg.Ingest.Topics = cfg.Ingest.Topics[:1]
 			cfg.Auth.HMACSecrets = []string{"bench-test-secret-of-32-bytes-or-more"}
-			cfg.Bets.RatePerUser, cfg.Bets.BurstPerUser = tt.ratePerUser, 1
+			cfg.Bets.RatePerUser, cfg.Bets.BurstPerUser = tt.ratePerUser, tt.burst
 			_, addr := startRelay(t, cfg)
 			rep, err := RunBets(t.Context(), BetsConfig{URL: "ws://" + addr + "/connection/websocket", Brokers: kafka.ListenAddrs(),
 				Topic: "odds", Market: "odds:bench:test:1x2", Conns: 10, Rate: 100, Duration: time.Second, Drain: 5 * time.Second,

@@ -25,7 +25,10 @@ func TestWorkerAndFeed(t *testing.T) {
 		delta, deflate bool
 	}{{"full", false, false}, {"deflate", false, true}, {"delta", true, false}, {"delta+deflate", true, true}} {
 		t.Run(tt.name, func(t *testing.T) {
-			res, _ := runWorkerAndFeed(t, WorkerConfig{Conns: 20, Stalled: 4, Delta: tt.delta, Deflate: tt.deflate}, nil,
+			// Every update must arrive: no conflation, even if this
+			// shared machine delays the relay past conflate_after.
+			noConflation := func(c *relay.Config) { c.Overload.ConflateAfter = time.Hour }
+			res, _ := runWorkerAndFeed(t, WorkerConfig{Conns: 20, Stalled: 4, Delta: tt.delta, Deflate: tt.deflate}, noConflation,
 				FeedConfig{Rate: 200, Size: 300, Duration: 500 * time.Millisecond})
 			// Each healthy client (16) gets the records of its channel (50).
 			want := uint64(16 * 50)

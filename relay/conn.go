@@ -164,7 +164,7 @@ func (c *conn) deliver(f, alt *fanout.Frame, conflate bool) {
 			if slow {
 				m.conflated.Inc()
 			} else {
-				m.overloadConflated.WithLabelValues(namespace(f.Pub.Channel)).Inc()
+				m.overloadConflated.WithLabelValues(namespace(f.Pub.Channel), "connection").Inc()
 				m.overloadConflatedN.Add(1)
 			}
 			return

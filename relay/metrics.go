@@ -71,7 +71,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		}),
 		conflated: prometheus.NewCounter(prometheus.CounterOpts(f("conflated_total", "Queued publications replaced by a newer one of the same channel for a connection past websocket.soft_queue_bytes."))),
 		overloadConflated: prometheus.NewCounterVec(prometheus.CounterOpts(f("updates_conflated_total",
-			"Channel updates that replaced an unwritten one for a connection because the node fell behind (overload.conflate_after), by channel namespace.")), []string{"namespace"}),
+			"Channel updates skipped because the node fell behind (overload.conflate_after), by channel namespace and stage: hub (a later record of the channel came in the same Kafka batch) or connection (replaced in a connection's write queue).")), []string{"namespace", "stage"}),
 		writeWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "write_wait_seconds",
 			Help:    "Time a connection with something to send waited for a writer: the fan-out queue's age.",
 			Buckets: []float64{.0001, .0005, .001, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5}}),
@@ -139,3 +139,8 @@ func (m *metrics) OnLag(topic string, partition int32, lag int64) {
 }
 
 func codeLabel(code ws.StatusCode) string { return strconv.Itoa(int(code)) }
+
+func (m *metrics) OnConflated(channel string) {
+	m.overloadConflated.WithLabelValues(namespace(channel), "hub").Inc()
+	m.overloadConflatedN.Add(1)
+}

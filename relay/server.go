@@ -88,6 +88,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.Ingest.Conflate, cfg.Ingest.ConflateAfter = s.conflates, cfg.Overload.ConflateAfter
 	s.ingest, err = ingest.New(cfg.Ingest, kopts, s.hub, s.metrics, cfg.Channels.MaxNameLength, log.With("component", "ingest"))
 	if err != nil {
 		return nil, err

@@ -16,6 +16,11 @@
 // that is not JSON (the client protocol carries JSON) is counted and
 // skipped. Only committed records are read (read_committed isolation).
 //
+// When the hub falls behind (a fetched batch's first record is older than
+// Config.ConflateAfter), only each channel's last record of the batch is
+// published, plus priority records and channels Config.Conflate refuses:
+// the latest value goes out instead of a backlog.
+//
 // A node is ready once brokers are reachable and it has read every
 // partition up to the end offset it saw on start, so that its cache holds
 // the current values before clients are sent to it.
@@ -68,6 +73,14 @@ type Config struct {
 	// ProbeInterval is how often broker reachability is checked for
 	// readiness.
 	ProbeInterval time.Duration `yaml:"probe_interval"`
+
+	// Conflation when the hub falls behind (set by the relay from its
+	// overload settings, not from YAML): when a fetched batch's first
+	// record is older than ConflateAfter, only the last record of each
+	// channel in the batch is published, plus every priority record and
+	// every record of a channel Conflate refuses. Nil Conflate: never.
+	Conflate      func(channel string) bool `yaml:"-"`
+	ConflateAfter time.Duration             `yaml:"-"`
 }
 
 // Topic is one source topic.
@@ -161,6 +174,9 @@ type Hooks interface {
 	OnSkip(topic string, reason SkipReason)
 	// OnLag reports records behind the high watermark after a fetch.
 	OnLag(topic string, partition int32, lag int64)
+	// OnConflated reports a record skipped because a later record of its
+	// channel came in the same batch while ingest was behind.
+	OnConflated(channel string)
 }
 
 // Publisher receives publications; *fanout.Hub implements it.
@@ -189,6 +205,11 @@ type Ingester struct {
 	consumed map[topicPartition]int64 // next offset to read
 	caughtUp atomic.Bool
 	started  time.Time
+
+	// Run's goroutine: per batch, each record's channel and each channel's
+	// last index (conflation).
+	chans  []string
+	lastOf map[string]int
 }
 
 type topicPartition struct {
@@ -350,8 +371,33 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 		return
 	}
 	epoch := Epoch(topic, id, p.Partition)
+	in.chans = in.chans[:0]
 	for _, r := range p.Records {
-		in.handle(r, epoch)
+		in.chans = append(in.chans, in.channelOf(r))
+	}
+	behind := in.cfg.Conflate != nil && len(p.Records) > 1 && time.Since(p.Records[0].Timestamp) > in.cfg.ConflateAfter
+	if behind {
+		if in.lastOf == nil {
+			in.lastOf = map[string]int{}
+		}
+		for i, ch := range in.chans {
+			in.lastOf[ch] = i
+		}
+	}
+	for i, r := range p.Records {
+		ch := in.chans[i]
+		if behind && in.lastOf[ch] != i && ch != "" && !in.isPriority(r) && in.cfg.Conflate(ch) {
+			in.hooks.OnRecord(r.Topic, r.Partition)
+			if in.caughtUp.Load() { // reading the start window is not overload
+				in.hooks.OnConflated(ch)
+			}
+			continue
+		}
+		in.handle(r, ch, epoch)
+	}
+	clear(in.chans)
+	if behind {
+		clear(in.lastOf)
 	}
 	last := p.Records[len(p.Records)-1].Offset
 	in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-last-1, 0))
@@ -375,9 +421,8 @@ func Epoch(topic string, id [16]byte, partition int32) string {
 	return topic + "-" + strconv.Itoa(int(partition))
 }
 
-func (in *Ingester) handle(r *kgo.Record, epoch string) {
+func (in *Ingester) handle(r *kgo.Record, channel, epoch string) {
 	in.hooks.OnRecord(r.Topic, r.Partition)
-	channel := in.channelOf(r)
 	if channel == "" {
 		in.hooks.OnSkip(r.Topic, SkipNoChannel)
 		return

@@ -1,10 +1,14 @@
 package ingest
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgerelay/edgerelay/fanout"
 )
 
 func TestChannelOf(t *testing.T) {
@@ -61,5 +65,63 @@ func TestValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v lacks %q", err, want)
 		}
+	}
+}
+
+type collect struct{ pubs []*fanout.Publication }
+
+func (c *collect) Publish(p *fanout.Publication) error { c.pubs = append(c.pubs, p); return nil }
+
+type countHooks struct{ conflated int }
+
+func (*countHooks) OnRecord(string, int32)       {}
+func (*countHooks) OnSkip(string, SkipReason)    {}
+func (*countHooks) OnLag(string, int32, int64)   {}
+func (h *countHooks) OnConflated(channel string) { h.conflated++ }
+
+// TestBatchConflation: a batch whose first record waited past
+// ConflateAfter publishes only each channel's last record, every priority
+// record, and everything of channels Conflate refuses; a fresh batch
+// publishes everything.
+func TestBatchConflation(t *testing.T) {
+	type rec struct {
+		channel string
+		prio    bool
+	}
+	batch := []rec{{"odds:a", false}, {"odds:a", true}, {"odds:a", false}, {"bets:#u", false}, {"odds:b", false}, {"bets:#u", false}, {"odds:a", false}}
+	for _, tt := range []struct {
+		name string
+		age  time.Duration
+		want []int64 // offsets published
+	}{
+		{"fresh", time.Millisecond, []int64{0, 1, 2, 3, 4, 5, 6}},
+		{"behind", time.Second, []int64{1, 3, 4, 5, 6}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.ConflateAfter = 20 * time.Millisecond
+			cfg.Conflate = func(ch string) bool { return !strings.HasPrefix(ch, "bets:") }
+			pub, hooks := &collect{}, &countHooks{}
+			in := &Ingester{cfg: cfg, pub: pub, hooks: hooks, maxName: 255}
+			in.caughtUp.Store(true)
+			p := &kgo.FetchPartition{Partition: 0}
+			ts := time.Now().Add(-tt.age)
+			for i, r := range batch {
+				kr := &kgo.Record{Topic: "odds", Offset: int64(i), Timestamp: ts, Value: []byte(`{}`),
+					Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(r.channel)}}}
+				if r.prio {
+					kr.Headers = append(kr.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
+				}
+				p.Records = append(p.Records, kr)
+			}
+			in.handlePartition("odds", [16]byte{}, p)
+			var got []int64
+			for _, pb := range pub.pubs {
+				got = append(got, pb.Pos.Offset)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) || hooks.conflated != len(batch)-len(tt.want) {
+				t.Fatalf("published %v (%d conflated), want %v", got, hooks.conflated, tt.want)
+			}
+		})
 	}
 }
