@@ -16,8 +16,8 @@
 // that is not JSON (the client protocol carries JSON) is counted and
 // skipped. Only committed records are read (read_committed isolation).
 //
-// When the hub falls behind (a fetched batch's first record is older than
-// Config.ConflateAfter), only each channel's last record of the batch is
+// When the hub falls behind (a fetched batch spans more than
+// Config.ConflateAfter of record timestamps), only each channel's last record of the batch is
 // published, plus priority records and channels Config.Conflate refuses:
 // the latest value goes out instead of a backlog.
 //
@@ -75,8 +75,8 @@ type Config struct {
 	ProbeInterval time.Duration `yaml:"probe_interval"`
 
 	// Conflation when the hub falls behind (set by the relay from its
-	// overload settings, not from YAML): when a fetched batch's first
-	// record is older than ConflateAfter, only the last record of each
+	// overload settings, not from YAML): when a fetched batch's records
+	// span more than ConflateAfter (timestamps), only the last record of each
 	// channel in the batch is published, plus every priority record and
 	// every record of a channel Conflate refuses. Nil Conflate: never.
 	Conflate      func(channel string) bool `yaml:"-"`
@@ -375,7 +375,11 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 	for _, r := range p.Records {
 		in.chans = append(in.chans, in.channelOf(r))
 	}
-	behind := in.cfg.Conflate != nil && len(p.Records) > 1 && time.Since(p.Records[0].Timestamp) > in.cfg.ConflateAfter
+	// Behind: the batch holds more than ConflateAfter of the feed. When
+	// ingest keeps up a batch spans one fetch round trip; the span is
+	// immune to producer linger and to clock offsets of one producer.
+	n := len(p.Records)
+	behind := in.cfg.Conflate != nil && n > 1 && p.Records[n-1].Timestamp.Sub(p.Records[0].Timestamp) > in.cfg.ConflateAfter
 	if behind {
 		if in.lastOf == nil {
 			in.lastOf = map[string]int{}

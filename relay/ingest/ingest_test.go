@@ -79,10 +79,10 @@ func (*countHooks) OnSkip(string, SkipReason)    {}
 func (*countHooks) OnLag(string, int32, int64)   {}
 func (h *countHooks) OnConflated(channel string) { h.conflated++ }
 
-// TestBatchConflation: a batch whose first record waited past
-// ConflateAfter publishes only each channel's last record, every priority
-// record, and everything of channels Conflate refuses; a fresh batch
-// publishes everything.
+// TestBatchConflation: a batch spanning more than ConflateAfter publishes
+// only each channel's last record, every priority record, and everything
+// of channels Conflate refuses; a batch of one fetch round trip publishes
+// everything.
 func TestBatchConflation(t *testing.T) {
 	type rec struct {
 		channel string
@@ -91,11 +91,11 @@ func TestBatchConflation(t *testing.T) {
 	batch := []rec{{"odds:a", false}, {"odds:a", true}, {"odds:a", false}, {"bets:#u", false}, {"odds:b", false}, {"bets:#u", false}, {"odds:a", false}}
 	for _, tt := range []struct {
 		name string
-		age  time.Duration
-		want []int64 // offsets published
+		span time.Duration // between the batch's first and last record
+		want []int64       // offsets published
 	}{
-		{"fresh", time.Millisecond, []int64{0, 1, 2, 3, 4, 5, 6}},
-		{"behind", time.Second, []int64{1, 3, 4, 5, 6}},
+		{"keeping up", 6 * time.Millisecond, []int64{0, 1, 2, 3, 4, 5, 6}},
+		{"behind", 600 * time.Millisecond, []int64{1, 3, 4, 5, 6}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -105,9 +105,9 @@ func TestBatchConflation(t *testing.T) {
 			in := &Ingester{cfg: cfg, pub: pub, hooks: hooks, maxName: 255}
 			in.caughtUp.Store(true)
 			p := &kgo.FetchPartition{Partition: 0}
-			ts := time.Now().Add(-tt.age)
+			ts := time.Now().Add(-time.Hour) // age alone does not matter: a backlog read after an outage
 			for i, r := range batch {
-				kr := &kgo.Record{Topic: "odds", Offset: int64(i), Timestamp: ts, Value: []byte(`{}`),
+				kr := &kgo.Record{Topic: "odds", Offset: int64(i), Timestamp: ts.Add(time.Duration(i) * tt.span / 6), Value: []byte(`{}`),
 					Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(r.channel)}}}
 				if r.prio {
 					kr.Headers = append(kr.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
