@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgerelay/edgerelay/fanout"
@@ -88,9 +89,9 @@ type subscription struct {
 	c       *conn
 	channel string
 	form    fanout.Form
-	// conflate: the channel's updates may replace each other in the queue
-	// when the node falls behind (not under overload.deliver_all).
-	conflate bool
+	// conflated counts this channel's updates replaced in the queue when
+	// the node falls behind; nil: never (overload.deliver_all).
+	conflated prometheus.Counter
 	base     *fanout.Publication
 	// sent is the latest publication queued to the client: what a bet on
 	// this market can say the user saw. Read by the poller.
@@ -115,7 +116,7 @@ func (s *subscription) Deliver(u *fanout.Update) {
 		}
 		s.base = u.Pub
 	}
-	s.c.deliver(f, full, s.conflate)
+	s.c.deliver(f, full, s.conflated)
 	s.sent.Store(u.Pub)
 }
 
@@ -142,13 +143,14 @@ func (c *conn) clientID() string {
 // value wins) when
 //
 //   - the node is behind: the connection has waited overload.conflate_after
-//     for a writer (conflate: the channel is not under deliver_all), or
+//     for a writer (conflated, the channel's counter, is not nil: the
+//     channel is not under deliver_all), or
 //   - the client is slow: its queue is past websocket.soft_queue_bytes;
 //
 // never for a priority publication, nor in place of one. Past
 // websocket.max_queue_bytes the connection is closed as slow (3008: the
 // SDK reconnects and recovers the latest values).
-func (c *conn) deliver(f, alt *fanout.Frame, conflate bool) {
+func (c *conn) deliver(f, alt *fanout.Frame, conflated prometheus.Counter) {
 	m := c.srv.metrics
 	cfg := &c.srv.cfg.WebSocket
 	c.mu.Lock()
@@ -157,14 +159,14 @@ func (c *conn) deliver(f, alt *fanout.Frame, conflate bool) {
 		return
 	}
 	if !f.Pub.Priority {
-		behind := conflate && c.scheduled && c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
+		behind := conflated != nil && c.scheduled && c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
 		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes)
 		if (behind || slow) && c.replaceLocked(alt) {
 			c.mu.Unlock()
 			if slow {
 				m.conflated.Inc()
 			} else {
-				m.overloadConflated.WithLabelValues(namespace(f.Pub.Channel), "connection").Inc()
+				conflated.Inc()
 				m.overloadConflatedN.Add(1)
 			}
 			return
@@ -172,6 +174,16 @@ func (c *conn) deliver(f, alt *fanout.Frame, conflate bool) {
 	}
 	c.enqueueLocked(f)
 	c.mu.Unlock()
+}
+
+// conflatedCounter is the counter of channel's updates replaced in a write
+// queue because the node fell behind, or nil if they never are
+// (overload.deliver_all).
+func (s *Server) conflatedCounter(channel string) prometheus.Counter {
+	if !s.conflates(channel) {
+		return nil
+	}
+	return s.metrics.overloadConflated.WithLabelValues(namespace(channel), "connection")
 }
 
 // conflates says whether updates of channel may replace each other when

@@ -141,7 +141,7 @@ func TestOverloadConflation(t *testing.T) {
 			if tt.delta {
 				form = formDeltaFull
 			}
-			sub := &subscription{c: c, channel: tt.channel, form: form, conflate: s.conflates(tt.channel)}
+			sub := &subscription{c: c, channel: tt.channel, form: form, conflated: s.conflatedCounter(tt.channel)}
 			if err := s.hub.Subscribe(tt.channel, sub, nil); err != nil {
 				t.Fatal(err)
 			}

@@ -158,7 +158,7 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
 		return
 	}
-	sub := &subscription{c: c, channel: req.Channel, form: formPlain, conflate: c.srv.conflates(req.Channel)}
+	sub := &subscription{c: c, channel: req.Channel, form: formPlain, conflated: c.srv.conflatedCounter(req.Channel)}
 	if req.Delta == "fossil" {
 		sub.form = formDeltaFull
 	}
