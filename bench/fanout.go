@@ -67,9 +67,16 @@ type Report struct {
 
 // Verdict is nil when nothing was lost that must not be: every priority
 // publication and every channel's final value reached every healthy
-// client, in order, and every patch applied.
-func (r *Report) Verdict() error {
+// client, in order, without duplicates, and every patch applied; and,
+// unless allowSkips (a run that may conflate), every update.
+func (r *Report) Verdict(allowSkips bool) error {
 	var errs []string
+	if !allowSkips && r.Clients.Gaps > 0 {
+		errs = append(errs, fmt.Sprintf("%d updates missing", r.Clients.Gaps))
+	}
+	if r.Clients.Duplicates > 0 {
+		errs = append(errs, fmt.Sprintf("%d duplicates", r.Clients.Duplicates))
+	}
 	if r.PriorityRead != r.PriorityExpected {
 		errs = append(errs, fmt.Sprintf("priority publications read %d of %d", r.PriorityRead, r.PriorityExpected))
 	}
@@ -165,10 +172,12 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		}()
 		workers = append(workers, w)
 	}
+	connected := 0
 	for i, w := range workers {
 		select {
 		case r := <-w.ready:
 			fmt.Fprintf(log, "edgebench: worker %d: %d connected, %d failed\n", i, r[0], r[1])
+			connected += r[0]
 		case err := <-w.err:
 			return nil, err
 		case <-ctx.Done():
@@ -180,6 +189,9 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			rep.RelayIdleBytes = after - rssBefore
 			rep.BytesPerConn = float64(rep.RelayIdleBytes) / float64(cfg.Conns)
 		}
+	}
+	if connected == 0 {
+		return nil, fmt.Errorf("no client could connect to %s (is the relay there?)", cfg.URL)
 	}
 	cpuBefore, _ := scrape(metricsURL, "process_cpu_seconds_total")
 	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
@@ -304,18 +316,23 @@ func scrape(base, name string) (float64, error) {
 	return 0, fmt.Errorf("metric %s not found", name)
 }
 
+// mode names the clients' subscription mode.
+func (r *Report) mode() string {
+	switch {
+	case r.Config.Delta && r.Config.Deflate:
+		return "delta+deflate"
+	case r.Config.Delta:
+		return "delta"
+	case r.Config.Deflate:
+		return "deflate"
+	}
+	return "full"
+}
+
 // Markdown renders the report as a table row with a header.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	mode := "full"
-	switch {
-	case r.Config.Delta && r.Config.Deflate:
-		mode = "delta+deflate"
-	case r.Config.Delta:
-		mode = "delta"
-	case r.Config.Deflate:
-		mode = "deflate"
-	}
+	mode := r.mode()
 	perDelivery := 0.0
 	if r.Clients.Received > 0 {
 		perDelivery = float64(r.Clients.WireBytes) / float64(r.Clients.Received)

@@ -104,7 +104,7 @@ func TestOverloadVerdicts(t *testing.T) {
 	t.Logf("skipped %.1f%% of %d deliveries; priority %d/%d; final %d/%d",
 		rep.Skipped*100, rep.Expected, rep.PriorityRead, rep.PriorityExpected, rep.FinalCorrect, rep.FinalExpected)
 	// 2,000 records, every 7th priority: 286, each read by the 20 clients of its channel.
-	if err := rep.Verdict(); err != nil || rep.FinalExpected != 40 || rep.PriorityExpected != 20*286 {
+	if err := rep.Verdict(true); err != nil || rep.FinalExpected != 40 || rep.PriorityExpected != 20*286 {
 		t.Fatalf("%v (final expected %d, priority expected %d)", err, rep.FinalExpected, rep.PriorityExpected)
 	}
 }
@@ -124,6 +124,8 @@ func TestVerdict(t *testing.T) {
 		errHas string
 	}{
 		{"all there", func(*Report) {}, ""},
+		{"skips allowed", func(r *Report) { r.Clients.Gaps = 3 }, ""},
+		{"a duplicate", func(r *Report) { r.Clients.Duplicates = 1 }, "1 duplicates"},
 		{"a priority publication missing", func(r *Report) { r.Clients.Channels["a"].Priority = 3 }, "priority publications read 6 of 7"},
 		{"a stale final value", func(r *Report) { r.Clients.Channels["b"].Last = map[int64]int{29: 1} }, "final value 2 of 3"},
 		{"out of order", func(r *Report) { r.Clients.OutOfOrder = 1 }, "out of order"},
@@ -133,7 +135,7 @@ func TestVerdict(t *testing.T) {
 			r := good()
 			tt.breaks(r)
 			r.judge()
-			err := r.Verdict()
+			err := r.Verdict(true)
 			if (err == nil) != (tt.errHas == "") || (err != nil && !strings.Contains(err.Error(), tt.errHas)) {
 				t.Fatalf("Verdict() = %v, want an error with %q", err, tt.errHas)
 			}
@@ -165,4 +167,17 @@ func startRelay(t *testing.T, cfg relay.Config) (*relay.Server, string) {
 	go func() { served <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-served })
 	return srv, ln.Addr().String()
+}
+
+// TestInjectedFaults: a feed that skips one update and repeats another
+// fails a strict run: the harness sees the gap and the duplicate.
+func TestInjectedFaults(t *testing.T) {
+	res, fr := runWorkerAndFeed(t, WorkerConfig{Conns: 4}, func(c *relay.Config) { c.Overload.ConflateAfter = time.Hour },
+		FeedConfig{Rate: 100, Size: 100, Duration: 200 * time.Millisecond, SkipSeq: 3, RepeatSeq: 6})
+	rep := &Report{Clients: res, Feed: fr}
+	rep.judge()
+	err := rep.Verdict(false)
+	if err == nil || !strings.Contains(err.Error(), "2 updates missing") || !strings.Contains(err.Error(), "2 duplicates") {
+		t.Fatalf("verdict %v: want the gap and the duplicate seen by both clients of channel 0 (%+v)", err, res)
+	}
 }

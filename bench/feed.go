@@ -18,6 +18,10 @@ type FeedConfig struct {
 	Rate     float64  // records per second, all channels together
 	Size     int      // approximate JSON value size in bytes
 	Duration time.Duration
+	// Fault injection, to prove the harness fails: the record that would
+	// carry sequence number SkipSeq of the first channel is not produced,
+	// and the one carrying RepeatSeq is produced twice (0: none).
+	SkipSeq, RepeatSeq int64
 	// PriorityEvery marks every n-th record as priority (0: none): header
 	// priority: 1, and "p":1 in the value so clients can count them.
 	PriorityEvery int
@@ -38,11 +42,18 @@ type FeedResult struct {
 // RunFeed produces until cfg.Duration has passed. Each value is
 // {"seq":<per-channel sequence>,"t":<intended send time, unix ns>,"pad":"…"}.
 func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("edgebench-feed"), kgo.ProducerLinger(time.Millisecond))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("edgebench-feed"), kgo.ProducerLinger(time.Millisecond),
+		kgo.RecordDeliveryTimeout(10*time.Second))
 	if err != nil {
 		return FeedResult{}, err
 	}
 	defer cl.Close()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = cl.Ping(pctx)
+	cancel()
+	if err != nil {
+		return FeedResult{}, fmt.Errorf("kafka at %v: %w", cfg.Brokers, err)
+	}
 	var res FeedResult
 	var failed atomic.Uint64
 	pad := strings.Repeat("o", max(cfg.Size-60, 1))
@@ -79,11 +90,20 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 		if prio {
 			r.Headers = append(r.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
 		}
-		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			if err != nil {
-				failed.Add(1)
-			}
-		})
+		copies := 1
+		switch {
+		case ci == 0 && seqs[ci] == cfg.SkipSeq:
+			copies = 0
+		case ci == 0 && seqs[ci] == cfg.RepeatSeq:
+			copies = 2
+		}
+		for range copies {
+			cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+				if err != nil {
+					failed.Add(1)
+				}
+			})
+		}
 		res.Sent++
 	}
 	if err := cl.Flush(ctx); err != nil {

@@ -50,7 +50,8 @@ type WorkerResult struct {
 	FirstError string         `json:"first_error,omitempty"`
 	Received   uint64         `json:"received"`     // publication pushes read by healthy clients
 	Gaps       uint64         `json:"gaps"`         // sequence numbers skipped (conflated or lost)
-	OutOfOrder uint64         `json:"out_of_order"` // a sequence number not above the previous
+	OutOfOrder uint64         `json:"out_of_order"` // a sequence number below the previous
+	Duplicates uint64         `json:"duplicates"`   // a sequence number equal to the previous
 	Closes     map[string]int `json:"closes"`       // close codes seen, healthy and stalled
 	Latency    Histogram      `json:"latency"`      // intended send time → read, healthy clients
 	// BadDeltas counts patches that did not apply or rebuilt no valid
@@ -72,6 +73,7 @@ func (r *WorkerResult) Add(o *WorkerResult) {
 	r.Received += o.Received
 	r.Gaps += o.Gaps
 	r.OutOfOrder += o.OutOfOrder
+	r.Duplicates += o.Duplicates
 	r.BadDeltas += o.BadDeltas
 	r.WireBytes += o.WireBytes
 	if r.Channels == nil {
@@ -165,6 +167,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		total.Received += c.received
 		total.Gaps += c.gaps
 		total.OutOfOrder += c.outOfOrder
+		total.Duplicates += c.duplicates
 		total.BadDeltas += c.badDeltas
 		total.WireBytes += c.wireBytes
 		if c.subscribed {
@@ -189,6 +192,7 @@ type clientResult struct {
 	received   uint64
 	gaps       uint64
 	outOfOrder uint64
+	duplicates uint64
 	badDeltas  uint64
 	priority   uint64 // priority publications read
 	wireBytes  uint64
@@ -388,7 +392,9 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 		c.latency.Record(now.Sub(time.Unix(0, t)))
 		if seq, ok := intAfter(line, keySeq); ok {
 			switch {
-			case c.lastSeq != 0 && seq <= c.lastSeq:
+			case c.lastSeq != 0 && seq == c.lastSeq:
+				c.duplicates++
+			case c.lastSeq != 0 && seq < c.lastSeq:
 				c.outOfOrder++
 			case seq > c.lastSeq+1: // the feed starts at 1 after every client subscribed
 				c.gaps += uint64(seq - c.lastSeq - 1)

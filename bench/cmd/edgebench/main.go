@@ -3,6 +3,7 @@
 //	edgebench broker  --port 9092                 a standalone embedded Kafka (kfake) for local runs
 //	edgebench fanout  --url ws://… --conns 15000   clients over several processes + a timed feed
 //	edgebench bets    --url ws://… --rate 20000    a bet storm: accepted bets/s and reply latency
+//	edgebench run     bench/scenarios/smoke.yaml   a scenario file's steps, a table and a verdict
 //
 // "worker" is internal: fanout starts one worker process per --procs.
 package main
@@ -30,6 +31,8 @@ commands:
   fanout   open many WebSocket clients, feed Kafka at a fixed rate, report
            deliveries/s, latency percentiles and relay memory per connection
   wire     bytes on the wire per delivered update, full JSON vs channel ids, deflate, fossil delta
+  run      run a scenario file (bench/scenarios/*.yaml), print a table and a
+           verdict line; exit 1 when a correctness check fails
   bets     a bet storm: many authenticated clients place bets at a fixed rate
            while reading odds; accepted bets/s and reply latency percentiles
 
@@ -53,6 +56,8 @@ func main() {
 		err = wire(ctx, os.Args[2:])
 	case "bets":
 		err = betStorm(ctx, os.Args[2:])
+	case "run":
+		err = runScenario(ctx, os.Args[2:])
 	case "worker":
 		err = bench.Worker(os.Stdin, os.Stdout)
 	default:
@@ -102,6 +107,7 @@ func fanout(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "feed duration")
 	fs.BoolVar(&cfg.Delta, "delta", false, "subscribe with fossil delta (values are rebuilt and checked)")
 	fs.BoolVar(&cfg.Deflate, "deflate", false, "offer permessage-deflate")
+	allowSkips := fs.Bool("allow-skips", true, "skipped updates are fine (conflation); false: every update must arrive")
 	fs.IntVar(&cfg.PriorityEvery, "priority-every", 0, "mark every n-th record priority (100: 1 %); all must arrive (0: none)")
 	out := fs.String("out", "", "also write the JSON report here")
 	fs.Parse(args)
@@ -116,7 +122,7 @@ func fanout(ctx context.Context, args []string) error {
 	if err := report(rep, rep.Markdown(), *out); err != nil {
 		return err
 	}
-	if err := rep.Verdict(); err != nil {
+	if err := rep.Verdict(*allowSkips); err != nil {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "edgebench: verdict: PASS (priority publications and final values reached every healthy client, in order)")
@@ -183,4 +189,51 @@ func report(rep any, markdown, out string) error {
 	}
 	js, _ := json.MarshalIndent(rep, "", "  ")
 	return os.WriteFile(out, js, 0o644)
+}
+
+func runScenario(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	url := fs.String("url", "", "relay WebSocket endpoint (default: the scenario's, else edgerelay dev's)")
+	brokers := fs.String("brokers", "", "Kafka seed brokers the relay reads (default: the scenario's, else 127.0.0.1:9092)")
+	out := fs.String("out", "", "also write the JSON results here")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: edgebench run [flags] scenario.yaml")
+		fs.PrintDefaults()
+	}
+	fs.Parse(args)
+	if fs.NArg() != 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	sc, err := bench.LoadScenario(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *url != "" {
+		sc.URL = *url
+	}
+	if *brokers != "" {
+		sc.Brokers = strings.Split(*brokers, ",")
+	}
+	results, err := bench.RunScenario(ctx, sc, os.Stderr)
+	if len(results) > 0 {
+		if werr := report(results, bench.ScenarioMarkdown(results), *out); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range results {
+		if r.Verdict != "PASS" {
+			failed++
+			fmt.Printf("verdict: FAIL %s/%s: %s\n", sc.Name, r.Step.Name, r.Verdict)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%s: %d of %d steps failed", sc.Name, failed, len(results))
+	}
+	fmt.Printf("verdict: PASS %s: %d steps, every check held\n", sc.Name, len(results))
+	return nil
 }

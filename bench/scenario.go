@@ -1,0 +1,126 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Scenario is a checked-in load test: named steps run one after the other
+// against one deployment (bench/scenarios/*.yaml; docs/benchmarks.md).
+type Scenario struct {
+	Name        string `yaml:"name"`
+	Description string `yaml:"description"`
+	// URL and Brokers default to edgerelay dev's; edgebench run flags
+	// override them.
+	URL     string   `yaml:"url"`
+	Brokers []string `yaml:"brokers"`
+	Topic   string   `yaml:"topic"`
+	Steps   []Step   `yaml:"steps"`
+}
+
+// Step is one fan-out run: its clients, its feed, and what counts as a
+// pass.
+type Step struct {
+	Name      string        `yaml:"name"`
+	Conns     int           `yaml:"conns"`
+	Procs     int           `yaml:"procs"`
+	Channels  int           `yaml:"channels"`
+	Stalled   float64       `yaml:"stalled"`  // fraction of clients that stop reading
+	Ramp      float64       `yaml:"ramp"`     // connections/s per worker (0: unlimited)
+	Rate      float64       `yaml:"rate"`     // feed records/s
+	Size      int           `yaml:"size"`     // feed value bytes
+	Duration  time.Duration `yaml:"duration"` // feed duration
+	Delta     bool          `yaml:"delta"`    // clients subscribe with fossil delta
+	Deflate   bool          `yaml:"deflate"`  // clients offer permessage-deflate
+	Priority  int           `yaml:"priority_every"`
+	AllowSkip bool          `yaml:"allow_skips"` // conflation expected: skipped updates do not fail the step
+}
+
+// LoadScenario reads and checks a scenario file; unknown keys are errors.
+func LoadScenario(path string) (*Scenario, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	sc := &Scenario{URL: "ws://127.0.0.1:8000/connection/websocket", Brokers: []string{"127.0.0.1:9092"}, Topic: "odds"}
+	if err := dec.Decode(sc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var errs []string
+	if sc.Name == "" || len(sc.Steps) == 0 {
+		errs = append(errs, "name and at least one step are required")
+	}
+	for i, s := range sc.Steps {
+		where := fmt.Sprintf("steps[%d] (%s)", i, s.Name)
+		switch {
+		case s.Name == "":
+			errs = append(errs, where+": name is required")
+		case s.Procs < 1 || s.Conns < s.Procs:
+			errs = append(errs, where+": need procs >= 1 and conns >= procs")
+		case s.Channels < 1 || s.Rate <= 0 || s.Duration <= 0:
+			errs = append(errs, where+": need channels >= 1, rate > 0, duration > 0")
+		case s.Stalled < 0 || s.Stalled >= 1:
+			errs = append(errs, where+": stalled is a fraction in [0, 1)")
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %s", path, strings.Join(errs, "; "))
+	}
+	return sc, nil
+}
+
+// StepResult is one step's report and verdict.
+type StepResult struct {
+	Step    Step    `json:"step"`
+	Report  *Report `json:"report"`
+	Verdict string  `json:"verdict"` // "PASS" or the reasons it failed
+}
+
+// RunScenario runs every step and returns their results; a step that
+// cannot run at all (no relay, no broker) stops the scenario with an error.
+func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult, error) {
+	var out []StepResult
+	for _, s := range sc.Steps {
+		fmt.Fprintf(log, "edgebench: %s/%s: %d clients, %d channels, %.0f records/s for %v\n", sc.Name, s.Name, s.Conns, s.Channels, s.Rate, s.Duration)
+		size := s.Size
+		if size == 0 {
+			size = 300
+		}
+		rep, err := RunFanout(ctx, FanoutConfig{URL: sc.URL, Brokers: sc.Brokers, Topic: sc.Topic, Conns: s.Conns, Procs: s.Procs,
+			Channels: s.Channels, Stalled: s.Stalled, Ramp: s.Ramp, Rate: s.Rate, Size: size, Duration: s.Duration,
+			Delta: s.Delta, Deflate: s.Deflate, PriorityEvery: s.Priority}, log)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", s.Name, err)
+		}
+		r := StepResult{Step: s, Report: rep, Verdict: "PASS"}
+		if err := rep.Verdict(s.AllowSkip); err != nil {
+			r.Verdict = err.Error()
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// ScenarioMarkdown renders the results as one table, a row per step.
+func ScenarioMarkdown(results []StepResult) string {
+	var b strings.Builder
+	b.WriteString("| step | conns | channels | rate/s | mode | deliveries/s | p50 | p99 | max | skipped | duplicates | out of order | priority | final values | relay B/conn idle | relay CPU s | verdict |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		rep := r.Report
+		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %s | %.0f | %v | %v | %v | %.1f%% | %d | %d | %d/%d | %d/%d | %.0f | %.1f | %s |\n",
+			r.Step.Name, rep.Clients.Connected, r.Step.Channels, r.Step.Rate, rep.mode(), rep.DeliveriesPerS, rep.P50, rep.P99, rep.Max,
+			rep.Skipped*100, rep.Clients.Duplicates, rep.Clients.OutOfOrder, rep.PriorityRead, rep.PriorityExpected,
+			rep.FinalCorrect, rep.FinalExpected, rep.BytesPerConn, rep.RelayCPUSeconds, r.Verdict)
+	}
+	return b.String()
+}
