@@ -61,6 +61,41 @@ type WorkerResult struct {
 	// Channels: per channel, the healthy clients' final values and
 	// priority publications, for the verdicts.
 	Channels map[string]*ChannelResult `json:"channels"`
+	// Series is, per unix second, the latency of what healthy clients read
+	// in that second (N is deliveries); Connects the clients subscribed in
+	// that second. For charts over time (edgebench report).
+	Series   map[int64]*Histogram `json:"series"`
+	Connects map[int64]int        `json:"connects"`
+}
+
+// seriesSink collects a worker's per-second histograms; clients hand over
+// a second's histogram once it is over, so the lock is taken about once a
+// second per client.
+type seriesSink struct {
+	mu       sync.Mutex
+	series   map[int64]*Histogram
+	connects map[int64]int
+}
+
+func (s *seriesSink) add(sec int64, h *Histogram) {
+	if h.N == 0 {
+		return
+	}
+	s.mu.Lock()
+	dst := s.series[sec]
+	if dst == nil {
+		dst = &Histogram{}
+		s.series[sec] = dst
+	}
+	dst.Merge(h)
+	s.mu.Unlock()
+	*h = Histogram{}
+}
+
+func (s *seriesSink) connected(sec int64) {
+	s.mu.Lock()
+	s.connects[sec]++
+	s.mu.Unlock()
 }
 
 // Add merges o into r.
@@ -76,6 +111,18 @@ func (r *WorkerResult) Add(o *WorkerResult) {
 	r.Duplicates += o.Duplicates
 	r.BadDeltas += o.BadDeltas
 	r.WireBytes += o.WireBytes
+	if r.Series == nil {
+		r.Series, r.Connects = map[int64]*Histogram{}, map[int64]int{}
+	}
+	for sec, h := range o.Series {
+		if r.Series[sec] == nil {
+			r.Series[sec] = &Histogram{}
+		}
+		r.Series[sec].Merge(h)
+	}
+	for sec, n := range o.Connects {
+		r.Connects[sec] += n
+	}
 	if r.Channels == nil {
 		r.Channels = map[string]*ChannelResult{}
 	}
@@ -125,6 +172,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		defer t.Stop()
 		tick = t.C
 	}
+	sink := &seriesSink{series: map[int64]*Histogram{}, connects: map[int64]int{}}
 	for i := 0; i < cfg.Conns; i++ {
 		if tick != nil {
 			<-tick
@@ -135,6 +183,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			defer wg.Done()
 			c := &results[i]
 			c.stalled = i < cfg.Stalled
+			c.sink = sink
 			err := c.run(ctx, dialer, cfg, cfg.Channels[i%len(cfg.Channels)], setup.Done)
 			if err != nil {
 				mu.Lock()
@@ -156,6 +205,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 	ready(total.Connected, total.Failed)
 	<-ctx.Done()
 	wg.Wait()
+	total.Series, total.Connects = sink.series, sink.connects
 	for i := range results {
 		c := &results[i]
 		if c.close != "" {
@@ -199,7 +249,10 @@ type clientResult struct {
 	lastSeq    int64
 	close      string
 	latency    Histogram
-	base       []byte // delta clients: the last value, what the next patch applies to
+	sink       *seriesSink
+	sec        int64     // the second cur collects
+	cur        Histogram // this second's latencies, handed to sink when it is over
+	base       []byte    // delta clients: the last value, what the next patch applies to
 	scratch    []byte
 	data       []byte // the push's data string, unescaped
 }
@@ -209,6 +262,7 @@ var errClosed = errors.New("closed by server")
 func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, channel string, setupDone func()) error {
 	once := sync.OnceFunc(setupDone)
 	defer once()
+	defer func() { c.sink.add(c.sec, &c.cur) }()
 	conn, _, hs, err := d.Dial(ctx, cfg.URL)
 	if err != nil {
 		return err
@@ -373,6 +427,7 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 		// sequence numbers: order is checked from the first live push.
 		// In a delta subscription it is the base of the first patch.
 		c.subscribed = true
+		c.sink.connected(now.Unix())
 		if bytes.Contains(line, keyDeltaData) {
 			c.rebuild(line)
 		}
@@ -389,7 +444,13 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 			return
 		}
 		c.received++
-		c.latency.Record(now.Sub(time.Unix(0, t)))
+		d := now.Sub(time.Unix(0, t))
+		c.latency.Record(d)
+		if sec := now.Unix(); sec != c.sec {
+			c.sink.add(c.sec, &c.cur)
+			c.sec = sec
+		}
+		c.cur.Record(d)
 		if seq, ok := intAfter(line, keySeq); ok {
 			switch {
 			case c.lastSeq != 0 && seq == c.lastSeq:

@@ -4,6 +4,7 @@
 //	edgebench fanout  --url ws://… --conns 15000   clients over several processes + a timed feed
 //	edgebench bets    --url ws://… --rate 20000    a bet storm: accepted bets/s and reply latency
 //	edgebench run     bench/scenarios/smoke.yaml   a scenario file's steps, a table and a verdict
+//	edgebench report  --html r.html a.json b.json  summary table and charts of saved results
 //
 // "worker" is internal: fanout starts one worker process per --procs.
 package main
@@ -33,6 +34,8 @@ commands:
   wire     bytes on the wire per delivered update, full JSON vs channel ids, deflate, fossil delta
   run      run a scenario file (bench/scenarios/*.yaml), print a table and a
            verdict line; exit 1 when a correctness check fails
+  report   merge JSON results (--out of fanout and run) into a Markdown summary
+           and a self-contained HTML page of charts
   bets     a bet storm: many authenticated clients place bets at a fixed rate
            while reading odds; accepted bets/s and reply latency percentiles
 
@@ -58,6 +61,8 @@ func main() {
 		err = betStorm(ctx, os.Args[2:])
 	case "run":
 		err = runScenario(ctx, os.Args[2:])
+	case "report":
+		err = reportCmd(os.Args[2:])
 	case "worker":
 		err = bench.Worker(os.Stdin, os.Stdout)
 	default:
@@ -236,4 +241,35 @@ func runScenario(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("verdict: PASS %s: %d steps, every check held\n", sc.Name, len(results))
 	return nil
+}
+
+func reportCmd(args []string) error {
+	fs := flag.NewFlagSet("report", flag.ExitOnError)
+	htmlOut := fs.String("html", "", "also write a self-contained HTML page with charts here")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: edgebench report [--html report.html] result.json ...")
+		fs.PrintDefaults()
+	}
+	fs.Parse(args)
+	if fs.NArg() == 0 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	runs, err := bench.LoadResults(fs.Args())
+	if err != nil {
+		return err
+	}
+	fmt.Print(bench.ReportMarkdown(runs))
+	if *htmlOut == "" {
+		return nil
+	}
+	f, err := os.Create(*htmlOut)
+	if err != nil {
+		return err
+	}
+	if err := bench.WriteHTML(f, runs); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
