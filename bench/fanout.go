@@ -33,6 +33,8 @@ type FanoutConfig struct {
 	// PriorityEvery marks every n-th record priority (0: none): those
 	// must reach every healthy client.
 	PriorityEvery int
+	// ReconnectEvery: reconnect storms (see WorkerConfig).
+	ReconnectEvery time.Duration
 	// Worker is the command that runs one worker: it gets the worker's
 	// config as JSON in EDGEBENCH_WORKER and must speak the worker protocol
 	// (see Worker). Default: this executable with the argument "worker".
@@ -73,6 +75,9 @@ func (r *Report) Verdict(allowSkips bool) error {
 	var errs []string
 	if !allowSkips && r.Clients.Gaps > 0 {
 		errs = append(errs, fmt.Sprintf("%d updates missing", r.Clients.Gaps))
+	}
+	if r.Clients.ReconnectFailed > 0 {
+		errs = append(errs, fmt.Sprintf("%d clients could not reconnect", r.Clients.ReconnectFailed))
 	}
 	if r.Clients.Duplicates > 0 {
 		errs = append(errs, fmt.Sprintf("%d duplicates", r.Clients.Duplicates))
@@ -128,7 +133,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			n = cfg.Conns - per*(cfg.Procs-1)
 		}
 		wc := WorkerConfig{URL: cfg.URL, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
-			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate}
+			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, ReconnectEvery: cfg.ReconnectEvery}
 		js, _ := json.Marshal(wc)
 		argv := cfg.Worker
 		if len(argv) == 0 {

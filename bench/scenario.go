@@ -41,6 +41,9 @@ type Step struct {
 	Deflate   bool          `yaml:"deflate"`  // clients offer permessage-deflate
 	Priority  int           `yaml:"priority_every"`
 	AllowSkip bool          `yaml:"allow_skips"` // conflation expected: skipped updates do not fail the step
+	// ReconnectEvery: every client drops its socket and reconnects at once,
+	// this often (a reconnect storm); 0: never.
+	ReconnectEvery time.Duration `yaml:"reconnect_every"`
 }
 
 // LoadScenario reads and checks a scenario file; unknown keys are errors.
@@ -97,7 +100,7 @@ func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult
 		}
 		rep, err := RunFanout(ctx, FanoutConfig{URL: sc.URL, Brokers: sc.Brokers, Topic: sc.Topic, Conns: s.Conns, Procs: s.Procs,
 			Channels: s.Channels, Stalled: s.Stalled, Ramp: s.Ramp, Rate: s.Rate, Size: size, Duration: s.Duration,
-			Delta: s.Delta, Deflate: s.Deflate, PriorityEvery: s.Priority}, log)
+			Delta: s.Delta, Deflate: s.Deflate, PriorityEvery: s.Priority, ReconnectEvery: s.ReconnectEvery}, log)
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", s.Name, err)
 		}
@@ -113,14 +116,18 @@ func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult
 // ScenarioMarkdown renders the results as one table, a row per step.
 func ScenarioMarkdown(results []StepResult) string {
 	var b strings.Builder
-	b.WriteString("| step | conns | channels | rate/s | mode | deliveries/s | p50 | p99 | max | skipped | duplicates | out of order | priority | final values | relay B/conn idle | relay CPU s | verdict |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| step | conns | channels | rate/s | mode | deliveries/s | p50 | p99 | max | skipped | duplicates | out of order | priority | final values | reconnects (p99) | relay B/conn idle | relay CPU s | verdict |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		rep := r.Report
-		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %s | %.0f | %v | %v | %v | %.1f%% | %d | %d | %d/%d | %d/%d | %.0f | %.1f | %s |\n",
+		reconnects := "–"
+		if rc := &rep.Clients.Reconnect; rc.N > 0 || rep.Clients.ReconnectFailed > 0 {
+			reconnects = fmt.Sprintf("%d (%v), %d failed", rc.N, rc.Quantile(0.99), rep.Clients.ReconnectFailed)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %s | %.0f | %v | %v | %v | %.1f%% | %d | %d | %d/%d | %d/%d | %s | %.0f | %.1f | %s |\n",
 			r.Step.Name, rep.Clients.Connected, r.Step.Channels, r.Step.Rate, rep.mode(), rep.DeliveriesPerS, rep.P50, rep.P99, rep.Max,
 			rep.Skipped*100, rep.Clients.Duplicates, rep.Clients.OutOfOrder, rep.PriorityRead, rep.PriorityExpected,
-			rep.FinalCorrect, rep.FinalExpected, rep.BytesPerConn, rep.RelayCPUSeconds, r.Verdict)
+			rep.FinalCorrect, rep.FinalExpected, reconnects, rep.BytesPerConn, rep.RelayCPUSeconds, r.Verdict)
 	}
 	return b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -34,6 +35,10 @@ type WorkerConfig struct {
 	// patches before they are checked); Deflate offers permessage-deflate.
 	Delta   bool `json:"delta"`
 	Deflate bool `json:"deflate"`
+	// ReconnectEvery: every this long after all clients subscribed, every
+	// healthy client drops its socket at the same moment and reconnects
+	// and resubscribes at once (a reconnect storm); 0: never.
+	ReconnectEvery time.Duration `json:"reconnect_every"`
 }
 
 // ChannelResult is what the healthy clients of one channel ended with.
@@ -66,6 +71,10 @@ type WorkerResult struct {
 	// that second. For charts over time (edgebench report).
 	Series   map[int64]*Histogram `json:"series"`
 	Connects map[int64]int        `json:"connects"`
+	// Reconnect storms: resubscriptions made, and the time from dropping
+	// the socket to the subscribe reply; clients that could not come back.
+	Reconnect       Histogram `json:"reconnect"`
+	ReconnectFailed int       `json:"reconnect_failed"`
 }
 
 // seriesSink collects a worker's per-second histograms; clients hand over
@@ -145,6 +154,8 @@ func (r *WorkerResult) Add(o *WorkerResult) {
 		r.Closes[k] += v
 	}
 	r.Latency.Merge(&o.Latency)
+	r.Reconnect.Merge(&o.Reconnect)
+	r.ReconnectFailed += o.ReconnectFailed
 }
 
 // RunWorker opens cfg.Conns clients, calls ready once every client is
@@ -173,6 +184,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		tick = t.C
 	}
 	sink := &seriesSink{series: map[int64]*Histogram{}, connects: map[int64]int{}}
+	allReady := &readiness{ch: make(chan struct{})} // storms count from when every client subscribed
 	for i := 0; i < cfg.Conns; i++ {
 		if tick != nil {
 			<-tick
@@ -184,6 +196,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			c := &results[i]
 			c.stalled = i < cfg.Stalled
 			c.sink = sink
+			c.allReady = allReady
 			err := c.run(ctx, dialer, cfg, cfg.Channels[i%len(cfg.Channels)], setup.Done)
 			if err != nil {
 				mu.Lock()
@@ -195,6 +208,8 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		}(i)
 	}
 	setup.Wait()
+	allReady.at = time.Now()
+	close(allReady.ch)
 	for i := range results {
 		if results[i].subscribed {
 			total.Connected++
@@ -220,6 +235,10 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		total.Duplicates += c.duplicates
 		total.BadDeltas += c.badDeltas
 		total.WireBytes += c.wireBytes
+		total.Reconnect.Merge(&c.reconnect)
+		if c.reconnectFailed {
+			total.ReconnectFailed++
+		}
 		if c.subscribed {
 			ch := cfg.Channels[i%len(cfg.Channels)]
 			cr := total.Channels[ch]
@@ -250,19 +269,53 @@ type clientResult struct {
 	close      string
 	latency    Histogram
 	sink       *seriesSink
-	sec        int64     // the second cur collects
-	cur        Histogram // this second's latencies, handed to sink when it is over
-	base       []byte    // delta clients: the last value, what the next patch applies to
-	scratch    []byte
-	data       []byte // the push's data string, unescaped
+	allReady   *readiness
+	// reconnect storms (WorkerConfig.ReconnectEvery)
+	dropping        atomic.Bool  // the client itself closed the socket to reconnect
+	subscribedAgain bool         // since the last drop
+	droppedAt       atomic.Int64 // unix nanos of the last drop; 0: none yet
+	reconnect       Histogram
+	reconnectFailed bool
+	sec             int64     // the second cur collects
+	cur             Histogram // this second's latencies, handed to sink when it is over
+	base            []byte    // delta clients: the last value, what the next patch applies to
+	scratch         []byte
+	data            []byte // the push's data string, unescaped
 }
 
 var errClosed = errors.New("closed by server")
+
+// readiness is closed (ch) once every client of a worker subscribed; at
+// is when, written before the close.
+type readiness struct {
+	ch chan struct{}
+	at time.Time
+}
 
 func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, channel string, setupDone func()) error {
 	once := sync.OnceFunc(setupDone)
 	defer once()
 	defer func() { c.sink.add(c.sec, &c.cur) }()
+	for storm := 1; ; storm++ {
+		err := c.session(ctx, d, cfg, channel, once, storm)
+		if ctx.Err() != nil || !c.dropping.Load() {
+			// A reconnect that failed on its own (not cut short by the
+			// end of the run) is a failure.
+			if ctx.Err() == nil && c.droppedAt.Load() != 0 && !c.subscribedAgain {
+				c.reconnectFailed = true
+			}
+			return err
+		}
+		c.dropping.Store(false)
+		c.subscribedAgain = false
+		c.base = nil // the subscribe reply brings the new base
+	}
+}
+
+// session is one connection: dial, subscribe, read until the socket ends.
+// With ReconnectEvery it drops the socket itself at storm n (counted from
+// when every client of the worker subscribed).
+func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfig, channel string, once func(), n int) error {
 	conn, _, hs, err := d.Dial(ctx, cfg.URL)
 	if err != nil {
 		return err
@@ -271,7 +324,31 @@ func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, c
 	if cfg.Deflate && len(hs.Extensions) == 0 {
 		return fmt.Errorf("the relay did not accept permessage-deflate")
 	}
-	go func() { <-ctx.Done(); conn.Close() }()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		var storm <-chan time.Time
+		if cfg.ReconnectEvery > 0 && !c.stalled {
+			select {
+			case <-c.allReady.ch:
+			case <-done:
+				return
+			case <-ctx.Done():
+				conn.Close()
+				return
+			}
+			storm = time.After(time.Until(c.allReady.at.Add(time.Duration(n) * cfg.ReconnectEvery)))
+		}
+		select {
+		case <-ctx.Done():
+		case <-done:
+			return
+		case <-storm:
+			c.droppedAt.Store(time.Now().UnixNano())
+			c.dropping.Store(true)
+		}
+		conn.Close()
+	}()
 	opts := ""
 	if cfg.Delta {
 		opts = `,"delta":"fossil"`
@@ -426,11 +503,24 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 		// The cached value may come from an earlier run with other
 		// sequence numbers: order is checked from the first live push.
 		// In a delta subscription it is the base of the first patch.
-		c.subscribed = true
-		c.sink.connected(now.Unix())
+		value := line
 		if bytes.Contains(line, keyDeltaData) {
-			c.rebuild(line)
+			value = c.rebuild(line)
 		}
+		if at := c.droppedAt.Load(); at != 0 && !c.subscribedAgain {
+			// A resubscribe after a storm: the cached value is this run's,
+			// the latest the client holds now; what it missed while away
+			// counts as skipped.
+			c.subscribedAgain = true
+			c.reconnect.Record(now.Sub(time.Unix(0, at)))
+			if seq, ok := intAfter(value, keySeq); ok && seq > c.lastSeq {
+				c.gaps += uint64(seq - c.lastSeq - 1)
+				c.lastSeq = seq
+			}
+		} else if !c.subscribed {
+			c.sink.connected(now.Unix())
+		}
+		c.subscribed = true
 	case bytes.Contains(line, keyPush):
 		if c.base != nil || bytes.Contains(line, keyDeltaData) {
 			line = c.rebuild(line)
