@@ -33,8 +33,12 @@ type FanoutConfig struct {
 	// PriorityEvery marks every n-th record priority (0: none): those
 	// must reach every healthy client.
 	PriorityEvery int
-	// ReconnectEvery: reconnect storms (see WorkerConfig).
-	ReconnectEvery time.Duration
+	// ReconnectEvery: reconnect storms; ChannelsPerClient, Popular,
+	// DeltaShare, DeflateShare: the subscription mix (see WorkerConfig).
+	ReconnectEvery           time.Duration
+	ChannelsPerClient        int
+	Popular                  float64
+	DeltaShare, DeflateShare float64
 	// Worker is the command that runs one worker: it gets the worker's
 	// config as JSON in EDGEBENCH_WORKER and must speak the worker protocol
 	// (see Worker). Default: this executable with the argument "worker".
@@ -133,7 +137,8 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			n = cfg.Conns - per*(cfg.Procs-1)
 		}
 		wc := WorkerConfig{URL: cfg.URL, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
-			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, ReconnectEvery: cfg.ReconnectEvery}
+			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, ReconnectEvery: cfg.ReconnectEvery,
+			ChannelsPerClient: cfg.ChannelsPerClient, Popular: cfg.Popular, DeltaShare: cfg.DeltaShare, DeflateShare: cfg.DeflateShare}
 		js, _ := json.Marshal(wc)
 		argv := cfg.Worker
 		if len(argv) == 0 {
@@ -251,12 +256,17 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 // judge fills the verdict fields from the clients' per-channel results
 // and the feed's final sequence numbers.
 func (rep *Report) judge() {
+	var expected uint64
 	for ch, cr := range rep.Clients.Channels {
 		final := rep.Feed.Final[ch]
+		expected += uint64(cr.Clients) * uint64(final)
 		rep.FinalExpected += cr.Clients
 		rep.FinalCorrect += cr.Last[final]
 		rep.PriorityExpected += uint64(cr.Clients) * uint64(rep.Feed.Priority[ch])
 		rep.PriorityRead += cr.Priority
+	}
+	if expected > 0 {
+		rep.Expected = expected // exact for any subscription mix
 	}
 	if rep.Expected > 0 {
 		rep.Skipped = float64(rep.Clients.Gaps) / float64(rep.Expected)
@@ -324,6 +334,8 @@ func scrape(base, name string) (float64, error) {
 // mode names the clients' subscription mode.
 func (r *Report) mode() string {
 	switch {
+	case r.Config.DeltaShare > 0 || r.Config.DeflateShare > 0:
+		return fmt.Sprintf("mixed (delta %.0f%%, deflate %.0f%%)", r.Config.DeltaShare*100, r.Config.DeflateShare*100)
 	case r.Config.Delta && r.Config.Deflate:
 		return "delta+deflate"
 	case r.Config.Delta:

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -199,4 +200,50 @@ func TestReconnectStorm(t *testing.T) {
 		t.Fatalf("%v; %d reconnects (%d failed), want at least 2 storms of 10 clients", err, res.Reconnect.N, res.ReconnectFailed)
 	}
 	t.Logf("%d reconnects, p99 %v; skipped %d", res.Reconnect.N, res.Reconnect.Quantile(0.99), res.Gaps)
+}
+
+// TestSubscriptionMix: clients on several channels each, half with delta
+// and half with deflate (overlapping), get every update of every channel.
+func TestSubscriptionMix(t *testing.T) {
+	res, fr := runWorkerAndFeed(t, WorkerConfig{Conns: 20, ChannelsPerClient: 2, DeltaShare: 0.5, DeflateShare: 0.5},
+		func(c *relay.Config) { c.Overload.ConflateAfter = time.Hour },
+		FeedConfig{Rate: 200, Size: 300, Duration: 500 * time.Millisecond})
+	rep := &Report{Clients: res, Feed: fr}
+	rep.judge()
+	if err := rep.Verdict(false); err != nil || res.Received != 20*100 || rep.FinalExpected != 40 || rep.Expected != 2000 {
+		t.Fatalf("%v: received %d of %d, final %d/%d", err, res.Received, rep.Expected, rep.FinalCorrect, rep.FinalExpected)
+	}
+}
+
+func TestChannelsOf(t *testing.T) {
+	var chans []string
+	for i := range 100 {
+		chans = append(chans, fmt.Sprint("c", i))
+	}
+	cfg := WorkerConfig{Channels: chans, ChannelsPerClient: 5, Popular: 0.8}
+	hot := 0
+	for i := range 1000 {
+		got := channelsOf(cfg, i)
+		seen := map[string]bool{}
+		for _, ch := range got {
+			if seen[ch] {
+				t.Fatalf("client %d subscribes %s twice: %v", i, ch, got)
+			}
+			seen[ch] = true
+			var n int
+			fmt.Sscanf(ch, "c%d", &n)
+			if n < 10 {
+				hot++
+			}
+		}
+		if len(got) != 5 {
+			t.Fatalf("client %d: %v", i, got)
+		}
+	}
+	if share := float64(hot) / 5000; share < 0.75 || share > 0.85 {
+		t.Fatalf("%.2f of subscriptions on the hottest tenth, want about 0.8", share)
+	}
+	if got := channelsOf(WorkerConfig{Channels: chans}, 7); len(got) != 1 || got[0] != "c7" {
+		t.Fatalf("default: %v, want round robin", got)
+	}
 }

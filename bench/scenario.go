@@ -44,6 +44,13 @@ type Step struct {
 	// ReconnectEvery: every client drops its socket and reconnects at once,
 	// this often (a reconnect storm); 0: never.
 	ReconnectEvery time.Duration `yaml:"reconnect_every"`
+	// The subscription mix: channels per client, the share of them on the
+	// hottest tenth of channels, and the shares of clients with delta and
+	// with deflate.
+	ChannelsPerClient int     `yaml:"channels_per_client"`
+	Popular           float64 `yaml:"popular"`
+	DeltaShare        float64 `yaml:"delta_share"`
+	DeflateShare      float64 `yaml:"deflate_share"`
 }
 
 // LoadScenario reads and checks a scenario file; unknown keys are errors.
@@ -73,6 +80,10 @@ func LoadScenario(path string) (*Scenario, error) {
 			errs = append(errs, where+": need channels >= 1, rate > 0, duration > 0")
 		case s.Stalled < 0 || s.Stalled >= 1:
 			errs = append(errs, where+": stalled is a fraction in [0, 1)")
+		case s.Popular < 0 || s.Popular > 1 || s.DeltaShare < 0 || s.DeltaShare > 1 || s.DeflateShare < 0 || s.DeflateShare > 1:
+			errs = append(errs, where+": popular, delta_share and deflate_share are fractions in [0, 1]")
+		case s.ChannelsPerClient > s.Channels:
+			errs = append(errs, where+": channels_per_client cannot exceed channels")
 		}
 	}
 	if len(errs) > 0 {
@@ -100,7 +111,8 @@ func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult
 		}
 		rep, err := RunFanout(ctx, FanoutConfig{URL: sc.URL, Brokers: sc.Brokers, Topic: sc.Topic, Conns: s.Conns, Procs: s.Procs,
 			Channels: s.Channels, Stalled: s.Stalled, Ramp: s.Ramp, Rate: s.Rate, Size: size, Duration: s.Duration,
-			Delta: s.Delta, Deflate: s.Deflate, PriorityEvery: s.Priority, ReconnectEvery: s.ReconnectEvery}, log)
+			Delta: s.Delta, Deflate: s.Deflate, PriorityEvery: s.Priority, ReconnectEvery: s.ReconnectEvery,
+			ChannelsPerClient: s.ChannelsPerClient, Popular: s.Popular, DeltaShare: s.DeltaShare, DeflateShare: s.DeflateShare}, log)
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", s.Name, err)
 		}

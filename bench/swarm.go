@@ -26,7 +26,16 @@ type WorkerConfig struct {
 	URL      string   `json:"url"`
 	Source   string   `json:"source"` // local IP to connect from, e.g. 127.0.0.3
 	Conns    int      `json:"conns"`
-	Channels []string `json:"channels"` // client i subscribes to Channels[i%len]
+	Channels []string `json:"channels"` // client i subscribes to Channels[i%len], or a mix (below)
+	// The subscription mix: each client subscribes to ChannelsPerClient
+	// channels (default 1); with Popular > 0 that share of them goes to the
+	// hottest tenth of Channels and the rest to the long tail.
+	ChannelsPerClient int     `json:"channels_per_client"`
+	Popular           float64 `json:"popular"`
+	// DeltaShare and DeflateShare: that fraction of clients subscribe with
+	// delta / offer deflate (Delta and Deflate: all of them).
+	DeltaShare   float64 `json:"delta_share"`
+	DeflateShare float64 `json:"deflate_share"`
 	// Stalled clients subscribe and then never read again.
 	Stalled int `json:"stalled"`
 	// Ramp is connections opened per second (0: as fast as possible).
@@ -170,13 +179,15 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 	)
 	total.Closes = map[string]int{}
 	total.Channels = map[string]*ChannelResult{}
-	dialer := ws.Dialer{Timeout: 10 * time.Second, Extensions: deflateOffer(cfg.Deflate), NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	plain := ws.Dialer{Timeout: 10 * time.Second, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: 10 * time.Second}
 		if cfg.Source != "" {
 			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.Source)}
 		}
 		return d.DialContext(ctx, network, addr)
 	}}
+	deflating := plain
+	deflating.Extensions = deflateOffer(true)
 	var tick <-chan time.Time
 	if cfg.Ramp > 0 {
 		t := time.NewTicker(time.Duration(float64(time.Second) / cfg.Ramp))
@@ -197,7 +208,16 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			c.stalled = i < cfg.Stalled
 			c.sink = sink
 			c.allReady = allReady
-			err := c.run(ctx, dialer, cfg, cfg.Channels[i%len(cfg.Channels)], setup.Done)
+			c.delta = cfg.Delta || share(i, cfg.DeltaShare)
+			c.deflate = cfg.Deflate || share(i+50, cfg.DeflateShare) // offset: the two mixes overlap only partly
+			for _, ch := range channelsOf(cfg, i) {
+				c.subs = append(c.subs, &chanState{name: ch})
+			}
+			d := plain
+			if c.deflate {
+				d = deflating
+			}
+			err := c.run(ctx, d, cfg, setup.Done)
 			if err != nil {
 				mu.Lock()
 				if total.FirstError == "" {
@@ -240,36 +260,79 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			total.ReconnectFailed++
 		}
 		if c.subscribed {
-			ch := cfg.Channels[i%len(cfg.Channels)]
-			cr := total.Channels[ch]
-			if cr == nil {
-				cr = &ChannelResult{Last: map[int64]int{}}
-				total.Channels[ch] = cr
+			for _, s := range c.subs {
+				cr := total.Channels[s.name]
+				if cr == nil {
+					cr = &ChannelResult{Last: map[int64]int{}}
+					total.Channels[s.name] = cr
+				}
+				cr.Clients++
+				cr.Last[s.lastSeq]++
+				cr.Priority += s.priority
 			}
-			cr.Clients++
-			cr.Last[c.lastSeq]++
-			cr.Priority += c.priority
 		}
 		total.Latency.Merge(&c.latency)
 	}
 	return total
 }
 
+// chanState is one subscription of a client.
+type chanState struct {
+	name     string
+	lastSeq  int64
+	priority uint64 // priority publications read
+	base     []byte // delta: the last value, what the next patch applies to
+	scratch  []byte
+	data     []byte // the push's data string, unescaped
+}
+
+// share says whether client i is in the first fraction f of every 100.
+func share(i int, f float64) bool { return f > 0 && float64(i%100) < f*100 }
+
+// channelsOf is client i's subscriptions (see WorkerConfig).
+func channelsOf(cfg WorkerConfig, i int) []string {
+	k := max(cfg.ChannelsPerClient, 1)
+	n := len(cfg.Channels)
+	hot := max(n/10, 1)
+	var out []string
+	seen := map[string]bool{}
+	for j := 0; j < k && len(out) < n; j++ {
+		x := i*k + j
+		var ch string
+		switch {
+		case cfg.Popular <= 0 || n == 1:
+			ch = cfg.Channels[x%n]
+		case float64((x*7919)%1000) < cfg.Popular*1000: // spread, not striped
+			ch = cfg.Channels[x%hot]
+		default:
+			ch = cfg.Channels[hot+x%(n-hot)]
+		}
+		for seen[ch] { // pick the next one free
+			x++
+			ch = cfg.Channels[x%n]
+		}
+		seen[ch] = true
+		out = append(out, ch)
+	}
+	return out
+}
+
 type clientResult struct {
-	stalled    bool
-	subscribed bool
-	received   uint64
-	gaps       uint64
-	outOfOrder uint64
-	duplicates uint64
-	badDeltas  uint64
-	priority   uint64 // priority publications read
-	wireBytes  uint64
-	lastSeq    int64
-	close      string
-	latency    Histogram
-	sink       *seriesSink
-	allReady   *readiness
+	stalled        bool
+	subscribed     bool
+	received       uint64
+	gaps           uint64
+	outOfOrder     uint64
+	duplicates     uint64
+	badDeltas      uint64
+	wireBytes      uint64
+	delta, deflate bool
+	subs           []*chanState // in subscribe order: command id 2+i
+	replied        int          // subscribe replies of the current session
+	close          string
+	latency        Histogram
+	sink           *seriesSink
+	allReady       *readiness
 	// reconnect storms (WorkerConfig.ReconnectEvery)
 	dropping        atomic.Bool  // the client itself closed the socket to reconnect
 	subscribedAgain bool         // since the last drop
@@ -278,9 +341,6 @@ type clientResult struct {
 	reconnectFailed bool
 	sec             int64     // the second cur collects
 	cur             Histogram // this second's latencies, handed to sink when it is over
-	base            []byte    // delta clients: the last value, what the next patch applies to
-	scratch         []byte
-	data            []byte // the push's data string, unescaped
 }
 
 var errClosed = errors.New("closed by server")
@@ -292,12 +352,12 @@ type readiness struct {
 	at time.Time
 }
 
-func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, channel string, setupDone func()) error {
+func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, setupDone func()) error {
 	once := sync.OnceFunc(setupDone)
 	defer once()
 	defer func() { c.sink.add(c.sec, &c.cur) }()
 	for storm := 1; ; storm++ {
-		err := c.session(ctx, d, cfg, channel, once, storm)
+		err := c.session(ctx, d, cfg, once, storm)
 		if ctx.Err() != nil || !c.dropping.Load() {
 			// A reconnect that failed on its own (not cut short by the
 			// end of the run) is a failure.
@@ -308,20 +368,22 @@ func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, c
 		}
 		c.dropping.Store(false)
 		c.subscribedAgain = false
-		c.base = nil // the subscribe reply brings the new base
+		for _, s := range c.subs {
+			s.base = nil // the subscribe reply brings the new base
+		}
 	}
 }
 
 // session is one connection: dial, subscribe, read until the socket ends.
 // With ReconnectEvery it drops the socket itself at storm n (counted from
 // when every client of the worker subscribed).
-func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfig, channel string, once func(), n int) error {
+func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfig, once func(), n int) error {
 	conn, _, hs, err := d.Dial(ctx, cfg.URL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if cfg.Deflate && len(hs.Extensions) == 0 {
+	if c.deflate && len(hs.Extensions) == 0 {
 		return fmt.Errorf("the relay did not accept permessage-deflate")
 	}
 	done := make(chan struct{})
@@ -350,11 +412,15 @@ func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfi
 		conn.Close()
 	}()
 	opts := ""
-	if cfg.Delta {
+	if c.delta {
 		opts = `,"delta":"fossil"`
 	}
-	sub := fmt.Sprintf("{\"id\":1,\"connect\":{\"name\":\"edgebench\"}}\n{\"id\":2,\"subscribe\":{\"channel\":%q%s}}", channel, opts)
-	if err := wsutil.WriteClientText(conn, []byte(sub)); err != nil {
+	cmds := []byte(`{"id":1,"connect":{"name":"edgebench"}}`)
+	for i, s := range c.subs {
+		cmds = fmt.Appendf(cmds, "\n{\"id\":%d,\"subscribe\":{\"channel\":%q%s}}", 2+i, s.name, opts)
+	}
+	c.replied = 0
+	if err := wsutil.WriteClientText(conn, cmds); err != nil {
 		return err
 	}
 	br := bufio.NewReaderSize(conn, 4096)
@@ -408,10 +474,12 @@ func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfi
 }
 
 var (
-	keyPush = []byte(`"push"`)
-	keySub  = []byte(`"subscribe":{`)
-	keyT    = []byte(`"t":`)
-	keySeq  = []byte(`"seq":`)
+	keyPush    = []byte(`"push"`)
+	keySub     = []byte(`"subscribe":{`)
+	keyT       = []byte(`"t":`)
+	keySeq     = []byte(`"seq":`)
+	keyID      = []byte(`{"id":`)
+	keyChannel = []byte(`"channel":"`)
 	// keyPriority marks the feed's priority records (see FeedConfig).
 	keyPriority = []byte(`"p":1,`)
 	// keyDeltaData: in a delta subscription the JSON protocol sends data
@@ -422,7 +490,7 @@ var (
 
 // rebuild returns the value a delta subscription's push carries: the data
 // string itself, or the previous value patched. nil: it did not apply.
-func (c *clientResult) rebuild(line []byte) []byte {
+func (c *chanState) rebuild(line []byte) []byte {
 	i := bytes.Index(line, keyDeltaData)
 	if i < 0 {
 		return nil
@@ -503,27 +571,41 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 		// The cached value may come from an earlier run with other
 		// sequence numbers: order is checked from the first live push.
 		// In a delta subscription it is the base of the first patch.
+		id, _ := intAfter(line, keyID)
+		if id < 2 || int(id-2) >= len(c.subs) {
+			return
+		}
+		s := c.subs[id-2]
 		value := line
 		if bytes.Contains(line, keyDeltaData) {
-			value = c.rebuild(line)
+			value = s.rebuild(line)
 		}
-		if at := c.droppedAt.Load(); at != 0 && !c.subscribedAgain {
+		if c.droppedAt.Load() != 0 {
 			// A resubscribe after a storm: the cached value is this run's,
 			// the latest the client holds now; what it missed while away
 			// counts as skipped.
+			if seq, ok := intAfter(value, keySeq); ok && seq > s.lastSeq {
+				c.gaps += uint64(seq - s.lastSeq - 1)
+				s.lastSeq = seq
+			}
+		}
+		if c.replied++; c.replied < len(c.subs) {
+			return
+		}
+		if at := c.droppedAt.Load(); at != 0 && !c.subscribedAgain {
 			c.subscribedAgain = true
 			c.reconnect.Record(now.Sub(time.Unix(0, at)))
-			if seq, ok := intAfter(value, keySeq); ok && seq > c.lastSeq {
-				c.gaps += uint64(seq - c.lastSeq - 1)
-				c.lastSeq = seq
-			}
 		} else if !c.subscribed {
 			c.sink.connected(now.Unix())
 		}
 		c.subscribed = true
 	case bytes.Contains(line, keyPush):
-		if c.base != nil || bytes.Contains(line, keyDeltaData) {
-			line = c.rebuild(line)
+		s := c.subOf(line)
+		if s == nil {
+			return
+		}
+		if s.base != nil || bytes.Contains(line, keyDeltaData) {
+			line = s.rebuild(line)
 			if line == nil {
 				c.badDeltas++
 				return
@@ -543,19 +625,42 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 		c.cur.Record(d)
 		if seq, ok := intAfter(line, keySeq); ok {
 			switch {
-			case c.lastSeq != 0 && seq == c.lastSeq:
+			case s.lastSeq != 0 && seq == s.lastSeq:
 				c.duplicates++
-			case c.lastSeq != 0 && seq < c.lastSeq:
+			case s.lastSeq != 0 && seq < s.lastSeq:
 				c.outOfOrder++
-			case seq > c.lastSeq+1: // the feed starts at 1 after every client subscribed
-				c.gaps += uint64(seq - c.lastSeq - 1)
+			case seq > s.lastSeq+1: // the feed starts at 1 after every client subscribed
+				c.gaps += uint64(seq - s.lastSeq - 1)
 			}
-			c.lastSeq = seq
+			s.lastSeq = seq
 			if bytes.Contains(line, keyPriority) {
-				c.priority++
+				s.priority++
 			}
 		}
 	}
+}
+
+// subOf is the subscription a push is for, from its "channel" field
+// (these clients do not ask for channel compaction).
+func (c *clientResult) subOf(line []byte) *chanState {
+	if len(c.subs) == 1 {
+		return c.subs[0]
+	}
+	i := bytes.Index(line, keyChannel)
+	if i < 0 {
+		return nil
+	}
+	rest := line[i+len(keyChannel):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return nil
+	}
+	for _, s := range c.subs {
+		if string(rest[:j]) == s.name {
+			return s
+		}
+	}
+	return nil
 }
 
 // intAfter parses the integer right after key in b.
