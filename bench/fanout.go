@@ -33,6 +33,11 @@ type FanoutConfig struct {
 	// PriorityEvery marks every n-th record priority (0: none): those
 	// must reach every healthy client.
 	PriorityEvery int
+	// Odds, when Matches > 0: the feed is a realistic odds and scores feed
+	// of that many matches (each price moving with chance Move per update;
+	// see OddsFeed) instead of Channels fixed-size records.
+	Matches int
+	Move    float64
 	// ReconnectEvery: reconnect storms; ChannelsPerClient, Popular,
 	// DeltaShare, DeflateShare: the subscription mix (see WorkerConfig).
 	ReconnectEvery           time.Duration
@@ -111,9 +116,15 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	if err != nil {
 		return nil, err
 	}
+	var odds *OddsFeed
 	channels := make([]string, cfg.Channels)
 	for i := range channels {
 		channels[i] = fmt.Sprintf("bench:fanout:%d", i)
+	}
+	if cfg.Matches > 0 {
+		odds = NewOddsFeed(cfg.Matches, cfg.Move, 1)
+		channels = odds.Channels()
+		rep.Config.Channels = len(channels)
 	}
 	rssBefore, err := relayRSSAfterGC(metricsURL)
 	if err != nil {
@@ -224,7 +235,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		}
 	}()
 	rep.Feed, err = RunFeed(ctx, FeedConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Channels: channels, Rate: cfg.Rate, Size: cfg.Size,
-		Duration: cfg.Duration, PriorityEvery: cfg.PriorityEvery})
+		Duration: cfg.Duration, PriorityEvery: cfg.PriorityEvery, Odds: odds})
 	close(feedDone)
 	<-sampled
 	if err != nil {
@@ -244,7 +255,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		w.cmd.Wait()
 	}
 	rep.Healthy = rep.Clients.Connected - stalledTotal/cfg.Procs*cfg.Procs
-	rep.Expected = rep.Feed.Sent * uint64(rep.Healthy) / uint64(cfg.Channels)
+	rep.Expected = rep.Feed.Sent * uint64(rep.Healthy) / uint64(len(channels)) // judge makes it exact from the channels
 	rep.DeliveriesPerS = float64(rep.Clients.Received) / cfg.Duration.Seconds()
 	rep.judge()
 	rep.P50 = rep.Clients.Latency.Quantile(0.5)

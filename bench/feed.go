@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,6 +22,13 @@ type FeedConfig struct {
 	Rate     float64  // records per second, all channels together
 	Size     int      // approximate JSON value size in bytes
 	Duration time.Duration
+	// Odds, when set, makes the records instead (a realistic odds and
+	// scores feed; Channels must be Odds.Channels() and Size is ignored).
+	Odds *OddsFeed
+	// Record, when set, gets every record produced as a JSON line
+	// {"ns":<offset from start>,"channel":…,"priority":…,"value":{…}},
+	// for Replay.
+	Record io.Writer
 	// Fault injection, to prove the harness fails: the record that would
 	// carry sequence number SkipSeq of the first channel is not produced,
 	// and the one carrying RepeatSeq is produced twice (0: none).
@@ -66,29 +77,36 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 		if intended.Sub(start) >= cfg.Duration {
 			break
 		}
-		if d := time.Until(intended); d > 0 {
-			select {
-			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-time.After(d):
-			}
-		} else {
-			res.Behind = max(res.Behind, -d)
+		if err := waitUntil(ctx, intended, &res.Behind); err != nil {
+			return res, err
 		}
-		ci := int(i) % len(cfg.Channels)
-		seqs[ci]++
-		ch := cfg.Channels[ci]
-		prio := cfg.PriorityEvery > 0 && i%int64(cfg.PriorityEvery) == 0
-		p := ""
+		var (
+			ci    int
+			value []byte
+			prio  bool
+		)
+		if cfg.Odds != nil {
+			ci, value, prio = cfg.Odds.Next(func(ci int) int64 { seqs[ci]++; return seqs[ci] }, intended.UnixNano())
+		} else {
+			ci = int(i) % len(cfg.Channels)
+			seqs[ci]++
+			prio = cfg.PriorityEvery > 0 && i%int64(cfg.PriorityEvery) == 0
+			p := ""
+			if prio {
+				p = `"p":1,`
+			}
+			value = fmt.Appendf(nil, `{"seq":%d,"t":%d,%s"pad":"%s"}`, seqs[ci], intended.UnixNano(), p, pad)
+		}
 		if prio {
-			p = `"p":1,`
 			prioCount[ci]++
 		}
-		r := &kgo.Record{Topic: cfg.Topic, Key: []byte(ch),
-			Value:   fmt.Appendf(nil, `{"seq":%d,"t":%d,%s"pad":"%s"}`, seqs[ci], intended.UnixNano(), p, pad),
-			Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
+		ch := cfg.Channels[ci]
+		r := &kgo.Record{Topic: cfg.Topic, Key: []byte(ch), Value: value, Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
 		if prio {
 			r.Headers = append(r.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
+		}
+		if cfg.Record != nil {
+			fmt.Fprintf(cfg.Record, "{\"ns\":%d,\"channel\":%q,\"priority\":%t,\"value\":%s}\n", intended.Sub(start), ch, prio, value)
 		}
 		copies := 1
 		switch {
@@ -115,4 +133,86 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 		res.Final[ch], res.Priority[ch] = seqs[i], prioCount[i]
 	}
 	return res, nil
+}
+
+// ReplayConfig replays a recorded feed (FeedConfig.Record) into Kafka.
+type ReplayConfig struct {
+	Brokers []string
+	Topic   string
+	From    io.Reader
+	Speed   float64 // 2: twice as fast as recorded
+}
+
+var tField = regexp.MustCompile(`"t":\d+`)
+
+// Replay produces the recorded records at their recorded offsets divided
+// by Speed, with each value's "t" set to its new intended send time, so
+// clients measure latency against the replay. Sequence numbers stay as
+// recorded: replay into channels that start fresh, or expect clients to
+// see them restart.
+func Replay(ctx context.Context, cfg ReplayConfig) (FeedResult, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("edgebench-replay"), kgo.ProducerLinger(time.Millisecond),
+		kgo.RecordDeliveryTimeout(10*time.Second))
+	if err != nil {
+		return FeedResult{}, err
+	}
+	defer cl.Close()
+	res := FeedResult{Final: map[string]int64{}, Priority: map[string]int64{}}
+	var failed atomic.Uint64
+	sc := bufio.NewScanner(cfg.From)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	start := time.Now()
+	for line := 1; sc.Scan(); line++ {
+		var rec struct {
+			NS       time.Duration   `json:"ns"`
+			Channel  string          `json:"channel"`
+			Priority bool            `json:"priority"`
+			Value    json.RawMessage `json:"value"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil || rec.Channel == "" {
+			return res, fmt.Errorf("recorded feed, line %d: not a record (%v)", line, err)
+		}
+		intended := start.Add(time.Duration(float64(rec.NS) / cfg.Speed))
+		if err := waitUntil(ctx, intended, &res.Behind); err != nil {
+			return res, err
+		}
+		value := tField.ReplaceAll(rec.Value, fmt.Appendf(nil, `"t":%d`, intended.UnixNano()))
+		r := &kgo.Record{Topic: cfg.Topic, Key: []byte(rec.Channel), Value: value, Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(rec.Channel)}}}
+		if rec.Priority {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
+			res.Priority[rec.Channel]++
+		}
+		var seq struct{ Seq int64 }
+		json.Unmarshal(rec.Value, &seq)
+		res.Final[rec.Channel] = seq.Seq
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+		})
+		res.Sent++
+	}
+	if err := sc.Err(); err != nil {
+		return res, err
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return res, err
+	}
+	res.Failed = failed.Load()
+	return res, nil
+}
+
+// waitUntil sleeps until t, or notes in behind how late it already is.
+func waitUntil(ctx context.Context, t time.Time, behind *time.Duration) error {
+	d := time.Until(t)
+	if d <= 0 {
+		*behind = max(*behind, -d)
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }

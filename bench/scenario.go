@@ -51,6 +51,10 @@ type Step struct {
 	Popular           float64 `yaml:"popular"`
 	DeltaShare        float64 `yaml:"delta_share"`
 	DeflateShare      float64 `yaml:"deflate_share"`
+	// Matches > 0: a realistic odds and scores feed of that many matches
+	// (channels is then the feed's), prices moving with chance move.
+	Matches int     `yaml:"matches"`
+	Move    float64 `yaml:"move"`
 }
 
 // LoadScenario reads and checks a scenario file; unknown keys are errors.
@@ -76,13 +80,13 @@ func LoadScenario(path string) (*Scenario, error) {
 			errs = append(errs, where+": name is required")
 		case s.Procs < 1 || s.Conns < s.Procs:
 			errs = append(errs, where+": need procs >= 1 and conns >= procs")
-		case s.Channels < 1 || s.Rate <= 0 || s.Duration <= 0:
-			errs = append(errs, where+": need channels >= 1, rate > 0, duration > 0")
+		case (s.Channels < 1 && s.Matches < 1) || s.Rate <= 0 || s.Duration <= 0:
+			errs = append(errs, where+": need channels >= 1 (or matches >= 1), rate > 0, duration > 0")
 		case s.Stalled < 0 || s.Stalled >= 1:
 			errs = append(errs, where+": stalled is a fraction in [0, 1)")
 		case s.Popular < 0 || s.Popular > 1 || s.DeltaShare < 0 || s.DeltaShare > 1 || s.DeflateShare < 0 || s.DeflateShare > 1:
 			errs = append(errs, where+": popular, delta_share and deflate_share are fractions in [0, 1]")
-		case s.ChannelsPerClient > s.Channels:
+		case s.Matches == 0 && s.ChannelsPerClient > s.Channels:
 			errs = append(errs, where+": channels_per_client cannot exceed channels")
 		}
 	}
@@ -112,7 +116,8 @@ func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult
 		rep, err := RunFanout(ctx, FanoutConfig{URL: sc.URL, Brokers: sc.Brokers, Topic: sc.Topic, Conns: s.Conns, Procs: s.Procs,
 			Channels: s.Channels, Stalled: s.Stalled, Ramp: s.Ramp, Rate: s.Rate, Size: size, Duration: s.Duration,
 			Delta: s.Delta, Deflate: s.Deflate, PriorityEvery: s.Priority, ReconnectEvery: s.ReconnectEvery,
-			ChannelsPerClient: s.ChannelsPerClient, Popular: s.Popular, DeltaShare: s.DeltaShare, DeflateShare: s.DeflateShare}, log)
+			ChannelsPerClient: s.ChannelsPerClient, Popular: s.Popular, DeltaShare: s.DeltaShare, DeflateShare: s.DeflateShare,
+			Matches: s.Matches, Move: s.Move}, log)
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", s.Name, err)
 		}
@@ -137,7 +142,7 @@ func ScenarioMarkdown(results []StepResult) string {
 			reconnects = fmt.Sprintf("%d (%v), %d failed", rc.N, rc.Quantile(0.99), rep.Clients.ReconnectFailed)
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %s | %.0f | %v | %v | %v | %.1f%% | %d | %d | %d/%d | %d/%d | %s | %.0f | %.1f | %s |\n",
-			r.Step.Name, rep.Clients.Connected, r.Step.Channels, r.Step.Rate, rep.mode(), rep.DeliveriesPerS, rep.P50, rep.P99, rep.Max,
+			r.Step.Name, rep.Clients.Connected, rep.Config.Channels, r.Step.Rate, rep.mode(), rep.DeliveriesPerS, rep.P50, rep.P99, rep.Max,
 			rep.Skipped*100, rep.Clients.Duplicates, rep.Clients.OutOfOrder, rep.PriorityRead, rep.PriorityExpected,
 			rep.FinalCorrect, rep.FinalExpected, reconnects, rep.BytesPerConn, rep.RelayCPUSeconds, r.Verdict)
 	}

@@ -5,11 +5,13 @@
 //	edgebench bets    --url ws://… --rate 20000    a bet storm: accepted bets/s and reply latency
 //	edgebench run     bench/scenarios/smoke.yaml   a scenario file's steps, a table and a verdict
 //	edgebench report  --html r.html a.json b.json  summary table and charts of saved results
+//	edgebench feed    --rate 500 --matches 200     a realistic odds feed; --record / --replay --speed
 //
 // "worker" is internal: fanout starts one worker process per --procs.
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -32,6 +34,8 @@ commands:
   fanout   open many WebSocket clients, feed Kafka at a fixed rate, report
            deliveries/s, latency percentiles and relay memory per connection
   wire     bytes on the wire per delivered update, full JSON vs channel ids, deflate, fossil delta
+  feed     produce a realistic odds and scores feed into Kafka at a rate, record
+           it to a file, or replay a recorded one at N x speed
   run      run a scenario file (bench/scenarios/*.yaml), print a table and a
            verdict line; exit 1 when a correctness check fails
   report   merge JSON results (--out of fanout and run) into a Markdown summary
@@ -61,6 +65,8 @@ func main() {
 		err = betStorm(ctx, os.Args[2:])
 	case "run":
 		err = runScenario(ctx, os.Args[2:])
+	case "feed":
+		err = feedCmd(ctx, os.Args[2:])
 	case "report":
 		err = reportCmd(os.Args[2:])
 	case "worker":
@@ -272,4 +278,60 @@ func reportCmd(args []string) error {
 		return err
 	}
 	return f.Close()
+}
+
+func feedCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("feed", flag.ExitOnError)
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka seed brokers")
+	topic := fs.String("topic", "odds", "topic to produce to (the relay reads it; the channel is in the \"channel\" header)")
+	rate := fs.Float64("rate", 100, "records per second")
+	duration := fs.Duration("duration", 30*time.Second, "how long to produce")
+	matches := fs.Int("matches", 50, "matches (football, tennis, basketball; 3-4 markets and a score channel each)")
+	move := fs.Float64("move", 0.3, "chance that each price of a market moves in an update")
+	record := fs.String("record", "", "also write every record to this file (JSON lines) for --replay")
+	replay := fs.String("replay", "", "replay this recorded file instead of generating")
+	speed := fs.Float64("speed", 1, "replay speed (2: twice as fast)")
+	fs.Parse(args)
+	var res bench.FeedResult
+	var err error
+	if *replay != "" {
+		f, ferr := os.Open(*replay)
+		if ferr != nil {
+			return ferr
+		}
+		defer f.Close()
+		if *speed <= 0 {
+			return fmt.Errorf("--speed must be positive")
+		}
+		res, err = bench.Replay(ctx, bench.ReplayConfig{Brokers: strings.Split(*brokers, ","), Topic: *topic, From: f, Speed: *speed})
+	} else {
+		if *rate <= 0 || *matches < 1 {
+			return fmt.Errorf("need rate > 0 and matches >= 1")
+		}
+		odds := bench.NewOddsFeed(*matches, *move, uint64(time.Now().UnixNano()))
+		cfg := bench.FeedConfig{Brokers: strings.Split(*brokers, ","), Topic: *topic, Channels: odds.Channels(), Rate: *rate, Duration: *duration, Odds: odds}
+		if *record != "" {
+			f, ferr := os.Create(*record)
+			if ferr != nil {
+				return ferr
+			}
+			w := bufio.NewWriter(f)
+			defer func() { w.Flush(); f.Close() }()
+			cfg.Record = w
+		}
+		res, err = bench.RunFeed(ctx, cfg)
+	}
+	if err != nil {
+		return err
+	}
+	prio := int64(0)
+	for _, n := range res.Priority {
+		prio += n
+	}
+	fmt.Printf("sent %d records to %d channels (%d priority), %d failed; at worst %v behind schedule\n",
+		res.Sent, len(res.Final), prio, res.Failed, res.Behind)
+	if res.Failed > 0 {
+		return fmt.Errorf("%d records failed", res.Failed)
+	}
+	return nil
 }
