@@ -64,6 +64,9 @@ type Report struct {
 	RelayIdleBytes  int64         `json:"relay_rss_idle_delta_bytes"` // RSS after GC with clients minus before
 	BytesPerConn    float64       `json:"bytes_per_conn"`
 	RelayCPUSeconds float64       `json:"relay_cpu_seconds"` // during the feed
+	// RelayResources says where relay memory and CPU were read: the
+	// relay's /proc/<pid> when it listens on this machine, else /metrics.
+	RelayResources string `json:"relay_resources"`
 	// Relay RSS sampled every second during the feed: memory must stay flat.
 	RelayRSSStart int64 `json:"relay_rss_start_bytes"`
 	RelayRSSMax   int64 `json:"relay_rss_max_bytes"`
@@ -126,7 +129,9 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		channels = odds.Channels()
 		rep.Config.Channels = len(channels)
 	}
-	rssBefore, err := relayRSSAfterGC(metricsURL)
+	usage := relayUsage(cfg.URL, metricsURL)
+	rep.RelayResources = usage.source
+	rssBefore, err := relayRSSAfterGC(metricsURL, usage)
 	if err != nil {
 		fmt.Fprintf(log, "edgebench: %v (memory per connection will not be reported)\n", err)
 	}
@@ -206,7 +211,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		}
 	}
 	if rssBefore > 0 {
-		if after, err := relayRSSAfterGC(metricsURL); err == nil {
+		if after, err := relayRSSAfterGC(metricsURL, usage); err == nil {
 			rep.RelayIdleBytes = after - rssBefore
 			rep.BytesPerConn = float64(rep.RelayIdleBytes) / float64(cfg.Conns)
 		}
@@ -214,14 +219,14 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	if connected == 0 {
 		return nil, fmt.Errorf("no client could connect to %s (is the relay there?)", cfg.URL)
 	}
-	cpuBefore, _ := scrape(metricsURL, "process_cpu_seconds_total")
+	_, cpuBefore, _ := usage.read()
 	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
 	sampled := make(chan struct{})
 	feedDone := make(chan struct{})
 	go func() { // relay memory during the feed
 		defer close(sampled)
 		for {
-			if v, err := scrape(metricsURL, "process_resident_memory_bytes"); err == nil {
+			if v, _, err := usage.read(); err == nil {
 				if rep.RelayRSSStart == 0 {
 					rep.RelayRSSStart = int64(v)
 				}
@@ -242,7 +247,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		return nil, err
 	}
 	time.Sleep(time.Second) // let the last records arrive
-	cpuAfter, _ := scrape(metricsURL, "process_cpu_seconds_total")
+	_, cpuAfter, _ := usage.read()
 	rep.RelayCPUSeconds = cpuAfter - cpuBefore
 	stopWorkers()
 	for _, w := range workers {
@@ -309,10 +314,31 @@ func metricsURLOf(wsURL string) (string, error) {
 	return u.String(), nil
 }
 
+// relayUsageSource reads the relay's RSS and CPU seconds.
+type relayUsageSource struct {
+	source string
+	read   func() (rss int64, cpu float64, err error)
+}
+
+// relayUsage reads /proc for a relay on this machine, else its /metrics.
+func relayUsage(wsURL, metricsURL string) relayUsageSource {
+	if p := relayProc(wsURL); p != nil {
+		return relayUsageSource{fmt.Sprintf("/proc/%d", p.pid), p.sample}
+	}
+	return relayUsageSource{"/metrics", func() (int64, float64, error) {
+		rss, err := scrape(metricsURL, "process_resident_memory_bytes")
+		if err != nil {
+			return 0, 0, err
+		}
+		cpu, err := scrape(metricsURL, "process_cpu_seconds_total")
+		return int64(rss), cpu, err
+	}}
+}
+
 // relayRSSAfterGC asks the relay to collect garbage and return memory to
 // the OS (POST /debug/gc, served when the relay runs with debug: true),
 // then reads its resident set size.
-func relayRSSAfterGC(base string) (int64, error) {
+func relayRSSAfterGC(base string, usage relayUsageSource) (int64, error) {
 	resp, err := http.Post(base+"/debug/gc", "", nil)
 	if err != nil {
 		return 0, err
@@ -322,7 +348,7 @@ func relayRSSAfterGC(base string) (int64, error) {
 		return 0, fmt.Errorf("POST /debug/gc: %s (run the relay with EDGERELAY_DEBUG=true)", resp.Status)
 	}
 	time.Sleep(500 * time.Millisecond)
-	v, err := scrape(base, "process_resident_memory_bytes")
+	v, _, err := usage.read()
 	return int64(v), err
 }
 
