@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -59,6 +61,50 @@ func TestSmokeScenario(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "verdict: PASS smoke") {
 		t.Fatalf("edgebench run smoke.yaml: %v", err)
 	}
+
+	// The same pieces apart: a swarm holding clients on the channels of
+	// "edgebench feed --matches 5", and that feed from another process.
+	swarm := exec.Command(filepath.Join(dir, "edgebench"), "swarm", "--url", "ws://"+httpAddr+"/connection/websocket",
+		"--conns", "20", "--procs", "1", "--matches", "5", "--channels-per-client", "2", "--duration", "4s")
+	errPipe, err := swarm.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	swarmOut, err := swarm.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := swarm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	subscribed := make(chan struct{})
+	stderrDone := make(chan string)
+	go func() { // the swarm's log: when it is subscribed, and all of it at the end
+		var log strings.Builder
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "all clients subscribed") {
+				close(subscribed)
+			}
+		}
+		stderrDone <- log.String()
+	}()
+	select {
+	case <-subscribed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("swarm did not subscribe within 20 s")
+	}
+	feed := exec.Command(filepath.Join(dir, "edgebench"), "feed", "--brokers", "127.0.0.1:"+kport, "--matches", "5", "--rate", "100", "--duration", "2s")
+	if out, err := feed.CombinedOutput(); err != nil || !strings.Contains(string(out), "sent 200 records") {
+		t.Fatalf("edgebench feed: %v\n%s", err, out)
+	}
+	table, _ := io.ReadAll(swarmOut)
+	log := <-stderrDone
+	if err := swarm.Wait(); err != nil || !strings.Contains(log, "verdict: PASS") || !strings.Contains(string(table), "| 20 | 0% |") {
+		t.Fatalf("edgebench swarm: %v\n%s\n%s", err, table, log)
+	}
+	t.Logf("swarm:\n%s", table)
 }
 
 func freeAddr(t *testing.T) string {
