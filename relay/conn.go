@@ -92,7 +92,7 @@ type subscription struct {
 	// conflated counts this channel's updates replaced in the queue when
 	// the node falls behind; nil: never (overload.deliver_all).
 	conflated prometheus.Counter
-	base     *fanout.Publication
+	base      *fanout.Publication
 	// sent is the latest publication queued to the client: what a bet on
 	// this market can say the user saw. Read by the poller.
 	sent atomic.Pointer[fanout.Publication]

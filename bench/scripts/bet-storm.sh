@@ -7,12 +7,7 @@
 #
 #   bench/scripts/bet-storm.sh                 # rates 2500 5000 10000 20000
 #   RATES="20000" DURATION=30s bench/scripts/bet-storm.sh
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-out=${OUT:-/tmp/edgerelay-bench}
-mkdir -p "$out"
-go build -o "$out/edgerelay" ./relay/cmd/edgerelay
-go build -o "$out/edgebench" ./bench/cmd/edgebench
+source "$(dirname "$0")/common.sh"
 
 kport=${KAFKA_PORT:-29192}
 hport=${RELAY_PORT:-28100}
@@ -21,7 +16,7 @@ hport=${RELAY_PORT:-28100}
 "$out/edgerelay" dev --bookmaker=false --listen "127.0.0.1:$hport" --kafka-port "$kport" >"$out/dev.log" 2>&1 &
 relay=$!
 trap 'kill $relay 2>/dev/null; wait 2>/dev/null' EXIT
-for _ in $(seq 100); do curl -fs "127.0.0.1:$hport/readyz" >/dev/null && break; sleep 0.1; done
+wait_ready "$hport"
 
 echo "| clients | rate/s | accepted/s | sent | accepted | rejected | unanswered | p50 | p99 | max | odds pushes/s | relay CPU s | edgebench CPU s |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"

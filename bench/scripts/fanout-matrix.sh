@@ -6,12 +6,7 @@
 #
 #   bench/scripts/fanout-matrix.sh            # all scenarios (~10 minutes)
 #   bench/scripts/fanout-matrix.sh idle       # one group: idle, rate, latency, stalled, modes
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-out=${OUT:-/tmp/edgerelay-bench}
-mkdir -p "$out"
-go build -o "$out/edgerelay" ./relay/cmd/edgerelay
-go build -o "$out/edgebench" ./bench/cmd/edgebench
+source "$(dirname "$0")/common.sh"
 
 kport=${KAFKA_PORT:-29092}
 hport=${RELAY_PORT:-28000}
@@ -22,7 +17,7 @@ broker=$!
 EDGERELAY_DEBUG=true EDGERELAY_OVERLOAD_CONFLATE_AFTER=1h "$out/edgerelay" serve --listen "127.0.0.1:$hport" --brokers "127.0.0.1:$kport" >"$out/relay.log" 2>&1 &
 relay=$!
 trap 'kill $relay $broker 2>/dev/null; wait 2>/dev/null' EXIT
-for _ in $(seq 100); do curl -fs "127.0.0.1:$hport/readyz" >/dev/null && break; sleep 0.1; done
+wait_ready "$hport"
 
 run() { # name, then edgebench fanout flags
   local name=$1; shift

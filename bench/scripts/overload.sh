@@ -9,12 +9,7 @@
 #
 #   bench/scripts/overload.sh                # rates 300 600 1200, 30 s each
 #   RATES="1200" DURATION=15s bench/scripts/overload.sh
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-out=${OUT:-/tmp/edgerelay-bench}
-mkdir -p "$out"
-go build -o "$out/edgerelay" ./relay/cmd/edgerelay
-go build -o "$out/edgebench" ./bench/cmd/edgebench
+source "$(dirname "$0")/common.sh"
 
 kport=${KAFKA_PORT:-29092}
 hport=${RELAY_PORT:-28000}
@@ -31,7 +26,7 @@ for policy in conflate queue; do
   EDGERELAY_DEBUG=true EDGERELAY_OVERLOAD_CONFLATE_AFTER=$after "$out/edgerelay" serve \
     --listen "127.0.0.1:$hport" --brokers "127.0.0.1:$kport" >"$out/relay-$policy.log" 2>&1 &
   relay=$!
-  for _ in $(seq 100); do curl -fs "127.0.0.1:$hport/readyz" >/dev/null && break; sleep 0.1; done
+  wait_ready "$hport"
   for r in ${RATES:-300 600 1200}; do
     echo "== $policy at $r records/s" >&2
     row=$("$out/edgebench" fanout --url "ws://127.0.0.1:$hport/connection/websocket" --brokers "127.0.0.1:$kport" \
