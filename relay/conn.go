@@ -68,6 +68,7 @@ type conn struct {
 	queued        int   // bytes in queue, minus head
 	stalledSince  int64 // unix nanos the heartbeat first saw the queue waiting with no write since; 0 after each write
 	scheduled     bool  // on a writer's run list
+	urgent        bool  // on a writer's urgent list (a reply or priority publication is queued)
 	scheduledAt   int64 // Server.clock when last put on a run list
 	writing       bool  // a writer is in writev on fd
 	inflight      int   // queue entries in the writev under way: not to be replaced or dropped
@@ -161,15 +162,17 @@ func (c *conn) deliver(f, alt *fanout.Frame, conflated prometheus.Counter) {
 	if !f.Pub.Priority {
 		behind := conflated != nil && c.scheduled && c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
 		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes)
-		if (behind || slow) && c.replaceLocked(alt) {
-			c.mu.Unlock()
-			if slow {
-				m.conflated.Inc()
-			} else {
-				conflated.Inc()
-				m.overloadConflatedN.Add(1)
+		if behind || slow {
+			if n := c.replaceLocked(alt); n > 0 {
+				c.mu.Unlock()
+				if slow {
+					m.conflated.Add(float64(n))
+				} else {
+					conflated.Add(float64(n))
+					m.overloadConflatedN.Add(uint64(n))
+				}
+				return
 			}
-			return
 		}
 	}
 	c.enqueueLocked(f)
@@ -206,29 +209,51 @@ func namespace(channel string) string {
 	return channel
 }
 
-// replaceLocked puts f in place of the channel's newest queued frame if
-// that frame is not a priority one and not partly written. Older frames of
-// the channel stay ahead of it, so the channel's order is kept.
-func (c *conn) replaceLocked(f *fanout.Frame) bool {
-	fixed := c.fixedLocked()
-	for i := len(c.queue) - 1; i >= 0; i-- {
+// replaceLocked puts f, a self-contained frame, in place of the channel's
+// newest queued frame and drops the channel's older unwritten frames back
+// to the nearest barrier: a reply or ping (never move a publication ahead
+// of one; a subscribe reply may carry this channel's value), a priority
+// frame of the channel, or the frames under way (fixed). The channel's
+// order is kept and the client reads only its latest value; a priority
+// frame is never replaced nor dropped. It returns how many queued frames
+// f stands for: 0 if there was none to replace (f must be queued).
+func (c *conn) replaceLocked(f *fanout.Frame) int {
+	ch := f.Pub.Channel
+	last, stale, stop := -1, 0, c.fixedLocked()
+	for i := len(c.queue) - 1; i >= stop; i-- {
 		q := c.queue[i].Pub
-		if q == nil {
-			// A reply (maybe a subscribe reply carrying this channel's
-			// value) or a ping: never move a publication ahead of it.
-			return false
+		if q == nil || (q.Channel == ch && q.Priority) {
+			stop = i + 1
+			break
 		}
-		if q.Channel != f.Pub.Channel {
+		if q.Channel != ch {
 			continue
 		}
-		if q.Priority || i < fixed {
-			return false
+		if last < 0 {
+			last = i
+		} else {
+			stale++
 		}
-		c.queued += len(f.Bytes) - len(c.queue[i].Bytes)
-		c.queue[i] = f
-		return true
 	}
-	return false
+	if last < 0 {
+		return 0
+	}
+	c.queued += len(f.Bytes) - len(c.queue[last].Bytes)
+	c.queue[last] = f
+	if stale > 0 {
+		j := stop
+		for i := stop; i < len(c.queue); i++ {
+			if i < last && c.queue[i].Pub.Channel == ch {
+				c.queued -= len(c.queue[i].Bytes)
+				continue
+			}
+			c.queue[j] = c.queue[i]
+			j++
+		}
+		clear(c.queue[j:])
+		c.queue = c.queue[:j]
+	}
+	return 1 + stale
 }
 
 // enqueueLocked queues f and schedules a write, or, if the queue would pass
@@ -243,7 +268,7 @@ func (c *conn) enqueueLocked(f *fanout.Frame) {
 		return
 	}
 	c.pushLocked(f)
-	c.scheduleLocked()
+	c.scheduleLocked(f.Pub == nil || f.Pub.Priority)
 }
 
 // pushLocked appends f to the queue (pooled memory).
@@ -255,11 +280,25 @@ func (c *conn) pushLocked(f *fanout.Frame) {
 	c.queued += len(f.Bytes)
 }
 
-func (c *conn) scheduleLocked() {
-	if !c.scheduled && !c.writing && !c.waitOut && c.fd >= 0 {
+// scheduleLocked puts c on its writer's run list, or, if urgent (a reply,
+// ping, close or priority publication was queued), on the urgent list,
+// which the writer serves before the next connection of its run list: under
+// overload a write pass over every connection takes long, and what must not
+// wait for it does not.
+func (c *conn) scheduleLocked(urgent bool) {
+	if c.writing || c.waitOut || c.fd < 0 {
+		return // the write under way, or EPOLLOUT, picks the frame up
+	}
+	if !c.scheduled {
 		c.scheduled = true
 		c.scheduledAt = c.srv.clock.Load()
-		c.writer.push(c)
+		if !urgent {
+			c.writer.push(c, false)
+		}
+	}
+	if urgent && !c.urgent {
+		c.urgent = true
+		c.writer.push(c, true)
 	}
 }
 
@@ -373,7 +412,7 @@ func (c *conn) startCloseLocked(code uint16, reason, label string) {
 	}
 	c.pushLocked(&fanout.Frame{Bytes: ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), reason)))})
 	c.closeDeadline = time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout).UnixNano()
-	c.scheduleLocked()
+	c.scheduleLocked(true)
 }
 
 // afterDrainLocked runs when a writer has emptied the queue: once the close

@@ -18,7 +18,8 @@
 // No connection has a goroutine or a buffer of its own (engine_linux.go).
 // A few pollers watch all sockets with epoll and handle input, including
 // the protocol session, on their own goroutine; one writer per core sends
-// each connection's queued frames with a single writev. The hub delivers
+// each connection's queued frames with a single writev, serving connections
+// with a reply or priority publication queued first. The hub delivers
 // into a connection's bounded queue under the channel's lock, without
 // blocking; past websocket.soft_queue_bytes updates are conflated, past
 // websocket.max_queue_bytes the client is closed as slow (3008). One

@@ -111,7 +111,7 @@ func (p *poller) run() {
 				c.outEvents++
 				if c.waitOut {
 					c.waitOut = false
-					c.scheduleLocked()
+					c.scheduleLocked(false)
 				}
 				c.mu.Unlock()
 			}
@@ -190,18 +190,26 @@ func (p *poller) closeAll() {
 	}
 }
 
-// writer sends queued frames for the connections on its run list.
+// writer sends queued frames for the connections on its run lists. It
+// takes the whole run list as one pass and flushes each connection in turn;
+// before each one it serves the urgent list (connections with a reply,
+// ping, close or priority publication queued), so those never wait for the
+// rest of a pass, which under overload is every connection of the writer.
 type writer struct {
-	srv  *Server
-	mu   sync.Mutex
-	wake *sync.Cond
-	run  []*conn
-	stop bool
+	srv    *Server
+	mu     sync.Mutex
+	wake   *sync.Cond
+	run    []*conn
+	urgent []*conn
+	// nUrgent is len(urgent), read between flushes without the lock.
+	nUrgent atomic.Int32
+	stop    bool
 	// maxWait is the longest a connection waited on the run list (from
 	// scheduling to flush, nanoseconds) since the heartbeat last took it.
 	maxWait atomic.Int64
 
-	iov []unix.Iovec
+	iov         []unix.Iovec
+	urgentBatch []*conn
 }
 
 // maxIov bounds one writev (IOV_MAX is 1024 on Linux).
@@ -213,11 +221,17 @@ func newWriter(s *Server) *writer {
 	return w
 }
 
-// push adds c to the run list. Called with c.mu held.
-func (w *writer) push(c *conn) {
+// push adds c to the run list, or to the urgent list. Called with c.mu
+// held.
+func (w *writer) push(c *conn, urgent bool) {
 	w.mu.Lock()
-	w.run = append(w.run, c)
-	if len(w.run) == 1 {
+	if urgent {
+		w.urgent = append(w.urgent, c)
+		w.nUrgent.Store(int32(len(w.urgent)))
+	} else {
+		w.run = append(w.run, c)
+	}
+	if len(w.run)+len(w.urgent) == 1 {
 		w.wake.Signal()
 	}
 	w.mu.Unlock()
@@ -234,7 +248,7 @@ func (w *writer) loop() {
 	var batch []*conn
 	for {
 		w.mu.Lock()
-		for len(w.run) == 0 && !w.stop {
+		for len(w.run) == 0 && len(w.urgent) == 0 && !w.stop {
 			w.wake.Wait()
 		}
 		if w.stop {
@@ -243,11 +257,27 @@ func (w *writer) loop() {
 		}
 		batch, w.run = w.run, batch[:0]
 		w.mu.Unlock()
+		w.flushUrgent()
 		for _, c := range batch {
+			if w.nUrgent.Load() > 0 {
+				w.flushUrgent()
+			}
 			w.flush(c)
 		}
 		clear(batch)
 	}
+}
+
+// flushUrgent flushes the connections on the urgent list.
+func (w *writer) flushUrgent() {
+	w.mu.Lock()
+	w.urgentBatch, w.urgent = w.urgent, w.urgentBatch[:0]
+	w.nUrgent.Store(0)
+	w.mu.Unlock()
+	for _, c := range w.urgentBatch {
+		w.flush(c)
+	}
+	clear(w.urgentBatch)
 }
 
 // flush writes c's queue until it is empty or the socket is full.
@@ -262,7 +292,7 @@ func (w *writer) flush(c *conn) {
 			w.maxWait.Store(wait) // this writer's goroutine only; the heartbeat resets it
 		}
 	}
-	c.scheduled = false
+	c.scheduled, c.urgent = false, false
 	for len(c.queue) > 0 && c.fd >= 0 && !c.waitOut && !c.closeSent {
 		iovs, total := 0, 0
 		for i, f := range c.queue {

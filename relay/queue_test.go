@@ -36,10 +36,10 @@ func TestQueueFixedFrames(t *testing.T) {
 			c.queue = []*fanout.Frame{pubFrame("a", 10, false), pubFrame("b", 20, false)}
 			c.queued = 30 - tt.head
 			got := c.replaceLocked(pubFrame("b", 7, false))
-			if got != tt.wantReplace {
-				t.Fatalf("replaceLocked = %v, want %v", got, tt.wantReplace)
+			if (got > 0) != tt.wantReplace {
+				t.Fatalf("replaceLocked = %v, want a replacement: %v", got, tt.wantReplace)
 			}
-			if got && (len(c.queue[1].Bytes) != 7 || c.queued != 17-tt.head) {
+			if got > 0 && (len(c.queue[1].Bytes) != 7 || c.queued != 17-tt.head) {
 				t.Fatalf("after replace: queue[1] %d bytes, queued %d", len(c.queue[1].Bytes), c.queued)
 			}
 			c.dropQueueLocked()
@@ -55,6 +55,63 @@ func TestQueueFixedFrames(t *testing.T) {
 			}
 			if c.queued != want {
 				t.Fatalf("queued %d, want %d", c.queued, want)
+			}
+		})
+	}
+}
+
+// TestReplaceLatest: conflation leaves the channel's newest value in the
+// queue and drops its older unwritten updates, back to the nearest barrier:
+// a reply, a priority frame of the channel, or frames under way. Other
+// channels' frames and the order of what stays are untouched. Queues are
+// written as frames separated by spaces: a channel name, "!" before it for
+// a priority frame, "r" for a reply; the new frame is "new".
+func TestReplaceLatest(t *testing.T) {
+	tests := []struct {
+		name     string
+		queue    string
+		inflight int
+		want     string // "" : nothing replaced
+		n        int
+	}{
+		{"newest only", "a b", 0, "a new", 1},
+		{"older stale ones dropped", "b a b c b", 0, "a c new", 3},
+		{"priority of the channel is a barrier", "b !b b a b", 0, "b !b a new", 2},
+		{"priority of another channel is not", "b !a b", 0, "!a new", 2},
+		{"reply is a barrier", "b r b", 0, "b r new", 1},
+		{"reply after the channel's frames", "b r", 0, "", 0},
+		{"in flight frames stay", "b b b", 1, "b new", 2},
+		{"all in flight", "b b", 2, "", 0},
+		{"no frame of the channel", "a c", 0, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &conn{fd: 1, inflight: tt.inflight}
+			for _, name := range strings.Fields(tt.queue) {
+				f := &fanout.Frame{Bytes: []byte(name)}
+				if name != "r" {
+					f.Pub = &fanout.Publication{Channel: strings.TrimPrefix(name, "!"), Priority: name[0] == '!'}
+				}
+				c.queue = append(c.queue, f)
+				c.queued += len(f.Bytes)
+			}
+			before := c.queued
+			n := c.replaceLocked(&fanout.Frame{Bytes: []byte("new"), Pub: &fanout.Publication{Channel: "b"}})
+			want := tt.want
+			if want == "" {
+				want = tt.queue
+			}
+			var got []string
+			queued := 0
+			for _, f := range c.queue {
+				got = append(got, string(f.Bytes))
+				queued += len(f.Bytes)
+			}
+			if n != tt.n || strings.Join(got, " ") != want {
+				t.Fatalf("replaceLocked = %d, queue %q; want %d, %q", n, strings.Join(got, " "), tt.n, want)
+			}
+			if c.queued != queued {
+				t.Fatalf("queued = %d after replace (was %d), frames hold %d", c.queued, before, queued)
 			}
 		})
 	}
@@ -94,11 +151,11 @@ func TestDeltaSubscriptionForms(t *testing.T) {
 					t.Fatalf("frame %d is form %d: deflated %v", i, f.Form, deflated)
 				}
 			}
-			// Past the soft limit the newest queued frame of the channel is
-			// replaced, by the full form even though a patch would apply.
+			// Past the soft limit the channel's queued frames give way to
+			// the newest, in full form even though a patch would apply.
 			c.queued = 2 << 10
 			publish(4)
-			if last := c.queue[len(c.queue)-1]; len(c.queue) != 3 || last.Pub.Pos.Offset != 4 || last.Form&formKinds != formDeltaFull {
+			if last := c.queue[len(c.queue)-1]; len(c.queue) != 1 || last.Pub.Pos.Offset != 4 || last.Form&formKinds != formDeltaFull {
 				t.Fatalf("after conflation: %d frames, last form %d offset %d", len(c.queue), last.Form, last.Pub.Pos.Offset)
 			}
 		})
