@@ -108,8 +108,12 @@ type WebSocketConfig struct {
 	MaxQueueBytes    ByteSize      `yaml:"max_queue_bytes"`
 	StallTimeout     time.Duration `yaml:"stall_timeout"`
 	MaxSubscriptions int           `yaml:"max_subscriptions"`
-	AllowedOrigins   []string      `yaml:"allowed_origins"`
-	Deflate          DeflateConfig `yaml:"deflate"`
+	// Writers is the number of writer workers; 0: one per core but one
+	// (GOMAXPROCS-1, at least 1), leaving a core to ingest, the hub and
+	// the pollers, whose delay is what makes delivered values old.
+	Writers        int           `yaml:"writers"`
+	AllowedOrigins []string      `yaml:"allowed_origins"`
+	Deflate        DeflateConfig `yaml:"deflate"`
 }
 
 // DeflateConfig is permessage-deflate (RFC 7692). The relay accepts it with
@@ -239,6 +243,9 @@ func (c *Config) Validate() error {
 	}
 	if ws.MaxSubscriptions < 1 {
 		bad("websocket.max_subscriptions", "must be at least 1")
+	}
+	if ws.Writers < 0 {
+		bad("websocket.writers", "must be 0 (one per core but one) or more")
 	}
 	if ws.Deflate.Level < 1 || ws.Deflate.Level > 9 {
 		bad("websocket.deflate.level", "%d is outside 1..9", ws.Deflate.Level)

@@ -35,9 +35,9 @@ func TestLoadConfig(t *testing.T) {
 					t.Fatalf("loaded %+v", c)
 				}
 			}},
-		{name: "env overrides", env: []string{"EDGERELAY_KAFKA_BROKERS=x:1, y:2", "EDGERELAY_WEBSOCKET_PONG_TIMEOUT=3s", "EDGERELAY_CHANNELS_MAX_CACHED_BYTES=1MiB", "EDGERELAY_KAFKA_TLS_ENABLED=true", "PATH=/bin"},
+		{name: "env overrides", env: []string{"EDGERELAY_KAFKA_BROKERS=x:1, y:2", "EDGERELAY_WEBSOCKET_PONG_TIMEOUT=3s", "EDGERELAY_CHANNELS_MAX_CACHED_BYTES=1MiB", "EDGERELAY_KAFKA_TLS_ENABLED=true", "EDGERELAY_WEBSOCKET_WRITERS=3", "PATH=/bin"},
 			check: func(t *testing.T, c Config) {
-				if strings.Join(c.Kafka.Brokers, ",") != "x:1,y:2" || c.WebSocket.PongTimeout != 3*time.Second || c.Channels.MaxCachedBytes != 1<<20 || !c.Kafka.TLS.Enabled {
+				if strings.Join(c.Kafka.Brokers, ",") != "x:1,y:2" || c.WebSocket.Writers != 3 || c.WebSocket.PongTimeout != 3*time.Second || c.Channels.MaxCachedBytes != 1<<20 || !c.Kafka.TLS.Enabled {
 					t.Fatalf("env not applied: %+v", c)
 				}
 			}},
@@ -48,6 +48,7 @@ func TestLoadConfig(t *testing.T) {
 		{name: "missing file", file: filepath.Join(dir, "nope.yaml"), wantErr: "no such file"},
 		{name: "invalid values", file: write("bad.yaml", "listen: nowhere\nlog_level: loud\nkafka:\n  brokers: []\n  sasl:\n    mechanism: kerberos\ningest:\n  topics: []\nwebsocket:\n  path: ws\n  ping_interval: 10ms\n"),
 			wantErr: "listen: \"nowhere\" has no port|log_level: \"loud\"|kafka.brokers: at least one|kafka.sasl.mechanism: \"kerberos\"|ingest.topics: at least one|websocket.path: \"ws\"|websocket.ping_interval"},
+		{name: "negative writers", env: []string{"EDGERELAY_WEBSOCKET_WRITERS=-1"}, wantErr: "websocket.writers"},
 		{name: "template", file: write("tmpl.yaml", "ingest:\n  topics:\n    - name: odds\n      channel_template: \"odds:{id}\"\n"), wantErr: "ingest.topics[0].channel_template"},
 	}
 	for _, tt := range tests {
@@ -85,5 +86,15 @@ func TestExampleConfigIsValid(t *testing.T) {
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestWriterCount(t *testing.T) {
+	for _, tt := range []struct{ configured, cores, want int }{
+		{0, 1, 1}, {0, 2, 1}, {0, 8, 7}, {3, 2, 3}, {1, 8, 1},
+	} {
+		if got := writerCount(tt.configured, tt.cores); got != tt.want {
+			t.Errorf("writerCount(%d, %d) = %d, want %d", tt.configured, tt.cores, got, tt.want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,7 @@ type metrics struct {
 	framesOut       prometheus.Counter
 	bytesOut        prometheus.Counter
 	deliveryLatency prometheus.Histogram
+	ingestAge       prometheus.Histogram
 	conflated       prometheus.Counter
 	// overload (docs/protocol.md, "Conflation")
 	overloadConflated  *prometheus.CounterVec
@@ -67,7 +69,12 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		deliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "edgerelay", Name: "delivery_latency_seconds",
 			Help:    "Time from the Kafka record timestamp to the socket write of a publication push.",
-			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10},
+			Buckets: latencyBuckets,
+		}),
+		ingestAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "edgerelay", Name: "ingest_age_seconds",
+			Help:    "Per fetched Kafka batch, the age of its newest record (now minus the record timestamp) as ingest hands the batch to the hub: the part of delivery_latency_seconds spent before fan-out.",
+			Buckets: latencyBuckets,
 		}),
 		conflated: prometheus.NewCounter(prometheus.CounterOpts(f("conflated_total", "Queued publications replaced by a newer one of the same channel for a connection past websocket.soft_queue_bytes."))),
 		overloadConflated: prometheus.NewCounterVec(prometheus.CounterOpts(f("updates_conflated_total",
@@ -106,7 +113,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency,
+		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency, m.ingestAge,
 		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
 		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
@@ -128,14 +135,19 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 	return m
 }
 
+// latencyBuckets cover a push's age, from Kafka to the socket: finer
+// around the 100 ms that matters for odds.
+var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .075, .1, .15, .2, .25, .5, 1, 2.5, 5, 10}
+
 func (m *metrics) OnRecord(topic string, _ int32) { m.kafkaRecords.WithLabelValues(topic).Inc() }
 
 func (m *metrics) OnSkip(topic string, reason ingest.SkipReason) {
 	m.kafkaSkipped.WithLabelValues(topic, string(reason)).Inc()
 }
 
-func (m *metrics) OnLag(topic string, partition int32, lag int64) {
+func (m *metrics) OnLag(topic string, partition int32, lag int64, age time.Duration) {
 	m.kafkaLag.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(lag))
+	m.ingestAge.Observe(age.Seconds())
 }
 
 func codeLabel(code ws.StatusCode) string { return strconv.Itoa(int(code)) }

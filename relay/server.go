@@ -116,6 +116,17 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // reachable and the node is not shutting down.
 func (s *Server) Ready() bool { return !s.shuttingDown.Load() && s.ingest.Ready() }
 
+// writerCount is websocket.writers, or for 0 one per core but one: under
+// overload writers would use every core, and a delivered value is as old
+// as ingest and the hub were slow to hand it over, not as the write pass
+// is long (conflation keeps what waits fresh).
+func writerCount(configured, cores int) int {
+	if configured > 0 {
+		return configured
+	}
+	return max(1, cores-1)
+}
+
 // Serve runs the relay on ln until ctx is done, then shuts down gracefully:
 // it stops accepting, tells every client to reconnect elsewhere (disconnect
 // 3001 "shutdown"), waits for them to go (at most shutdown_timeout) and stops
@@ -129,7 +140,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		s.pollers = append(s.pollers, p)
 	}
-	for i := 0; i < n; i++ {
+	for range writerCount(s.cfg.WebSocket.Writers, n) {
 		s.writers = append(s.writers, newWriter(s))
 	}
 	var engine sync.WaitGroup

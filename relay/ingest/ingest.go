@@ -172,8 +172,11 @@ const (
 type Hooks interface {
 	OnRecord(topic string, partition int32)
 	OnSkip(topic string, reason SkipReason)
-	// OnLag reports records behind the high watermark after a fetch.
-	OnLag(topic string, partition int32, lag int64)
+	// OnLag reports, per fetched batch, the records behind the high
+	// watermark and the age of the batch's newest record (now minus its
+	// timestamp) as ingest starts publishing it: how late Kafka and
+	// ingest hand values to the hub.
+	OnLag(topic string, partition int32, lag int64, age time.Duration)
 	// OnConflated reports a record skipped because a later record of its
 	// channel came in the same batch while ingest was behind.
 	OnConflated(channel string)
@@ -379,6 +382,7 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 	// ingest keeps up a batch spans one fetch round trip; the span is
 	// immune to producer linger and to clock offsets of one producer.
 	n := len(p.Records)
+	age := time.Since(p.Records[n-1].Timestamp)
 	behind := in.cfg.Conflate != nil && n > 1 && p.Records[n-1].Timestamp.Sub(p.Records[0].Timestamp) > in.cfg.ConflateAfter
 	if behind {
 		if in.lastOf == nil {
@@ -404,7 +408,7 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 		clear(in.lastOf)
 	}
 	last := p.Records[len(p.Records)-1].Offset
-	in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-last-1, 0))
+	in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-last-1, 0), age)
 	if !in.caughtUp.Load() {
 		in.catchMu.Lock()
 		if in.consumed != nil {

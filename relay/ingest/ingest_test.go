@@ -74,10 +74,10 @@ func (c *collect) Publish(p *fanout.Publication) error { c.pubs = append(c.pubs,
 
 type countHooks struct{ conflated int }
 
-func (*countHooks) OnRecord(string, int32)       {}
-func (*countHooks) OnSkip(string, SkipReason)    {}
-func (*countHooks) OnLag(string, int32, int64)   {}
-func (h *countHooks) OnConflated(channel string) { h.conflated++ }
+func (*countHooks) OnRecord(string, int32)                    {}
+func (*countHooks) OnSkip(string, SkipReason)                 {}
+func (*countHooks) OnLag(string, int32, int64, time.Duration) {}
+func (h *countHooks) OnConflated(channel string)              { h.conflated++ }
 
 // TestBatchConflation: a batch spanning more than ConflateAfter publishes
 // only each channel's last record, every priority record, and everything
