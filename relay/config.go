@@ -108,9 +108,8 @@ type WebSocketConfig struct {
 	MaxQueueBytes    ByteSize      `yaml:"max_queue_bytes"`
 	StallTimeout     time.Duration `yaml:"stall_timeout"`
 	MaxSubscriptions int           `yaml:"max_subscriptions"`
-	// Writers is the number of writer workers; 0: one per core but one
-	// (GOMAXPROCS-1, at least 1), leaving a core to ingest, the hub and
-	// the pollers, whose delay is what makes delivered values old.
+	// Writers is the number of writer workers; 0: one per core
+	// (GOMAXPROCS).
 	Writers        int           `yaml:"writers"`
 	AllowedOrigins []string      `yaml:"allowed_origins"`
 	Deflate        DeflateConfig `yaml:"deflate"`

@@ -90,3 +90,39 @@ func BenchmarkSocketFanout(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBehindDeliver measures the hub's cost per subscriber while the
+// node is overloaded: every connection has waited past
+// overload.conflate_after with the channel's previous update unwritten, so
+// each delivery replaces it (no writer runs). Under overload this is the
+// work ingest and the hub do per update and subscriber, and their delay is
+// what ages delivered values (docs/performance.md, "Overload").
+func BenchmarkBehindDeliver(b *testing.B) {
+	const conns, channels = 15000, 100
+	s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := newWriter(s) // never run: connections stay scheduled
+	s.clock.Store(int64(time.Hour))
+	for i := range conns {
+		ch := fmt.Sprintf("odds:%d", i%channels)
+		c := &conn{srv: s, fd: 1 << 20, writer: w, scheduled: true}
+		sub := &subscription{c: c, channel: ch, conflated: s.conflatedCounter(ch)}
+		if err := s.hub.Subscribe(ch, sub, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pubs := make([]*fanout.Publication, channels)
+	for i := range pubs {
+		pubs[i] = &fanout.Publication{Channel: fmt.Sprintf("odds:%d", i), Data: []byte(`{"odds":[2.1,3.4,3.9]}`), Time: time.Now()}
+		s.hub.Publish(pubs[i]) // queues the first frame of every connection
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		p := *pubs[i%channels]
+		p.Pos.Offset = int64(i)
+		s.hub.Publish(&p)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(conns/channels), "ns/delivery")
+}

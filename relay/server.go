@@ -116,15 +116,16 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // reachable and the node is not shutting down.
 func (s *Server) Ready() bool { return !s.shuttingDown.Load() && s.ingest.Ready() }
 
-// writerCount is websocket.writers, or for 0 one per core but one: under
-// overload writers would use every core, and a delivered value is as old
-// as ingest and the hub were slow to hand it over, not as the write pass
-// is long (conflation keeps what waits fresh).
+// writerCount is websocket.writers, or for 0 one per core. (One per core
+// but one gave ingest and the hub a core under overload, a little fresher
+// there, but halved the writes per second a 2-core node makes when many
+// small updates each go to a different connection: at 45,000 such
+// deliveries/s it fell behind.)
 func writerCount(configured, cores int) int {
 	if configured > 0 {
 		return configured
 	}
-	return max(1, cores-1)
+	return cores
 }
 
 // Serve runs the relay on ln until ctx is done, then shuts down gracefully:
