@@ -68,6 +68,12 @@ type Report struct {
 	RelayIdleBytes  int64         `json:"relay_rss_idle_delta_bytes"` // RSS after GC with clients minus before
 	BytesPerConn    float64       `json:"bytes_per_conn"`
 	RelayCPUSeconds float64       `json:"relay_cpu_seconds"` // during the feed
+	// Age of delivered publications at the relay's socket write (Kafka
+	// timestamp → writev, edgerelay_delivery_latency_seconds over the feed,
+	// interpolated in its buckets); the client-side p50/p99 add the
+	// clients' own delay. 0 when /metrics could not be read.
+	RelayAgeP50 time.Duration `json:"relay_age_p50"`
+	RelayAgeP99 time.Duration `json:"relay_age_p99"`
 	// RelayResources says where relay memory and CPU were read: the
 	// relay's /proc/<pid> when it listens on this machine, else /metrics.
 	RelayResources string `json:"relay_resources"`
@@ -224,6 +230,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		return nil, fmt.Errorf("no client could connect to %s (is the relay there?)", cfg.URL)
 	}
 	_, cpuBefore, _ := usage.read()
+	ageBefore, ageErr := scrapeHistogram(metricsURL, "edgerelay_delivery_latency_seconds")
 	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
 	sampled := make(chan struct{})
 	feedDone := make(chan struct{})
@@ -257,6 +264,10 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	time.Sleep(time.Second) // let the last records arrive
 	_, cpuAfter, _ := usage.read()
 	rep.RelayCPUSeconds = cpuAfter - cpuBefore
+	if ageAfter, err := scrapeHistogram(metricsURL, "edgerelay_delivery_latency_seconds"); err == nil && ageErr == nil {
+		age := ageAfter.since(ageBefore)
+		rep.RelayAgeP50, rep.RelayAgeP99 = age.quantile(0.5), age.quantile(0.99)
+	}
 	stopWorkers()
 	for _, w := range workers {
 		select {
@@ -401,12 +412,12 @@ func (r *Report) Markdown() string {
 	if r.Clients.Received > 0 {
 		perDelivery = float64(r.Clients.WireBytes) / float64(r.Clients.Received)
 	}
-	fmt.Fprintf(&b, "| conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %s | %.0f | %d | %v | %v | %v | %d | %d | %d | %.0f | %.0f | %.1f | %v | %.1f%% | %d/%d | %d/%d | %d/%d/%d |\n",
+	fmt.Fprintf(&b, "| conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end | relay age p50/p99 |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %s | %.0f | %d | %v | %v | %v | %d | %d | %d | %.0f | %.0f | %.1f | %v | %.1f%% | %d/%d | %d/%d | %d/%d/%d | %v/%v |\n",
 		r.Clients.Connected, r.Config.Stalled*100, r.Config.Channels, r.Config.Rate, r.Config.Size, mode,
 		r.DeliveriesPerS, r.Expected, r.P50, r.P99, r.Max, r.Clients.Gaps, r.Clients.OutOfOrder, r.Clients.BadDeltas,
 		perDelivery, r.BytesPerConn, r.RelayCPUSeconds, r.Clients.Closes, r.Skipped*100, r.PriorityRead, r.PriorityExpected,
-		r.FinalCorrect, r.FinalExpected, r.RelayRSSStart>>20, r.RelayRSSMax>>20, r.RelayRSSEnd>>20)
+		r.FinalCorrect, r.FinalExpected, r.RelayRSSStart>>20, r.RelayRSSMax>>20, r.RelayRSSEnd>>20, r.RelayAgeP50, r.RelayAgeP99)
 	return b.String()
 }

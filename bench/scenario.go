@@ -133,18 +133,18 @@ func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult
 // ScenarioMarkdown renders the results as one table, a row per step.
 func ScenarioMarkdown(results []StepResult) string {
 	var b strings.Builder
-	b.WriteString("| step | conns | channels | rate/s | mode | deliveries/s | p50 | p99 | max | skipped | duplicates | out of order | priority | final values | reconnects (p99) | relay B/conn idle | relay CPU s | verdict |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| step | conns | channels | rate/s | mode | deliveries/s | p50 | p99 | max | skipped | duplicates | out of order | priority | final values | reconnects (p99) | relay B/conn idle | relay CPU s | relay age p99 | verdict |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		rep := r.Report
 		reconnects := "–"
 		if rc := &rep.Clients.Reconnect; rc.N > 0 || rep.Clients.ReconnectFailed > 0 {
 			reconnects = fmt.Sprintf("%d (%v), %d failed", rc.N, rc.Quantile(0.99), rep.Clients.ReconnectFailed)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %s | %.0f | %v | %v | %v | %.1f%% | %d | %d | %d/%d | %d/%d | %s | %.0f | %.1f | %s |\n",
+		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %s | %.0f | %v | %v | %v | %.1f%% | %d | %d | %d/%d | %d/%d | %s | %.0f | %.1f | %v | %s |\n",
 			r.Step.Name, rep.Clients.Connected, rep.Config.Channels, r.Step.Rate, rep.mode(), rep.DeliveriesPerS, rep.P50, rep.P99, rep.Max,
 			rep.Skipped*100, rep.Clients.Duplicates, rep.Clients.OutOfOrder, rep.PriorityRead, rep.PriorityExpected,
-			rep.FinalCorrect, rep.FinalExpected, reconnects, rep.BytesPerConn, rep.RelayCPUSeconds, r.Verdict)
+			rep.FinalCorrect, rep.FinalExpected, reconnects, rep.BytesPerConn, rep.RelayCPUSeconds, rep.RelayAgeP99, r.Verdict)
 	}
 	return b.String()
 }

@@ -18,8 +18,8 @@ broker=$!
 relay=
 trap 'kill $relay $broker 2>/dev/null; wait 2>/dev/null' EXIT
 
-echo "| policy | rate/s | conns | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| policy | rate/s | conns | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end | relay age p50/p99 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for policy in conflate queue; do
   after=20ms
   [[ $policy == queue ]] && after=1h

@@ -1,0 +1,99 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// promHistogram is an unlabelled Prometheus histogram as /metrics shows it:
+// cumulative counts by upper bound, +Inf last.
+type promHistogram struct {
+	le    []float64
+	count []float64
+}
+
+// scrapeHistogram reads histogram name from the relay's /metrics.
+func scrapeHistogram(base, name string) (promHistogram, error) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return promHistogram{}, err
+	}
+	defer resp.Body.Close()
+	return parseHistogram(bufio.NewScanner(resp.Body), name)
+}
+
+// parseHistogram reads name's _bucket lines from a text exposition.
+func parseHistogram(sc *bufio.Scanner, name string) (promHistogram, error) {
+	var h promHistogram
+	prefix := name + `_bucket{le="`
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), prefix)
+		if !ok {
+			continue
+		}
+		le, val, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			return promHistogram{}, fmt.Errorf("%s: malformed bucket line %q", name, sc.Text())
+		}
+		bound, err1 := strconv.ParseFloat(le, 64) // "+Inf" parses as +Inf
+		n, err2 := strconv.ParseFloat(val, 64)
+		if err1 != nil || err2 != nil {
+			return promHistogram{}, fmt.Errorf("%s: malformed bucket line %q", name, sc.Text())
+		}
+		h.le, h.count = append(h.le, bound), append(h.count, n)
+	}
+	if err := sc.Err(); err != nil {
+		return promHistogram{}, err
+	}
+	if len(h.le) == 0 || !math.IsInf(h.le[len(h.le)-1], 1) {
+		return promHistogram{}, fmt.Errorf("histogram %s not found", name)
+	}
+	return h, nil
+}
+
+// since is h minus an earlier reading of the same histogram: what was
+// observed in between.
+func (h promHistogram) since(before promHistogram) promHistogram {
+	d := promHistogram{le: h.le, count: make([]float64, len(h.count))}
+	for i := range h.count {
+		d.count[i] = h.count[i]
+		if len(before.count) == len(h.count) {
+			d.count[i] -= before.count[i]
+		}
+	}
+	return d
+}
+
+// quantile estimates quantile q as Prometheus's histogram_quantile does:
+// linear within the bucket it falls in; in the +Inf bucket, the largest
+// finite bound. 0 if nothing was observed.
+func (h promHistogram) quantile(q float64) time.Duration {
+	if len(h.count) == 0 || h.count[len(h.count)-1] == 0 {
+		return 0
+	}
+	rank := q * h.count[len(h.count)-1]
+	lower, below := 0.0, 0.0
+	for i, c := range h.count {
+		if c >= rank {
+			if math.IsInf(h.le[i], 1) {
+				return seconds(lower)
+			}
+			frac := 1.0
+			if c > below {
+				frac = (rank - below) / (c - below)
+			}
+			return seconds(lower + (h.le[i]-lower)*frac)
+		}
+		lower, below = h.le[i], c
+	}
+	return seconds(lower)
+}
+
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond / 10)
+}

@@ -1,0 +1,52 @@
+package bench
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHistogramQuantile(t *testing.T) {
+	exposition := func(counts string) string {
+		c := strings.Fields(counts)
+		return "# HELP x_seconds help\n# TYPE x_seconds histogram\n" +
+			`x_seconds_bucket{le="0.01"} ` + c[0] + "\n" +
+			`x_seconds_bucket{le="0.1"} ` + c[1] + "\n" +
+			`x_seconds_bucket{le="1"} ` + c[2] + "\n" +
+			`x_seconds_bucket{le="+Inf"} ` + c[3] + "\n" +
+			"x_seconds_sum 1\nx_seconds_count " + c[3] + "\n"
+	}
+	parse := func(s string) promHistogram {
+		h, err := parseHistogram(bufio.NewScanner(strings.NewReader(s)), "x_seconds")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	before := parse(exposition("10 10 10 10"))
+	tests := []struct {
+		name   string
+		counts string
+		q      float64
+		want   time.Duration
+	}{
+		{"nothing observed", "10 10 10 10", 0.99, 0},
+		{"all in the first bucket", "110 110 110 110", 0.5, 5 * time.Millisecond},
+		{"interpolated in the second", "10 110 110 110", 0.5, 55 * time.Millisecond},
+		{"p99 in the third", "10 60 110 110", 0.99, 982 * time.Millisecond},
+		{"past the last bound", "10 10 10 110", 0.5, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := parse(exposition(tt.counts)).since(before).quantile(tt.q); got != tt.want {
+				t.Fatalf("quantile(%v) = %v, want %v", tt.q, got, tt.want)
+			}
+		})
+	}
+	for _, bad := range []string{"", "x_seconds_bucket{le=\"0.1\"} 1\n", "x_seconds_bucket{le=\"zero\"} 1\nx_seconds_bucket{le=\"+Inf\"} 1\n"} {
+		if _, err := parseHistogram(bufio.NewScanner(strings.NewReader(bad)), "x_seconds"); err == nil {
+			t.Errorf("parseHistogram(%q): no error", bad)
+		}
+	}
+}
