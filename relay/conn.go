@@ -140,8 +140,8 @@ func (c *conn) clientID() string {
 
 // deliver queues a publication frame without blocking (it runs under the
 // hub's channel lock). alt is the frame's self-contained form (never a
-// patch); it replaces a queued, unwritten frame of the same channel (latest
-// value wins) when
+// patch); it replaces the queued, unwritten frames of the same channel
+// (latest value wins; see replaceLocked) when
 //
 //   - the node is behind: the connection has waited overload.conflate_after
 //     for a writer (conflated, the channel's counter, is not nil: the
