@@ -15,8 +15,14 @@
 // the cached value first and then every later update, with nothing lost and
 // nothing repeated in between.
 //
+// With Config.HistorySize a channel also keeps its latest publications, in
+// offset order: those published and those Appended (superseded before
+// publishing, by conflation). Subscribe hands the history over with the
+// cached value (State), and State.Since says what a client holding a
+// position missed, or that the history no longer reaches back to it.
+//
 // Memory is bounded by Config.MaxChannels (channels holding a value) and
-// Config.MaxCachedBytes. When either is exceeded, or a channel has had no
+// Config.MaxCachedBytes (cached values and history). When either is exceeded, or a channel has had no
 // subscriber and no update for Config.IdleTTL, idle channels (no
 // subscribers), least recently active first, are evicted. Channels with
 // subscribers are never evicted: their number is bounded by connections

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,10 @@ type Config struct {
 	// MaxNameLength is the longest accepted channel name
 	// (default DefaultMaxNameLength).
 	MaxNameLength int
+	// HistorySize is how many of a channel's latest publications it keeps
+	// for clients to catch up from (0, the default: none, only the cached
+	// value). History counts toward MaxCachedBytes.
+	HistorySize int
 	// Now returns the current time (default time.Now); tests replace it.
 	Now func() time.Time
 }
@@ -118,7 +123,9 @@ type channel struct {
 	mu      sync.Mutex
 	last    *Publication
 	subs    map[Subscriber]struct{}
-	removed bool // set, under shard.mu and mu, when evicted
+	hist    []*Publication // the latest publications, oldest first; nil without history
+	dropped int64          // offset of the newest publication dropped from hist; -1: none
+	removed bool           // set, under shard.mu and mu, when evicted
 
 	active atomic.Int64 // unix nanos of the last publish or unsubscribe
 }
@@ -200,7 +207,7 @@ func (h *Hub) Publish(p *Publication) error {
 		h.signalOverCap()
 	}
 	ch.active.Store(h.cfg.Now().UnixNano())
-	grown := h.cachedBytes.Add(p.size() - old.size())
+	grown := h.cachedBytes.Add(p.size() - old.size() + h.remember(ch, p))
 	if n := len(ch.subs); n > 0 {
 		u := Update{Pub: p, Prev: old, ChannelID: ch.id, enc: h.cfg.Encoder}
 		for s := range ch.subs {
@@ -216,17 +223,116 @@ func (h *Hub) Publish(p *Publication) error {
 	return nil
 }
 
+// Append adds p to its channel's history without delivering it or making
+// it the cached value: a publication a later one of the same channel
+// supersedes before it is published (conflation), which a client catching
+// up must still see. A no-op without history (HistorySize 0); otherwise as
+// Publish for validity.
+func (h *Hub) Append(p *Publication) error {
+	if h.cfg.HistorySize <= 0 {
+		return nil
+	}
+	if err := ValidateName(p.Channel, h.cfg.MaxNameLength); err != nil {
+		return err
+	}
+	ch := h.lockChannel(p.Channel, true)
+	grown := h.cachedBytes.Add(h.remember(ch, p))
+	ch.mu.Unlock()
+	if grown > h.cfg.MaxCachedBytes {
+		h.signalOverCap()
+	}
+	return nil
+}
+
+// remember appends p to ch's history, dropping the oldest entry past
+// HistorySize, and returns the change in bytes held. A publication of
+// another epoch (stream) starts the history afresh: offsets of different
+// streams cannot be compared. Called with ch.mu held.
+func (h *Hub) remember(ch *channel, p *Publication) int64 {
+	if h.cfg.HistorySize <= 0 {
+		return 0
+	}
+	var grown int64
+	if len(ch.hist) > 0 && ch.hist[0].Epoch != p.Epoch {
+		for _, q := range ch.hist {
+			grown -= q.size()
+		}
+		clear(ch.hist)
+		ch.hist, ch.dropped = ch.hist[:0], -1
+	}
+	if ch.hist == nil {
+		ch.hist, ch.dropped = make([]*Publication, 0, h.cfg.HistorySize), -1
+	}
+	if len(ch.hist) == h.cfg.HistorySize {
+		grown -= ch.hist[0].size()
+		ch.dropped = ch.hist[0].Pos.Offset
+		copy(ch.hist, ch.hist[1:])
+		ch.hist = ch.hist[:len(ch.hist)-1]
+	}
+	ch.hist = append(ch.hist, p)
+	return grown + p.size()
+}
+
+// State is where a subscriber starts from.
+type State struct {
+	// ID is the channel's number on this node (see Subscribe).
+	ID uint32
+	// Last is the cached publication, nil if none.
+	Last *Publication
+	// History holds the channel's latest publications, oldest first (empty
+	// without history). Dropped is the offset of the newest publication
+	// no longer in it, -1 if none was dropped: then what came before
+	// History[0] is unknown to this node.
+	History []*Publication
+	Dropped int64
+}
+
+// Since returns the publications after Kafka offset offset of stream
+// epoch, oldest first, and whether those are all of them: false when the
+// history does not reach back that far or is of another epoch.
+func (st *State) Since(epoch string, offset int64) ([]*Publication, bool) {
+	if len(st.History) == 0 || st.History[0].Epoch != epoch {
+		return nil, false
+	}
+	if offset < st.History[0].Pos.Offset && (st.Dropped < 0 || offset < st.Dropped) {
+		return nil, false
+	}
+	i := sort.Search(len(st.History), func(i int) bool { return st.History[i].Pos.Offset > offset })
+	return st.History[i:], true
+}
+
+// History returns the channel's state (a copy of its history), or the
+// zero State with Dropped -1 if the channel holds nothing.
+func (h *Hub) History(name string) State {
+	ch := h.lockChannel(name, false)
+	if ch == nil {
+		return State{Dropped: -1}
+	}
+	defer ch.mu.Unlock()
+	st := ch.state()
+	st.History = slices.Clone(st.History)
+	return st
+}
+
+func (ch *channel) state() State {
+	st := State{ID: ch.id, Last: ch.last, History: ch.hist, Dropped: ch.dropped}
+	if ch.hist == nil {
+		st.Dropped = -1
+	}
+	return st
+}
+
 // Subscribe adds s to the channel called name and calls fn with the
-// channel's id and cached publication (nil if none) before any later
+// channel's state (id, cached publication, history) before any later
 // publication is delivered to s. fn runs with the channel's lock held; it
-// must not block. Subscribing twice with the same s returns
-// ErrAlreadySubscribed.
+// must not block, and st.History is valid only until it returns.
+// Subscribing twice with the same s returns ErrAlreadySubscribed.
 //
 // The id is the channel's number on this node, the same for every
 // subscriber, and stays the channel's while it has subscribers (a channel
 // is only removed once it has none), so it can stand for the name in
 // frames shared by all of them. It means nothing on other nodes.
-func (h *Hub) Subscribe(name string, s Subscriber, fn func(id uint32, last *Publication)) error {
+func (h *Hub) Subscribe(name string, s Subscriber, fn func(st *State)) error {
 	if err := ValidateName(name, h.cfg.MaxNameLength); err != nil {
 		return err
 	}
@@ -238,7 +344,8 @@ func (h *Hub) Subscribe(name string, s Subscriber, fn func(id uint32, last *Publ
 	ch.subs[s] = struct{}{}
 	h.subscriptions.Add(1)
 	if fn != nil {
-		fn(ch.id, ch.last)
+		st := ch.state()
+		fn(&st)
 	}
 	return nil
 }
@@ -271,7 +378,7 @@ func (h *Hub) removeIfEmpty(ch *channel) {
 	defer s.mu.Unlock()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if ch.removed || len(ch.subs) > 0 || ch.last != nil {
+	if ch.removed || len(ch.subs) > 0 || ch.last != nil || len(ch.hist) > 0 {
 		return
 	}
 	ch.removed = true
@@ -430,6 +537,10 @@ func (h *Hub) evict(ch *channel, now int64) bool {
 	if ch.last != nil {
 		h.cached.Add(-1)
 	}
-	h.cachedBytes.Add(-ch.last.size())
+	held := ch.last.size()
+	for _, p := range ch.hist {
+		held += p.size()
+	}
+	h.cachedBytes.Add(-held)
 	return true
 }

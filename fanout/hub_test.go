@@ -111,7 +111,7 @@ func TestSubscribeGetsCachedThenLive(t *testing.T) {
 	}
 	r := &recorder{}
 	var cached *Publication
-	if err := h.Subscribe(ch, r, func(_ uint32, last *Publication) { cached = last }); err != nil {
+	if err := h.Subscribe(ch, r, func(st *State) { cached = st.Last }); err != nil {
 		t.Fatal(err)
 	}
 	if cached == nil || cached.Pos.Offset != 2 {
@@ -167,7 +167,8 @@ func TestNoGapBetweenCacheAndLive(t *testing.T) {
 	var subs []sub
 	for i := 0; i < 50; i++ {
 		s := sub{r: &recorder{}}
-		h.Subscribe(ch, s.r, func(_ uint32, last *Publication) {
+		h.Subscribe(ch, s.r, func(st *State) {
+			last := st.Last
 			if last != nil {
 				s.first = last.Pos.Offset
 			}
@@ -360,7 +361,7 @@ func TestChannelIDs(t *testing.T) {
 	})
 	ids := map[string]uint32{}
 	for _, ch := range []string{"odds:a", "odds:b", "odds:a", "odds:c"} {
-		err := h.Subscribe(ch, &formRecorder{want: []Form{0}}, func(id uint32, _ *Publication) { seen = append(seen, id) })
+		err := h.Subscribe(ch, &formRecorder{want: []Form{0}}, func(st *State) { seen = append(seen, st.ID) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -400,5 +401,82 @@ func TestCapCountsCachedChannelsOnly(t *testing.T) {
 	}
 	if st := h.Stats(); st.Channels != 3 {
 		t.Fatalf("empty channels kept: %+v", st)
+	}
+}
+
+// TestHistory: a channel keeps its latest HistorySize publications,
+// published or appended (conflated), in offset order; Since answers what a
+// client holding an offset missed, and says when the history no longer
+// reaches back that far or belongs to another stream.
+func TestHistory(t *testing.T) {
+	h := newTestHub(func(c *Config) { c.HistorySize = 3 })
+	pub := func(off int64, epoch string) *Publication {
+		return &Publication{Channel: "odds:a", Data: []byte(`{}`), Pos: Position{Offset: off}, Epoch: epoch}
+	}
+	offsets := func(ps []*Publication) (o []int64) {
+		for _, p := range ps {
+			o = append(o, p.Pos.Offset)
+		}
+		return o
+	}
+	if st := h.History("odds:a"); len(st.History) != 0 || st.Dropped != -1 {
+		t.Fatalf("unknown channel: %+v", st)
+	}
+	h.Publish(pub(10, "e"))
+	h.Append(pub(12, "e")) // superseded by 15 in the same batch
+	h.Publish(pub(15, "e"))
+	tests := []struct {
+		name     string
+		epoch    string
+		since    int64
+		want     []int64
+		complete bool
+	}{
+		{"up to date", "e", 15, nil, true},
+		{"missed two", "e", 10, []int64{12, 15}, true},
+		{"between offsets", "e", 11, []int64{12, 15}, true},
+		{"before the first known", "e", 9, nil, false},
+		{"other epoch", "f", 10, nil, false},
+	}
+	check := func(st State) {
+		for _, tt := range tests {
+			got, complete := st.Since(tt.epoch, tt.since)
+			if fmt.Sprint(offsets(got)) != fmt.Sprint(tt.want) || complete != tt.complete {
+				t.Errorf("%s: Since(%s, %d) = %v, %v; want %v, %v", tt.name, tt.epoch, tt.since, offsets(got), complete, tt.want, tt.complete)
+			}
+		}
+	}
+	check(h.History("odds:a"))
+	// Subscribe sees the same state under the channel's lock.
+	h.Subscribe("odds:a", &formRecorder{want: []Form{0}}, func(st *State) { check(*st) })
+
+	// Past HistorySize the oldest goes; since the dropped offset is still
+	// complete, before it not.
+	h.Publish(pub(20, "e"))
+	st := h.History("odds:a")
+	if fmt.Sprint(offsets(st.History)) != "[12 15 20]" || st.Dropped != 10 {
+		t.Fatalf("after overflow: %v dropped %d", offsets(st.History), st.Dropped)
+	}
+	if got, ok := st.Since("e", 10); !ok || fmt.Sprint(offsets(got)) != "[12 15 20]" {
+		t.Errorf("Since(e, 10) after overflow = %v, %v", offsets(got), ok)
+	}
+	if _, ok := st.Since("e", 9); ok {
+		t.Error("Since(e, 9): complete, but offset 10 was dropped")
+	}
+	// A new stream starts the history afresh.
+	h.Publish(pub(1, "f"))
+	if st := h.History("odds:a"); fmt.Sprint(offsets(st.History)) != "[1]" || st.Dropped != -1 {
+		t.Fatalf("after a new epoch: %v dropped %d", offsets(st.History), st.Dropped)
+	}
+}
+
+func TestHistoryOff(t *testing.T) {
+	h := newTestHub(nil)
+	h.Publish(&Publication{Channel: "odds:a", Data: []byte(`{}`), Pos: Position{Offset: 1}, Epoch: "e"})
+	if err := h.Append(&Publication{Channel: "odds:a", Data: []byte(`{}`), Pos: Position{Offset: 2}, Epoch: "e"}); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.History("odds:a"); len(st.History) != 0 || st.Dropped != -1 || st.Last.Pos.Offset != 1 {
+		t.Fatalf("history without HistorySize: %+v", st)
 	}
 }

@@ -94,6 +94,10 @@ type ChannelsConfig struct {
 	// IdleTTL evicts a channel without subscribers and without updates for
 	// this long; 0 never evicts for idleness (the caps still apply).
 	IdleTTL time.Duration `yaml:"idle_ttl"`
+	// HistorySize is how many latest publications each channel keeps for
+	// the "history" command and for recovering subscribers (0: none, only
+	// the cached value). Counts toward max_cached_bytes.
+	HistorySize int `yaml:"history_size"`
 }
 
 // WebSocketConfig configures the client endpoint.
@@ -197,6 +201,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	ch := c.Channels
+	if ch.HistorySize < 0 || ch.HistorySize > 10_000 {
+		bad("channels.history_size", "%d is outside 0..10000", ch.HistorySize)
+	}
 	if ch.MaxNameLength < 1 || ch.MaxNameLength > 1024 {
 		bad("channels.max_name_length", "%d is outside 1..1024", ch.MaxNameLength)
 	}

@@ -441,3 +441,105 @@ func freePort(t testing.TB) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// TestHistory: with channels.history_size, "history" returns what a client
+// missed and subscribe recovery fills the gap; past the history's reach
+// the reply is 112, without history 108, and another user's personal
+// channel is refused (103).
+func TestHistory(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.Channels.HistorySize = 3
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+	const ch = "odds:football:epl:m1:1x2"
+	var off []int64 // Kafka offsets; the protocol's are +1
+	for i := range 5 {
+		off = append(off, produce(t, prod, "odds", ch, fmt.Sprintf(`{"seq":%d}`, i)))
+	}
+	r.waitCached(t, ch, off[4])
+	epoch := r.srv.Hub().Last(ch).Epoch
+	pos := func(i int) string { return fmt.Sprintf(`{"offset":%d,"epoch":%q}`, off[i]+1, epoch) }
+	want := func(idx ...int) string {
+		var o []uint64
+		for _, i := range idx {
+			o = append(o, uint64(off[i]+1))
+		}
+		return fmt.Sprint(o)
+	}
+	offsets := func(v any) string {
+		var o []uint64
+		pubs, _ := v.([]any)
+		for _, p := range pubs {
+			o = append(o, uint64(p.(map[string]any)["offset"].(float64)))
+		}
+		return fmt.Sprint(o)
+	}
+	c := dial(t, r.url())
+	c.connect()
+	for _, tt := range []struct {
+		name    string
+		req     string
+		want    string // offsets
+		errCode int
+	}{
+		{"all kept", fmt.Sprintf(`{"channel":%q,"limit":-1}`, ch), want(2, 3, 4), 0},
+		{"since the one before last", fmt.Sprintf(`{"channel":%q,"limit":-1,"since":%s}`, ch, pos(3)), want(4), 0},
+		{"since the newest dropped", fmt.Sprintf(`{"channel":%q,"limit":-1,"since":%s}`, ch, pos(1)), want(2, 3, 4), 0},
+		{"beyond the history", fmt.Sprintf(`{"channel":%q,"limit":-1,"since":%s}`, ch, pos(0)), "", 112},
+		{"other epoch", fmt.Sprintf(`{"channel":%q,"limit":-1,"since":{"offset":%d,"epoch":"old"}}`, ch, off[3]+1), "", 112},
+		{"position only", fmt.Sprintf(`{"channel":%q}`, ch), want(), 0},
+		{"newest two, reverse", fmt.Sprintf(`{"channel":%q,"limit":2,"reverse":true}`, ch), want(4, 3), 0},
+		{"unknown channel", `{"channel":"odds:none","limit":-1}`, want(), 0},
+		{"invalid channel", `{"channel":"","limit":-1}`, "", 107},
+		{"personal channel of another user", `{"channel":"bets:#alice","limit":-1}`, "", 103},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c.send(`{"id":7,"history":` + tt.req + `}`)
+			rep := c.mustNext()
+			if tt.errCode != 0 {
+				if errorCode(rep) != tt.errCode {
+					t.Fatalf("reply %v, want error %d", rep, tt.errCode)
+				}
+				return
+			}
+			res, ok := rep["history"].(map[string]any)
+			if !ok {
+				t.Fatalf("reply %v, want a history result", rep)
+			}
+			if got := offsets(res["publications"]); got != tt.want {
+				t.Fatalf("publications at %s, want %s", got, tt.want)
+			}
+			if tt.req != `{"channel":"odds:none","limit":-1}` && (res["epoch"] != epoch || uint64(res["offset"].(float64)) != uint64(off[4]+1)) {
+				t.Fatalf("position %v/%v, want %s/%d", res["epoch"], res["offset"], epoch, off[4]+1)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name          string
+		since         int
+		want          string
+		wantRecovered bool
+	}{
+		{"gap filled from the history", 2, want(3, 4), true},
+		{"beyond the history: latest value, not recovered", 0, want(4), false},
+	} {
+		t.Run("subscribe "+tt.name, func(t *testing.T) {
+			c := dial(t, r.url())
+			c.connect()
+			c.send(fmt.Sprintf(`{"id":2,"subscribe":{"channel":%q,"recover":true,"epoch":%q,"offset":%d}}`, ch, epoch, off[tt.since]+1))
+			sub := c.mustNext()["subscribe"].(map[string]any)
+			if got := offsets(sub["publications"]); got != tt.want || (sub["recovered"] == true) != tt.wantRecovered {
+				t.Fatalf("reply %v: want publications at %s, recovered %v", sub, tt.want, tt.wantRecovered)
+			}
+		})
+	}
+
+	off2 := startRelay(t, testConfig(kafka.ListenAddrs())) // history_size 0
+	c2 := dial(t, off2.url())
+	c2.connect()
+	c2.send(fmt.Sprintf(`{"id":3,"history":{"channel":%q,"limit":-1}}`, ch))
+	if rep := c2.mustNext(); errorCode(rep) != 108 {
+		t.Fatalf("without history: %v, want error 108", rep)
+	}
+}

@@ -55,7 +55,10 @@ func sdkValue(seq int) string {
 func testSDK(t *testing.T, withDelta bool, live int) {
 	dir := jsTestDir(t)
 	kafka := newKafka(t)
-	r := startRelay(t, testConfig(kafka.ListenAddrs()))
+	cfg := testConfig(kafka.ListenAddrs())
+	const historySize = 8
+	cfg.Channels.HistorySize = historySize
+	r := startRelay(t, cfg)
 	prod := newProducer(t, kafka.ListenAddrs())
 	const ch = "odds:football:epl:sdk-1:1x2"
 	cached := produce(t, prod, "odds", ch, sdkValue(0))
@@ -84,6 +87,7 @@ func testSDK(t *testing.T, withDelta bool, live int) {
 		Code    int            `json:"code"`
 		Recover bool           `json:"recoverable"`
 		Msg     string         `json:"msg"`
+		Offsets []uint64       `json:"offsets"`
 	}
 	events := make(chan event)
 	go func() {
@@ -124,6 +128,10 @@ func testSDK(t *testing.T, withDelta bool, live int) {
 					t.Fatalf("value %v, want %v", e.Data, want)
 				}
 				gotOffsets = append(gotOffsets, e.Offset)
+			case "history":
+				if want := offsets[len(offsets)-historySize:]; fmt.Sprint(e.Offsets) != fmt.Sprint(want) || e.Offset != offsets[len(offsets)-1] || e.Data["seq"] != float64(live) {
+					t.Fatalf("history: publications at %v, position %d, newest %v; want %v, %d, seq %d", e.Offsets, e.Offset, e.Data, want, offsets[len(offsets)-1], live)
+				}
 			case "fail":
 				t.Fatalf("sdk.mjs: %s", e.Msg)
 			case "done":
@@ -135,6 +143,9 @@ func testSDK(t *testing.T, withDelta bool, live int) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("sdk.mjs: %v", err)
+	}
+	if seen["history"].Event == "" {
+		t.Fatal("sdk.mjs printed no history")
 	}
 	if len(seqs) != live+1 || fmt.Sprint(gotOffsets) != fmt.Sprint(offsets) {
 		t.Fatalf("publications seq %v offsets %v, want seq 0..%d at offsets %v", seqs, gotOffsets, live, offsets)

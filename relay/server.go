@@ -76,6 +76,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		MaxCachedBytes: int64(cfg.Channels.MaxCachedBytes),
 		IdleTTL:        cmp.Or(cfg.Channels.IdleTTL, -1), // 0: never
 		MaxNameLength:  cfg.Channels.MaxNameLength,
+		HistorySize:    cfg.Channels.HistorySize,
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
 	if cfg.Auth.enabled() {

@@ -105,7 +105,9 @@ func (c *conn) handleCommand(cmd *protocol.Command) error {
 		c.replyError(cmd.ID, protocol.ErrMethodNotFound.WithMessage(fmt.Sprintf("rpc method %q", cmd.RPC.Method)))
 	case "publish":
 		c.replyError(cmd.ID, protocol.ErrPermissionDenied.WithMessage("channels are published from Kafka, not by clients"))
-	case "history", "presence", "presence_stats", "refresh", "sub_refresh":
+	case "history":
+		c.handleHistory(cmd.ID, cmd.History)
+	case "presence", "presence_stats", "refresh", "sub_refresh":
 		c.replyError(cmd.ID, protocol.ErrNotAvailable.WithMessage(method+" is not supported"))
 	case "send":
 		// Asynchronous messages have no reply and no use here yet.
@@ -150,8 +152,7 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrAlreadySubscribed)
 		return
 	}
-	if owner, personal := personalOwner(req.Channel); personal && (c.user == "" || owner != c.user) {
-		c.replyError(id, protocol.ErrPermissionDenied.WithMessage("a personal channel is readable only by its user"))
+	if !c.mayRead(id, req.Channel) {
 		return
 	}
 	if len(c.subs) >= c.srv.cfg.WebSocket.MaxSubscriptions {
@@ -169,10 +170,11 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	if compact {
 		sub.form |= formCompact
 	}
-	err := c.srv.hub.Subscribe(req.Channel, sub, func(chID uint32, last *fanout.Publication) {
-		res := subscribeResult(req, last)
+	err := c.srv.hub.Subscribe(req.Channel, sub, func(st *fanout.State) {
+		last := st.Last
+		res := subscribeResult(req, st)
 		if compact {
-			res.ID = chID
+			res.ID = st.ID
 		}
 		if sub.delta() {
 			// Data travels as JSON strings; the cached value is the base
@@ -201,23 +203,105 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 
 // subscribeResult builds the subscribe reply. The channel is a recoverable
 // stream positioned by Kafka: epoch names the topic partition, offset is
-// the Kafka offset + 1. Recovery is "cache recovery": a client that already
-// holds the latest offset of the same epoch gets nothing; any other client
-// gets the latest publication.
-func subscribeResult(req *protocol.SubscribeRequest, last *fanout.Publication) *protocol.SubscribeResult {
+// the Kafka offset + 1. A client recovering from a position of the same
+// epoch gets every publication it missed if the channel's history
+// (channels.history_size) still holds them all (recovered), else the
+// latest publication, not recovered: updates are lost to it. Without
+// history it gets the latest publication, recovered if the epoch is the
+// same ("cache recovery": the latest value is what counts for odds). A
+// client already at the latest offset gets nothing.
+func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State) *protocol.SubscribeResult {
 	res := &protocol.SubscribeResult{Recoverable: true, WasRecovering: req.Recover}
+	last := st.Last
 	if last == nil {
 		res.Recovered = req.Recover
 		return res
 	}
 	res.Epoch = last.Epoch
 	res.Offset = protoOffset(last)
-	upToDate := req.Recover && req.Epoch == last.Epoch && req.Offset >= res.Offset
-	if !upToDate {
-		res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset}}
+	sameEpoch := req.Recover && req.Epoch == last.Epoch
+	if sameEpoch && req.Offset >= res.Offset {
+		res.Recovered = true
+		return res
 	}
-	res.Recovered = req.Recover && (upToDate || req.Epoch == last.Epoch)
+	if sameEpoch && req.Offset > 0 {
+		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok {
+			res.Publications = protoPublications(missed, false)
+			res.Recovered = true
+			return res
+		}
+	}
+	res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset}}
+	res.Recovered = sameEpoch && len(st.History) == 0
 	return res
+}
+
+// protoPublications converts pubs for a reply, newest first if reverse.
+func protoPublications(pubs []*fanout.Publication, reverse bool) []protocol.Publication {
+	out := make([]protocol.Publication, len(pubs))
+	for i, p := range pubs {
+		j := i
+		if reverse {
+			j = len(pubs) - 1 - i
+		}
+		out[j] = protocol.Publication{Data: p.Data, Offset: protoOffset(p)}
+	}
+	return out
+}
+
+// mayRead reports whether the client may read channel, replying with an
+// error if not: a personal channel (bets:#alice) only by its user.
+func (c *conn) mayRead(id uint32, channel string) bool {
+	if owner, personal := personalOwner(channel); personal && (c.user == "" || owner != c.user) {
+		c.replyError(id, protocol.ErrPermissionDenied.WithMessage("a personal channel is readable only by its user"))
+		return false
+	}
+	return true
+}
+
+// handleHistory answers "history" from the channel's history
+// (channels.history_size): the publications after req.Since (all it keeps
+// if unset), oldest first or newest first (reverse), at most req.Limit (0:
+// only the stream's position; negative: all), and the stream's position.
+// Errors: 108 when the node keeps no history, 112 when the history no
+// longer reaches back to req.Since or is of another epoch, 107 for a
+// missing or invalid channel name, 103 for another user's personal channel.
+func (c *conn) handleHistory(id uint32, req *protocol.HistoryRequest) {
+	size := c.srv.cfg.Channels.HistorySize
+	switch {
+	case size <= 0:
+		c.replyError(id, protocol.ErrNotAvailable.WithMessage("history is off on this node (channels.history_size: 0)"))
+		return
+	case fanout.ValidateName(req.Channel, c.srv.cfg.Channels.MaxNameLength) != nil:
+		c.replyError(id, protocol.ErrBadRequest.WithMessage("history needs a valid channel name"))
+		return
+	case !c.mayRead(id, req.Channel):
+		return
+	}
+	st := c.srv.hub.History(req.Channel)
+	res := &protocol.HistoryResult{}
+	if st.Last != nil {
+		res.Epoch, res.Offset = st.Last.Epoch, protoOffset(st.Last)
+	}
+	pubs := st.History
+	if req.Since != nil && st.Last != nil {
+		var ok bool
+		if pubs, ok = st.Since(req.Since.Epoch, int64(req.Since.Offset)-1); !ok {
+			c.replyError(id, protocol.ErrUnrecoverable.WithMessage("the history no longer reaches back to this position, or is of another epoch"))
+			return
+		}
+	}
+	limit := len(pubs)
+	if req.Limit >= 0 {
+		limit = min(limit, int(req.Limit))
+	}
+	if req.Reverse {
+		pubs = pubs[len(pubs)-limit:]
+	} else {
+		pubs = pubs[:limit]
+	}
+	res.Publications = protoPublications(pubs, req.Reverse)
+	c.reply(&protocol.Reply{ID: id, History: res})
 }
 
 // protoOffset maps a Kafka offset to a protocol offset: +1, because the

@@ -185,6 +185,10 @@ type Hooks interface {
 // Publisher receives publications; *fanout.Hub implements it.
 type Publisher interface {
 	Publish(p *fanout.Publication) error
+	// Append records p in its channel's history without delivering it:
+	// a record conflated away (a later one of its channel came in the same
+	// batch) that a client catching up from the history must still see.
+	Append(p *fanout.Publication) error
 }
 
 // Ingester consumes the source topics.
@@ -399,6 +403,9 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 			if in.caughtUp.Load() { // reading the start window is not overload
 				in.hooks.OnConflated(ch)
 			}
+			if p := in.publication(r, ch, epoch, false); p != nil {
+				in.pub.Append(p) // the history keeps it (if the hub keeps one)
+			}
 			continue
 		}
 		in.handle(r, ch, epoch)
@@ -431,22 +438,34 @@ func Epoch(topic string, id [16]byte, partition int32) string {
 
 func (in *Ingester) handle(r *kgo.Record, channel, epoch string) {
 	in.hooks.OnRecord(r.Topic, r.Partition)
+	if p := in.publication(r, channel, epoch, true); p != nil {
+		if err := in.pub.Publish(p); err != nil {
+			in.hooks.OnSkip(r.Topic, SkipInvalidChannel)
+		}
+	}
+}
+
+// publication checks r and makes it channel's publication, or returns nil
+// (counting why if count) when it cannot be one.
+func (in *Ingester) publication(r *kgo.Record, channel, epoch string, count bool) *fanout.Publication {
+	skip := func(reason SkipReason) *fanout.Publication {
+		if count {
+			in.hooks.OnSkip(r.Topic, reason)
+		}
+		return nil
+	}
 	if channel == "" {
-		in.hooks.OnSkip(r.Topic, SkipNoChannel)
-		return
+		return skip(SkipNoChannel)
 	}
 	if err := fanout.ValidateName(channel, in.maxName); err != nil {
-		in.hooks.OnSkip(r.Topic, SkipInvalidChannel)
-		return
+		return skip(SkipInvalidChannel)
 	}
 	data := r.Value
 	if int64(len(data)) > int64(in.cfg.MaxValueBytes) {
-		in.hooks.OnSkip(r.Topic, SkipTooLarge)
-		return
+		return skip(SkipTooLarge)
 	}
 	if !json.Valid(data) {
-		in.hooks.OnSkip(r.Topic, SkipInvalidJSON)
-		return
+		return skip(SkipInvalidJSON)
 	}
 	// The JSON protocol separates messages by '\n', so payloads must not
 	// contain one; in valid JSON it can only be whitespace.
@@ -455,16 +474,13 @@ func (in *Ingester) handle(r *kgo.Record, channel, epoch string) {
 		json.Compact(&b, data)
 		data = b.Bytes()
 	}
-	p := &fanout.Publication{
+	return &fanout.Publication{
 		Channel:  channel,
 		Data:     data,
 		Pos:      fanout.Position{Stream: r.Topic, Partition: r.Partition, Offset: r.Offset},
 		Epoch:    epoch,
 		Time:     r.Timestamp,
 		Priority: in.isPriority(r),
-	}
-	if err := in.pub.Publish(p); err != nil {
-		in.hooks.OnSkip(r.Topic, SkipInvalidChannel)
 	}
 }
 

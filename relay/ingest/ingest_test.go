@@ -68,9 +68,10 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-type collect struct{ pubs []*fanout.Publication }
+type collect struct{ pubs, appended []*fanout.Publication }
 
 func (c *collect) Publish(p *fanout.Publication) error { c.pubs = append(c.pubs, p); return nil }
+func (c *collect) Append(p *fanout.Publication) error  { c.appended = append(c.appended, p); return nil }
 
 type countHooks struct{ conflated int }
 
@@ -93,9 +94,10 @@ func TestBatchConflation(t *testing.T) {
 		name string
 		span time.Duration // between the batch's first and last record
 		want []int64       // offsets published
+		hist []int64       // offsets only appended to the history
 	}{
-		{"keeping up", 6 * time.Millisecond, []int64{0, 1, 2, 3, 4, 5, 6}},
-		{"behind", 600 * time.Millisecond, []int64{1, 3, 4, 5, 6}},
+		{"keeping up", 6 * time.Millisecond, []int64{0, 1, 2, 3, 4, 5, 6}, nil},
+		{"behind", 600 * time.Millisecond, []int64{1, 3, 4, 5, 6}, []int64{0, 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -115,12 +117,18 @@ func TestBatchConflation(t *testing.T) {
 				p.Records = append(p.Records, kr)
 			}
 			in.handlePartition("odds", [16]byte{}, p)
-			var got []int64
+			var got, hist []int64
 			for _, pb := range pub.pubs {
 				got = append(got, pb.Pos.Offset)
 			}
+			for _, pb := range pub.appended {
+				hist = append(hist, pb.Pos.Offset)
+			}
 			if fmt.Sprint(got) != fmt.Sprint(tt.want) || hooks.conflated != len(batch)-len(tt.want) {
 				t.Fatalf("published %v (%d conflated), want %v", got, hooks.conflated, tt.want)
+			}
+			if fmt.Sprint(hist) != fmt.Sprint(tt.hist) {
+				t.Fatalf("appended to the history %v, want %v", hist, tt.hist)
 			}
 		})
 	}

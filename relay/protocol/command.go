@@ -19,7 +19,7 @@ type Command struct {
 	Publish       json.RawMessage     `json:"publish,omitempty"`
 	Presence      json.RawMessage     `json:"presence,omitempty"`
 	PresenceStats json.RawMessage     `json:"presence_stats,omitempty"`
-	History       json.RawMessage     `json:"history,omitempty"`
+	History       *HistoryRequest     `json:"history,omitempty"`
 	Send          json.RawMessage     `json:"send,omitempty"`
 	Refresh       json.RawMessage     `json:"refresh,omitempty"`
 	SubRefresh    json.RawMessage     `json:"sub_refresh,omitempty"`
@@ -49,6 +49,22 @@ type SubscribeRequest struct {
 	// Flag is a bit set; FlagChannelCompaction asks for pushes that carry
 	// the channel's numeric id instead of its name.
 	Flag int64 `json:"flag,omitempty"`
+}
+
+// HistoryRequest is the "history" command: a channel's publications,
+// oldest first (newest first if Reverse), after Since if set, at most Limit
+// (0: none, only the stream's position; negative: all the node keeps).
+type HistoryRequest struct {
+	Channel string          `json:"channel"`
+	Limit   int32           `json:"limit,omitempty"`
+	Since   *StreamPosition `json:"since,omitempty"`
+	Reverse bool            `json:"reverse,omitempty"`
+}
+
+// StreamPosition is a place in a channel's stream.
+type StreamPosition struct {
+	Offset uint64 `json:"offset,omitempty"`
+	Epoch  string `json:"epoch,omitempty"`
 }
 
 // Subscribe flags.

@@ -13,6 +13,7 @@ type Reply struct {
 	Subscribe   *SubscribeResult `json:"subscribe,omitempty"`
 	Unsubscribe *struct{}        `json:"unsubscribe,omitempty"`
 	RPC         *RPCResult       `json:"rpc,omitempty"`
+	History     *HistoryResult   `json:"history,omitempty"`
 	Ping        *struct{}        `json:"ping,omitempty"`
 }
 
@@ -45,6 +46,14 @@ type SubscribeResult struct {
 	// ID is the channel's number for channel compaction (subscribe flag
 	// 1): pushes then carry "id" instead of "channel".
 	ID uint32 `json:"id,omitempty"`
+}
+
+// HistoryResult is the reply to "history": the publications asked for and
+// the stream's current position.
+type HistoryResult struct {
+	Publications []Publication `json:"publications,omitempty"`
+	Epoch        string        `json:"epoch,omitempty"`
+	Offset       uint64        `json:"offset,omitempty"`
 }
 
 // RPCResult is the reply to "rpc".

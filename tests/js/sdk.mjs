@@ -39,6 +39,9 @@ sub.on('publication', async (ctx) => {
     } catch (e) {
       out({ event: 'rpc_error', code: e.code });
     }
+    // The channel's history (the relay keeps the latest few).
+    const h = await sub.history({ limit: 100 });
+    out({ event: 'history', offsets: h.publications.map((p) => p.offset), offset: h.offset, data: h.publications.at(-1)?.data });
     client.disconnect();
     out({ event: 'done' });
     process.exit(0);
