@@ -244,6 +244,9 @@ func (h *Hub) Append(p *Publication) error {
 	return nil
 }
 
+// KeepsHistory reports whether channels keep a history (HistorySize > 0).
+func (h *Hub) KeepsHistory() bool { return h.cfg.HistorySize > 0 }
+
 // remember appends p to ch's history, dropping the oldest entry past
 // HistorySize, and returns the change in bytes held. A publication of
 // another epoch (stream) starts the history afresh: offsets of different

@@ -189,6 +189,9 @@ type Publisher interface {
 	// a record conflated away (a later one of its channel came in the same
 	// batch) that a client catching up from the history must still see.
 	Append(p *fanout.Publication) error
+	// KeepsHistory says whether Append keeps anything: if not, ingest
+	// does not build publications for conflated records.
+	KeepsHistory() bool
 }
 
 // Ingester consumes the source topics.
@@ -403,8 +406,10 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 			if in.caughtUp.Load() { // reading the start window is not overload
 				in.hooks.OnConflated(ch)
 			}
-			if p := in.publication(r, ch, epoch, false); p != nil {
-				in.pub.Append(p) // the history keeps it (if the hub keeps one)
+			if in.pub.KeepsHistory() {
+				if p := in.publication(r, ch, epoch, false); p != nil {
+					in.pub.Append(p)
+				}
 			}
 			continue
 		}

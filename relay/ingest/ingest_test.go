@@ -72,6 +72,7 @@ type collect struct{ pubs, appended []*fanout.Publication }
 
 func (c *collect) Publish(p *fanout.Publication) error { c.pubs = append(c.pubs, p); return nil }
 func (c *collect) Append(p *fanout.Publication) error  { c.appended = append(c.appended, p); return nil }
+func (c *collect) KeepsHistory() bool                  { return true }
 
 type countHooks struct{ conflated int }
 
