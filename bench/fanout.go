@@ -374,19 +374,17 @@ func relayRSSAfterGC(base string, usage relayUsageSource) (int64, error) {
 }
 
 // scrape reads one unlabelled metric from the relay's /metrics.
-func scrape(base, name string) (float64, error) {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(v, 64)
+func scrape(base, name string) (v float64, err error) {
+	err = readMetrics(base, func(sc *bufio.Scanner) error {
+		for sc.Scan() {
+			if text, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+				v, err = strconv.ParseFloat(text, 64)
+				return err
+			}
 		}
-	}
-	return 0, fmt.Errorf("metric %s not found", name)
+		return fmt.Errorf("metric %s not found", name)
+	})
+	return v, err
 }
 
 // mode names the clients' subscription mode.

@@ -50,21 +50,32 @@ type FeedResult struct {
 	Priority map[string]int64 `json:"priority"`
 }
 
+// newFeedProducer connects a producer for a feed or a replay and checks
+// that a broker answers, so that a run against an unreachable Kafka fails
+// at once instead of retrying every record.
+func newFeedProducer(ctx context.Context, brokers []string, id string) (*kgo.Client, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID(id), kgo.ProducerLinger(time.Millisecond),
+		kgo.RecordDeliveryTimeout(10*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := cl.Ping(pctx); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("kafka at %v: %w", brokers, err)
+	}
+	return cl, nil
+}
+
 // RunFeed produces until cfg.Duration has passed. Each value is
 // {"seq":<per-channel sequence>,"t":<intended send time, unix ns>,"pad":"…"}.
 func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("edgebench-feed"), kgo.ProducerLinger(time.Millisecond),
-		kgo.RecordDeliveryTimeout(10*time.Second))
+	cl, err := newFeedProducer(ctx, cfg.Brokers, "edgebench-feed")
 	if err != nil {
 		return FeedResult{}, err
 	}
 	defer cl.Close()
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = cl.Ping(pctx)
-	cancel()
-	if err != nil {
-		return FeedResult{}, fmt.Errorf("kafka at %v: %w", cfg.Brokers, err)
-	}
 	var res FeedResult
 	var failed atomic.Uint64
 	pad := strings.Repeat("o", max(cfg.Size-60, 1))
@@ -151,8 +162,7 @@ var tField = regexp.MustCompile(`"t":\d+`)
 // recorded: replay into channels that start fresh, or expect clients to
 // see them restart.
 func Replay(ctx context.Context, cfg ReplayConfig) (FeedResult, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("edgebench-replay"), kgo.ProducerLinger(time.Millisecond),
-		kgo.RecordDeliveryTimeout(10*time.Second))
+	cl, err := newFeedProducer(ctx, cfg.Brokers, "edgebench-replay")
 	if err != nil {
 		return FeedResult{}, err
 	}

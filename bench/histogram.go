@@ -18,13 +18,22 @@ type promHistogram struct {
 }
 
 // scrapeHistogram reads histogram name from the relay's /metrics.
-func scrapeHistogram(base, name string) (promHistogram, error) {
+func scrapeHistogram(base, name string) (h promHistogram, err error) {
+	err = readMetrics(base, func(sc *bufio.Scanner) error {
+		h, err = parseHistogram(sc, name)
+		return err
+	})
+	return h, err
+}
+
+// readMetrics hands the relay's /metrics text to read, line by line.
+func readMetrics(base string, read func(*bufio.Scanner) error) error {
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
-		return promHistogram{}, err
+		return err
 	}
 	defer resp.Body.Close()
-	return parseHistogram(bufio.NewScanner(resp.Body), name)
+	return read(bufio.NewScanner(resp.Body))
 }
 
 // parseHistogram reads name's _bucket lines from a text exposition.

@@ -167,7 +167,7 @@ func (h *Hub) lockChannel(name string, create bool) *channel {
 			s.mu.Lock()
 			ch = s.m[name]
 			if ch == nil {
-				ch = &channel{name: name, id: h.newID(), subs: make(map[Subscriber]struct{})}
+				ch = &channel{name: name, id: h.newID(), subs: make(map[Subscriber]struct{}), dropped: -1}
 				ch.active.Store(h.cfg.Now().UnixNano())
 				s.m[name] = ch
 				h.channels.Add(1)
@@ -264,7 +264,7 @@ func (h *Hub) remember(ch *channel, p *Publication) int64 {
 		ch.hist, ch.dropped = ch.hist[:0], -1
 	}
 	if ch.hist == nil {
-		ch.hist, ch.dropped = make([]*Publication, 0, h.cfg.HistorySize), -1
+		ch.hist = make([]*Publication, 0, h.cfg.HistorySize)
 	}
 	if len(ch.hist) == h.cfg.HistorySize {
 		grown -= ch.hist[0].size()
@@ -318,11 +318,7 @@ func (h *Hub) History(name string) State {
 }
 
 func (ch *channel) state() State {
-	st := State{ID: ch.id, Last: ch.last, History: ch.hist, Dropped: ch.dropped}
-	if ch.hist == nil {
-		st.Dropped = -1
-	}
-	return st
+	return State{ID: ch.id, Last: ch.last, History: ch.hist, Dropped: ch.dropped}
 }
 
 // Subscribe adds s to the channel called name and calls fn with the

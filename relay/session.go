@@ -267,9 +267,8 @@ func (c *conn) mayRead(id uint32, channel string) bool {
 // longer reaches back to req.Since or is of another epoch, 107 for a
 // missing or invalid channel name, 103 for another user's personal channel.
 func (c *conn) handleHistory(id uint32, req *protocol.HistoryRequest) {
-	size := c.srv.cfg.Channels.HistorySize
 	switch {
-	case size <= 0:
+	case !c.srv.hub.KeepsHistory():
 		c.replyError(id, protocol.ErrNotAvailable.WithMessage("history is off on this node (channels.history_size: 0)"))
 		return
 	case fanout.ValidateName(req.Channel, c.srv.cfg.Channels.MaxNameLength) != nil:
