@@ -44,6 +44,10 @@ type FeedResult struct {
 	Failed uint64 `json:"failed"`
 	// Behind is how far the producer fell behind its schedule at worst.
 	Behind time.Duration `json:"behind"`
+	// SlowestAck is the longest a record took from Produce to the
+	// broker's acknowledgement: a stall there ages every record behind
+	// it before the relay can see it.
+	SlowestAck time.Duration `json:"slowest_ack"`
 	// Final is each channel's last sequence number (its final value);
 	// Priority its number of priority records.
 	Final    map[string]int64 `json:"final"`
@@ -77,7 +81,7 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 	}
 	defer cl.Close()
 	var res FeedResult
-	var failed atomic.Uint64
+	var a acks
 	pad := strings.Repeat("o", max(cfg.Size-60, 1))
 	seqs := make([]int64, len(cfg.Channels))
 	prioCount := make([]int64, len(cfg.Channels))
@@ -127,18 +131,14 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 			copies = 2
 		}
 		for range copies {
-			cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
-				if err != nil {
-					failed.Add(1)
-				}
-			})
+			a.produce(ctx, cl, r)
 		}
 		res.Sent++
 	}
 	if err := cl.Flush(ctx); err != nil {
 		return res, err
 	}
-	res.Failed = failed.Load()
+	a.report(&res)
 	res.Final, res.Priority = map[string]int64{}, map[string]int64{}
 	for i, ch := range cfg.Channels {
 		res.Final[ch], res.Priority[ch] = seqs[i], prioCount[i]
@@ -168,7 +168,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (FeedResult, error) {
 	}
 	defer cl.Close()
 	res := FeedResult{Final: map[string]int64{}, Priority: map[string]int64{}}
-	var failed atomic.Uint64
+	var a acks
 	sc := bufio.NewScanner(cfg.From)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	start := time.Now()
@@ -195,11 +195,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (FeedResult, error) {
 		var seq struct{ Seq int64 }
 		json.Unmarshal(rec.Value, &seq)
 		res.Final[rec.Channel] = seq.Seq
-		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			if err != nil {
-				failed.Add(1)
-			}
-		})
+		a.produce(ctx, cl, r)
 		res.Sent++
 	}
 	if err := sc.Err(); err != nil {
@@ -208,8 +204,32 @@ func Replay(ctx context.Context, cfg ReplayConfig) (FeedResult, error) {
 	if err := cl.Flush(ctx); err != nil {
 		return res, err
 	}
-	res.Failed = failed.Load()
+	a.report(&res)
 	return res, nil
+}
+
+// acks counts a feed's failed records and notes its slowest
+// acknowledgement. Promises run on franz-go's goroutines.
+type acks struct {
+	failed  atomic.Uint64
+	slowest atomic.Int64 // nanoseconds
+}
+
+func (a *acks) produce(ctx context.Context, cl *kgo.Client, r *kgo.Record) {
+	start := time.Now()
+	cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+		if err != nil {
+			a.failed.Add(1)
+			return
+		}
+		d := int64(time.Since(start))
+		for old := a.slowest.Load(); d > old && !a.slowest.CompareAndSwap(old, d); old = a.slowest.Load() {
+		}
+	})
+}
+
+func (a *acks) report(res *FeedResult) {
+	res.Failed, res.SlowestAck = a.failed.Load(), time.Duration(a.slowest.Load())
 }
 
 // waitUntil sleeps until t, or notes in behind how late it already is.

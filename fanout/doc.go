@@ -35,7 +35,9 @@
 // serialised by that channel's lock; publishes to different channels only
 // share a shard's read lock while the channel is looked up. Subscriber.Deliver
 // and the callback given to Subscribe run with the channel's lock held: they
-// must not block and must not call back into the Hub.
+// must not block and must not call back into the Hub. A subscriber may keep
+// an Update and encode its forms later from another goroutine (Update.Frame
+// is safe for concurrent use), so the Encoder must be too.
 //
 // Lock order: shard.mu, then channel.mu. Nothing else is held while either
 // is taken.

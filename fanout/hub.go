@@ -209,9 +209,9 @@ func (h *Hub) Publish(p *Publication) error {
 	ch.active.Store(h.cfg.Now().UnixNano())
 	grown := h.cachedBytes.Add(p.size() - old.size() + h.remember(ch, p))
 	if n := len(ch.subs); n > 0 {
-		u := Update{Pub: p, Prev: old, ChannelID: ch.id, enc: h.cfg.Encoder}
+		u := &Update{Pub: p, Prev: old, ChannelID: ch.id, enc: h.cfg.Encoder}
 		for s := range ch.subs {
-			s.Deliver(&u)
+			s.Deliver(u)
 		}
 		h.deliveries.Add(uint64(n))
 	}

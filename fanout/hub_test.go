@@ -348,6 +348,52 @@ func TestFormsEncodedOnce(t *testing.T) {
 	}
 }
 
+// keeper is a Subscriber that keeps the Updates it is given, as a
+// connection that is behind does, to encode them later.
+type keeper struct{ updates []*Update }
+
+func (k *keeper) Deliver(u *Update) { k.updates = append(k.updates, u) }
+
+// TestFramesOfKeptUpdates: an Update kept past Deliver gives its forms to
+// any goroutine; goroutines asking at once all get the same Frame, and a
+// form the encoder lacks is nil for all of them (run with -race).
+func TestFramesOfKeptUpdates(t *testing.T) {
+	h := newTestHub(func(c *Config) {
+		c.Encoder = func(u *Update, f Form) *Frame {
+			if f == 2 {
+				return nil
+			}
+			return &Frame{Bytes: append([]byte{byte('0' + f)}, u.Pub.Data...), Pub: u.Pub, Form: f}
+		}
+	})
+	k := &keeper{}
+	h.Subscribe("odds:kept", k, nil)
+	for i := range 50 {
+		h.Publish(pub("odds:kept", int64(i), "v"))
+	}
+	const askers = 8
+	got := make([][]*Frame, askers)
+	var wg sync.WaitGroup
+	for g := range askers {
+		wg.Go(func() {
+			for _, u := range k.updates {
+				got[g] = append(got[g], u.Frame(Form(g%2)), u.Frame(2))
+			}
+		})
+	}
+	wg.Wait()
+	for g := range askers {
+		for i, fr := range got[g] {
+			if want := got[g%2][i]; fr != want {
+				t.Fatalf("asker %d, frame %d: %p, asker %d got %p", g, i, fr, g%2, want)
+			}
+			if (i%2 == 1) != (fr == nil) {
+				t.Fatalf("asker %d, frame %d: %v", g, i, fr)
+			}
+		}
+	}
+}
+
 // TestChannelIDs: every channel gets its own non-zero id, the same for all
 // its subscribers and for its updates while it has subscribers.
 func TestChannelIDs(t *testing.T) {

@@ -1,6 +1,9 @@
 package fanout
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Position locates a publication in the log it came from. For Kafka, Stream
 // is the topic. A Position means the same thing on every relay node because
@@ -57,19 +60,27 @@ type Form uint8
 // MaxForms bounds the forms an Update can hold.
 const MaxForms = 16
 
-// Encoder builds form f of u. It is called at most once per form and
-// update, on the first Update.Frame(f), with the channel's lock held: it
-// must not block and must not call into the Hub. It may build on other
-// forms of the same update with u.Frame. It returns nil when u has no such
-// form (say, a patch that would not be smaller than the full payload). The
-// returned Frame is shared by every subscriber that asks for f; the Hub
-// and then the subscribers own it, read-only.
+// Encoder builds form f of u, on the first Update.Frame(f). It runs on the
+// goroutine that asks first: the Hub's Publish, with the channel's lock
+// held, or a subscriber that kept the Update to write it later (see
+// Update). So it must be safe for concurrent use, must not block and must
+// not call into the Hub. It may build on other forms of the same update
+// with u.Frame, but must not ask for f itself. It returns nil when u has no
+// such form (say, a patch that would not be smaller than the full
+// payload). The returned Frame is shared by every subscriber that asks for
+// f; the Hub and then the subscribers own it, read-only.
 type Encoder func(u *Update, f Form) *Frame
 
 // Update is one publication on its way to a channel's subscribers. Every
-// form is encoded once, on first use, and shared; subscribers that want
-// nothing new cost no encoding. An Update is valid only during the
-// Deliver calls of one Publish; the Frames it returns stay valid forever.
+// form is encoded on first use and shared; subscribers that want nothing
+// new cost no encoding.
+//
+// A subscriber may keep the Update past Deliver and ask it for forms later
+// from any goroutine: a subscriber that is behind keeps only the newest
+// Update of a channel and encodes what it needs when it can write it.
+// Frame is safe for concurrent use; two goroutines asking for a form
+// nobody has built at the same moment may both encode it, and then both
+// get the one stored first.
 type Update struct {
 	Pub *Publication
 	// Prev is the channel's previous publication (nil if none): what a
@@ -80,22 +91,31 @@ type Update struct {
 	ChannelID uint32
 
 	enc    Encoder
-	built  uint32 // bit f: form f was asked for
-	frames [MaxForms]*Frame
+	frames [MaxForms]atomic.Pointer[Frame] // noFrame: built, no such form
 }
 
+// noFrame marks a form the Encoder returned nil for.
+var noFrame = new(Frame)
+
 // Frame returns form f of the update, encoding it on first use (nil if the
-// update has no such form). Not safe for concurrent use: the Hub calls
-// Deliver for one update from one goroutine.
+// update has no such form).
 func (u *Update) Frame(f Form) *Frame {
 	if f >= MaxForms {
 		panic("fanout: form out of range")
 	}
-	if u.built&(1<<f) == 0 {
-		u.built |= 1 << f // set first: an Encoder asking for f itself gets nil
-		u.frames[f] = u.enc(u, f)
+	fr := u.frames[f].Load()
+	if fr == nil {
+		if fr = u.enc(u, f); fr == nil {
+			fr = noFrame
+		}
+		if !u.frames[f].CompareAndSwap(nil, fr) {
+			fr = u.frames[f].Load()
+		}
 	}
-	return u.frames[f]
+	if fr == noFrame {
+		return nil
+	}
+	return fr
 }
 
 // Subscriber receives the updates of the channels it subscribed to.

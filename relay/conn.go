@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/hex"
 	"math/bits"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,6 +64,7 @@ type conn struct {
 	mu            sync.Mutex
 	fd            int             // -1 once closed
 	queue         []*fanout.Frame // backed by qbuf when not nil
+	holding       []*subscription // subscriptions with a held frame in queue (see subscription)
 	qbuf          *queueBuf
 	head          int   // bytes of queue[0] already written
 	queued        int   // bytes in queue, minus head
@@ -83,9 +85,14 @@ type conn struct {
 // subscription is one channel subscription of a connection; it is what the
 // hub holds. form says which encoding the client negotiated (see
 // frame.go): kind plain or delta full, plus the compact and deflate bits.
-// base is the publication this client will hold last for the channel (for
-// delta: what the next patch must apply to); it is touched only under the
-// hub's channel lock (Deliver, the Subscribe callback).
+//
+// Conflation without the hub's work: once the node is behind and the
+// connection's queue holds an unwritten frame of this channel (held),
+// Deliver only swaps each later update into latest, without taking c.mu or
+// encoding anything; the writer puts latest's frame in held's place when it
+// gets to the connection (settleLocked). Under overload most deliveries
+// end there, so what the node spends on an update it will not write is one
+// compare-and-swap per subscriber.
 type subscription struct {
 	c       *conn
 	channel string
@@ -93,32 +100,40 @@ type subscription struct {
 	// conflated counts this channel's updates replaced in the queue when
 	// the node falls behind; nil: never (overload.deliver_all).
 	conflated prometheus.Counter
-	base      *fanout.Publication
 	// sent is the latest publication queued to the client: what a bet on
 	// this market can say the user saw. Read by the poller.
 	sent atomic.Pointer[fanout.Publication]
+
+	// latest is the newest update for held's place, nil while nothing is
+	// held. Swapped in by Deliver without c.mu; set and taken under c.mu.
+	latest   atomic.Pointer[fanout.Update]
+	absorbed atomic.Uint32 // updates swapped into latest since it was taken
+
+	// under c.mu (and in the Subscribe callback, before any Deliver):
+	// base is the publication this client will hold last for the channel
+	// (for delta: what the next patch must apply to); held is the queued
+	// frame latest replaces.
+	base *fanout.Publication
+	held *fanout.Frame
 }
 
 var _ fanout.Subscriber = (*subscription)(nil)
 
 func (s *subscription) delta() bool { return s.form&formKinds == formDeltaFull }
 
-// Deliver picks the form this client can use and queues it: a patch only
-// if the client will hold the publication it applies to, else the full
-// payload.
+// Deliver queues u for the client (conn.deliver), or, while a frame of the
+// channel is held for the newest value, makes u that value. A priority
+// publication is never swapped in: it is queued after the held frame.
 func (s *subscription) Deliver(u *fanout.Update) {
-	full := s.c.pick(u, s.form)
-	f := full
-	if s.delta() {
-		if s.base != nil && s.base == u.Prev {
-			if p := s.c.pick(u, s.form&^formKinds|formPatch); p != nil {
-				f = p
+	if !u.Pub.Priority {
+		for cur := s.latest.Load(); cur != nil; cur = s.latest.Load() {
+			if s.latest.CompareAndSwap(cur, u) {
+				s.absorbed.Add(1)
+				return
 			}
 		}
-		s.base = u.Pub
 	}
-	s.c.deliver(f, full, s.conflated)
-	s.sent.Store(u.Pub)
+	s.c.deliver(s, u)
 }
 
 // pick returns form f of u, the uncompressed one if the client limited
@@ -138,20 +153,21 @@ func (c *conn) clientID() string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// deliver queues a publication frame without blocking (it runs under the
-// hub's channel lock). alt is the frame's self-contained form (never a
-// patch); it replaces the queued, unwritten frames of the same channel
-// (latest value wins; see replaceLocked) when
+// deliver queues u in the form s's client can use, without blocking (it
+// runs under the hub's channel lock): a patch only if the client will hold
+// the publication it applies to, else the full payload. The full form
+// replaces the queued, unwritten frames of the same channel (latest value
+// wins; see replaceLocked) when
 //
 //   - the node is behind: the connection has waited overload.conflate_after
-//     for a writer (conflated, the channel's counter, is not nil: the
-//     channel is not under deliver_all), or
+//     for a writer and the channel is not under deliver_all; the frame is
+//     then held for later updates (see subscription), or
 //   - the client is slow: its queue is past websocket.soft_queue_bytes;
 //
 // never for a priority publication, nor in place of one. Past
 // websocket.max_queue_bytes the connection is closed as slow (3008: the
 // SDK reconnects and recovers the latest values).
-func (c *conn) deliver(f, alt *fanout.Frame, conflated prometheus.Counter) {
+func (c *conn) deliver(s *subscription, u *fanout.Update) {
 	m := c.srv.metrics
 	cfg := &c.srv.cfg.WebSocket
 	c.mu.Lock()
@@ -159,16 +175,33 @@ func (c *conn) deliver(f, alt *fanout.Frame, conflated prometheus.Counter) {
 		c.mu.Unlock()
 		return
 	}
-	if !f.Pub.Priority {
-		behind := conflated != nil && c.scheduled && c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
+	if s.latest.Load() != nil { // a priority update: the held frame takes its value first
+		c.settleLocked(s)
+	}
+	full := c.pick(u, s.form)
+	f := full
+	if s.delta() {
+		if s.base != nil && s.base == u.Prev {
+			if p := c.pick(u, s.form&^formKinds|formPatch); p != nil {
+				f = p
+			}
+		}
+		s.base = u.Pub
+	}
+	s.sent.Store(u.Pub)
+	if !u.Pub.Priority {
+		behind := s.conflated != nil && c.scheduled && c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
 		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes)
 		if behind || slow {
-			if n := c.replaceLocked(alt); n > 0 {
+			if n := c.replaceLocked(full); n > 0 {
+				if behind {
+					c.holdLocked(s, full, u)
+				}
 				c.mu.Unlock()
 				if slow {
 					m.conflated.Add(float64(n))
 				} else {
-					conflated.Add(float64(n))
+					s.conflated.Add(float64(n))
 					m.overloadConflatedN.Add(uint64(n))
 				}
 				return
@@ -177,6 +210,66 @@ func (c *conn) deliver(f, alt *fanout.Frame, conflated prometheus.Counter) {
 	}
 	c.enqueueLocked(f)
 	c.mu.Unlock()
+}
+
+// holdLocked makes f, u's frame just queued for s, the one later updates
+// of the channel replace (see subscription).
+func (c *conn) holdLocked(s *subscription, f *fanout.Frame, u *fanout.Update) {
+	s.held = f
+	s.latest.Store(u)
+	if !slices.Contains(c.holding, s) {
+		c.holding = append(c.holding, s)
+	}
+}
+
+// settleLocked puts the frame of s's newest update in place of the held
+// one and stops holding it: the writer calls it (settleAllLocked) before it
+// writes the queue, deliver before it queues a priority publication after
+// the held frame.
+func (c *conn) settleLocked(s *subscription) {
+	u := s.latest.Swap(nil)
+	if u == nil {
+		return
+	}
+	n := s.absorbed.Swap(0)
+	held := s.held
+	s.held = nil
+	if n == 0 || u.Pub == held.Pub {
+		return
+	}
+	i := slices.Index(c.queue[c.fixedLocked():], held)
+	if i < 0 {
+		return // dropped with the queue
+	}
+	f := c.pick(u, s.form)
+	c.queue[c.fixedLocked()+i] = f
+	c.queued += len(f.Bytes) - len(held.Bytes)
+	if s.delta() {
+		s.base = u.Pub
+	}
+	s.sent.Store(u.Pub)
+	s.conflated.Add(float64(n))
+	c.srv.metrics.overloadConflatedN.Add(uint64(n))
+}
+
+// settleAllLocked settles every held frame: what the writer sends is each
+// channel's newest value.
+func (c *conn) settleAllLocked() {
+	for _, s := range c.holding {
+		c.settleLocked(s)
+	}
+	clear(c.holding)
+	c.holding = c.holding[:0]
+}
+
+// forgetHeldLocked stops holding frames the queue no longer has.
+func (c *conn) forgetHeldLocked() {
+	for _, s := range c.holding {
+		s.latest.Store(nil)
+		s.absorbed.Store(0)
+		s.held = nil
+	}
+	c.holding = nil
 }
 
 // conflatedCounter is the counter of channel's updates replaced in a write
@@ -315,6 +408,7 @@ func (c *conn) fixedLocked() int {
 // dropQueueLocked drops queued frames, except fixed ones: they must finish
 // as they are, or the stream would be corrupt.
 func (c *conn) dropQueueLocked() {
+	c.forgetHeldLocked()
 	keep := 0
 	if c.fd >= 0 {
 		keep = c.fixedLocked()

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -161,6 +162,7 @@ func (p *poller) remove(c *conn) {
 	c.mu.Lock()
 	c.closing = true
 	// A writer still in writev holds its own iovec, not the queue.
+	c.forgetHeldLocked()
 	c.releaseQueueLocked()
 	c.head, c.queued = 0, 0
 	if c.writing {
@@ -263,6 +265,7 @@ func (w *writer) loop() {
 				w.flushUrgent()
 			}
 			w.flush(c)
+			runtime.Gosched()
 		}
 		clear(batch)
 	}
@@ -294,6 +297,9 @@ func (w *writer) flush(c *conn) {
 	}
 	c.scheduled, c.urgent = false, false
 	for len(c.queue) > 0 && c.fd >= 0 && !c.waitOut && !c.closeSent {
+		if len(c.holding) > 0 {
+			c.settleAllLocked()
+		}
 		iovs, total := 0, 0
 		for i, f := range c.queue {
 			b := f.Bytes

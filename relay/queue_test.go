@@ -102,11 +102,10 @@ func TestReplaceLatest(t *testing.T) {
 				want = tt.queue
 			}
 			var got []string
-			queued := 0
 			for _, f := range c.queue {
 				got = append(got, string(f.Bytes))
-				queued += len(f.Bytes)
 			}
+			queued := sumQueued(c.queue)
 			if n != tt.n || strings.Join(got, " ") != want {
 				t.Fatalf("replaceLocked = %d, queue %q; want %d, %q", n, strings.Join(got, " "), tt.n, want)
 			}
@@ -167,6 +166,9 @@ func TestDeltaSubscriptionForms(t *testing.T) {
 // unwritten one (the full form for delta subscribers), so the client gets
 // the latest value; priority updates are neither replaced nor replace, and
 // deliver_all channels and connections not waiting keep every update.
+// Later updates only replace the held update, and the writer settles them
+// into the queue (settleAllLocked) before it writes: the queue is checked
+// as the writer sends it.
 func TestOverloadConflation(t *testing.T) {
 	type pub struct {
 		off  int64
@@ -185,6 +187,8 @@ func TestOverloadConflation(t *testing.T) {
 		{"behind", "odds:a", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
 		{"behind, delta", "odds:a", true, 30 * time.Millisecond, true, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
 		{"priority kept", "odds:a", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, true}, {3, false}, {4, false}}, []int64{1, 2, 4}},
+		{"priority after a held update", "odds:a", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}, {4, true}, {5, false}, {6, false}}, []int64{3, 4, 6}},
+		{"priority after a held update, delta", "odds:a", true, 30 * time.Millisecond, true, []pub{{1, false}, {2, false}, {3, false}, {4, true}, {5, false}, {6, false}, {7, false}}, []int64{3, 4, 7}},
 		{"deliver_all", "bets:#u", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
 		{"being written", "odds:a", false, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
 	} {
@@ -208,16 +212,40 @@ func TestOverloadConflation(t *testing.T) {
 				s.hub.Publish(&fanout.Publication{Channel: tt.channel, Data: fmt.Appendf(nil, `{"v":%d,"pad":%q}`, p.off, strings.Repeat("x", 200)),
 					Pos: fanout.Position{Offset: p.off}, Priority: p.prio})
 			}
+			c.mu.Lock()
+			c.settleAllLocked()
+			c.mu.Unlock()
 			var got []int64
-			for _, f := range c.queue {
+			for i, f := range c.queue {
 				got = append(got, f.Pub.Pos.Offset)
-				if tt.delta && f.Form&formKinds != formDeltaFull {
-					t.Errorf("offset %d queued as form %d: a patch against a base the client will not hold", f.Pub.Pos.Offset, f.Form)
+				// offsets are consecutive: a patch applies to offset-1
+				if f.Form&formKinds == formPatch && (i == 0 || c.queue[i-1].Pub.Pos.Offset != f.Pub.Pos.Offset-1) {
+					t.Errorf("offset %d queued as a patch against a base the client will not hold", f.Pub.Pos.Offset)
 				}
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
 				t.Fatalf("queued offsets %v, want %v", got, tt.want)
 			}
+			last := c.queue[len(c.queue)-1].Pub
+			if sent := sub.sent.Load(); sent != last {
+				t.Errorf("sent is offset %d, the client gets %d last", sent.Pos.Offset, last.Pos.Offset)
+			}
+			if tt.delta && sub.base != last {
+				t.Errorf("delta base is offset %d, the client holds %d", sub.base.Pos.Offset, last.Pos.Offset)
+			}
+			if sum := sumQueued(c.queue); c.queued != sum {
+				t.Errorf("queued = %d, frames hold %d", c.queued, sum)
+			}
 		})
 	}
+}
+
+// sumQueued is the bytes queue's frames hold: what conn.queued must say
+// when nothing is partly written.
+func sumQueued(queue []*fanout.Frame) int {
+	n := 0
+	for _, f := range queue {
+		n += len(f.Bytes)
+	}
+	return n
 }

@@ -9,6 +9,7 @@
 #
 #   bench/scripts/overload.sh                # rates 300 600 1200, 30 s each
 #   RATES="1200" DURATION=15s bench/scripts/overload.sh
+#   POLICIES=conflate RATES=20000 bench/scripts/overload.sh   # one policy only
 source "$(dirname "$0")/common.sh"
 
 kport=${KAFKA_PORT:-29092}
@@ -20,7 +21,7 @@ trap 'kill $relay $broker 2>/dev/null; wait 2>/dev/null' EXIT
 
 echo "| policy | rate/s | conns | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end | relay age p50/p99 |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-for policy in conflate queue; do
+for policy in ${POLICIES:-conflate queue}; do
   after=20ms
   [[ $policy == queue ]] && after=1h
   EDGERELAY_DEBUG=true EDGERELAY_OVERLOAD_CONFLATE_AFTER=$after "$out/edgerelay" serve \

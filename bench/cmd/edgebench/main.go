@@ -333,8 +333,8 @@ func feedCmd(ctx context.Context, args []string) error {
 	for _, n := range res.Priority {
 		prio += n
 	}
-	fmt.Printf("sent %d records to %d channels (%d priority), %d failed; at worst %v behind schedule\n",
-		res.Sent, len(res.Final), prio, res.Failed, res.Behind)
+	fmt.Printf("sent %d records to %d channels (%d priority), %d failed; at worst %v behind schedule, slowest ack %v\n",
+		res.Sent, len(res.Final), prio, res.Failed, res.Behind, res.SlowestAck)
 	if res.Failed > 0 {
 		return fmt.Errorf("%d records failed", res.Failed)
 	}
