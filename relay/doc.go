@@ -22,7 +22,11 @@
 // with a reply or priority publication queued first. The hub delivers
 // into a connection's bounded queue under the channel's lock, without
 // blocking; past websocket.soft_queue_bytes updates are conflated, past
-// websocket.max_queue_bytes the client is closed as slow (3008). One
+// websocket.max_queue_bytes the client is closed as slow (3008). When the
+// node is behind, a connection holds one unwritten frame per channel and
+// later updates only swap into its subscription, without conn.mu; the
+// writer puts the newest in the held frame's place as it writes (conn.go,
+// subscription). One
 // heartbeat goroutine serves pings and timeouts for all connections.
 // Server methods are safe for concurrent use.
 //

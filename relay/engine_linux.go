@@ -265,6 +265,10 @@ func (w *writer) loop() {
 				w.flushUrgent()
 			}
 			w.flush(c)
+			// Under overload both writers always have work; without a
+			// yield, ingest and franz-go's goroutines wait for a
+			// preemption (up to 10 ms) to get a P, and every value
+			// ages by that much before the hub sees it.
 			runtime.Gosched()
 		}
 		clear(batch)

@@ -134,6 +134,9 @@ func writerCount(configured, cores int) int {
 // 3001 "shutdown"), waits for them to go (at most shutdown_timeout) and stops
 // Kafka ingest.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// Queue waits are measured against the clock: start it before the
+	// first connection is scheduled, not at the first write or tick.
+	s.clock.Store(time.Now().UnixNano())
 	n := runtime.GOMAXPROCS(0)
 	for i := 0; i < max(1, min(n, 4)); i++ {
 		p, err := newPoller(s)
