@@ -160,9 +160,12 @@ func (c *conn) clientID() string {
 // wins; see replaceLocked) when
 //
 //   - the node is behind: the connection has waited overload.conflate_after
-//     for a writer and the channel is not under deliver_all; the frame is
-//     then held for later updates (see subscription), or
-//   - the client is slow: its queue is past websocket.soft_queue_bytes;
+//     for a writer, or its writer's last connection did (it will wait as
+//     long), and the channel is not under deliver_all; the frame is then
+//     held for later updates (see subscription), or
+//   - the client is slow: its queue is past websocket.soft_queue_bytes, or
+//     its socket has been full for overload.conflate_after (not for
+//     deliver_all channels);
 //
 // never for a priority publication, nor in place of one. Past
 // websocket.max_queue_bytes the connection is closed as slow (3008: the
@@ -190,8 +193,9 @@ func (c *conn) deliver(s *subscription, u *fanout.Update) {
 	}
 	s.sent.Store(u.Pub)
 	if !u.Pub.Priority {
-		behind := s.conflated != nil && c.scheduled && c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
-		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes)
+		waited := c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
+		behind := s.conflated != nil && c.scheduled && (waited || c.writer.behind.Load())
+		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes) || s.conflated != nil && c.waitOut && waited
 		if behind || slow {
 			if n := c.replaceLocked(full); n > 0 {
 				if behind {

@@ -206,6 +206,10 @@ type writer struct {
 	// nUrgent is len(urgent), read between flushes without the lock.
 	nUrgent atomic.Int32
 	stop    bool
+	// behind: the connection this writer last flushed from its run list
+	// had waited overload.conflate_after or longer, so the ones it has
+	// yet to reach will too. Written by the writer, read by Deliver.
+	behind atomic.Bool
 	// maxWait is the longest a connection waited on the run list (from
 	// scheduling to flush, nanoseconds) since the heartbeat last took it.
 	maxWait atomic.Int64
@@ -264,7 +268,11 @@ func (w *writer) loop() {
 			if w.nUrgent.Load() > 0 {
 				w.flushUrgent()
 			}
-			w.flush(c)
+			if wait := w.flush(c); wait >= 0 {
+				if b := wait >= int64(w.srv.cfg.Overload.ConflateAfter); b != w.behind.Load() {
+					w.behind.Store(b)
+				}
+			}
 			// Under overload both writers always have work; without a
 			// yield, ingest and franz-go's goroutines wait for a
 			// preemption (up to 10 ms) to get a P, and every value
@@ -287,13 +295,15 @@ func (w *writer) flushUrgent() {
 	clear(w.urgentBatch)
 }
 
-// flush writes c's queue until it is empty or the socket is full.
-func (w *writer) flush(c *conn) {
+// flush writes c's queue until it is empty or the socket is full. It
+// returns how long c waited on a run list, -1 if it was not on one.
+func (w *writer) flush(c *conn) (wait int64) {
 	m := w.srv.metrics
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	wait = -1
 	if c.scheduled {
-		wait := w.srv.clock.Load() - c.scheduledAt
+		wait = w.srv.clock.Load() - c.scheduledAt
 		m.writeWait.Observe(float64(wait) / 1e9)
 		if wait > w.maxWait.Load() {
 			w.maxWait.Store(wait) // this writer's goroutine only; the heartbeat resets it
@@ -350,6 +360,7 @@ func (w *writer) flush(c *conn) {
 	if len(c.queue) == 0 {
 		c.afterDrainLocked()
 	}
+	return wait
 }
 
 // advanceLocked drops the n written bytes from the queue.

@@ -128,7 +128,7 @@ func TestDeltaSubscriptionForms(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.cfg.WebSocket.SoftQueueBytes = 1 << 10
-			c := &conn{srv: s, fd: -1, deflate: extra&formDeflate != 0} // fd -1: nothing is scheduled or written
+			c := &conn{srv: s, fd: -1, writer: newWriter(s), deflate: extra&formDeflate != 0} // fd -1: nothing is scheduled or written
 			sub := &subscription{c: c, channel: "odds:a", form: formDeltaFull | extra}
 			if err := s.hub.Subscribe("odds:a", sub, nil); err != nil {
 				t.Fatal(err)
@@ -166,6 +166,8 @@ func TestDeltaSubscriptionForms(t *testing.T) {
 // unwritten one (the full form for delta subscribers), so the client gets
 // the latest value; priority updates are neither replaced nor replace, and
 // deliver_all channels and connections not waiting keep every update.
+// A connection also counts as behind when its writer's last connection
+// waited that long, and as slow when its socket has been full that long.
 // Later updates only replace the held update, and the writer settles them
 // into the queue (settleAllLocked) before it writes: the queue is checked
 // as the writer sends it.
@@ -174,30 +176,43 @@ func TestOverloadConflation(t *testing.T) {
 		off  int64
 		prio bool
 	}
+	type state int
+	const (
+		scheduled    state = iota // waiting for its writer
+		writerBehind              // just scheduled, but its writer's last connection waited long
+		socketFull                // waiting for EPOLLOUT
+		written                   // in a writer's hands (not scheduled)
+	)
 	for _, tt := range []struct {
-		name      string
-		channel   string
-		scheduled bool
-		waited    time.Duration
-		delta     bool
-		pubs      []pub
-		want      []int64 // offsets queued, in order
+		name    string
+		channel string
+		state   state
+		waited  time.Duration
+		delta   bool
+		pubs    []pub
+		want    []int64 // offsets queued, in order
 	}{
-		{"keeping up", "odds:a", true, 5 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{1, 2, 3}},
-		{"behind", "odds:a", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
-		{"behind, delta", "odds:a", true, 30 * time.Millisecond, true, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
-		{"priority kept", "odds:a", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, true}, {3, false}, {4, false}}, []int64{1, 2, 4}},
-		{"priority after a held update", "odds:a", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}, {4, true}, {5, false}, {6, false}}, []int64{3, 4, 6}},
-		{"priority after a held update, delta", "odds:a", true, 30 * time.Millisecond, true, []pub{{1, false}, {2, false}, {3, false}, {4, true}, {5, false}, {6, false}, {7, false}}, []int64{3, 4, 7}},
-		{"deliver_all", "bets:#u", true, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
-		{"being written", "odds:a", false, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
+		{"keeping up", "odds:a", scheduled, 5 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{1, 2, 3}},
+		{"behind", "odds:a", scheduled, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
+		{"behind, delta", "odds:a", scheduled, 30 * time.Millisecond, true, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
+		{"writer behind", "odds:a", writerBehind, 0, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
+		{"socket full", "odds:a", socketFull, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}}, []int64{3}},
+		{"socket full a moment", "odds:a", socketFull, 5 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
+		{"socket full, deliver_all", "bets:#u", socketFull, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
+		{"priority kept", "odds:a", scheduled, 30 * time.Millisecond, false, []pub{{1, false}, {2, true}, {3, false}, {4, false}}, []int64{1, 2, 4}},
+		{"priority after a held update", "odds:a", scheduled, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}, {3, false}, {4, true}, {5, false}, {6, false}}, []int64{3, 4, 6}},
+		{"priority after a held update, delta", "odds:a", scheduled, 30 * time.Millisecond, true, []pub{{1, false}, {2, false}, {3, false}, {4, true}, {5, false}, {6, false}, {7, false}}, []int64{3, 4, 7}},
+		{"deliver_all", "bets:#u", scheduled, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
+		{"being written", "odds:a", written, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := &conn{srv: s, fd: -1, scheduled: tt.scheduled} // fd -1: no writer runs
+			c := &conn{srv: s, fd: -1, writer: newWriter(s), scheduled: tt.state == scheduled || tt.state == writerBehind,
+				waitOut: tt.state == socketFull} // fd -1: no writer runs
+			c.writer.behind.Store(tt.state == writerBehind)
 			form := formPlain
 			if tt.delta {
 				form = formDeltaFull
