@@ -76,7 +76,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 			Help:    "Per fetched Kafka batch, the age of its newest record (now minus the record timestamp) as ingest hands the batch to the hub: the part of delivery_latency_seconds spent before fan-out.",
 			Buckets: latencyBuckets,
 		}),
-		conflated: prometheus.NewCounter(prometheus.CounterOpts(f("conflated_total", "Queued publications replaced by a newer one of the same channel for a connection past websocket.soft_queue_bytes."))),
+		conflated: prometheus.NewCounter(prometheus.CounterOpts(f("conflated_total", "Queued publications replaced by a newer one of the same channel for a slow client: queue past websocket.soft_queue_bytes, or socket full for overload.conflate_after."))),
 		overloadConflated: prometheus.NewCounterVec(prometheus.CounterOpts(f("updates_conflated_total",
 			"Channel updates skipped because the node fell behind (overload.conflate_after), by channel namespace and stage: hub (a later record of the channel came in the same Kafka batch) or connection (replaced in a connection's write queue).")), []string{"namespace", "stage"}),
 		writeWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "write_wait_seconds",
