@@ -9,7 +9,8 @@
 // replaces the cached value and, if the channel has subscribers, hands one
 // Update to each of them. Each subscriber picks the Form it needs (plain,
 // delta patch, compressed: forms are the Encoder's business); each form is
-// encoded once per update, on first use, and the same Frame goes to every
+// encoded on first use, once per update (twice at most when two goroutines
+// ask at the same moment, see Update), and the same Frame goes to every
 // subscriber that wants that form. Subscribe registers a
 // subscriber and reports the cached value in one step, so a subscriber sees
 // the cached value first and then every later update, with nothing lost and

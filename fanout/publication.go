@@ -60,10 +60,10 @@ type Form uint8
 // MaxForms bounds the forms an Update can hold.
 const MaxForms = 16
 
-// Encoder builds form f of u, on the first Update.Frame(f). It runs on the
-// goroutine that asks first: the Hub's Publish, with the channel's lock
-// held, or a subscriber that kept the Update to write it later (see
-// Update). So it must be safe for concurrent use, must not block and must
+// Encoder builds form f of u, on the first Update.Frame(f). It runs on
+// the goroutine that asks: the Hub's Publish, with the channel's lock held,
+// or a subscriber that kept the Update to write it later; two asking at the
+// same moment may both run it (see Update). So it must be safe for concurrent use, must not block and must
 // not call into the Hub. It may build on other forms of the same update
 // with u.Frame, but must not ask for f itself. It returns nil when u has no
 // such form (say, a patch that would not be smaller than the full

@@ -75,6 +75,7 @@ type conn struct {
 	writing       bool  // a writer is in writev on fd
 	inflight      int   // queue entries in the writev under way: not to be replaced or dropped
 	waitOut       bool  // socket full: waiting for EPOLLOUT
+	waitOutSince  int64 // Server.clock when waitOut was set
 	outEvents     uint32
 	closing       bool  // close frame queued (or connection dead): no more frames
 	closeSent     bool  // close frame written, write side shut down
@@ -86,8 +87,8 @@ type conn struct {
 // hub holds. form says which encoding the client negotiated (see
 // frame.go): kind plain or delta full, plus the compact and deflate bits.
 //
-// Conflation without the hub's work: once the node is behind and the
-// connection's queue holds an unwritten frame of this channel (held),
+// Conflation without the hub's work: once the connection is behind (see
+// deliver) and its queue holds an unwritten frame of this channel (held),
 // Deliver only swaps each later update into latest, without taking c.mu or
 // encoding anything; the writer puts latest's frame in held's place when it
 // gets to the connection (settleLocked). Under overload most deliveries
@@ -106,8 +107,11 @@ type subscription struct {
 
 	// latest is the newest update for held's place, nil while nothing is
 	// held. Swapped in by Deliver without c.mu; set and taken under c.mu.
-	latest   atomic.Pointer[fanout.Update]
-	absorbed atomic.Uint32 // updates swapped into latest since it was taken
+	latest atomic.Pointer[fanout.Update]
+	// absorbed counts updates swapped into latest, for the conflation
+	// metric only: Deliver adds after its swap, so a count can land in
+	// the next settle.
+	absorbed atomic.Uint32
 
 	// under c.mu (and in the Subscribe callback, before any Deliver):
 	// base is the publication this client will hold last for the channel
@@ -195,7 +199,8 @@ func (c *conn) deliver(s *subscription, u *fanout.Update) {
 	if !u.Pub.Priority {
 		waited := c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
 		behind := s.conflated != nil && c.scheduled && (waited || c.writer.behind.Load())
-		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes) || s.conflated != nil && c.waitOut && waited
+		socketFull := c.waitOut && c.srv.clock.Load()-c.waitOutSince >= int64(c.srv.cfg.Overload.ConflateAfter)
+		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes) || s.conflated != nil && socketFull
 		if behind || slow {
 			if n := c.replaceLocked(full); n > 0 {
 				if behind {
@@ -229,7 +234,8 @@ func (c *conn) holdLocked(s *subscription, f *fanout.Frame, u *fanout.Update) {
 // settleLocked puts the frame of s's newest update in place of the held
 // one and stops holding it: the writer calls it (settleAllLocked) before it
 // writes the queue, deliver before it queues a priority publication after
-// the held frame.
+// the held frame, enqueueLocked and startCloseLocked before a reply or
+// close frame (nothing published later may go out ahead of one).
 func (c *conn) settleLocked(s *subscription) {
 	u := s.latest.Swap(nil)
 	if u == nil {
@@ -238,8 +244,8 @@ func (c *conn) settleLocked(s *subscription) {
 	n := s.absorbed.Swap(0)
 	held := s.held
 	s.held = nil
-	if n == 0 || u.Pub == held.Pub {
-		return
+	if u.Pub == held.Pub {
+		return // nothing newer came
 	}
 	i := slices.Index(c.queue[c.fixedLocked():], held)
 	if i < 0 {
@@ -363,6 +369,9 @@ func (c *conn) enqueueLocked(f *fanout.Frame) {
 		c.startCloseLocked(protocol.DisconnectSlow.Code, protocol.DisconnectSlow.Reason, "")
 		c.srv.metrics.slowDisconnects.Inc()
 		return
+	}
+	if f.Pub == nil && len(c.holding) > 0 {
+		c.settleAllLocked()
 	}
 	c.pushLocked(f)
 	c.scheduleLocked(f.Pub == nil || f.Pub.Priority)
@@ -508,6 +517,7 @@ func (c *conn) startCloseLocked(code uint16, reason, label string) {
 	if c.fd < 0 || c.closeSent {
 		return
 	}
+	c.settleAllLocked()
 	c.pushLocked(&fanout.Frame{Bytes: ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), reason)))})
 	c.closeDeadline = time.Now().Add(c.srv.cfg.WebSocket.WriteTimeout).UnixNano()
 	c.scheduleLocked(true)

@@ -208,7 +208,8 @@ type writer struct {
 	stop    bool
 	// behind: the connection this writer last flushed from its run list
 	// had waited overload.conflate_after or longer, so the ones it has
-	// yet to reach will too. Written by the writer, read by Deliver.
+	// yet to reach will too; cleared when the writer runs out of work.
+	// Written by the writer, read by Deliver.
 	behind atomic.Bool
 	// maxWait is the longest a connection waited on the run list (from
 	// scheduling to flush, nanoseconds) since the heartbeat last took it.
@@ -254,6 +255,9 @@ func (w *writer) loop() {
 	var batch []*conn
 	for {
 		w.mu.Lock()
+		if len(w.run) == 0 && len(w.urgent) == 0 && w.behind.Load() {
+			w.behind.Store(false) // out of work: the next connection waits for nothing
+		}
 		for len(w.run) == 0 && len(w.urgent) == 0 && !w.stop {
 			w.wake.Wait()
 		}
@@ -345,7 +349,7 @@ func (w *writer) flush(c *conn) (wait int64) {
 		case err == nil && n == total:
 		case err == nil || err == unix.EAGAIN:
 			if c.outEvents == events {
-				c.waitOut = true // EPOLLOUT reschedules
+				c.waitOut, c.waitOutSince = true, w.srv.clock.Load() // EPOLLOUT reschedules
 				return
 			}
 			// The socket became writable while we wrote: try again.
@@ -395,6 +399,7 @@ func (c *conn) advanceLocked(n int, m *metrics) {
 	c.queue = c.queue[:rest]
 	if rest == 0 {
 		c.releaseQueueLocked() // an idle connection holds no queue memory
+		c.holding = nil        // nothing is held in an empty queue
 	}
 }
 

@@ -50,8 +50,9 @@ func finishFrame(b []byte, first byte) []byte {
 }
 
 // Forms of a publication frame (fanout.Form). A subscription asks for the
-// form its client negotiated; each form is built at most once per update,
-// on first use, and shared by every subscriber asking for it:
+// form its client negotiated; each form is built on first use, once per
+// update (rarely twice, see fanout.Update), and shared by every subscriber
+// asking for it:
 //
 //	bits 2-3  kind: plain JSON, delta full (data as a JSON string), delta patch
 //	bit 1     formDeflate: permessage-deflate compressed

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -206,26 +207,19 @@ func TestOverloadConflation(t *testing.T) {
 		{"being written", "odds:a", written, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := &conn{srv: s, fd: -1, writer: newWriter(s), scheduled: tt.state == scheduled || tt.state == writerBehind,
-				waitOut: tt.state == socketFull} // fd -1: no writer runs
-			c.writer.behind.Store(tt.state == writerBehind)
 			form := formPlain
 			if tt.delta {
 				form = formDeltaFull
 			}
-			sub := &subscription{c: c, channel: tt.channel, form: form, conflated: s.conflatedCounter(tt.channel)}
-			if err := s.hub.Subscribe(tt.channel, sub, nil); err != nil {
-				t.Fatal(err)
-			}
-			s.clock.Store(int64(time.Hour))
+			s, c, sub := newQueueConn(t, tt.channel, form)
+			c.scheduled = tt.state == scheduled || tt.state == writerBehind
+			c.writer.behind.Store(tt.state == writerBehind)
 			c.scheduledAt = int64(time.Hour - tt.waited)
+			if tt.state == socketFull { // scheduled long ago, the socket full since waited
+				c.waitOut, c.scheduledAt, c.waitOutSince = true, 0, int64(time.Hour-tt.waited)
+			}
 			for _, p := range tt.pubs {
-				s.hub.Publish(&fanout.Publication{Channel: tt.channel, Data: fmt.Appendf(nil, `{"v":%d,"pad":%q}`, p.off, strings.Repeat("x", 200)),
-					Pos: fanout.Position{Offset: p.off}, Priority: p.prio})
+				publishOffset(s, tt.channel, p.off, p.prio)
 			}
 			c.mu.Lock()
 			c.settleAllLocked()
@@ -263,4 +257,100 @@ func sumQueued(queue []*fanout.Frame) int {
 		n += len(f.Bytes)
 	}
 	return n
+}
+
+// newQueueConn returns a server, a connection no writer runs (fd -1) on
+// its clock at one hour, and the connection's subscription to channel in
+// form.
+func newQueueConn(t *testing.T, channel string, form fanout.Form) (*Server, *conn, *subscription) {
+	t.Helper()
+	s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &conn{srv: s, fd: -1, writer: newWriter(s)}
+	sub := &subscription{c: c, channel: channel, form: form, conflated: s.conflatedCounter(channel)}
+	if err := s.hub.Subscribe(channel, sub, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.clock.Store(int64(time.Hour))
+	return s, c, sub
+}
+
+// publishOffset publishes a 200-byte value at offset off to channel.
+func publishOffset(s *Server, channel string, off int64, prio bool) {
+	s.hub.Publish(&fanout.Publication{Channel: channel, Data: fmt.Appendf(nil, `{"v":%d,"pad":%q}`, off, strings.Repeat("x", 200)),
+		Pos: fanout.Position{Offset: off}, Priority: prio})
+}
+
+// queueString is the queue as offsets, "r" for a frame without a
+// publication (reply, ping, close).
+func queueString(c *conn) string {
+	var q []string
+	for _, f := range c.queue {
+		if f.Pub == nil {
+			q = append(q, "r")
+			continue
+		}
+		q = append(q, strconv.FormatInt(f.Pub.Pos.Offset, 10))
+	}
+	return strings.Join(q, " ")
+}
+
+// TestHeldFrames: a held frame takes the channel's newest update when the
+// writer settles it, and nothing published after a reply or close frame
+// goes out ahead of it.
+func TestHeldFrames(t *testing.T) {
+	const ch = "odds:a"
+	behind := func(t *testing.T) (*Server, *conn, *subscription) {
+		s, c, sub := newQueueConn(t, ch, formPlain)
+		c.scheduled, c.scheduledAt = true, int64(time.Hour-30*time.Millisecond)
+		publishOffset(s, ch, 1, false)
+		publishOffset(s, ch, 2, false) // replaces 1, held
+		if sub.latest.Load() == nil {
+			t.Fatal("offset 2 is not held")
+		}
+		return s, c, sub
+	}
+	settle := func(c *conn) {
+		c.mu.Lock()
+		c.settleAllLocked()
+		c.mu.Unlock()
+	}
+	t.Run("reply is a barrier", func(t *testing.T) {
+		s, c, _ := behind(t)
+		publishOffset(s, ch, 3, false)
+		c.send([]byte("reply"))
+		publishOffset(s, ch, 4, false)
+		publishOffset(s, ch, 5, false)
+		settle(c)
+		if got := queueString(c); got != "3 r 5" {
+			t.Fatalf("queue %q, want %q", got, "3 r 5")
+		}
+	})
+	t.Run("nothing after the close frame", func(t *testing.T) {
+		s, c, _ := behind(t)
+		publishOffset(s, ch, 3, false)
+		c.mu.Lock()
+		c.fd = 1 // a close frame is queued only on an open socket
+		c.startCloseLocked(3001, "shutdown", "")
+		c.fd = -1
+		c.mu.Unlock()
+		publishOffset(s, ch, 4, false)
+		settle(c)
+		if got := queueString(c); got != "3 r" {
+			t.Fatalf("queue %q, want %q", got, "3 r")
+		}
+	})
+	t.Run("swapped in but not yet counted", func(t *testing.T) {
+		// Deliver counts an absorbed update after swapping it in; a settle
+		// between the two must still write it.
+		s, c, sub := behind(t)
+		publishOffset(s, ch, 3, false) // swapped in for 2
+		sub.absorbed.Store(0)          // its count has not landed yet
+		settle(c)
+		if got := queueString(c); got != "3" {
+			t.Fatalf("queue %q, want %q", got, "3")
+		}
+	})
 }
