@@ -12,6 +12,7 @@ kport=${KAFKA_PORT:-29092}
 hport=${RELAY_PORT:-28000}
 "$out/edgebench" broker --port "$kport" >"$out/broker.log" 2>&1 &
 broker=$!
+wait_port "$kport"
 # Conflation off: these scenarios measure raw delivery capacity and latency
 # with every update delivered (overload.sh measures conflation).
 EDGERELAY_DEBUG=true EDGERELAY_OVERLOAD_CONFLATE_AFTER=1h "$out/edgerelay" serve --listen "127.0.0.1:$hport" --brokers "127.0.0.1:$kport" >"$out/relay.log" 2>&1 &

@@ -17,6 +17,7 @@ kport=${KAFKA_PORT:-29092}
 hport=${RELAY_PORT:-28000}
 "$out/edgebench" broker --port "$kport" >"$out/broker.log" 2>&1 &
 broker=$!
+wait_port "$kport"
 relay=
 trap 'kill $relay $broker 2>/dev/null; wait 2>/dev/null' EXIT
 

@@ -23,7 +23,11 @@
 //
 // A node is ready once brokers are reachable and it has read every
 // partition up to the end offset it saw on start, so that its cache holds
-// the current values before clients are sent to it.
+// the current values before clients are sent to it. franz-go resolves "the
+// last N records" when it first loads a partition, which after a broker
+// outage at start can be seconds after that listing; if more than N
+// records arrived meanwhile, the partition is read from where the listing
+// put its start window instead, so no record since start is skipped.
 //
 // # Concurrency
 //
@@ -213,13 +217,19 @@ type Ingester struct {
 	catchMu  sync.Mutex
 	targets  map[topicPartition]int64 // nil until listed
 	consumed map[topicPartition]int64 // next offset to read
+	// startAt is where reading each partition listed on start must begin
+	// at the latest (the last N records then; see checkStart). Set with
+	// targets, never changed.
+	startAt map[topicPartition]int64
 	caughtUp atomic.Bool
 	started  time.Time
 
 	// Run's goroutine: per batch, each record's channel and each channel's
-	// last index (conflation).
-	chans  []string
-	lastOf map[string]int
+	// last index (conflation); partitions whose first batch was checked
+	// against startAt.
+	chans   []string
+	lastOf  map[string]int
+	checked map[topicPartition]bool
 }
 
 type topicPartition struct {
@@ -290,18 +300,23 @@ func (in *Ingester) listTargets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	targets := map[topicPartition]int64{}
+	targets, startAt := map[topicPartition]int64{}, map[topicPartition]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if o.Err != nil {
 			return // unknown topic or partition: nothing to wait for
 		}
-		if s, ok := starts.Lookup(o.Topic, o.Partition); ok && s.Err == nil && s.Offset >= o.Offset {
+		tp := topicPartition{o.Topic, o.Partition}
+		s, ok := starts.Lookup(o.Topic, o.Partition)
+		if ok && s.Err == nil && in.cfg.Start.Since == 0 {
+			startAt[tp] = max(s.Offset, o.Offset-in.cfg.Start.LastRecords)
+		}
+		if ok && s.Err == nil && s.Offset >= o.Offset {
 			return // empty
 		}
-		targets[topicPartition{o.Topic, o.Partition}] = o.Offset
+		targets[tp] = o.Offset
 	})
 	in.catchMu.Lock()
-	in.targets = targets
+	in.targets, in.startAt = targets, startAt
 	in.catchMu.Unlock()
 	in.checkCaughtUp()
 	return nil
@@ -377,7 +392,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 }
 
 func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchPartition) {
-	if len(p.Records) == 0 {
+	if len(p.Records) == 0 || in.rewound(topic, p) {
 		return
 	}
 	epoch := Epoch(topic, id, p.Partition)
@@ -429,6 +444,35 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 		in.catchMu.Unlock()
 		in.checkCaughtUp()
 	}
+}
+
+// rewound checks a partition's first batch against where reading it had to
+// begin, and if reading began later, drops the batch and moves the
+// partition back there. franz-go resolves "the last N records" when it
+// first loads a partition; after a broker that was down at start, that
+// can be seconds after this node listed the offsets and reported ready,
+// and records that arrived meanwhile beyond the last N would be skipped,
+// priority ones included. Records published are then still each
+// partition's, in offset order, once. Run's goroutine only.
+func (in *Ingester) rewound(topic string, p *kgo.FetchPartition) bool {
+	tp := topicPartition{topic, p.Partition}
+	if in.checked[tp] {
+		return false
+	}
+	if in.checked == nil {
+		in.checked = map[topicPartition]bool{}
+	}
+	in.checked[tp] = true // a batch read before the listing is not checked
+	in.catchMu.Lock()
+	want, listed := in.startAt[tp]
+	in.catchMu.Unlock()
+	if first := p.Records[0].Offset; !listed || first <= want {
+		return false
+	}
+	in.log.Warn("kafka start position resolved late; reading the partition from its start window", "topic", topic,
+		"partition", p.Partition, "offset", p.Records[0].Offset, "from", want)
+	in.client.SetOffsets(map[string]map[int32]kgo.EpochOffset{topic: {p.Partition: {Epoch: -1, Offset: want}}})
+	return true
 }
 
 // Epoch names the stream of one partition: the topic's ID when the broker
