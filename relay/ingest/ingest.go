@@ -220,7 +220,7 @@ type Ingester struct {
 	// startAt is where reading each partition listed on start must begin
 	// at the latest (the last N records then; see checkStart). Set with
 	// targets, never changed.
-	startAt map[topicPartition]int64
+	startAt  map[topicPartition]int64
 	caughtUp atomic.Bool
 	started  time.Time
 
