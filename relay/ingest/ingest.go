@@ -218,7 +218,7 @@ type Ingester struct {
 	targets  map[topicPartition]int64 // nil until listed
 	consumed map[topicPartition]int64 // next offset to read
 	// startAt is where reading each partition listed on start must begin
-	// at the latest (the last N records then; see checkStart). Set with
+	// at the latest (the last N records then; see rewound). Set with
 	// targets, never changed.
 	startAt  map[topicPartition]int64
 	caughtUp atomic.Bool
