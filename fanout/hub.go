@@ -121,6 +121,7 @@ type channel struct {
 	id   uint32
 
 	mu      sync.Mutex
+	seq     uint64 // publications so far (Update.Seq)
 	last    *Publication
 	subs    map[Subscriber]struct{}
 	hist    []*Publication // the latest publications, oldest first; nil without history
@@ -208,8 +209,9 @@ func (h *Hub) Publish(p *Publication) error {
 	}
 	ch.active.Store(h.cfg.Now().UnixNano())
 	grown := h.cachedBytes.Add(p.size() - old.size() + h.remember(ch, p))
+	ch.seq++
 	if n := len(ch.subs); n > 0 {
-		u := &Update{Pub: p, Prev: old, ChannelID: ch.id, enc: h.cfg.Encoder}
+		u := &Update{Pub: p, Prev: old, ChannelID: ch.id, Seq: ch.seq, enc: h.cfg.Encoder}
 		for s := range ch.subs {
 			s.Deliver(u)
 		}

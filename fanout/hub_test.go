@@ -356,7 +356,8 @@ func (k *keeper) Deliver(u *Update) { k.updates = append(k.updates, u) }
 
 // TestFramesOfKeptUpdates: an Update kept past Deliver gives its forms to
 // any goroutine; goroutines asking at once all get the same Frame, and a
-// form the encoder lacks is nil for all of them (run with -race).
+// form the encoder lacks is nil for all of them (run with -race). Seq
+// numbers a channel's updates one apart.
 func TestFramesOfKeptUpdates(t *testing.T) {
 	h := newTestHub(func(c *Config) {
 		c.Encoder = func(u *Update, f Form) *Frame {
@@ -370,6 +371,11 @@ func TestFramesOfKeptUpdates(t *testing.T) {
 	h.Subscribe("odds:kept", k, nil)
 	for i := range 50 {
 		h.Publish(pub("odds:kept", int64(i), "v"))
+	}
+	for i, u := range k.updates {
+		if u.Seq != uint64(i+1) {
+			t.Fatalf("update %d has Seq %d, want %d: a keeper counts what it skipped by Seq", i, u.Seq, i+1)
+		}
 	}
 	const askers = 8
 	got := make([][]*Frame, askers)

@@ -89,6 +89,9 @@ type Update struct {
 	// ChannelID is the channel's node-local numeric id (see
 	// Hub.Subscribe).
 	ChannelID uint32
+	// Seq numbers the channel's publications on this node, one apart, so
+	// a subscriber that kept an older Update knows how many came since.
+	Seq uint64
 
 	enc    Encoder
 	frames [MaxForms]atomic.Pointer[Frame] // noFrame: built, no such form

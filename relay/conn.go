@@ -108,17 +108,14 @@ type subscription struct {
 	// latest is the newest update for held's place, nil while nothing is
 	// held. Swapped in by Deliver without c.mu; set and taken under c.mu.
 	latest atomic.Pointer[fanout.Update]
-	// absorbed counts updates swapped into latest, for the conflation
-	// metric only: Deliver adds after its swap, so a count can land in
-	// the next settle.
-	absorbed atomic.Uint32
 
 	// under c.mu (and in the Subscribe callback, before any Deliver):
 	// base is the publication this client will hold last for the channel
 	// (for delta: what the next patch must apply to); held is the queued
-	// frame latest replaces.
-	base *fanout.Publication
-	held *fanout.Frame
+	// frame latest replaces, heldSeq its update's Seq.
+	base    *fanout.Publication
+	held    *fanout.Frame
+	heldSeq uint64
 }
 
 var _ fanout.Subscriber = (*subscription)(nil)
@@ -132,7 +129,6 @@ func (s *subscription) Deliver(u *fanout.Update) {
 	if !u.Pub.Priority {
 		for cur := s.latest.Load(); cur != nil; cur = s.latest.Load() {
 			if s.latest.CompareAndSwap(cur, u) {
-				s.absorbed.Add(1)
 				return
 			}
 		}
@@ -197,9 +193,9 @@ func (c *conn) deliver(s *subscription, u *fanout.Update) {
 	}
 	s.sent.Store(u.Pub)
 	if !u.Pub.Priority {
-		waited := c.srv.clock.Load()-c.scheduledAt >= int64(c.srv.cfg.Overload.ConflateAfter)
-		behind := s.conflated != nil && c.scheduled && (waited || c.writer.behind.Load())
-		socketFull := c.waitOut && c.srv.clock.Load()-c.waitOutSince >= int64(c.srv.cfg.Overload.ConflateAfter)
+		now, after := c.srv.clock.Load(), int64(c.srv.cfg.Overload.ConflateAfter)
+		behind := s.conflated != nil && c.scheduled && (now-c.scheduledAt >= after || c.writer.behind.Load())
+		socketFull := c.waitOut && now-c.waitOutSince >= after
 		slow := c.queued+len(f.Bytes) > int(cfg.SoftQueueBytes) || s.conflated != nil && socketFull
 		if behind || slow {
 			if n := c.replaceLocked(full); n > 0 {
@@ -224,7 +220,7 @@ func (c *conn) deliver(s *subscription, u *fanout.Update) {
 // holdLocked makes f, u's frame just queued for s, the one later updates
 // of the channel replace (see subscription).
 func (c *conn) holdLocked(s *subscription, f *fanout.Frame, u *fanout.Update) {
-	s.held = f
+	s.held, s.heldSeq = f, u.Seq
 	s.latest.Store(u)
 	if !slices.Contains(c.holding, s) {
 		c.holding = append(c.holding, s)
@@ -241,25 +237,26 @@ func (c *conn) settleLocked(s *subscription) {
 	if u == nil {
 		return
 	}
-	n := s.absorbed.Swap(0)
 	held := s.held
 	s.held = nil
-	if u.Pub == held.Pub {
-		return // nothing newer came
+	n := u.Seq - s.heldSeq // updates swapped in: none in between is priority
+	if n == 0 {
+		return
 	}
-	i := slices.Index(c.queue[c.fixedLocked():], held)
+	fixed := c.fixedLocked()
+	i := slices.Index(c.queue[fixed:], held)
 	if i < 0 {
 		return // dropped with the queue
 	}
 	f := c.pick(u, s.form)
-	c.queue[c.fixedLocked()+i] = f
+	c.queue[fixed+i] = f
 	c.queued += len(f.Bytes) - len(held.Bytes)
 	if s.delta() {
 		s.base = u.Pub
 	}
 	s.sent.Store(u.Pub)
 	s.conflated.Add(float64(n))
-	c.srv.metrics.overloadConflatedN.Add(uint64(n))
+	c.srv.metrics.overloadConflatedN.Add(n)
 }
 
 // settleAllLocked settles every held frame: what the writer sends is each
@@ -276,7 +273,6 @@ func (c *conn) settleAllLocked() {
 func (c *conn) forgetHeldLocked() {
 	for _, s := range c.holding {
 		s.latest.Store(nil)
-		s.absorbed.Store(0)
 		s.held = nil
 	}
 	c.holding = nil

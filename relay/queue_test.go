@@ -298,59 +298,51 @@ func queueString(c *conn) string {
 }
 
 // TestHeldFrames: a held frame takes the channel's newest update when the
-// writer settles it, and nothing published after a reply or close frame
-// goes out ahead of it.
+// writer settles it, nothing published after a reply or close frame goes
+// out ahead of it, and every update not written is counted as conflated.
+// Steps are offsets to publish, "r" for a reply, "close" for a close frame.
 func TestHeldFrames(t *testing.T) {
 	const ch = "odds:a"
-	behind := func(t *testing.T) (*Server, *conn, *subscription) {
-		s, c, sub := newQueueConn(t, ch, formPlain)
-		c.scheduled, c.scheduledAt = true, int64(time.Hour-30*time.Millisecond)
-		publishOffset(s, ch, 1, false)
-		publishOffset(s, ch, 2, false) // replaces 1, held
-		if sub.latest.Load() == nil {
-			t.Fatal("offset 2 is not held")
-		}
-		return s, c, sub
+	for _, tt := range []struct {
+		name, steps, want string
+		conflated         uint64
+	}{
+		{"newest wins", "3", "3", 2},
+		{"reply is a barrier", "3 r 4 5", "3 r 5", 3},
+		{"nothing after the close frame", "3 close 4", "3 r", 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, c, sub := newQueueConn(t, ch, formPlain)
+			c.scheduled, c.scheduledAt = true, int64(time.Hour-30*time.Millisecond)
+			publishOffset(s, ch, 1, false)
+			publishOffset(s, ch, 2, false) // replaces 1, held
+			if sub.latest.Load() == nil {
+				t.Fatal("offset 2 is not held")
+			}
+			for _, step := range strings.Fields(tt.steps) {
+				switch step {
+				case "r":
+					c.send([]byte("reply"))
+				case "close":
+					c.mu.Lock()
+					c.fd = 1 // a close frame is queued only on an open socket
+					c.startCloseLocked(3001, "shutdown", "")
+					c.fd = -1
+					c.mu.Unlock()
+				default:
+					off, _ := strconv.ParseInt(step, 10, 64)
+					publishOffset(s, ch, off, false)
+				}
+			}
+			c.mu.Lock()
+			c.settleAllLocked()
+			c.mu.Unlock()
+			if got := queueString(c); got != tt.want {
+				t.Fatalf("queue %q, want %q", got, tt.want)
+			}
+			if got := s.metrics.overloadConflatedN.Load(); got != tt.conflated {
+				t.Fatalf("%d updates counted as conflated, want %d", got, tt.conflated)
+			}
+		})
 	}
-	settle := func(c *conn) {
-		c.mu.Lock()
-		c.settleAllLocked()
-		c.mu.Unlock()
-	}
-	t.Run("reply is a barrier", func(t *testing.T) {
-		s, c, _ := behind(t)
-		publishOffset(s, ch, 3, false)
-		c.send([]byte("reply"))
-		publishOffset(s, ch, 4, false)
-		publishOffset(s, ch, 5, false)
-		settle(c)
-		if got := queueString(c); got != "3 r 5" {
-			t.Fatalf("queue %q, want %q", got, "3 r 5")
-		}
-	})
-	t.Run("nothing after the close frame", func(t *testing.T) {
-		s, c, _ := behind(t)
-		publishOffset(s, ch, 3, false)
-		c.mu.Lock()
-		c.fd = 1 // a close frame is queued only on an open socket
-		c.startCloseLocked(3001, "shutdown", "")
-		c.fd = -1
-		c.mu.Unlock()
-		publishOffset(s, ch, 4, false)
-		settle(c)
-		if got := queueString(c); got != "3 r" {
-			t.Fatalf("queue %q, want %q", got, "3 r")
-		}
-	})
-	t.Run("swapped in but not yet counted", func(t *testing.T) {
-		// Deliver counts an absorbed update after swapping it in; a settle
-		// between the two must still write it.
-		s, c, sub := behind(t)
-		publishOffset(s, ch, 3, false) // swapped in for 2
-		sub.absorbed.Store(0)          // its count has not landed yet
-		settle(c)
-		if got := queueString(c); got != "3" {
-			t.Fatalf("queue %q, want %q", got, "3")
-		}
-	})
 }

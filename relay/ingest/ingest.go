@@ -307,10 +307,10 @@ func (in *Ingester) listTargets(ctx context.Context) error {
 		}
 		tp := topicPartition{o.Topic, o.Partition}
 		s, ok := starts.Lookup(o.Topic, o.Partition)
-		if ok && s.Err == nil && in.cfg.Start.Since == 0 {
+		if ok = ok && s.Err == nil; ok && in.cfg.Start.Since == 0 {
 			startAt[tp] = max(s.Offset, o.Offset-in.cfg.Start.LastRecords)
 		}
-		if ok && s.Err == nil && s.Offset >= o.Offset {
+		if ok && s.Offset >= o.Offset {
 			return // empty
 		}
 		targets[tp] = o.Offset
@@ -466,11 +466,12 @@ func (in *Ingester) rewound(topic string, p *kgo.FetchPartition) bool {
 	in.catchMu.Lock()
 	want, listed := in.startAt[tp]
 	in.catchMu.Unlock()
-	if first := p.Records[0].Offset; !listed || first <= want {
+	first := p.Records[0].Offset
+	if !listed || first <= want {
 		return false
 	}
 	in.log.Warn("kafka start position resolved late; reading the partition from its start window", "topic", topic,
-		"partition", p.Partition, "offset", p.Records[0].Offset, "from", want)
+		"partition", p.Partition, "offset", first, "from", want)
 	in.client.SetOffsets(map[string]map[int32]kgo.EpochOffset{topic: {p.Partition: {Epoch: -1, Offset: want}}})
 	return true
 }
