@@ -58,7 +58,7 @@ type Frame struct {
 type Form uint8
 
 // MaxForms bounds the forms an Update can hold.
-const MaxForms = 16
+const MaxForms = 32
 
 // Encoder builds form f of u, on the first Update.Frame(f). It runs on
 // the goroutine that asks: the Hub's Publish, with the channel's lock held,

@@ -6,13 +6,17 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
 // The accept path. One listener serves both WebSocket clients and plain
@@ -112,7 +116,29 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 	s := a.srv
 	var originOK = true
 	var deflate deflateNegotiation
+	codec := protocol.JSON
 	u := ws.Upgrader{
+		// The encoding: the centrifuge-protobuf subprotocol (echoed in
+		// the 101) or ?format=protobuf selects Protobuf; an unknown format
+		// is refused with 400, so that a client does not speak one
+		// encoding to a server speaking the other.
+		Protocol: func(p []byte) bool {
+			if string(p) == protocol.Subprotocol {
+				codec = protocol.Protobuf
+				return true
+			}
+			return false
+		},
+		OnRequest: func(uri []byte) error {
+			e, err := requestEncoding(uri)
+			if err != nil {
+				return ws.RejectConnectionError(ws.RejectionStatus(400), ws.RejectionReason(err.Error()))
+			}
+			if e == protocol.EncodingProtobuf {
+				codec = protocol.Protobuf
+			}
+			return nil
+		},
 		OnHeader: func(key, value []byte) error {
 			if strings.EqualFold(string(key), "Origin") && !s.originAllowed(string(value)) {
 				originOK = false
@@ -142,13 +168,26 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 		nc.Close()
 		return
 	}
-	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano(), deflate: deflate.accepted, deflateWindow: deflate.window}
+	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano(), codec: codec, deflate: deflate.accepted, deflateWindow: deflate.window}
 	rand.Read(c.id[:])
 	c.id[6] = c.id[6]&0x0f | 0x40
 	c.id[8] = c.id[8]&0x3f | 0x80
 	if !s.addConn(c, initial) {
 		unix.Close(fd)
 	}
+}
+
+// requestEncoding reads the "format" query parameter of the request URI.
+func requestEncoding(uri []byte) (protocol.Encoding, error) {
+	_, query, ok := bytes.Cut(uri, []byte("?"))
+	if !ok {
+		return protocol.EncodingJSON, nil
+	}
+	q, err := url.ParseQuery(string(query))
+	if err != nil {
+		return 0, fmt.Errorf("bad query string: %w", err)
+	}
+	return protocol.ParseFormat(q.Get("format"))
 }
 
 // detach takes the socket out of nc (and out of Go's netpoller): it

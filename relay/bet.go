@@ -91,7 +91,7 @@ func (c *conn) handleBet(id uint32, data json.RawMessage) {
 			data, _ := json.Marshal(r)
 			reply.RPC = &protocol.RPCResult{Data: data}
 		}
-		c.sendNow(protocol.AppendReply(nil, reply))
+		c.sendNow(c.codec.AppendReply(nil, reply))
 	})
 }
 

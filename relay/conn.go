@@ -36,8 +36,10 @@ type conn struct {
 	id     [16]byte
 	born   int64 // unix nanos at upgrade
 
-	// set at upgrade: permessage-deflate negotiated, and the largest
-	// message the client's window takes compressed (0: any)
+	// set at upgrade: the protocol encoding, permessage-deflate
+	// negotiated, and the largest message the client's window takes
+	// compressed (0: any)
+	codec         protocol.Codec
 	deflate       bool
 	deflateWindow int
 

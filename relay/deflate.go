@@ -63,10 +63,11 @@ type deflater struct {
 	buf bytes.Buffer
 }
 
-// compressFrame returns payload as one compressed text frame (RSV1 set),
-// or nil when payload is below websocket.deflate.min_bytes or compressing
-// would not make it smaller. Safe for concurrent use.
-func (s *Server) compressFrame(payload []byte) []byte {
+// compressFrame returns payload as one compressed frame (RSV1 set) with
+// header byte head (headText or headBinary), or nil when payload is below
+// websocket.deflate.min_bytes or compressing would not make it smaller.
+// Safe for concurrent use.
+func (s *Server) compressFrame(head byte, payload []byte) []byte {
 	if len(payload) < int(s.cfg.WebSocket.Deflate.MinBytes) {
 		return nil
 	}
@@ -89,7 +90,7 @@ func (s *Server) compressFrame(payload []byte) []byte {
 	}
 	b := make([]byte, maxHeader+len(z))
 	copy(b[maxHeader:], z)
-	return finishFrame(b, 0xc1) // FIN, RSV1, text
+	return finishFrame(b, head|headCompressed)
 }
 
 // deflateFrame is the encoder of the formDeflate forms: plain compressed,
@@ -99,7 +100,7 @@ func (s *Server) deflateFrame(plain *fanout.Frame, f fanout.Form) *fanout.Frame 
 	if plain == nil {
 		return nil
 	}
-	z := s.compressFrame(framePayload(plain.Bytes))
+	z := s.compressFrame(plain.Bytes[0], framePayload(plain.Bytes))
 	if z == nil {
 		return plain
 	}

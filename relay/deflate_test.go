@@ -269,7 +269,7 @@ func TestDeflatePythonWebsockets(t *testing.T) {
 		}
 	}
 	_, body := r.get(t, "/metrics")
-	if metric(body, `edgerelay_publication_bytes_written_total{compression="deflate",variant="full"}`) <= 0 {
+	if metric(body, `edgerelay_publication_bytes_written_total{compression="deflate",encoding="json",variant="full"}`) <= 0 {
 		t.Fatalf("nothing went compressed:\n%s", grep(body, "publication_bytes"))
 	}
 }

@@ -90,7 +90,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 			Help:    "Time to encode the delta variants of one update (once per update, for channels with delta subscribers).",
 			Buckets: []float64{1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3}}),
 		patchesSkipped: prometheus.NewCounter(prometheus.CounterOpts(f("delta_patches_skipped_total", "Updates sent in full to delta subscribers because the patch was not smaller (or not valid UTF-8)."))),
-		bytesByVariant: prometheus.NewCounterVec(prometheus.CounterOpts(f("publication_bytes_written_total", "Bytes of publication pushes written, by variant (full, delta_full, delta_patch) and compression (none, deflate).")), []string{"variant", "compression"}),
+		bytesByVariant: prometheus.NewCounterVec(prometheus.CounterOpts(f("publication_bytes_written_total", "Bytes of publication pushes written, by encoding (json, protobuf), variant (full, delta_full, delta_patch) and compression (none, deflate).")), []string{"encoding", "variant", "compression"}),
 		betsReceived:   prometheus.NewCounter(prometheus.CounterOpts(f("bets_received_total", "rpc bet commands received."))),
 		bets:           prometheus.NewCounterVec(prometheus.CounterOpts(f("bets_total", "Bets answered, by result: accepted, duplicate (a retry answered from memory), or the rejection reason.")), []string{"result"}),
 		betAck: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "bet_kafka_ack_seconds", Help: "Time from producing a bet to Kafka's acknowledgement.",
@@ -101,10 +101,14 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		kafkaSkipped: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
 		kafkaLag:     prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
 	}
-	for kind, variant := range map[fanout.Form]string{formPlain: "full", formDeltaFull: "delta_full", formPatch: "delta_patch"} {
-		for _, compact := range []fanout.Form{0, formCompact} {
-			m.formBytes[kind|compact] = m.bytesByVariant.WithLabelValues(variant, "none")
-			m.formBytes[kind|compact|formDeflate] = m.bytesByVariant.WithLabelValues(variant, "deflate")
+	for _, enc := range []fanout.Form{0, formProtobuf} {
+		encoding := formCodec(enc).Encoding().String()
+		for kind, variant := range map[fanout.Form]string{formPlain: "full", formDeltaFull: "delta_full", formPatch: "delta_patch"} {
+			for _, compact := range []fanout.Form{0, formCompact} {
+				f := enc | kind | compact
+				m.formBytes[f] = m.bytesByVariant.WithLabelValues(encoding, variant, "none")
+				m.formBytes[f|formDeflate] = m.bytesByVariant.WithLabelValues(encoding, variant, "deflate")
+			}
 		}
 	}
 	stat := func(get func(fanout.Stats) float64) func() float64 {

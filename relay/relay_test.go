@@ -185,7 +185,7 @@ func TestBadInput(t *testing.T) {
 		{name: "history", connect: true, payload: `{"id":2,"history":{"channel":"odds:a"}}`, wantError: 108},
 		{name: "message too big", connect: true, payload: `{"id":2,"rpc":{"method":"x","data":"` + strings.Repeat("a", 5000) + `"}}`, wantClose: ws.StatusMessageTooBig},
 		{name: "invalid UTF-8", connect: true, payload: "{\"id\":2,\"rpc\":{\"method\":\"\xff\xfe\"}}", wantClose: ws.StatusInvalidFramePayloadData},
-		{name: "binary frame", connect: true, op: ws.OpBinary, payload: `{"id":2,"ping":{}}`, wantClose: ws.StatusUnsupportedData},
+		{name: "binary frame", connect: true, op: ws.OpBinary, payload: `{"id":2,"ping":{}}`, wantClose: 3501},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -316,7 +316,10 @@ func (s *Server) heartbeat(ctx context.Context) {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	ping := textFrame(protocol.Ping)
+	var pings [2][]byte // by protocol.Encoding
+	for _, codec := range []protocol.Codec{protocol.JSON, protocol.Protobuf} {
+		pings[codec.Encoding()] = messageFrame(messageHead(codec), codec.Ping())
+	}
 	var batch []*conn
 	for {
 		select {
@@ -333,7 +336,7 @@ func (s *Server) heartbeat(ctx context.Context) {
 		now := time.Now().UnixNano()
 		s.clock.Store(now)
 		for _, c := range batch {
-			s.checkConn(c, now, ping)
+			s.checkConn(c, now, pings[c.codec.Encoding()])
 		}
 		clear(batch)
 		s.checkOverload(tick)

@@ -16,13 +16,14 @@ import (
 // disconnect.
 var errStop = errors.New("relay: connection disconnected")
 
-// handleMessage handles one WebSocket text message: one or more commands.
+// handleMessage handles one WebSocket message of the connection's
+// encoding: one or more commands.
 // Replies share one frame, except that a subscribe reply is flushed at once
 // so that it reaches the queue before the channel's next publication. It
 // reports false when the connection is being closed.
 func (c *conn) handleMessage(msg []byte) bool {
 	c.replies = c.replies[:0]
-	err := protocol.DecodeCommands(msg, c.handleCommand)
+	err := c.codec.DecodeCommands(msg, c.handleCommand)
 	if errors.Is(err, protocol.ErrMalformed) {
 		c.flushReplies()
 		c.srv.metrics.protocolErrors.WithLabelValues("malformed").Inc()
@@ -45,20 +46,18 @@ func (c *conn) flushReplies() {
 // negotiated it. Unlike reply, it may be called from any goroutine.
 func (c *conn) sendNow(payload []byte) {
 	var frame []byte
+	head := messageHead(c.codec)
 	if c.deflate && (c.deflateWindow == 0 || len(payload) <= c.deflateWindow) {
-		frame = c.srv.compressFrame(payload)
+		frame = c.srv.compressFrame(head, payload)
 	}
 	if frame == nil {
-		frame = textFrame(payload)
+		frame = messageFrame(head, payload)
 	}
 	c.send(frame)
 }
 
 func (c *conn) reply(r *protocol.Reply) {
-	if len(c.replies) > 0 {
-		c.replies = append(c.replies, '\n')
-	}
-	c.replies = protocol.AppendReply(c.replies, r)
+	c.replies = c.codec.AppendReply(c.replies, r)
 }
 
 func (c *conn) replyError(id uint32, e *protocol.Error) {
@@ -159,9 +158,9 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
 		return
 	}
-	sub := &subscription{c: c, channel: req.Channel, form: formPlain, conflated: c.srv.conflatedCounter(req.Channel)}
+	sub := &subscription{c: c, channel: req.Channel, form: formPlain | encodingForm(c.codec), conflated: c.srv.conflatedCounter(req.Channel)}
 	if req.Delta == "fossil" {
-		sub.form = formDeltaFull
+		sub.form |= formDeltaFull
 	}
 	if c.deflate {
 		sub.form |= formDeflate
@@ -177,12 +176,8 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 			res.ID = st.ID
 		}
 		if sub.delta() {
-			// Data travels as JSON strings; the cached value is the base
-			// of the first patch.
+			// The cached value is the base of the first patch.
 			res.Delta = true
-			for i := range res.Publications {
-				res.Publications[i].Data = protocol.AppendJSONString(nil, res.Publications[i].Data)
-			}
 			sub.base = last
 		}
 		sub.sent.Store(last)

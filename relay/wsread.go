@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+
+	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
 // This file turns the bytes a poller reads into WebSocket messages. It runs
@@ -17,7 +19,8 @@ import (
 var (
 	errFrameTooLarge = errors.New("message larger than websocket.max_message_bytes")
 	errInvalidUTF8   = errors.New("text message is not valid UTF-8")
-	errBinary        = errors.New("binary messages are not supported by the JSON protocol")
+	errBinary        = errors.New("binary message on a JSON connection (speak Protobuf with the centrifuge-protobuf subprotocol)")
+	errText          = errors.New("text message on a Protobuf connection")
 	errProtocol      = errors.New("WebSocket protocol violation")
 )
 
@@ -143,12 +146,20 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 		c.discard = true
 		c.echoClose(code, reason) // as RFC 6455 asks
 		return
-	case ws.OpBinary:
-		c.fail(ws.StatusUnsupportedData, errBinary)
-		return
-	case ws.OpText:
+	case ws.OpText, ws.OpBinary:
 		if c.inMessage {
 			c.fail(ws.StatusProtocolError, errProtocol)
+			return
+		}
+		// The wrong kind of frame for the encoding means a client that
+		// speaks the other one: close with a terminal code (3501), so
+		// that an SDK does not retry for ever.
+		if binary := h.OpCode == ws.OpBinary; binary != c.codec.Binary() {
+			err := errBinary
+			if !binary {
+				err = errText
+			}
+			c.failProtocol(protocol.DisconnectBadRequest, err)
 			return
 		}
 	case ws.OpContinuation:
@@ -160,7 +171,7 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 		c.fail(ws.StatusProtocolError, errProtocol)
 		return
 	}
-	if h.OpCode == ws.OpText {
+	if h.OpCode != ws.OpContinuation {
 		c.msgZ = h.Rsv != 0
 	}
 	msg := payload
@@ -185,7 +196,7 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 			return
 		}
 	}
-	if !utf8.Valid(msg) {
+	if !c.codec.Binary() && !utf8.Valid(msg) {
 		c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
 		return
 	}
@@ -201,4 +212,13 @@ func (c *conn) fail(code ws.StatusCode, err error) {
 	c.srv.metrics.protocolErrors.WithLabelValues(codeLabel(code)).Inc()
 	c.discard = true
 	c.closeWith(code, err.Error())
+}
+
+// failProtocol closes the connection with a protocol disconnect code and
+// err as the reason, and ignores further input.
+func (c *conn) failProtocol(d protocol.Disconnect, err error) {
+	c.srv.log.Debug("closing connection", "client", c.clientID(), "code", int(d.Code), "err", err)
+	c.srv.metrics.protocolErrors.WithLabelValues("wrong_frame_type").Inc()
+	c.discard = true
+	c.closeWith(ws.StatusCode(d.Code), err.Error())
 }

@@ -1,11 +1,6 @@
 package protocol
 
-import (
-	"bytes"
-	"encoding/json"
-	"errors"
-	"fmt"
-)
+import "encoding/json"
 
 // Command is one client command. Exactly one method field is set, except in
 // a pong, which has none and no ID.
@@ -16,13 +11,13 @@ type Command struct {
 	Unsubscribe   *UnsubscribeRequest `json:"unsubscribe,omitempty"`
 	RPC           *RPCRequest         `json:"rpc,omitempty"`
 	Ping          *struct{}           `json:"ping,omitempty"`
-	Publish       json.RawMessage     `json:"publish,omitempty"`
-	Presence      json.RawMessage     `json:"presence,omitempty"`
-	PresenceStats json.RawMessage     `json:"presence_stats,omitempty"`
+	Publish       *struct{}           `json:"publish,omitempty"`
+	Presence      *struct{}           `json:"presence,omitempty"`
+	PresenceStats *struct{}           `json:"presence_stats,omitempty"`
 	History       *HistoryRequest     `json:"history,omitempty"`
-	Send          json.RawMessage     `json:"send,omitempty"`
-	Refresh       json.RawMessage     `json:"refresh,omitempty"`
-	SubRefresh    json.RawMessage     `json:"sub_refresh,omitempty"`
+	Send          *struct{}           `json:"send,omitempty"`
+	Refresh       *struct{}           `json:"refresh,omitempty"`
+	SubRefresh    *struct{}           `json:"sub_refresh,omitempty"`
 }
 
 // ConnectRequest is the "connect" command.
@@ -116,38 +111,3 @@ func (c *Command) Method() string {
 
 // IsPong reports whether c is the client's pong: an empty command.
 func (c *Command) IsPong() bool { return c.ID == 0 && c.Method() == "" }
-
-// ErrMalformed wraps every error DecodeCommands returns.
-var ErrMalformed = errors.New("protocol: malformed command")
-
-// DecodeCommands decodes the '\n'-separated commands in frame and calls fn
-// for each, in order, stopping at fn's first error. Empty lines are skipped.
-// A line that is not a JSON object stops decoding with an error wrapping
-// ErrMalformed; commands before it have already been passed to fn. The
-// Commands passed to fn may keep references into frame (json.RawMessage
-// fields); frame must not be reused while they are in use.
-func DecodeCommands(frame []byte, fn func(*Command) error) error {
-	for len(frame) > 0 {
-		line := frame
-		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
-			line, frame = frame[:i], frame[i+1:]
-		} else {
-			frame = nil
-		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
-		}
-		if line[0] != '{' {
-			return fmt.Errorf("%w: not a JSON object", ErrMalformed)
-		}
-		var c Command
-		if err := json.Unmarshal(line, &c); err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		if err := fn(&c); err != nil {
-			return err
-		}
-	}
-	return nil
-}

@@ -1,16 +1,27 @@
-// Package protocol encodes and decodes the Centrifugo client protocol v2 in
-// its JSON form, as edgerelay speaks it (see docs/protocol.md, which is the
-// contract).
+// Package protocol encodes and decodes the Centrifugo client protocol v2
+// as edgerelay speaks it, in both its encodings: JSON and Protobuf (see
+// docs/protocol.md, which is the contract).
 //
-// A WebSocket text frame from a client holds one or more commands, each a
-// JSON object, separated by '\n'. An empty object ("{}") is the client's
-// pong. Replies to several commands may share one frame, again separated by
-// '\n'. Pushes (publications, unsubscribes) are frames of their own.
+// # Model
 //
-// Commands are rare next to pushes, so they are decoded with encoding/json.
-// Publication pushes are the hot path: AppendPublicationPush writes them with
-// no reflection and no allocation beyond growing the destination.
+// The session (package relay) works with Commands and Replies, the
+// encoding-free form of the protocol; a Codec turns them into the bytes of
+// one WebSocket message and back. JSON travels in text frames: commands
+// and replies are JSON objects separated by '\n'. Protobuf travels in
+// binary frames: each Command or Reply is preceded by its length as a
+// varint (json.go and protobuf.go say the details). The client picks the
+// encoding at the handshake: the "centrifuge-protobuf" WebSocket
+// subprotocol or "?format=protobuf" selects Protobuf; the default is JSON.
 //
-// Everything here is pure: functions and types without shared state, safe
-// for concurrent use.
+// Commands are rare next to pushes: JSON commands are decoded with
+// encoding/json, Protobuf commands by a small hand-written decoder on
+// protowire. Publication pushes are the hot path: AppendPublicationPush
+// and AppendDeltaPush write them in one pass, with no reflection and no
+// allocation beyond growing the destination, once per update and form;
+// the same bytes then go to every subscriber.
+//
+// # Concurrency
+//
+// Everything here is pure: functions and stateless values without shared
+// state, safe for concurrent use.
 package protocol

@@ -30,7 +30,7 @@ func TestDecodeCommands(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var methods []string
 			var ids []uint32
-			err := DecodeCommands([]byte(tt.frame), func(c *Command) error {
+			err := JSON.DecodeCommands([]byte(tt.frame), func(c *Command) error {
 				methods = append(methods, c.Method())
 				ids = append(ids, c.ID)
 				return nil
@@ -56,7 +56,7 @@ func FuzzDecodeCommands(f *testing.F) {
 	f.Add([]byte(`{"id":3,"rpc":{"method":"bet","data":{"stake":1}}}`))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		n := 0
-		DecodeCommands(frame, func(c *Command) error {
+		JSON.DecodeCommands(frame, func(c *Command) error {
 			n++
 			// Whatever decodes must encode again: handlers echo parts back.
 			if _, err := json.Marshal(c); err != nil {
@@ -81,7 +81,7 @@ func TestAppendPublicationPush(t *testing.T) {
 		{"odds:a", 9, 42, `{"push":{"id":9,"pub":{"data":{"x":1},"offset":42}}}`},
 		{"c", 0, 0, `{"push":{"channel":"c","pub":{"data":{"x":1}}}}`},
 	} {
-		got := AppendPublicationPush(nil, tt.channel, tt.id, []byte(`{"x":1}`), tt.offset)
+		got := JSON.AppendPublicationPush(nil, tt.channel, tt.id, []byte(`{"x":1}`), tt.offset)
 		if string(got) != tt.want {
 			t.Errorf("channel %q id %d offset %d: %s, want %s", tt.channel, tt.id, tt.offset, got, tt.want)
 		}
@@ -95,13 +95,13 @@ func TestAppendPublicationPush(t *testing.T) {
 func TestAppendPublicationPushAllocs(t *testing.T) {
 	buf := make([]byte, 0, 256)
 	data := []byte(`{"odds":[2.1,3.3]}`)
-	if n := testing.AllocsPerRun(100, func() { buf = AppendPublicationPush(buf[:0], "odds:a:b", 0, data, 123456) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { buf = JSON.AppendPublicationPush(buf[:0], "odds:a:b", 0, data, 123456) }); n != 0 {
 		t.Fatalf("%v allocations, want 0", n)
 	}
 }
 
 func TestReplyEncoding(t *testing.T) {
-	got := string(AppendReply(nil, &Reply{ID: 7, Error: ErrBadRequest.WithMessage("invalid channel name")}))
+	got := string(JSON.AppendReply(nil, &Reply{ID: 7, Error: ErrBadRequest.WithMessage("invalid channel name")}))
 	want := `{"id":7,"error":{"code":107,"message":"bad request: invalid channel name"}}`
 	if got != want {
 		t.Fatalf("got %s, want %s", got, want)
@@ -113,7 +113,7 @@ func TestReplyEncoding(t *testing.T) {
 
 func TestAppendDeltaPush(t *testing.T) {
 	for i, payload := range []string{`{"a":"b\"c\\d","n":[1,2]}`, "line\nbreak\ttab\x01 ünï", ""} {
-		got := AppendDeltaPush(nil, "odds:a", uint32(i), []byte(payload), 7, true)
+		got := JSON.AppendDeltaPush(nil, "odds:a", uint32(i), []byte(payload), 7, true)
 		var v struct {
 			Push struct {
 				Pub struct {

@@ -1,0 +1,147 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// The JSON encoding: a client message is a text frame of one or more
+// commands, each a JSON object, separated by '\n'; an empty object ("{}")
+// is the client's pong. Replies to several commands may share one
+// message, again separated by '\n'. Pushes are messages of their own.
+
+type jsonCodec struct{}
+
+func (jsonCodec) Encoding() Encoding { return EncodingJSON }
+func (jsonCodec) Binary() bool       { return false }
+
+// ErrMalformed wraps every error DecodeCommands returns.
+var ErrMalformed = errors.New("protocol: malformed command")
+
+// DecodeCommands decodes the '\n'-separated commands in msg. Empty lines
+// are skipped; a line that is not a JSON object is malformed.
+func (jsonCodec) DecodeCommands(msg []byte, fn func(*Command) error) error {
+	for len(msg) > 0 {
+		line := msg
+		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
+			line, msg = msg[:i], msg[i+1:]
+		} else {
+			msg = nil
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if line[0] != '{' {
+			return fmt.Errorf("%w: not a JSON object", ErrMalformed)
+		}
+		var c Command
+		if err := json.Unmarshal(line, &c); err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		if err := fn(&c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AppendReply appends r as JSON, after a '\n' if msg holds replies. In
+// the reply to a subscribe that negotiated deltas, publication data
+// travel as JSON strings, as the SDKs expect.
+func (jsonCodec) AppendReply(msg []byte, r *Reply) []byte {
+	if len(msg) > 0 {
+		msg = append(msg, '\n')
+	}
+	if s := r.Subscribe; s != nil && s.Delta && len(s.Publications) > 0 {
+		c, sc := *r, *s
+		sc.Publications = make([]Publication, len(s.Publications))
+		for i, p := range s.Publications {
+			p.Data = AppendJSONString(nil, p.Data)
+			sc.Publications[i] = p
+		}
+		c.Subscribe = &sc
+		r = &c
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		// Every field is a plain value or already-valid JSON; a failure is
+		// a bug in the caller (invalid RawMessage).
+		panic("protocol: encoding reply: " + err.Error())
+	}
+	return append(msg, b...)
+}
+
+// AppendPublicationPush appends
+//
+//	{"push":{"channel":"<channel>","pub":{"data":<data>,"offset":<offset>}}}
+//
+// or, with a compact id, "id":<id> in place of the channel. channel must
+// be a valid channel name (no characters that need escaping) and data
+// valid JSON without a '\n'.
+func (jsonCodec) AppendPublicationPush(dst []byte, channel string, id uint32, data []byte, offset uint64) []byte {
+	dst = appendPushStart(dst, channel, id)
+	dst = append(dst, data...)
+	return appendPushEnd(dst, offset, false)
+}
+
+// AppendDeltaPush appends
+//
+//	{"push":{"channel":"<channel>","pub":{"data":"<payload>","offset":<offset>,"delta":true}}}
+//
+// ("delta" only for a patch). payload must be valid UTF-8.
+func (jsonCodec) AppendDeltaPush(dst []byte, channel string, id uint32, payload []byte, offset uint64, isPatch bool) []byte {
+	dst = appendPushStart(dst, channel, id)
+	dst = AppendJSONString(dst, payload)
+	return appendPushEnd(dst, offset, isPatch)
+}
+
+func appendPushStart(dst []byte, channel string, id uint32) []byte {
+	if id != 0 {
+		dst = append(dst, `{"push":{"id":`...)
+		dst = strconv.AppendUint(dst, uint64(id), 10)
+	} else {
+		dst = append(dst, `{"push":{"channel":"`...)
+		dst = append(dst, channel...)
+		dst = append(dst, '"')
+	}
+	return append(dst, `,"pub":{"data":`...)
+}
+
+func appendPushEnd(dst []byte, offset uint64, isPatch bool) []byte {
+	if offset != 0 {
+		dst = append(dst, `,"offset":`...)
+		dst = strconv.AppendUint(dst, offset, 10)
+	}
+	if isPatch {
+		dst = append(dst, `,"delta":true`...)
+	}
+	return append(dst, "}}}"...)
+}
+
+// AppendJSONString appends s as a JSON string. s must be valid UTF-8.
+func AppendJSONString(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
+
+// The server's ping in the JSON encoding: an empty object.
+var jsonPing = []byte("{}")
+
+func (jsonCodec) Ping() []byte { return jsonPing }
