@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -339,5 +340,81 @@ func TestProtobufSession(t *testing.T) {
 				t.Fatalf("rpc reply %+v", e)
 			}
 		})
+	}
+}
+
+// TestProtobufBadInput: each bad input on a Protobuf connection gets its
+// documented reply or close code, while a bystander (JSON and Protobuf)
+// keeps receiving.
+func TestProtobufBadInput(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.WebSocket.MaxMessageBytes = 4096
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+	const ch = "odds:pb-bad"
+
+	bystander := dialProtobuf(t, r.url())
+	bystander.connect()
+	bystander.send(command(2, 5, pbStr(nil, 1, ch)))
+	bystander.mustNext()
+
+	id := func(n uint64) []byte { return pbVarint(nil, 1, n) }
+	tests := []struct {
+		name      string
+		op        ws.OpCode
+		payload   []byte
+		wantError uint64        // reply error code; the connection carries on
+		wantClose ws.StatusCode // or: close code
+	}{
+		{name: "text frame", op: ws.OpText, payload: []byte(`{"id":2,"ping":{}}`), wantClose: 3501},
+		{name: "truncated length varint", payload: []byte{0xff, 0xff}, wantClose: 3501},
+		{name: "length past the frame", payload: []byte{0x7f, 0x08, 0x02}, wantClose: 3501},
+		{name: "length over max_message_bytes", payload: protowire.AppendVarint(nil, 1<<30), wantClose: 3501},
+		{name: "message over max_message_bytes", payload: delimited(command(2, 13, pbStr(nil, 2, strings.Repeat("a", 5000)))), wantClose: ws.StatusMessageTooBig},
+		{name: "wrong wire type", payload: delimited(pbStr(nil, 1, "two")), wantClose: 3501},
+		{name: "wrong wire type in subscribe", payload: delimited(command(2, 5, pbVarint(nil, 1, 5))), wantClose: 3501},
+		{name: "invalid UTF-8 channel", payload: delimited(command(2, 5, protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte{0xc3, 0x28}))), wantClose: 3501},
+		{name: "command without id", payload: delimited(command(0, 5, pbStr(nil, 1, ch))), wantClose: 3501},
+		{name: "unknown fields", payload: delimited(append(pbStr(command(2, 11, nil), 77, "x"), pbVarint(nil, 500, 1)...)), wantError: 0},
+		{name: "unknown method field", payload: delimited(pbStr(id(2), 40, "x")), wantError: 104},
+		{name: "invalid channel", payload: delimited(command(2, 5, pbStr(nil, 1, "odds:*"))), wantError: 107},
+		{name: "client publish", payload: delimited(command(2, 7, pbStr(nil, 1, ch))), wantError: 103},
+		{name: "history off", payload: delimited(command(2, 10, pbStr(nil, 1, ch))), wantError: 108},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialProtobuf(t, r.url())
+			c.connect()
+			op := tt.op
+			if op == 0 {
+				op = ws.OpBinary
+			}
+			c.sendRaw(op, tt.payload)
+			if tt.wantClose != 0 {
+				c.expectClose(tt.wantClose)
+			} else {
+				if rep := c.mustNext(); rep.ID != 2 || rep.ErrCode != tt.wantError {
+					t.Fatalf("reply %+v, want id 2 error %d", rep, tt.wantError)
+				}
+				c.send(command(9, 11, nil))
+				if rep := c.mustNext(); rep.ID != 9 || !rep.Ping {
+					t.Fatalf("after the reply: %+v", rep)
+				}
+			}
+			// The bystander still gets every update.
+			value := fmt.Sprintf(`{"v":%d}`, i)
+			produce(t, prod, "odds", ch, value)
+			if p := bystander.mustNext(); p.Push == nil || string(p.Push.Pub.Data) != value {
+				t.Fatalf("bystander got %+v, want %s", p, value)
+			}
+		})
+	}
+
+	// A JSON client speaking binary frames is closed with the terminal
+	// 3501 too (tested in TestBadInput); a format the relay does not know
+	// is refused at the handshake.
+	if _, _, _, err := ws.Dial(context.Background(), r.url()+"?format=msgpack"); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("?format=msgpack: %v, want a 400", err)
 	}
 }
