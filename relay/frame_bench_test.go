@@ -24,7 +24,8 @@ func (s *formSubscriber) Deliver(u *fanout.Update) {
 	}
 }
 
-// BenchmarkEncodeForms is the encoding cost of one update, per form, on
+// BenchmarkEncodeForms is the encoding cost of one update, per form (JSON,
+// and Protobuf as pb/...), on
 // odds messages of several sizes where a few prices change per update: what
 // a publish costs once, however many subscribers share the form.
 func BenchmarkEncodeForms(b *testing.B) {
@@ -36,6 +37,10 @@ func BenchmarkEncodeForms(b *testing.B) {
 		{"deflate", formPlain | formCompact | formDeflate},
 		{"delta", formPatch | formCompact},
 		{"delta+deflate", formPatch | formCompact | formDeflate},
+		{"pb/full", formProtobuf | formPlain | formCompact},
+		{"pb/deflate", formProtobuf | formPlain | formCompact | formDeflate},
+		{"pb/delta", formProtobuf | formPatch | formCompact},
+		{"pb/delta+deflate", formProtobuf | formPatch | formCompact | formDeflate},
 	}
 	for _, size := range []int{300, 1000, 2000} {
 		for _, f := range forms {
