@@ -19,7 +19,7 @@ type metrics struct {
 	reg *prometheus.Registry
 
 	connections     prometheus.Gauge
-	accepted        prometheus.Counter
+	accepted        *prometheus.CounterVec // by encoding
 	disconnects     *prometheus.CounterVec
 	protocolErrors  *prometheus.CounterVec
 	framesOut       prometheus.Counter
@@ -61,7 +61,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 	m := &metrics{
 		reg:            reg,
 		connections:    prometheus.NewGauge(prometheus.GaugeOpts(f("connections", "Open client WebSocket connections."))),
-		accepted:       prometheus.NewCounter(prometheus.CounterOpts(f("connections_accepted_total", "WebSocket connections accepted."))),
+		accepted:       prometheus.NewCounterVec(prometheus.CounterOpts(f("connections_accepted_total", "WebSocket connections accepted, by encoding (json, protobuf).")), []string{"encoding"}),
 		disconnects:    prometheus.NewCounterVec(prometheus.CounterOpts(f("disconnects_total", "Connections closed by the server, by close code.")), []string{"code"}),
 		protocolErrors: prometheus.NewCounterVec(prometheus.CounterOpts(f("protocol_errors_total", "Error replies and protocol violations, by error code or kind.")), []string{"code"}),
 		framesOut:      prometheus.NewCounter(prometheus.CounterOpts(f("frames_written_total", "WebSocket frames written to clients (pushes, replies, pings)."))),

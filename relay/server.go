@@ -284,7 +284,7 @@ func (s *Server) addConn(c *conn, initial []byte) bool {
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	s.metrics.accepted.Inc()
+	s.metrics.accepted.WithLabelValues(c.codec.Encoding().String()).Inc()
 	s.metrics.connections.Inc()
 	p := s.pollers[int(i)%len(s.pollers)]
 	if err := p.add(c, initial); err != nil {
