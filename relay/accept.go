@@ -93,7 +93,7 @@ func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (a *acceptor) handshake(nc net.Conn) {
 	nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	br := bufio.NewReaderSize(nc, 1024)
+	br := bufio.NewReaderSize(nc, 4096)
 	line, err := peekRequestStart(br, len("GET ")+len(a.srv.cfg.WebSocket.Path)+1)
 	if err != nil && len(line) == 0 {
 		nc.Close()
@@ -109,11 +109,58 @@ func (a *acceptor) handshake(nc net.Conn) {
 		}
 		return
 	}
-	a.upgrade(nc, br, pc)
+	a.upgrade(nc, br)
 }
 
-func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
+// errHeadTooLarge: the upgrade request passed websocket.max_handshake_bytes.
+var errHeadTooLarge = errors.New("upgrade request larger than websocket.max_handshake_bytes")
+
+// readRequestHead reads the request line and headers, through the blank
+// line that ends them, and no further: what follows is WebSocket frames,
+// left in br. It holds at most limit bytes (plus br's buffer) whatever the
+// client sends: a longer head is errHeadTooLarge.
+func readRequestHead(br *bufio.Reader, limit int) ([]byte, error) {
+	var head []byte
+	lineStart := 0
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(head)+len(chunk) > limit {
+			return nil, errHeadTooLarge
+		}
+		head = append(head, chunk...)
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue // a long line: keep reading it
+		case err != nil:
+			return nil, err
+		}
+		line := head[lineStart:]
+		if len(line) <= 2 && (string(line) == "\r\n" || string(line) == "\n") {
+			return head, nil
+		}
+		lineStart = len(head)
+	}
+}
+
+// headConn is what the upgrader reads and writes: the request head read
+// already, then nothing; writes go to the socket.
+type headConn struct {
+	io.Reader
+	io.Writer
+}
+
+func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 	s := a.srv
+	head, err := readRequestHead(br, int(s.cfg.WebSocket.MaxHandshakeBytes))
+	if err != nil {
+		s.metrics.handshakeErrors.Inc()
+		if err == errHeadTooLarge {
+			io.WriteString(nc, "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n"+err.Error()+"\n")
+		}
+		s.log.Debug("websocket upgrade failed", "remote", nc.RemoteAddr().String(), "err", err)
+		nc.Close()
+		return
+	}
 	var originOK = true
 	var deflate deflateNegotiation
 	codec := protocol.JSON
@@ -150,14 +197,14 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 	if s.cfg.WebSocket.Deflate.Enabled {
 		u.Negotiate = deflate.negotiate
 	}
-	if _, err := u.Upgrade(pc); err != nil {
+	if _, err := u.Upgrade(headConn{bytes.NewReader(head), nc}); err != nil {
 		s.metrics.handshakeErrors.Inc()
 		s.log.Debug("websocket upgrade failed", "remote", nc.RemoteAddr().String(), "err", err, "origin_ok", originOK)
 		nc.Close()
 		return
 	}
-	// Clients must wait for the 101 before sending frames, but keep
-	// anything that arrived early.
+	// Clients should wait for the 101 before sending frames, but some
+	// send their first message right behind the request: it is in br.
 	var initial []byte
 	if n := br.Buffered(); n > 0 {
 		initial, _ = br.Peek(n)

@@ -102,16 +102,19 @@ type ChannelsConfig struct {
 
 // WebSocketConfig configures the client endpoint.
 type WebSocketConfig struct {
-	Path             string        `yaml:"path"`
-	MaxMessageBytes  ByteSize      `yaml:"max_message_bytes"`
-	PingInterval     time.Duration `yaml:"ping_interval"`
-	PongTimeout      time.Duration `yaml:"pong_timeout"`
-	ConnectTimeout   time.Duration `yaml:"connect_timeout"`
-	WriteTimeout     time.Duration `yaml:"write_timeout"`
-	SoftQueueBytes   ByteSize      `yaml:"soft_queue_bytes"`
-	MaxQueueBytes    ByteSize      `yaml:"max_queue_bytes"`
-	StallTimeout     time.Duration `yaml:"stall_timeout"`
-	MaxSubscriptions int           `yaml:"max_subscriptions"`
+	Path            string   `yaml:"path"`
+	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
+	// MaxHandshakeBytes bounds the upgrade request: request line and
+	// headers together; larger ones are answered 431.
+	MaxHandshakeBytes ByteSize      `yaml:"max_handshake_bytes"`
+	PingInterval      time.Duration `yaml:"ping_interval"`
+	PongTimeout       time.Duration `yaml:"pong_timeout"`
+	ConnectTimeout    time.Duration `yaml:"connect_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	SoftQueueBytes    ByteSize      `yaml:"soft_queue_bytes"`
+	MaxQueueBytes     ByteSize      `yaml:"max_queue_bytes"`
+	StallTimeout      time.Duration `yaml:"stall_timeout"`
+	MaxSubscriptions  int           `yaml:"max_subscriptions"`
 	// Writers is the number of writer workers; 0: one per core
 	// (GOMAXPROCS).
 	Writers        int           `yaml:"writers"`
@@ -150,17 +153,18 @@ func DefaultConfig() Config {
 			IdleTTL:        24 * time.Hour,
 		},
 		WebSocket: WebSocketConfig{
-			Path:             "/connection/websocket",
-			MaxMessageBytes:  128 << 10, // an SDK resubscribes everything in one message on reconnect
-			PingInterval:     25 * time.Second,
-			PongTimeout:      10 * time.Second,
-			ConnectTimeout:   10 * time.Second,
-			WriteTimeout:     10 * time.Second,
-			SoftQueueBytes:   256 << 10,
-			MaxQueueBytes:    1 << 20,
-			StallTimeout:     15 * time.Second,
-			MaxSubscriptions: 512,
-			Deflate:          DeflateConfig{Enabled: true, MinBytes: 128, Level: 6},
+			Path:              "/connection/websocket",
+			MaxMessageBytes:   128 << 10, // an SDK resubscribes everything in one message on reconnect
+			MaxHandshakeBytes: 16 << 10,  // browsers send a few hundred bytes; cookies may add a few KiB
+			PingInterval:      25 * time.Second,
+			PongTimeout:       10 * time.Second,
+			ConnectTimeout:    10 * time.Second,
+			WriteTimeout:      10 * time.Second,
+			SoftQueueBytes:    256 << 10,
+			MaxQueueBytes:     1 << 20,
+			StallTimeout:      15 * time.Second,
+			MaxSubscriptions:  512,
+			Deflate:           DeflateConfig{Enabled: true, MinBytes: 128, Level: 6},
 		},
 		Auth: AuthConfig{Anonymous: true, Leeway: 5 * time.Second},
 		Bets: bets.DefaultConfig(),
@@ -222,6 +226,9 @@ func (c *Config) Validate() error {
 	}
 	if ws.MaxMessageBytes < 1<<10 {
 		bad("websocket.max_message_bytes", "must be at least 1KiB")
+	}
+	if ws.MaxHandshakeBytes < 1<<10 || ws.MaxHandshakeBytes > 1<<20 {
+		bad("websocket.max_handshake_bytes", "must be between 1KiB and 1MiB")
 	}
 	if ws.PingInterval < 0 || (ws.PingInterval > 0 && ws.PingInterval < time.Second) {
 		bad("websocket.ping_interval", "must be 0 (off) or at least 1s")

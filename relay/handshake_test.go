@@ -1,0 +1,106 @@
+package relay_test
+
+import (
+	"bufio"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+func upgradeRequest(path, extraHeaders string) string {
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	return "GET " + path + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + "\r\n" + extraHeaders + "\r\n"
+}
+
+// TestHandshakeBounds: an upgrade request past websocket.max_handshake_bytes
+// is answered 431 as soon as the limit is passed, without the relay reading
+// (or holding) the rest; a client's first message sent in the same packet
+// as its upgrade request is not lost. A bystander keeps receiving.
+func TestHandshakeBounds(t *testing.T) {
+	kafka := newKafka(t)
+	r := startRelay(t, testConfig(kafka.ListenAddrs()))
+	prod := newProducer(t, kafka.ListenAddrs())
+	const ch = "odds:hs:1"
+	bystander := dial(t, r.url())
+	bystander.connect()
+	bystander.send(`{"id":2,"subscribe":{"channel":"` + ch + `"}}`)
+	bystander.mustNext()
+
+	t.Run("header too large", func(t *testing.T) {
+		for _, shape := range []string{"one long line", "many headers"} {
+			nc, err := net.Dial("tcp", r.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			req := strings.TrimSuffix(upgradeRequest("/connection/websocket", ""), "\r\n")
+			io.WriteString(nc, req)
+			// Far more than the 16 KiB limit, and never finished: the
+			// relay must answer on its own.
+			go func() {
+				chunk := "X-Pad: " + strings.Repeat("a", 1000) + "\r\n"
+				if shape == "one long line" {
+					chunk = strings.Repeat("a", 1000)
+				}
+				for i := 0; i < 1000; i++ {
+					if _, err := io.WriteString(nc, chunk); err != nil {
+						return
+					}
+				}
+			}()
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+			if err != nil {
+				t.Fatalf("%s: %v", shape, err)
+			}
+			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Fatalf("%s: status %d, want 431", shape, resp.StatusCode)
+			}
+		}
+	})
+
+	t.Run("message right behind the request", func(t *testing.T) {
+		nc, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		var frame strings.Builder
+		wsutil.WriteClientText(&frame, []byte(`{"id":1,"connect":{}}`))
+		io.WriteString(nc, upgradeRequest("/connection/websocket", "")+frame.String()) // one write
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(nc)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade: %v %v", resp, err)
+		}
+		h, err := ws.ReadHeader(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := make([]byte, h.Length)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(payload), `"connect":{`) {
+			t.Fatalf("first message %s, want the connect reply", payload)
+		}
+	})
+
+	value := `{"after":"handshakes"}`
+	produce(t, prod, "odds", ch, value)
+	if _, data, _, ok := pubOf(bystander.mustNext()); !ok || data["after"] != "handshakes" {
+		t.Fatalf("bystander got %v", data)
+	}
+	if _, body := r.get(t, "/metrics"); metric(body, "edgerelay_handshake_errors_total") < 2 {
+		t.Errorf("handshake errors not counted:\n%s", grep(body, "handshake"))
+	}
+}
