@@ -23,7 +23,7 @@ var errStop = errors.New("relay: connection disconnected")
 // reports false when the connection is being closed.
 func (c *conn) handleMessage(msg []byte) bool {
 	c.replies = c.replies[:0]
-	err := c.codec.DecodeCommands(msg, c.handleCommand)
+	err := c.codec.DecodeCommands(msg, c.handleBounded)
 	if errors.Is(err, protocol.ErrMalformed) {
 		c.flushReplies()
 		c.srv.metrics.protocolErrors.WithLabelValues("malformed").Inc()
@@ -40,6 +40,41 @@ func (c *conn) flushReplies() {
 	}
 	c.sendNow(c.replies)
 	c.replies = c.replies[:0]
+	if cap(c.replies) > 4<<10 {
+		c.replies = nil // an idle connection keeps no big buffer
+	}
+}
+
+// handleBounded handles one command, then checks the replies built so
+// far: the replies of one message count against websocket.max_queue_bytes
+// as they are built, not once queued, so that a message of many costly
+// commands (history, say) stops as soon as its replies could not be
+// queued. The client is then closed as slow (3008), as it would be once
+// they were queued.
+func (c *conn) handleBounded(cmd *protocol.Command) error {
+	if err := c.handleCommand(cmd); err != nil {
+		return err
+	}
+	if len(c.replies) > int(c.srv.cfg.WebSocket.MaxQueueBytes) {
+		c.replies = nil
+		c.srv.metrics.slowDisconnects.Inc()
+		c.disconnect(protocol.DisconnectSlow)
+		return errStop
+	}
+	return nil
+}
+
+// maxReplyData bounds the publication data one reply may carry: half the
+// queue, so that the reply and the pushes behind it fit.
+func (c *conn) maxReplyData() int { return int(c.srv.cfg.WebSocket.MaxQueueBytes) / 2 }
+
+// dataBytes is the publication data in pubs.
+func dataBytes(pubs []*fanout.Publication) int {
+	n := 0
+	for _, p := range pubs {
+		n += len(p.Data)
+	}
+	return n
 }
 
 // sendNow queues payload (replies) as one frame, compressed if the client
@@ -171,7 +206,7 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	}
 	err := c.srv.hub.Subscribe(req.Channel, sub, func(st *fanout.State) {
 		last := st.Last
-		res := subscribeResult(req, st)
+		res := subscribeResult(req, st, c.maxReplyData())
 		if compact {
 			res.ID = st.ID
 		}
@@ -204,8 +239,11 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 // latest publication, not recovered: updates are lost to it. Without
 // history it gets the latest publication, recovered if the epoch is the
 // same ("cache recovery": the latest value is what counts for odds). A
-// client already at the latest offset gets nothing.
-func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State) *protocol.SubscribeResult {
+// client already at the latest offset gets nothing. A gap whose
+// publications hold more than maxData bytes is not filled: the client gets
+// the latest publication, not recovered, as if the history did not reach
+// back so far.
+func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData int) *protocol.SubscribeResult {
 	res := &protocol.SubscribeResult{Recoverable: true, WasRecovering: req.Recover}
 	last := st.Last
 	if last == nil {
@@ -220,7 +258,7 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State) *protocol
 		return res
 	}
 	if sameEpoch && req.Offset > 0 {
-		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok {
+		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok && dataBytes(missed) <= maxData {
 			res.Publications = protoPublications(missed, false)
 			res.Recovered = true
 			return res
@@ -260,7 +298,8 @@ func (c *conn) mayRead(id uint32, channel string) bool {
 // only the stream's position; negative: all), and the stream's position.
 // Errors: 108 when the node keeps no history, 112 when the history no
 // longer reaches back to req.Since or is of another epoch, 107 for a
-// missing or invalid channel name, 103 for another user's personal channel.
+// missing or invalid channel name, 103 for another user's personal
+// channel, 106 when the publications would pass maxReplyData.
 func (c *conn) handleHistory(id uint32, req *protocol.HistoryRequest) {
 	switch {
 	case !c.srv.hub.KeepsHistory():
@@ -293,6 +332,10 @@ func (c *conn) handleHistory(id uint32, req *protocol.HistoryRequest) {
 		pubs = pubs[len(pubs)-limit:]
 	} else {
 		pubs = pubs[:limit]
+	}
+	if dataBytes(pubs) > c.maxReplyData() {
+		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("the %d publications asked for hold more than the %d bytes one reply may carry; ask with a smaller limit", len(pubs), c.maxReplyData())))
+		return
 	}
 	res.Publications = protoPublications(pubs, req.Reverse)
 	c.reply(&protocol.Reply{ID: id, History: res})
