@@ -327,6 +327,10 @@ func (v *Verifier) claims(payload []byte, now time.Time) (Claims, error) {
 	leeway := v.cfg.Leeway
 	at := func(f float64) time.Time { return time.Unix(int64(f), 0) }
 	switch {
+	case !timeClaimOK(p.Exp) || !timeClaimOK(p.Nbf) || !timeClaimOK(p.Iat):
+		// int64(f) of a float past 2^63 is undefined (on amd64 the most
+		// negative int64: the distant past), so nbf 2^63 would pass.
+		return c, fmt.Errorf("%w: exp, nbf or iat outside 0 to %d", ErrInvalidToken, int64(maxTimeClaim))
 	case p.Sub == nil || *p.Sub == "":
 		return c, fmt.Errorf("%w: no sub", ErrInvalidToken)
 	case p.Exp == nil:
@@ -344,6 +348,14 @@ func (v *Verifier) claims(payload []byte, now time.Time) (Claims, error) {
 	}
 	return Claims{Subject: *p.Sub, ExpiresAt: at(*p.Exp), Info: p.Info}, nil
 }
+
+// maxTimeClaim is the last second of year 9999: a NumericDate past it is
+// refused rather than converted.
+const maxTimeClaim = 253402300799
+
+// timeClaimOK says whether a NumericDate claim, if present, is in
+// [0, maxTimeClaim].
+func timeClaimOK(f *float64) bool { return f == nil || (*f >= 0 && *f <= maxTimeClaim) }
 
 func audience(raw json.RawMessage, want string) bool {
 	var one string
