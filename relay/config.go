@@ -43,9 +43,22 @@ type Config struct {
 	Ingest    ingest.Config      `yaml:"ingest"`
 	Channels  ChannelsConfig     `yaml:"channels"`
 	WebSocket WebSocketConfig    `yaml:"websocket"`
+	HTTP      HTTPConfig         `yaml:"http"`
 	Auth      AuthConfig         `yaml:"auth"`
 	Bets      bets.Config        `yaml:"bets"`
 	Overload  OverloadConfig     `yaml:"overload"`
+}
+
+// HTTPConfig bounds the plain-HTTP side of the listener (/metrics,
+// health, REST): how long a client may take, or keep an idle keep-alive
+// connection, and how large its request head may be. Zero values are
+// refused: every bound is on.
+type HTTPConfig struct {
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes    ByteSize      `yaml:"max_header_bytes"`
 }
 
 // OverloadConfig is what the node does when it cannot write every update
@@ -152,6 +165,13 @@ func DefaultConfig() Config {
 			MaxCachedBytes: ByteSize(hub.MaxCachedBytes),
 			IdleTTL:        24 * time.Hour,
 		},
+		HTTP: HTTPConfig{
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      60 * time.Second, // a 30 s CPU profile must fit
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+		},
 		WebSocket: WebSocketConfig{
 			Path:              "/connection/websocket",
 			MaxMessageBytes:   128 << 10, // an SDK resubscribes everything in one message on reconnect
@@ -219,6 +239,20 @@ func (c *Config) Validate() error {
 	}
 	if ch.MaxCachedBytes < 1<<10 {
 		bad("channels.max_cached_bytes", "must be at least 1KiB")
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"http.read_header_timeout", c.HTTP.ReadHeaderTimeout}, {"http.read_timeout", c.HTTP.ReadTimeout},
+		{"http.write_timeout", c.HTTP.WriteTimeout}, {"http.idle_timeout", c.HTTP.IdleTimeout},
+	} {
+		if d.v <= 0 {
+			bad(d.field, "must be positive")
+		}
+	}
+	if c.HTTP.MaxHeaderBytes < 1<<10 || c.HTTP.MaxHeaderBytes > 1<<20 {
+		bad("http.max_header_bytes", "must be between 1KiB and 1MiB")
 	}
 	ws := c.WebSocket
 	if !strings.HasPrefix(ws.Path, "/") || strings.HasPrefix(ws.Path, "/v1/") {

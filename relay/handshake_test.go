@@ -104,3 +104,31 @@ func TestHandshakeBounds(t *testing.T) {
 		t.Errorf("handshake errors not counted:\n%s", grep(body, "handshake"))
 	}
 }
+
+// TestHTTPIdleTimeout: a keep-alive connection left idle after one request
+// is closed after http.idle_timeout (each one holds a file descriptor).
+func TestHTTPIdleTimeout(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.HTTP.IdleTimeout = 300 * time.Millisecond
+	r := startRelay(t, cfg)
+	nc, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	// The server must close the idle connection on its own, long before
+	// this deadline.
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("idle keep-alive connection: read %d bytes, err %v; want EOF from the server", n, err)
+	}
+}

@@ -165,7 +165,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	hl := newHTTPListener(ln.Addr())
 	acc := &acceptor{srv: s, ln: ln, http: hl}
-	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	h := s.cfg.HTTP
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout, WriteTimeout: h.WriteTimeout,
+		IdleTimeout: h.IdleTimeout, MaxHeaderBytes: int(h.MaxHeaderBytes), ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	served := make(chan error, 2)
 	go func() { served <- hs.Serve(hl) }()
 	go func() { served <- acc.loop() }()
