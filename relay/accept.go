@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -142,6 +144,34 @@ func readRequestHead(br *bufio.Reader, limit int) ([]byte, error) {
 	}
 }
 
+// strictHead refuses what RFC 6455 and RFC 9110 do not allow in an
+// upgrade request head and gobwas lets through: a control character in a
+// header, and a Sec-WebSocket-Key that is repeated or not the base64 of 16
+// bytes (RFC 6455 section 4.2.1). head ends with its blank line.
+func strictHead(head []byte) error {
+	lines := bytes.Split(bytes.TrimRight(head, "\r\n"), []byte("\n"))
+	keys := 0
+	for _, l := range lines[1:] {
+		l = bytes.TrimSuffix(l, []byte("\r"))
+		for _, c := range l {
+			if c < 0x20 && c != '\t' || c == 0x7f {
+				return errors.New("control character in a header")
+			}
+		}
+		name, value, _ := bytes.Cut(l, []byte(":"))
+		if !strings.EqualFold(string(bytes.TrimSpace(name)), "Sec-WebSocket-Key") {
+			continue
+		}
+		if keys++; keys > 1 {
+			return errors.New("Sec-WebSocket-Key given twice")
+		}
+		if k, err := base64.StdEncoding.Strict().DecodeString(string(bytes.TrimSpace(value))); err != nil || len(k) != 16 {
+			return errors.New("Sec-WebSocket-Key is not the base64 of 16 bytes")
+		}
+	}
+	return nil
+}
+
 // headConn is what the upgrader reads and writes: the request head read
 // already, then nothing; writes go to the socket.
 type headConn struct {
@@ -152,10 +182,14 @@ type headConn struct {
 func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 	s := a.srv
 	head, err := readRequestHead(br, int(s.cfg.WebSocket.MaxHandshakeBytes))
+	status := "431 Request Header Fields Too Large"
+	if err == nil {
+		err, status = strictHead(head), "400 Bad Request"
+	}
 	if err != nil {
 		s.metrics.handshakeErrors.Inc()
-		if err == errHeadTooLarge {
-			io.WriteString(nc, "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n"+err.Error()+"\n")
+		if err != io.EOF && !errors.Is(err, os.ErrDeadlineExceeded) {
+			io.WriteString(nc, "HTTP/1.1 "+status+"\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n"+err.Error()+"\n")
 		}
 		s.log.Debug("websocket upgrade failed", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()

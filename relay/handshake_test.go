@@ -132,3 +132,45 @@ func TestHTTPIdleTimeout(t *testing.T) {
 		t.Fatalf("idle keep-alive connection: read %d bytes, err %v; want EOF from the server", n, err)
 	}
 }
+
+// TestStrictHandshake: upgrade requests RFC 6455 does not allow are
+// refused with 400 before any WebSocket state exists.
+func TestStrictHandshake(t *testing.T) {
+	kafka := newKafka(t)
+	r := startRelay(t, testConfig(kafka.ListenAddrs()))
+	good := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	for _, tt := range []struct {
+		name  string
+		extra string // headers after a good request's; replaces the key when key is set
+		key   string
+		want  int
+	}{
+		{name: "good", want: http.StatusSwitchingProtocols},
+		{name: "key not base64", key: "not base64!!", want: http.StatusBadRequest},
+		{name: "key of 24 characters, not base64", key: "!!!!!!!!!!!!!!!!!!!!!!==", want: http.StatusBadRequest},
+		{name: "key of 15 bytes", key: base64.StdEncoding.EncodeToString([]byte("0123456789abcde")), want: http.StatusBadRequest},
+		{name: "key twice", extra: "Sec-WebSocket-Key: " + good + "\r\n", want: http.StatusBadRequest},
+		{name: "NUL in a header", extra: "X-Evil: a\x00b\r\n", want: http.StatusBadRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := upgradeRequest("/connection/websocket", tt.extra)
+			if tt.key != "" {
+				req = strings.Replace(req, good, tt.key, 1)
+			}
+			nc, err := net.Dial("tcp", r.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			io.WriteString(nc, req)
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,28 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"testing"
+)
+
+// FuzzRequestHead: the head reader never returns more than its limit nor
+// a head without its blank line, and strictHead does not panic.
+func FuzzRequestHead(f *testing.F) {
+	f.Add([]byte("GET /connection/websocket HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n\r\n\x81\x85"))
+	f.Add([]byte("GET / HTTP/1.1\nA: b\n\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nSec-WebSocket-Key:\r\nSec-WebSocket-Key: x\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		const limit = 256
+		head, err := readRequestHead(bufio.NewReaderSize(bytes.NewReader(in), 16), limit)
+		if err != nil {
+			return
+		}
+		body := bytes.TrimSuffix(head, []byte("\n"))
+		last := body[bytes.LastIndexByte(body, '\n')+1:]
+		if len(head) > limit || !bytes.HasPrefix(in, head) || len(body) == len(head) || (len(last) > 0 && string(last) != "\r") {
+			t.Fatalf("head %q from %q", head, in)
+		}
+		strictHead(head)
+	})
+}
