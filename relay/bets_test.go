@@ -45,27 +45,6 @@ func token(t testing.TB, user string, exp time.Duration) string {
 	return tok
 }
 
-// readBets returns every record of the bets topic.
-func readBets(t *testing.T, brokers []string, want int) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("bets"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var recs []*kgo.Record
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	for len(recs) < want+1 { // one more than expected, until the timeout: extra records must show
-		f := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		recs = append(recs, f.Records()...)
-	}
-	return recs
-}
-
 func header(r *kgo.Record, key string) string {
 	for _, h := range r.Headers {
 		if h.Key == key {
@@ -115,7 +94,7 @@ func TestSDKBets(t *testing.T) {
 	if len(replies) != count+1 || fmt.Sprint(replies[0]) != fmt.Sprint(replies[count]) {
 		t.Fatalf("replies %v: want %d, the last (a retry) equal to the first", replies, count+1)
 	}
-	recs := readBets(t, kafka.ListenAddrs(), count)
+	recs := topicRecords(t, kafka.ListenAddrs(), "bets")
 	if len(recs) != count {
 		t.Fatalf("%d records in the bets topic, want %d", len(recs), count)
 	}
@@ -196,7 +175,7 @@ func TestBetRejections(t *testing.T) {
 			t.Fatalf("error code %d, want 1006", got)
 		}
 	})
-	if recs := readBets(t, kafka.ListenAddrs(), 1); len(recs) != 1 {
+	if recs := topicRecords(t, kafka.ListenAddrs(), "bets"); len(recs) != 1 {
 		t.Fatalf("%d records, want only the one accepted bet", len(recs))
 	}
 

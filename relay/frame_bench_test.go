@@ -37,10 +37,10 @@ func BenchmarkEncodeForms(b *testing.B) {
 		{"deflate", formPlain | formCompact | formDeflate},
 		{"delta", formPatch | formCompact},
 		{"delta+deflate", formPatch | formCompact | formDeflate},
-		{"pb/full", formProtobuf | formPlain | formCompact},
-		{"pb/deflate", formProtobuf | formPlain | formCompact | formDeflate},
-		{"pb/delta", formProtobuf | formPatch | formCompact},
-		{"pb/delta+deflate", formProtobuf | formPatch | formCompact | formDeflate},
+		{"pb/full", formProtobuf | formPlain},
+		{"pb/deflate", formProtobuf | formPlain | formDeflate},
+		{"pb/delta", formProtobuf | formPatch},
+		{"pb/delta+deflate", formProtobuf | formPatch | formDeflate},
 	}
 	for _, size := range []int{300, 1000, 2000} {
 		for _, f := range forms {

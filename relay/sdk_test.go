@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -30,19 +32,29 @@ func jsTestDir(t *testing.T) string {
 }
 
 // TestCentrifugeSDK runs the unmodified npm centrifuge SDK against the
-// relay: it connects, subscribes, gets the cached value then live updates
-// produced into Kafka, and sees documented error codes.
+// relay, in both of its builds: JSON (`centrifuge`) and Protobuf
+// (`centrifuge/build/protobuf`: subprotocol centrifuge-protobuf, binary
+// frames, data as bytes). Each connects with a token, subscribes, gets the
+// cached value then live updates produced into Kafka at their Kafka
+// positions, places a bet by rpc and retries it, reads the history, loses
+// its socket while records are produced and recovers them on reconnect,
+// and sees documented error codes.
 //
 // With delta, the SDK negotiates fossil deltas and must rebuild every value
-// from patches computed by the relay.
+// from patches computed by the relay (the Protobuf build patches raw bytes).
 func TestCentrifugeSDK(t *testing.T) {
 	tests := []struct {
-		name  string
-		delta bool
-		live  int
-	}{{"plain", false, 25}, {"delta", true, 120}}
+		name     string
+		encoding string
+		delta    bool
+	}{
+		{"json", "json", false},
+		{"json+delta", "json", true},
+		{"protobuf", "protobuf", false},
+		{"protobuf+delta", "protobuf", true},
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { testSDK(t, tt.delta, tt.live) })
+		t.Run(tt.name, func(t *testing.T) { testSDK(t, tt.encoding, tt.delta) })
 	}
 }
 
@@ -52,11 +64,44 @@ func sdkValue(seq int) string {
 		seq, 2.0+float64(seq%7)/100, 3.0-float64(seq%5)/100, strings.Repeat("stable text ", 20))
 }
 
-func testSDK(t *testing.T, withDelta bool, live int) {
+// sdkEvent is one line printed by tests/js/sdk.mjs.
+type sdkEvent struct {
+	Event    string         `json:"event"`
+	Data     map[string]any `json:"data"`
+	Offset   uint64         `json:"offset"`
+	Epoch    string         `json:"epoch"`
+	Code     int            `json:"code"`
+	Msg      string         `json:"msg"`
+	Message  string         `json:"message"`
+	Offsets  []uint64       `json:"offsets"`
+	Seqs     []float64      `json:"seqs"`
+	Protocol string         `json:"protocol"`
+	// subscribed
+	Recoverable     bool `json:"recoverable"`
+	Recovered       bool `json:"recovered"`
+	WasRecovering   bool `json:"was_recovering"`
+	HasRecoveredPub bool `json:"has_recovered_publications"`
+	// bet
+	Reply map[string]any `json:"reply"`
+	Raw   string         `json:"raw"`
+	Bytes bool           `json:"bytes"`
+	// done
+	Frames struct{ Text, Binary int } `json:"frames"`
+
+	line string // as printed
+}
+
+func testSDK(t *testing.T, encoding string, withDelta bool) {
+	const (
+		live        = 120 // live updates after the cached value
+		recover     = 20  // produced while the SDK's socket is down
+		historySize = 200
+		betID       = "sdk-bet-1"
+		user        = "sdk-user"
+	)
 	dir := jsTestDir(t)
-	kafka := newKafka(t)
-	cfg := testConfig(kafka.ListenAddrs())
-	const historySize = 8
+	kafka := newBetsKafka(t)
+	cfg := betsConfig(kafka.ListenAddrs())
 	cfg.Channels.HistorySize = historySize
 	r := startRelay(t, cfg)
 	prod := newProducer(t, kafka.ListenAddrs())
@@ -66,11 +111,16 @@ func testSDK(t *testing.T, withDelta bool, live int) {
 
 	cmd := exec.Command("node", "sdk.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "CHANNEL="+ch, fmt.Sprintf("LIVE=%d", live))
+	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "CHANNEL="+ch, "ENCODING="+encoding,
+		"LIVE="+strconv.Itoa(live), "RECOVER="+strconv.Itoa(recover), "TOKEN="+token(t, user, time.Hour), "BET_ID="+betID)
 	if withDelta {
 		cmd.Env = append(cmd.Env, "DELTA=1")
 	}
 	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -80,94 +130,179 @@ func testSDK(t *testing.T, withDelta bool, live int) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 
-	type event struct {
-		Event   string         `json:"event"`
-		Data    map[string]any `json:"data"`
-		Offset  uint64         `json:"offset"`
-		Code    int            `json:"code"`
-		Recover bool           `json:"recoverable"`
-		Msg     string         `json:"msg"`
-		Offsets []uint64       `json:"offsets"`
-	}
-	events := make(chan event)
+	events := make(chan sdkEvent)
 	go func() {
 		defer close(events)
 		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			var e event
+			var e sdkEvent
 			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 				t.Errorf("sdk.mjs printed %q", sc.Text())
 				continue
 			}
+			e.line = sc.Text()
 			events <- e
 		}
 	}()
 
-	offsets := []uint64{uint64(cached) + 1}
-	var seqs []float64
-	var gotOffsets []uint64
-	seen := map[string]event{}
-	timeout := time.After(40 * time.Second)
+	offsets := []uint64{uint64(cached) + 1} // of every publication produced, in order
+	var (
+		seqs       []float64
+		gotOffsets []uint64
+		subscribed []sdkEvent
+		bets       []sdkEvent
+		dropped    sdkEvent
+		last       []string // the latest events, for failure messages
+	)
+	seen := map[string]sdkEvent{}
+	timeout := time.After(60 * time.Second)
 	for done := false; !done; {
 		select {
 		case e, ok := <-events:
 			if !ok {
-				t.Fatalf("sdk.mjs exited early; seen %v", seen)
+				t.Fatalf("sdk.mjs exited early; last events:\n%s", strings.Join(last, "\n"))
 			}
 			seen[e.Event] = e
+			if last = append(last, e.line); len(last) > 8 {
+				last = last[1:]
+			}
 			switch e.Event {
 			case "subscribed":
-				for i := 1; i <= live; i++ {
-					offsets = append(offsets, uint64(produce(t, prod, "odds", ch, sdkValue(i)))+1)
+				subscribed = append(subscribed, e)
+				if len(subscribed) == 1 {
+					for i := 1; i <= live; i++ {
+						offsets = append(offsets, uint64(produce(t, prod, "odds", ch, sdkValue(i)))+1)
+					}
 				}
 			case "publication":
-				seqs = append(seqs, e.Data["seq"].(float64))
+				seq, _ := e.Data["seq"].(float64)
 				var want map[string]any
-				json.Unmarshal([]byte(sdkValue(int(e.Data["seq"].(float64)))), &want)
+				json.Unmarshal([]byte(sdkValue(int(seq))), &want)
 				if fmt.Sprint(want) != fmt.Sprint(e.Data) {
-					t.Fatalf("value %v, want %v", e.Data, want)
+					t.Fatalf("publication %d (offset %d): value %v, want %v", len(seqs), e.Offset, e.Data, want)
 				}
+				seqs = append(seqs, seq)
 				gotOffsets = append(gotOffsets, e.Offset)
 			case "history":
-				if want := offsets[len(offsets)-historySize:]; fmt.Sprint(e.Offsets) != fmt.Sprint(want) || e.Offset != offsets[len(offsets)-1] || e.Data["seq"] != float64(live) {
+				want := offsets[max(0, len(offsets)-historySize):]
+				if fmt.Sprint(e.Offsets) != fmt.Sprint(want) || e.Offset != offsets[len(offsets)-1] || e.Data["seq"] != float64(live) {
 					t.Fatalf("history: publications at %v, position %d, newest %v; want %v, %d, seq %d", e.Offsets, e.Offset, e.Data, want, offsets[len(offsets)-1], live)
 				}
+				for i, s := range e.Seqs {
+					if s != float64(i) {
+						t.Fatalf("history seqs %v, want 0..%d", e.Seqs, live)
+					}
+				}
+			case "bet":
+				bets = append(bets, e)
+			case "bet_error":
+				t.Fatalf("rpc bet: error %d %q", e.Code, e.Message)
+			case "dropped":
+				// The SDK's socket is gone and its reconnect held: what is
+				// produced now must come back by recovery.
+				dropped = e
+				if e.Offset != offsets[len(offsets)-1] {
+					t.Fatalf("dropped at offset %d, want %d (the last one produced)", e.Offset, offsets[len(offsets)-1])
+				}
+				for i := live + 1; i <= live+recover; i++ {
+					offsets = append(offsets, uint64(produce(t, prod, "odds", ch, sdkValue(i)))+1)
+				}
+				r.waitCached(t, ch, int64(offsets[len(offsets)-1]-1))
+				if _, err := io.WriteString(stdin, "resume\n"); err != nil {
+					t.Fatal(err)
+				}
 			case "fail":
-				t.Fatalf("sdk.mjs: %s", e.Msg)
+				t.Fatalf("sdk.mjs: %s; last events:\n%s", e.Msg, strings.Join(last, "\n"))
 			case "done":
 				done = true
 			}
 		case <-timeout:
-			t.Fatalf("timed out; events seen: %v", seen)
+			t.Fatalf("timed out; %d publications, last events:\n%s", len(seqs), strings.Join(last, "\n"))
 		}
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("sdk.mjs: %v", err)
 	}
-	if seen["history"].Event == "" {
-		t.Fatal("sdk.mjs printed no history")
+
+	if seen["connected"].Event == "" {
+		t.Error("sdk.mjs printed no connected")
 	}
-	if len(seqs) != live+1 || fmt.Sprint(gotOffsets) != fmt.Sprint(offsets) {
-		t.Fatalf("publications seq %v offsets %v, want seq 0..%d at offsets %v", seqs, gotOffsets, live, offsets)
+	wantProto := map[string]string{"json": "", "protobuf": "centrifuge-protobuf"}[encoding]
+	if got := seen["connected"].Protocol; got != wantProto {
+		t.Errorf("negotiated subprotocol %q, want %q", got, wantProto)
+	}
+	if f := seen["done"].Frames; encoding == "json" && f.Binary != 0 || encoding == "protobuf" && f.Text != 0 {
+		t.Errorf("%s: the relay sent %d text and %d binary frames", encoding, f.Text, f.Binary)
+	}
+	if seen["history"].Event == "" {
+		t.Error("sdk.mjs printed no history")
+	}
+	if dropped.Event == "" {
+		t.Error("sdk.mjs never dropped its socket")
+	}
+	if len(seqs) != live+recover+1 || fmt.Sprint(gotOffsets) != fmt.Sprint(offsets) {
+		t.Fatalf("publications seq %v offsets %v, want seq 0..%d at offsets %v", seqs, gotOffsets, live+recover, offsets)
 	}
 	for i, s := range seqs {
 		if s != float64(i) {
 			t.Fatalf("publications out of order: %v", seqs)
 		}
 	}
+
+	// Subscribed once, then again after the dropped socket, recovered.
+	if len(subscribed) != 2 {
+		t.Fatalf("subscribed %d times, want 2 (subscribe, recovery): %+v", len(subscribed), subscribed)
+	}
+	if s := subscribed[0]; !s.Recoverable || s.Offset != uint64(cached)+1 || s.Epoch == "" {
+		t.Errorf("subscribed %+v: want recoverable at offset %d with an epoch", s, cached+1)
+	}
+	if s := subscribed[1]; !s.WasRecovering || !s.Recovered || !s.HasRecoveredPub || s.Epoch != subscribed[0].Epoch {
+		t.Errorf("after the dropped socket: subscribed %+v, want was_recovering, recovered, recovered publications, epoch %q", s, subscribed[0].Epoch)
+	}
+
+	// The bet: its reply names the record in Kafka; the retry gets the same
+	// reply and makes no second record.
+	if len(bets) != 2 {
+		t.Fatalf("%d bet replies, want 2", len(bets))
+	}
+	if fmt.Sprint(bets[0].Reply) != fmt.Sprint(bets[1].Reply) || encoding == "protobuf" && bets[0].Raw != bets[1].Raw {
+		t.Errorf("retry answered %s, first %s", bets[1].Raw, bets[0].Raw)
+	}
+	if bets[0].Bytes != (encoding == "protobuf") {
+		t.Errorf("%s: rpc reply data as bytes: %v", encoding, bets[0].Bytes)
+	}
+	// The reply came after Kafka's ack: the topic's end offsets already
+	// count every record the relay produced.
+	recs := topicRecords(t, kafka.ListenAddrs(), "bets")
+	if len(recs) != 1 {
+		t.Fatalf("%d records in the bets topic, want 1", len(recs))
+	}
+	_, body := r.get(t, "/metrics")
+	if a, d := metric(body, `edgerelay_bets_total{result="accepted"}`), metric(body, `edgerelay_bets_total{result="duplicate"}`); a != 1 || d != 1 {
+		t.Errorf("bets counted accepted %v, duplicate %v; want 1 and 1:\n%s", a, d, grep(body, "edgerelay_bets_total"))
+	}
+	rep, rec := bets[0].Reply, recs[0]
+	if rep["bet_id"] != betID || rep["topic"] != "bets" || rep["partition"] != float64(rec.Partition) || rep["offset"] != float64(rec.Offset) ||
+		header(rec, "bet-id") != betID || header(rec, "user") != user {
+		t.Errorf("bet reply %s; record at %s/%d/%d, headers %v", bets[0].Raw, rec.Topic, rec.Partition, rec.Offset, rec.Headers)
+	}
+	var v struct {
+		Bet map[string]any
+	}
+	if json.Unmarshal(rec.Value, &v); v.Bet["note"] != "opaque to the relay" || v.Bet["channel"] != ch {
+		t.Errorf("bet record value %s", rec.Value)
+	}
+
 	// The SDK runs on npm ws, which offers permessage-deflate: full
 	// payloads (over 128 bytes) must have gone compressed.
-	_, body := r.get(t, "/metrics")
 	const written = "edgerelay_publication_bytes_written_total"
-	want := written + `{compression="deflate",variant="full"}`
+	want := written + `{compression="deflate",encoding="` + encoding + `",variant="full"}`
 	if withDelta {
-		want = written + `{compression="none",variant="delta_patch"}`
+		want = written + `{compression="none",encoding="` + encoding + `",variant="delta_patch"}`
 	}
 	if metric(body, want) <= 0 {
 		t.Errorf("no bytes counted for %s:\n%s", want, grep(body, written))
-	}
-	if !seen["subscribed"].Recover {
-		t.Error("subscription not recoverable")
 	}
 	if got := seen["bad_unsubscribed"].Code; got != 107 {
 		t.Errorf("invalid channel: unsubscribed with code %d, want 107", got)

@@ -200,7 +200,7 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	if c.deflate {
 		sub.form |= formDeflate
 	}
-	compact := req.Flag&protocol.FlagChannelCompaction != 0
+	compact := req.Flag&protocol.FlagChannelCompaction != 0 && c.codec.ChannelIDs()
 	if compact {
 		sub.form |= formCompact
 	}

@@ -49,6 +49,9 @@ type Codec interface {
 	// Binary reports whether the codec's messages travel in binary
 	// WebSocket frames (else text frames).
 	Binary() bool
+	// ChannelIDs reports whether pushes may carry a channel's numeric id
+	// in place of its name (channel compaction, subscribe flag 1).
+	ChannelIDs() bool
 	// DecodeCommands decodes every command of one client message and
 	// calls fn for each, in order, stopping at fn's first error. A message
 	// that cannot be decoded stops with an error wrapping ErrMalformed;

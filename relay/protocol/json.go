@@ -17,6 +17,7 @@ type jsonCodec struct{}
 
 func (jsonCodec) Encoding() Encoding { return EncodingJSON }
 func (jsonCodec) Binary() bool       { return false }
+func (jsonCodec) ChannelIDs() bool   { return true }
 
 // ErrMalformed wraps every error DecodeCommands returns.
 var ErrMalformed = errors.New("protocol: malformed command")

@@ -34,6 +34,13 @@ type protobufCodec struct{}
 func (protobufCodec) Encoding() Encoding { return EncodingProtobuf }
 func (protobufCodec) Binary() bool       { return true }
 
+// ChannelIDs is false: the Protobuf build of the JS SDK (npm centrifuge
+// 5.8.0) decodes the int64 ids as Long objects and matches a push to its
+// subscription with ===, which never holds, so it would drop every push
+// that carries an id (TestCentrifugeSDK/protobuf). Pushes name the
+// channel; the subscribe flag is ignored.
+func (protobufCodec) ChannelIDs() bool { return false }
+
 // The server's ping in Protobuf: an empty Reply, delimited.
 var protobufPing = []byte{0}
 
