@@ -282,12 +282,13 @@ func (c *conn) forgetHeldLocked() {
 
 // conflatedCounter is the counter of channel's updates replaced in a write
 // queue because the node fell behind, or nil if they never are
-// (overload.deliver_all).
-func (s *Server) conflatedCounter(channel string) prometheus.Counter {
+// (overload.deliver_all). fromKafka: the channel has a Kafka record (see
+// namespaceLabels).
+func (s *Server) conflatedCounter(channel string, fromKafka bool) prometheus.Counter {
 	if !s.conflates(channel) {
 		return nil
 	}
-	return s.metrics.overloadConflated.WithLabelValues(namespace(channel), "connection")
+	return s.metrics.overloadConflated.WithLabelValues(s.metrics.namespaces.of(channel, fromKafka), "connection")
 }
 
 // conflates says whether updates of channel may replace each other when
@@ -299,15 +300,6 @@ func (s *Server) conflates(channel string) bool {
 		}
 	}
 	return true
-}
-
-// namespace is a channel name's first segment, the label of per-namespace
-// metrics.
-func namespace(channel string) string {
-	if i := strings.IndexByte(channel, ':'); i >= 0 {
-		return channel[:i]
-	}
-	return channel
 }
 
 // replaceLocked puts f, a self-contained frame, in place of the channel's

@@ -108,7 +108,7 @@ func BenchmarkBehindDeliver(b *testing.B) {
 	for i := range conns {
 		ch := fmt.Sprintf("odds:%d", i%channels)
 		c := &conn{srv: s, fd: 1 << 20, writer: w, scheduled: true}
-		sub := &subscription{c: c, channel: ch, conflated: s.conflatedCounter(ch)}
+		sub := &subscription{c: c, channel: ch, conflated: s.conflatedCounter(ch, true)}
 		if err := s.hub.Subscribe(ch, sub, nil); err != nil {
 			b.Fatal(err)
 		}

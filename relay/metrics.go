@@ -16,7 +16,8 @@ import (
 // metrics are the relay's Prometheus collectors, on a registry of their own
 // (no global state). docs/operations.md lists them.
 type metrics struct {
-	reg *prometheus.Registry
+	reg        *prometheus.Registry
+	namespaces namespaceLabels // per-namespace label values, bounded
 
 	connections     prometheus.Gauge
 	accepted        *prometheus.CounterVec // by encoding
@@ -157,6 +158,6 @@ func (m *metrics) OnLag(topic string, partition int32, lag int64, age time.Durat
 func codeLabel(code ws.StatusCode) string { return strconv.Itoa(int(code)) }
 
 func (m *metrics) OnConflated(channel string) {
-	m.overloadConflated.WithLabelValues(namespace(channel), "hub").Inc()
+	m.overloadConflated.WithLabelValues(m.namespaces.of(channel, true), "hub").Inc()
 	m.overloadConflatedN.Add(1)
 }

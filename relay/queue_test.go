@@ -269,7 +269,7 @@ func newQueueConn(t *testing.T, channel string, form fanout.Form) (*Server, *con
 		t.Fatal(err)
 	}
 	c := &conn{srv: s, fd: -1, writer: newWriter(s)}
-	sub := &subscription{c: c, channel: channel, form: form, conflated: s.conflatedCounter(channel)}
+	sub := &subscription{c: c, channel: channel, form: form, conflated: s.conflatedCounter(channel, true)}
 	if err := s.hub.Subscribe(channel, sub, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -193,7 +193,7 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
 		return
 	}
-	sub := &subscription{c: c, channel: req.Channel, form: formPlain | encodingForm(c.codec), conflated: c.srv.conflatedCounter(req.Channel)}
+	sub := &subscription{c: c, channel: req.Channel, form: formPlain | encodingForm(c.codec)}
 	if req.Delta == "fossil" {
 		sub.form |= formDeltaFull
 	}
@@ -205,6 +205,9 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		sub.form |= formCompact
 	}
 	err := c.srv.hub.Subscribe(req.Channel, sub, func(st *fanout.State) {
+		// Set before the hub's first Deliver to sub, which waits for this
+		// callback; only a channel with a record names a namespace label.
+		sub.conflated = c.srv.conflatedCounter(req.Channel, st.Last != nil)
 		last := st.Last
 		res := subscribeResult(req, st, c.maxReplyData())
 		if compact {
