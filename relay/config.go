@@ -59,6 +59,11 @@ type HTTPConfig struct {
 	WriteTimeout      time.Duration `yaml:"write_timeout"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	MaxHeaderBytes    ByteSize      `yaml:"max_header_bytes"`
+	// RatePerAddress bounds /v1/ requests per second per client address
+	// (IPv6: per /64), in bursts of BurstPerAddress; 0: no limit. Behind
+	// a proxy that hides client addresses, every client shares one.
+	RatePerAddress  float64 `yaml:"rate_per_address"`
+	BurstPerAddress int     `yaml:"burst_per_address"`
 }
 
 // OverloadConfig is what the node does when it cannot write every update
@@ -171,6 +176,8 @@ func DefaultConfig() Config {
 			WriteTimeout:      60 * time.Second, // a 30 s CPU profile must fit
 			IdleTimeout:       60 * time.Second,
 			MaxHeaderBytes:    16 << 10,
+			RatePerAddress:    50,
+			BurstPerAddress:   100,
 		},
 		WebSocket: WebSocketConfig{
 			Path:              "/connection/websocket",
@@ -253,6 +260,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxHeaderBytes < 1<<10 || c.HTTP.MaxHeaderBytes > 1<<20 {
 		bad("http.max_header_bytes", "must be between 1KiB and 1MiB")
+	}
+	if c.HTTP.RatePerAddress < 0 || (c.HTTP.RatePerAddress > 0 && c.HTTP.BurstPerAddress < 1) {
+		bad("http.rate_per_address", "must be 0 (no limit) or positive, with http.burst_per_address at least 1")
 	}
 	ws := c.WebSocket
 	if !strings.HasPrefix(ws.Path, "/") || strings.HasPrefix(ws.Path, "/v1/") {

@@ -174,3 +174,37 @@ func TestStrictHandshake(t *testing.T) {
 		})
 	}
 }
+
+// TestRESTRateLimit: past http.rate_per_address an address gets 429 with
+// Retry-After; another address is not held back.
+func TestRESTRateLimit(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.HTTP.RatePerAddress, cfg.HTTP.BurstPerAddress = 0.01, 5 // no refill to speak of during the test
+	r := startRelay(t, cfg)
+	get := func(from string) *http.Response {
+		t.Helper()
+		cl := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}}
+		resp, err := cl.Get("http://" + r.addr + "/v1/channels?prefix=odds:")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for i := 0; i < 5; i++ {
+		if resp := get("127.0.0.1"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %s", i, resp.Status)
+		}
+	}
+	if resp := get("127.0.0.1"); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("request past the burst: %s, Retry-After %q; want 429 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	if resp := get("127.0.0.2"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("another address: %s", resp.Status)
+	}
+	if _, body := r.get(t, "/metrics"); metric(body, "edgerelay_http_rate_limited_total") != 1 {
+		t.Errorf("rate limit not counted:\n%s", grep(body, "rate_limited"))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -80,6 +81,43 @@ func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
 		out[i].Subscribers = &n
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"channels": out})
+}
+
+// maxRateAddresses bounds the client addresses whose REST rate buckets are
+// held at once.
+const maxRateAddresses = 100_000
+
+// limitREST wraps a /v1/ handler with the per-address rate limit
+// (http.rate_per_address): past it, 429 with Retry-After.
+func (s *Server) limitREST(h http.HandlerFunc) http.HandlerFunc {
+	l := s.restLimits
+	if l == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !l.Allow(addressKey(r.RemoteAddr), time.Now()) {
+			s.metrics.restRateLimited.Inc()
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusTooManyRequests, errorView{fmt.Sprintf("more than %g requests per second from this address (http.rate_per_address)", s.cfg.HTTP.RatePerAddress)})
+			return
+		}
+		h(w, r)
+	}
+}
+
+// addressKey is the rate-limit key of a remote address: the IP, or for
+// IPv6 its /64 (one host may hold a whole /64).
+func addressKey(remote string) string {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return remote
+	}
+	a := ap.Addr().Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ import (
 	"github.com/edgerelay/edgerelay/relay/bets"
 	"github.com/edgerelay/edgerelay/relay/ingest"
 	"github.com/edgerelay/edgerelay/relay/protocol"
+	"github.com/edgerelay/edgerelay/relay/ratelimit"
 )
 
 // Version is the relay's version, reported in connect replies; set at build
@@ -54,6 +55,8 @@ type Server struct {
 	// overloaded: connections waited past overload.unready_after for a
 	// writer in the last heartbeat period (/readyz says so).
 	overloaded atomic.Bool
+	// restLimits is the per-address rate limit of /v1/ (nil: none).
+	restLimits *ratelimit.Limiter
 	// heartbeat goroutine only
 	shedding      bool
 	lastConflated uint64
@@ -249,8 +252,11 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
-	s.mux.HandleFunc("GET /v1/channels/{name}", s.handleChannel)
-	s.mux.HandleFunc("GET /v1/channels", s.handleChannels)
+	if s.cfg.HTTP.RatePerAddress > 0 {
+		s.restLimits = ratelimit.New(s.cfg.HTTP.RatePerAddress, s.cfg.HTTP.BurstPerAddress, maxRateAddresses)
+	}
+	s.mux.HandleFunc("GET /v1/channels/{name}", s.limitREST(s.handleChannel))
+	s.mux.HandleFunc("GET /v1/channels", s.limitREST(s.handleChannels))
 	if s.cfg.Debug {
 		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -344,6 +350,9 @@ func (s *Server) heartbeat(ctx context.Context) {
 		s.checkOverload(tick)
 		if s.desk != nil {
 			s.desk.Sweep(time.Unix(0, now))
+		}
+		if s.restLimits != nil {
+			s.restLimits.Sweep(time.Unix(0, now))
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/protocol"
+	"github.com/edgerelay/edgerelay/relay/ratelimit"
 	"github.com/edgerelay/edgerelay/relay/units"
 )
 
@@ -192,9 +193,9 @@ type Desk struct {
 	// order holds entries oldest first (from head), for Sweep and the
 	// DedupMaxEntries bound; an element whose key now maps to another
 	// entry is skipped.
-	order   []*entry
-	head    int
-	buckets map[string]*bucket
+	order  []*entry
+	head   int
+	limits *ratelimit.Limiter // per user
 }
 
 type suspMemo struct {
@@ -209,11 +210,6 @@ type entry struct {
 	result  Result
 	expires time.Time
 	waiters []Done
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
 }
 
 // NewDesk builds a Desk producing with the given client options (brokers,
@@ -231,7 +227,7 @@ func NewDesk(cfg Config, kopts []kgo.Opt, node string, hooks Hooks) (*Desk, erro
 		return nil, fmt.Errorf("bets: %w", err)
 	}
 	return &Desk{cfg: cfg, node: node, client: cl, hooks: hooks, seed: maphash.MakeSeed(),
-		entries: map[string]*entry{}, buckets: map[string]*bucket{}}, nil
+		entries: map[string]*entry{}, limits: ratelimit.New(cfg.RatePerUser, cfg.BurstPerUser, maxRateUsers)}, nil
 }
 
 // Close stops the producer, failing what it still holds.
@@ -259,7 +255,7 @@ func (d *Desk) Place(b *Bet, done Done) {
 		}
 		return
 	}
-	if !d.allowLocked(b.User, now) {
+	if !d.limits.Allow(b.User, now) {
 		d.mu.Unlock()
 		d.reject(done, "rate_limited", ErrRateLimited)
 		return
@@ -342,21 +338,9 @@ func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.
 	}
 }
 
-// allowLocked takes a token from user's bucket.
-func (d *Desk) allowLocked(user string, now time.Time) bool {
-	b := d.buckets[user]
-	if b == nil {
-		b = &bucket{tokens: float64(d.cfg.BurstPerUser), last: now}
-		d.buckets[user] = b
-	}
-	b.tokens = min(float64(d.cfg.BurstPerUser), b.tokens+now.Sub(b.last).Seconds()*d.cfg.RatePerUser)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
+// maxRateUsers bounds the users whose rate buckets the desk holds at once
+// (a bucket is a few dozen bytes; users come from verified tokens).
+const maxRateUsers = 1 << 20
 
 // suspended applies the suspension rule to the market's cached value. A
 // market with no cached value cannot be priced: it counts as suspended.
@@ -401,12 +385,7 @@ func (d *Desk) Sweep(now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.trimLocked(func(e *entry) bool { return now.After(e.expires) })
-	full := time.Duration(float64(d.cfg.BurstPerUser) / d.cfg.RatePerUser * float64(time.Second))
-	for u, b := range d.buckets {
-		if now.Sub(b.last) > full {
-			delete(d.buckets, u) // refilled: same as no bucket
-		}
-	}
+	d.limits.Sweep(now)
 }
 
 // trimLocked forgets entries oldest first while more(oldest) holds. It
