@@ -16,6 +16,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
@@ -115,7 +116,7 @@ func (a *acceptor) handshake(nc net.Conn) {
 func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 	s := a.srv
 	var originOK = true
-	var deflate deflateNegotiation
+	var deflate engine.DeflateNegotiation
 	codec := protocol.JSON
 	u := ws.Upgrader{
 		// The encoding: the centrifuge-protobuf subprotocol (echoed in
@@ -148,7 +149,7 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 		},
 	}
 	if s.cfg.WebSocket.Deflate.Enabled {
-		u.Negotiate = deflate.negotiate
+		u.Negotiate = deflate.Negotiate
 	}
 	if _, err := u.Upgrade(pc); err != nil {
 		s.metrics.handshakeErrors.Inc()
@@ -168,7 +169,7 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 		nc.Close()
 		return
 	}
-	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano(), codec: codec, deflate: deflate.accepted, deflateWindow: deflate.window}
+	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano(), codec: codec, deflate: deflate.Accepted, deflateWindow: deflate.Window}
 	rand.Read(c.id[:])
 	c.id[6] = c.id[6]&0x0f | 0x40
 	c.id[8] = c.id[8]&0x3f | 0x80

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
@@ -122,7 +123,7 @@ type subscription struct {
 
 var _ fanout.Subscriber = (*subscription)(nil)
 
-func (s *subscription) delta() bool { return s.form&formKinds == formDeltaFull }
+func (s *subscription) delta() bool { return s.form&engine.FormKinds == engine.FormDeltaFull }
 
 // Deliver queues u for the client (conn.deliver), or, while a frame of the
 // channel is held for the newest value, makes u that value. A priority
@@ -142,8 +143,8 @@ func (s *subscription) Deliver(u *fanout.Update) {
 // the server's deflate window below the message's size.
 func (c *conn) pick(u *fanout.Update, f fanout.Form) *fanout.Frame {
 	fr := u.Frame(f)
-	if c.deflateWindow > 0 && fr != nil && fr.Form&formDeflate != 0 {
-		if plain := u.Frame(f &^ formDeflate); len(framePayload(plain.Bytes)) > c.deflateWindow {
+	if c.deflateWindow > 0 && fr != nil && fr.Form&engine.FormDeflate != 0 {
+		if plain := u.Frame(f &^ engine.FormDeflate); len(engine.FramePayload(plain.Bytes)) > c.deflateWindow {
 			return plain
 		}
 	}
@@ -187,7 +188,7 @@ func (c *conn) deliver(s *subscription, u *fanout.Update) {
 	f := full
 	if s.delta() {
 		if s.base != nil && s.base == u.Prev {
-			if p := c.pick(u, s.form&^formKinds|formPatch); p != nil {
+			if p := c.pick(u, s.form&^engine.FormKinds|engine.FormPatch); p != nil {
 				f = p
 			}
 		}

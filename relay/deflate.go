@@ -6,117 +6,13 @@ import (
 	"io"
 	"sync"
 
-	"github.com/gobwas/httphead"
-	"github.com/gobwas/ws/wsflate"
 	"github.com/klauspost/compress/flate"
-
-	"github.com/edgerelay/edgerelay/fanout"
 )
 
-// permessage-deflate (RFC 7692).
-//
-// The relay accepts the extension only with server_no_context_takeover and
-// client_no_context_takeover. Every message is then compressed on its own,
-// so one compressed update is built once (a fanout form) and the same bytes
-// go to every connection that negotiated deflate, and no connection holds a
-// compressor or a 32 KiB window: memory per connection does not change.
-// The price is a worse ratio on small messages than a per-connection
-// context would give; docs/performance.md has the figures.
-//
-// A client that limits the server's window (server_max_window_bits=N) is
-// sent compressed only messages of at most 2^N bytes: without context
-// takeover no back-reference reaches further back than the message itself.
+// Inflating permessage-deflate client messages (RFC 7692); negotiation and
+// compression are in relay/engine.
 
 var errInflate = errors.New("permessage-deflate data is corrupt")
-
-// deflateNegotiation is the state of one handshake's extension offers.
-type deflateNegotiation struct {
-	accepted bool
-	window   int // bytes; 0: no limit
-}
-
-// negotiate is ws.Upgrader.Negotiate: it accepts the first
-// permessage-deflate offer whose parameters are valid, and declines the
-// rest (RFC 7692 section 5: at most one).
-func (n *deflateNegotiation) negotiate(opt httphead.Option) (httphead.Option, error) {
-	if n.accepted || !bytes.Equal(opt.Name, wsflate.ExtensionNameBytes) {
-		return httphead.Option{}, nil
-	}
-	var offer wsflate.Parameters
-	if err := offer.Parse(opt); err != nil {
-		return httphead.Option{}, nil // an invalid offer is declined, not an error
-	}
-	n.accepted = true
-	if offer.ServerMaxWindowBits.Defined() {
-		n.window = offer.ServerMaxWindowBits.Bytes()
-	}
-	return wsflate.Parameters{
-		ServerNoContextTakeover: true,
-		ClientNoContextTakeover: true,
-		ServerMaxWindowBits:     offer.ServerMaxWindowBits,
-	}.Option(), nil
-}
-
-// deflater compresses one message at a time; pooled per Server.
-type deflater struct {
-	w   *flate.Writer
-	buf bytes.Buffer
-}
-
-// compressFrame returns payload as one compressed frame (RSV1 set) with
-// header byte head (headText or headBinary), or nil when payload is below
-// websocket.deflate.min_bytes or compressing would not make it smaller.
-// Safe for concurrent use.
-func (s *Server) compressFrame(head byte, payload []byte) []byte {
-	if len(payload) < int(s.cfg.WebSocket.Deflate.MinBytes) {
-		return nil
-	}
-	d, _ := s.deflaters.Get().(*deflater)
-	if d == nil {
-		d = &deflater{}
-		d.w, _ = flate.NewWriter(&d.buf, s.cfg.WebSocket.Deflate.Level) // level validated by Config
-	}
-	defer s.deflaters.Put(d)
-	d.buf.Reset()
-	d.w.Reset(&d.buf)
-	d.w.Write(payload) // writes to a bytes.Buffer do not fail
-	d.w.Flush()
-	// A sync flush ends with an empty stored block, 00 00 ff ff, which the
-	// RFC says to leave out.
-	z := d.buf.Bytes()
-	z = z[:len(z)-4]
-	if len(z) >= len(payload) {
-		return nil
-	}
-	b := make([]byte, maxHeader+len(z))
-	copy(b[maxHeader:], z)
-	return finishFrame(b, head|headCompressed)
-}
-
-// deflateFrame is the encoder of the formDeflate forms: plain compressed,
-// or plain itself (shared, and still labelled uncompressed) when it is
-// below websocket.deflate.min_bytes or would not shrink.
-func (s *Server) deflateFrame(plain *fanout.Frame, f fanout.Form) *fanout.Frame {
-	if plain == nil {
-		return nil
-	}
-	z := s.compressFrame(plain.Bytes[0], framePayload(plain.Bytes))
-	if z == nil {
-		return plain
-	}
-	return &fanout.Frame{Bytes: z, Pub: plain.Pub, Form: f}
-}
-
-// framePayload returns the payload of an unmasked server frame.
-func framePayload(frame []byte) []byte {
-	switch frame[1] & 0x7f {
-	case 126:
-		return frame[4:]
-	case 127:
-		return frame[10:]
-	}
-	return frame[2:]
-}
 
 // inflateTail ends a message's compressed data: the 00 00 ff ff the sender
 // left out, then an empty final block so the reader stops cleanly.

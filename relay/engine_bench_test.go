@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 )
 
 // BenchmarkSocketFanout measures the whole publish path on real sockets:
@@ -30,7 +31,7 @@ func BenchmarkSocketFanout(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			frame := textFrame([]byte(`{"push":{"channel":"odds:bench","pub":{"data":{"odds":[2.1,3.4,3.9],"pad":"` + strings.Repeat("x", 200) + `"},"offset":1}}}`))
+			frame := engine.MessageFrame(engine.HeadText, []byte(`{"push":{"channel":"odds:bench","pub":{"data":{"odds":[2.1,3.4,3.9],"pad":"`+strings.Repeat("x", 200)+`"},"offset":1}}}`))
 			s.hub = fanout.New(fanout.Config{Encoder: func(u *fanout.Update, _ fanout.Form) *fanout.Frame {
 				return &fanout.Frame{Bytes: frame, Pub: u.Pub}
 			}})

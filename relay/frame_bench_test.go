@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 )
 
 // formSubscriber asks every update for one form, as a connection would.
@@ -33,14 +34,14 @@ func BenchmarkEncodeForms(b *testing.B) {
 		name string
 		form fanout.Form
 	}{
-		{"full", formPlain | formCompact},
-		{"deflate", formPlain | formCompact | formDeflate},
-		{"delta", formPatch | formCompact},
-		{"delta+deflate", formPatch | formCompact | formDeflate},
-		{"pb/full", formProtobuf | formPlain | formCompact},
-		{"pb/deflate", formProtobuf | formPlain | formCompact | formDeflate},
-		{"pb/delta", formProtobuf | formPatch | formCompact},
-		{"pb/delta+deflate", formProtobuf | formPatch | formCompact | formDeflate},
+		{"full", engine.FormPlain | formCompact},
+		{"deflate", engine.FormPlain | formCompact | engine.FormDeflate},
+		{"delta", engine.FormPatch | formCompact},
+		{"delta+deflate", engine.FormPatch | formCompact | engine.FormDeflate},
+		{"pb/full", formProtobuf | engine.FormPlain | formCompact},
+		{"pb/deflate", formProtobuf | engine.FormPlain | formCompact | engine.FormDeflate},
+		{"pb/delta", formProtobuf | engine.FormPatch | formCompact},
+		{"pb/delta+deflate", formProtobuf | engine.FormPatch | formCompact | engine.FormDeflate},
 	}
 	for _, size := range []int{300, 1000, 2000} {
 		for _, f := range forms {

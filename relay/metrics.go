@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/ingest"
 )
 
@@ -103,11 +104,11 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 	}
 	for _, enc := range []fanout.Form{0, formProtobuf} {
 		encoding := formCodec(enc).Encoding().String()
-		for kind, variant := range map[fanout.Form]string{formPlain: "full", formDeltaFull: "delta_full", formPatch: "delta_patch"} {
+		for kind, variant := range map[fanout.Form]string{engine.FormPlain: "full", engine.FormDeltaFull: "delta_full", engine.FormPatch: "delta_patch"} {
 			for _, compact := range []fanout.Form{0, formCompact} {
 				f := enc | kind | compact
 				m.formBytes[f] = m.bytesByVariant.WithLabelValues(encoding, variant, "none")
-				m.formBytes[f|formDeflate] = m.bytesByVariant.WithLabelValues(encoding, variant, "deflate")
+				m.formBytes[f|engine.FormDeflate] = m.bytesByVariant.WithLabelValues(encoding, variant, "deflate")
 			}
 		}
 	}

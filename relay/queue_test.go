@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 )
 
 // TestQueueFixedFrames: frames in a writev under way, or partly written,
@@ -122,15 +123,15 @@ func TestReplaceLatest(t *testing.T) {
 // queued update, it gets the full payload. Compact and deflate
 // subscriptions get the same choice in their own envelope.
 func TestDeltaSubscriptionForms(t *testing.T) {
-	for _, extra := range []fanout.Form{0, formCompact, formDeflate, formCompact | formDeflate} {
+	for _, extra := range []fanout.Form{0, formCompact, engine.FormDeflate, formCompact | engine.FormDeflate} {
 		t.Run(fmt.Sprintf("form=%d", extra), func(t *testing.T) {
 			s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			s.cfg.WebSocket.SoftQueueBytes = 1 << 10
-			c := &conn{srv: s, fd: -1, writer: newWriter(s), deflate: extra&formDeflate != 0} // fd -1: nothing is scheduled or written
-			sub := &subscription{c: c, channel: "odds:a", form: formDeltaFull | extra}
+			c := &conn{srv: s, fd: -1, writer: newWriter(s), deflate: extra&engine.FormDeflate != 0} // fd -1: nothing is scheduled or written
+			sub := &subscription{c: c, channel: "odds:a", form: engine.FormDeltaFull | extra}
 			if err := s.hub.Subscribe("odds:a", sub, nil); err != nil {
 				t.Fatal(err)
 			}
@@ -142,12 +143,12 @@ func TestDeltaSubscriptionForms(t *testing.T) {
 			publish(2) // base 1: patch
 			sub.base = &fanout.Publication{}
 			publish(3) // the client holds something else: full
-			want := []fanout.Form{formDeltaFull, formPatch, formDeltaFull}
+			want := []fanout.Form{engine.FormDeltaFull, engine.FormPatch, engine.FormDeltaFull}
 			for i, f := range c.queue {
-				if f.Form&formKinds != want[i] || f.Form&formCompact != extra&formCompact {
+				if f.Form&engine.FormKinds != want[i] || f.Form&formCompact != extra&formCompact {
 					t.Fatalf("frame %d is form %d, want kind %d and %d", i, f.Form, want[i], extra)
 				}
-				if deflated := f.Form&formDeflate != 0; deflated != (extra&formDeflate != 0) && f.Form&formKinds != formPatch {
+				if deflated := f.Form&engine.FormDeflate != 0; deflated != (extra&engine.FormDeflate != 0) && f.Form&engine.FormKinds != engine.FormPatch {
 					t.Fatalf("frame %d is form %d: deflated %v", i, f.Form, deflated)
 				}
 			}
@@ -155,7 +156,7 @@ func TestDeltaSubscriptionForms(t *testing.T) {
 			// the newest, in full form even though a patch would apply.
 			c.queued = 2 << 10
 			publish(4)
-			if last := c.queue[len(c.queue)-1]; len(c.queue) != 1 || last.Pub.Pos.Offset != 4 || last.Form&formKinds != formDeltaFull {
+			if last := c.queue[len(c.queue)-1]; len(c.queue) != 1 || last.Pub.Pos.Offset != 4 || last.Form&engine.FormKinds != engine.FormDeltaFull {
 				t.Fatalf("after conflation: %d frames, last form %d offset %d", len(c.queue), last.Form, last.Pub.Pos.Offset)
 			}
 		})
@@ -207,9 +208,9 @@ func TestOverloadConflation(t *testing.T) {
 		{"being written", "odds:a", written, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			form := formPlain
+			form := engine.FormPlain
 			if tt.delta {
-				form = formDeltaFull
+				form = engine.FormDeltaFull
 			}
 			s, c, sub := newQueueConn(t, tt.channel, form)
 			c.scheduled = tt.state == scheduled || tt.state == writerBehind
@@ -228,7 +229,7 @@ func TestOverloadConflation(t *testing.T) {
 			for i, f := range c.queue {
 				got = append(got, f.Pub.Pos.Offset)
 				// offsets are consecutive: a patch applies to offset-1
-				if f.Form&formKinds == formPatch && (i == 0 || c.queue[i-1].Pub.Pos.Offset != f.Pub.Pos.Offset-1) {
+				if f.Form&engine.FormKinds == engine.FormPatch && (i == 0 || c.queue[i-1].Pub.Pos.Offset != f.Pub.Pos.Offset-1) {
 					t.Errorf("offset %d queued as a patch against a base the client will not hold", f.Pub.Pos.Offset)
 				}
 			}
@@ -312,7 +313,7 @@ func TestHeldFrames(t *testing.T) {
 		{"nothing after the close frame", "3 close 4", "3 r", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s, c, sub := newQueueConn(t, ch, formPlain)
+			s, c, sub := newQueueConn(t, ch, engine.FormPlain)
 			c.scheduled, c.scheduledAt = true, int64(time.Hour-30*time.Millisecond)
 			publishOffset(s, ch, 1, false)
 			publishOffset(s, ch, 2, false) // replaces 1, held

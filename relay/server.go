@@ -20,6 +20,7 @@ import (
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/auth"
 	"github.com/edgerelay/edgerelay/relay/bets"
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/ingest"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
@@ -58,7 +59,7 @@ type Server struct {
 	shedding      bool
 	lastConflated uint64
 
-	deflaters sync.Pool // *deflater at websocket.deflate.level
+	compressor *engine.Compressor // websocket.deflate: the encoder's and the replies'
 
 	verifier *auth.Verifier // nil: tokens are not checked
 	desk     *bets.Desk     // nil: bets are off
@@ -70,6 +71,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, conns: map[*conn]struct{}{}, mux: http.NewServeMux()}
+	var err error
+	if s.compressor, err = engine.NewCompressor(cfg.WebSocket.Deflate.Level, int(cfg.WebSocket.Deflate.MinBytes)); err != nil {
+		return nil, err
+	}
 	s.hub = fanout.New(fanout.Config{
 		Encoder:        s.encodeForm,
 		MaxChannels:    cfg.Channels.MaxChannels,
@@ -80,7 +85,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
 	if cfg.Auth.enabled() {
-		var err error
 		if s.verifier, err = newVerifier(cfg.Auth); err != nil {
 			return nil, err
 		}
@@ -318,7 +322,7 @@ func (s *Server) heartbeat(ctx context.Context) {
 	defer t.Stop()
 	var pings [2][]byte // by protocol.Encoding
 	for _, codec := range []protocol.Codec{protocol.JSON, protocol.Protobuf} {
-		pings[codec.Encoding()] = messageFrame(messageHead(codec), codec.Ping())
+		pings[codec.Encoding()] = engine.MessageFrame(messageHead(codec), codec.Ping())
 	}
 	var batch []*conn
 	for {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
@@ -48,10 +49,10 @@ func (c *conn) sendNow(payload []byte) {
 	var frame []byte
 	head := messageHead(c.codec)
 	if c.deflate && (c.deflateWindow == 0 || len(payload) <= c.deflateWindow) {
-		frame = c.srv.compressFrame(head, payload)
+		frame = c.srv.compressor.Frame(head, payload)
 	}
 	if frame == nil {
-		frame = messageFrame(head, payload)
+		frame = engine.MessageFrame(head, payload)
 	}
 	c.send(frame)
 }
@@ -158,12 +159,12 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
 		return
 	}
-	sub := &subscription{c: c, channel: req.Channel, form: formPlain | encodingForm(c.codec), conflated: c.srv.conflatedCounter(req.Channel)}
+	sub := &subscription{c: c, channel: req.Channel, form: engine.FormPlain | encodingForm(c.codec), conflated: c.srv.conflatedCounter(req.Channel)}
 	if req.Delta == "fossil" {
-		sub.form |= formDeltaFull
+		sub.form |= engine.FormDeltaFull
 	}
 	if c.deflate {
-		sub.form |= formDeflate
+		sub.form |= engine.FormDeflate
 	}
 	compact := req.Flag&protocol.FlagChannelCompaction != 0
 	if compact {
