@@ -159,9 +159,9 @@ func testSDK(t *testing.T, withDelta bool, live int) {
 	// payloads (over 128 bytes) must have gone compressed.
 	_, body := r.get(t, "/metrics")
 	const written = "edgerelay_publication_bytes_written_total"
-	want := written + `{compression="deflate",variant="full"}`
+	want := written + `{compression="deflate",encoding="json",variant="full"}`
 	if withDelta {
-		want = written + `{compression="none",variant="delta_patch"}`
+		want = written + `{compression="none",encoding="json",variant="delta_patch"}`
 	}
 	if metric(body, want) <= 0 {
 		t.Errorf("no bytes counted for %s:\n%s", want, grep(body, written))
