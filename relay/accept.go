@@ -24,7 +24,7 @@ import (
 // HTTP (metrics, health, REST). The acceptor reads only the request line of
 // each new connection: a GET of websocket.path is upgraded by gobwas/ws
 // directly on the raw connection (no net/http objects), its socket handed to
-// a poller; anything else goes to the net/http server through httpListener.
+// the engine; anything else goes to the net/http server through httpListener.
 
 // acceptor runs the accept loop.
 type acceptor struct {
@@ -169,10 +169,11 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader, pc *prefixConn) {
 		nc.Close()
 		return
 	}
-	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano(), codec: codec, deflate: deflate.Accepted, deflateWindow: deflate.Window}
+	c := &session{srv: s, born: time.Now().UnixNano(), codec: codec}
 	rand.Read(c.id[:])
 	c.id[6] = c.id[6]&0x0f | 0x40
 	c.id[8] = c.id[8]&0x3f | 0x80
+	c.ec = s.engine.NewConn(fd, engine.ConnConfig{Binary: codec.Binary(), WrongFrameType: wrongFrameType(codec), Deflate: deflate}, c)
 	if !s.addConn(c, initial) {
 		unix.Close(fd)
 	}

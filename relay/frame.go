@@ -48,12 +48,22 @@ func formCodec(f fanout.Form) protocol.Codec {
 	return protocol.JSON
 }
 
-// encodingForm is the form bit of a codec.
-func encodingForm(c protocol.Codec) fanout.Form {
-	if c.Binary() {
-		return formProtobuf
+// subscriptionForm is the form a subscription asks for: the codec's
+// encoding, the full payload (delta full for a fossil delta subscription,
+// for the engine to swap for a patch when it can) and the channel's id for
+// channel compaction. The engine adds engine.FormDeflate itself.
+func subscriptionForm(codec protocol.Codec, delta, compact bool) fanout.Form {
+	f := engine.FormPlain
+	if codec.Binary() {
+		f |= formProtobuf
 	}
-	return 0
+	if delta {
+		f |= engine.FormDeltaFull
+	}
+	if compact {
+		f |= formCompact
+	}
+	return f
 }
 
 // encodeForm is the hub's Encoder.
