@@ -7,13 +7,16 @@ import (
 	"testing"
 )
 
-// TestDependencies fails when fanout or delta import anything beyond the
-// standard library and the few modules design.md allows them: they must stay
-// free of Kafka, Prometheus, memberlist and the relay.
+// TestDependencies fails when fanout, delta or the socket engine
+// (relay/engine) import anything beyond the standard library and the few
+// modules design.md allows them: they must stay free of Kafka, Prometheus,
+// memberlist and the relay (the engine: of the relay's protocol too).
 func TestDependencies(t *testing.T) {
 	allowed := map[string][]string{
 		"./fanout/...": {"github.com/edgerelay/edgerelay/fanout", "github.com/edgerelay/edgerelay/delta"},
 		"./delta/...":  {"github.com/edgerelay/edgerelay/delta", "github.com/klauspost/compress"},
+		"./relay/engine/...": {"github.com/edgerelay/edgerelay/relay/engine", "github.com/edgerelay/edgerelay/fanout", "github.com/edgerelay/edgerelay/delta",
+			"github.com/gobwas/ws", "github.com/gobwas/httphead", "github.com/gobwas/pool", "github.com/klauspost/compress", "golang.org/x/sys"},
 	}
 	for pattern, extra := range allowed {
 		cmd := exec.Command("go", "list", "-deps", "-json", pattern)

@@ -18,6 +18,7 @@ import (
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
@@ -25,7 +26,7 @@ import (
 // HTTP (metrics, health, REST). The acceptor reads only the request line of
 // each new connection: a GET of websocket.path is upgraded by gobwas/ws
 // directly on the raw connection (no net/http objects), its socket handed to
-// a poller; anything else goes to the net/http server through httpListener.
+// the engine; anything else goes to the net/http server through httpListener.
 
 // acceptor runs the accept loop.
 type acceptor struct {
@@ -196,7 +197,7 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 		return
 	}
 	var originOK = true
-	var deflate deflateNegotiation
+	var deflate engine.DeflateNegotiation
 	codec := protocol.JSON
 	u := ws.Upgrader{
 		// The encoding: the centrifuge-protobuf subprotocol (echoed in
@@ -229,7 +230,7 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 		},
 	}
 	if s.cfg.WebSocket.Deflate.Enabled {
-		u.Negotiate = deflate.negotiate
+		u.Negotiate = deflate.Negotiate
 	}
 	if _, err := u.Upgrade(headConn{bytes.NewReader(head), nc}); err != nil {
 		s.metrics.handshakeErrors.Inc()
@@ -249,10 +250,11 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 		nc.Close()
 		return
 	}
-	c := &conn{srv: s, fd: fd, born: time.Now().UnixNano(), codec: codec, deflate: deflate.accepted, deflateWindow: deflate.window}
+	c := &session{srv: s, born: time.Now().UnixNano(), codec: codec}
 	rand.Read(c.id[:])
 	c.id[6] = c.id[6]&0x0f | 0x40
 	c.id[8] = c.id[8]&0x3f | 0x80
+	c.ec = s.engine.NewConn(fd, engine.ConnConfig{Binary: codec.Binary(), WrongFrameType: wrongFrameType(codec), Deflate: deflate}, c)
 	if !s.addConn(c, initial) {
 		unix.Close(fd)
 	}

@@ -55,7 +55,7 @@ func personalOwner(channel string) (user string, ok bool) {
 // handleBet runs rpc "bet". Validation happens here, on the poller; the
 // answer comes from the desk, on a Kafka client goroutine, and is sent
 // with sendNow.
-func (c *conn) handleBet(id uint32, data json.RawMessage) {
+func (c *session) handleBet(id uint32, data json.RawMessage) {
 	s := c.srv
 	if s.desk == nil {
 		c.replyError(id, protocol.ErrMethodNotFound.WithMessage("bets are not enabled on this relay"))
@@ -82,7 +82,7 @@ func (c *conn) handleBet(id uint32, data json.RawMessage) {
 	}
 	b := &bets.Bet{Request: req, User: c.user, ReceivedAt: time.Now(), Latest: s.hub.Last(req.Channel)}
 	if i := c.findSub(req.Channel); i >= 0 {
-		b.Seen = c.subs[i].sent.Load()
+		b.Seen = c.subs[i].Sent()
 	}
 	s.desk.Place(b, func(r bets.Result, e *protocol.Error) {
 		c.betsInFlight.Add(-1)

@@ -88,13 +88,3 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func TestWriterCount(t *testing.T) {
-	for _, tt := range []struct{ configured, cores, want int }{
-		{0, 1, 1}, {0, 2, 2}, {0, 8, 8}, {3, 2, 3}, {1, 8, 1},
-	} {
-		if got := writerCount(tt.configured, tt.cores); got != tt.want {
-			t.Errorf("writerCount(%d, %d) = %d, want %d", tt.configured, tt.cores, got, tt.want)
-		}
-	}
-}

@@ -2,7 +2,8 @@
 // WebSocket endpoint speaking the Centrifugo client protocol, the HTTP
 // surface (/metrics, /healthz, /readyz, /v1/channels) and graceful
 // shutdown. Kafka ingest lives in relay/ingest, the protocol encoding in
-// relay/protocol, channels and fan-out in package fanout.
+// relay/protocol, the socket engine (epoll, queues, writers, WebSocket
+// framing) in relay/engine, channels and fan-out in package fanout.
 //
 // # Model
 //
@@ -15,23 +16,29 @@
 //
 // # Concurrency
 //
-// No connection has a goroutine or a buffer of its own (engine_linux.go).
-// A few pollers watch all sockets with epoll and handle input, including
-// the protocol session, on their own goroutine; one writer per core sends
-// each connection's queued frames with a single writev, serving connections
-// with a reply or priority publication queued first. The hub delivers
-// into a connection's bounded queue under the channel's lock, without
-// blocking; past websocket.soft_queue_bytes updates are conflated, past
-// websocket.max_queue_bytes the client is closed as slow (3008). When the
-// node is behind, a connection holds one unwritten frame per channel and
-// later updates only swap into its subscription, without conn.mu; the
-// writer puts the newest in the held frame's place as it writes (conn.go,
-// subscription). One
-// heartbeat goroutine serves pings and timeouts for all connections.
-// Server methods are safe for concurrent use.
+// No connection has a goroutine or a buffer of its own: the socket engine
+// (relay/engine) watches all sockets with a few epoll pollers and writes
+// with one writer per core; its doc says how queues, conflation and
+// slow-consumer closes work. The relay sits on top: accept.go upgrades a
+// socket (gobwas/ws, choosing the encoding and negotiating
+// permessage-deflate) and hands it to the engine as an engine.Conn whose
+// Handler is a session (session.go, bet.go): the protocol session runs on
+// the connection's poller goroutine, one message at a time, and answers
+// through the Conn (Send, SendMessage, Close), never touching the socket
+// or the queue. A subscription is an engine.Sink, created by the Conn and
+// handed to the hub, which delivers into the connection's bounded queue
+// under the channel's lock, without blocking. The relay's encoder
+// (frame.go) builds each form of an update once, with the engine's frame
+// helpers and form bits. The relay's metrics are the engine's Hooks.
 //
-// Lock order: Server.mu (the connection set), then conn.mu, then writer.mu.
-// The hub's channel lock is held while conn.mu is taken in hub callbacks
-// (Deliver, the Subscribe callback); neither Server.mu nor conn.mu is held
-// while calling into the hub.
+// One heartbeat goroutine (server.go) serves all connections: it sends
+// protocol pings and enforces the pong and connect timeouts itself, and
+// has the engine enforce its stall and close timeouts
+// (engine.Conn.CheckTimeouts). Server methods are safe for concurrent use.
+//
+// Lock order: Server.mu (the connection set), then the engine's locks
+// (engine.Conn's, then its writer's). The hub's channel lock is held while
+// the engine takes a connection's lock in hub callbacks (Sink.Deliver, the
+// Subscribe callback); neither Server.mu nor an engine lock is held while
+// calling into the hub.
 package relay

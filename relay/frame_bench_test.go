@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 )
 
 // formSubscriber asks every update for one form, as a connection would.
@@ -33,14 +34,14 @@ func BenchmarkEncodeForms(b *testing.B) {
 		name string
 		form fanout.Form
 	}{
-		{"full", formPlain | formCompact},
-		{"deflate", formPlain | formCompact | formDeflate},
-		{"delta", formPatch | formCompact},
-		{"delta+deflate", formPatch | formCompact | formDeflate},
-		{"pb/full", formProtobuf | formPlain},
-		{"pb/deflate", formProtobuf | formPlain | formDeflate},
-		{"pb/delta", formProtobuf | formPatch},
-		{"pb/delta+deflate", formProtobuf | formPatch | formDeflate},
+		{"full", engine.FormPlain | formCompact},
+		{"deflate", engine.FormPlain | formCompact | engine.FormDeflate},
+		{"delta", engine.FormPatch | formCompact},
+		{"delta+deflate", engine.FormPatch | formCompact | engine.FormDeflate},
+		{"pb/full", formProtobuf | engine.FormPlain},
+		{"pb/deflate", formProtobuf | engine.FormPlain | engine.FormDeflate},
+		{"pb/delta", formProtobuf | engine.FormPatch},
+		{"pb/delta+deflate", formProtobuf | engine.FormPatch | engine.FormDeflate},
 	}
 	for _, size := range []int{300, 1000, 2000} {
 		for _, f := range forms {

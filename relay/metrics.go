@@ -5,11 +5,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/ingest"
 )
 
@@ -53,7 +53,10 @@ type metrics struct {
 	kafkaLag     *prometheus.GaugeVec
 }
 
-var _ ingest.Hooks = (*metrics)(nil)
+var (
+	_ ingest.Hooks = (*metrics)(nil)
+	_ engine.Hooks = (*metrics)(nil)
+)
 
 func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 	reg := prometheus.NewRegistry()
@@ -106,11 +109,11 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 	}
 	for _, enc := range []fanout.Form{0, formProtobuf} {
 		encoding := formCodec(enc).Encoding().String()
-		for kind, variant := range map[fanout.Form]string{formPlain: "full", formDeltaFull: "delta_full", formPatch: "delta_patch"} {
+		for kind, variant := range map[fanout.Form]string{engine.FormPlain: "full", engine.FormDeltaFull: "delta_full", engine.FormPatch: "delta_patch"} {
 			for _, compact := range []fanout.Form{0, formCompact} {
 				f := enc | kind | compact
 				m.formBytes[f] = m.bytesByVariant.WithLabelValues(encoding, variant, "none")
-				m.formBytes[f|formDeflate] = m.bytesByVariant.WithLabelValues(encoding, variant, "deflate")
+				m.formBytes[f|engine.FormDeflate] = m.bytesByVariant.WithLabelValues(encoding, variant, "deflate")
 			}
 		}
 	}
@@ -157,9 +160,45 @@ func (m *metrics) OnLag(topic string, partition int32, lag int64, age time.Durat
 	m.ingestAge.Observe(age.Seconds())
 }
 
-func codeLabel(code ws.StatusCode) string { return strconv.Itoa(int(code)) }
+func codeLabel(code uint16) string { return strconv.Itoa(int(code)) }
 
 func (m *metrics) OnConflated(channel string) {
 	m.overloadConflated.WithLabelValues(m.namespaces.of(channel, true), "hub").Inc()
 	m.overloadConflatedN.Add(1)
+}
+
+// The engine's hooks (engine.Hooks).
+
+func (m *metrics) OnClose(code uint16, cause engine.CloseCause) {
+	label := codeLabel(code)
+	if cause == engine.CloseEcho {
+		label = "client" // the client picked the code
+	}
+	m.disconnects.WithLabelValues(label).Inc()
+	if cause == engine.CloseSlow {
+		m.slowDisconnects.Inc()
+	}
+}
+
+func (m *metrics) OnQueueConflated(n int, behind bool) {
+	if behind {
+		m.overloadConflatedN.Add(uint64(n))
+		return
+	}
+	m.conflated.Add(float64(n))
+}
+
+func (m *metrics) OnWriteWait(d time.Duration) { m.writeWait.Observe(d.Seconds()) }
+
+func (m *metrics) OnWrite(n int, frames []*fanout.Frame, now time.Time) {
+	m.bytesOut.Add(float64(n))
+	m.framesOut.Add(float64(len(frames)))
+	for _, f := range frames {
+		if f.Pub != nil {
+			m.formBytes[f.Form].Add(float64(len(f.Bytes)))
+			if !f.Pub.Time.IsZero() {
+				m.deliveryLatency.Observe(now.Sub(f.Pub.Time).Seconds())
+			}
+		}
+	}
 }

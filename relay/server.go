@@ -20,6 +20,7 @@ import (
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/auth"
 	"github.com/edgerelay/edgerelay/relay/bets"
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/ingest"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 	"github.com/edgerelay/edgerelay/relay/ratelimit"
@@ -39,19 +40,13 @@ type Server struct {
 	metrics *metrics
 	mux     *http.ServeMux
 
-	pollers []*poller
-	writers []*writer
-	next    atomic.Uint32 // round-robin over pollers and writers
+	engine *engine.Engine
 
 	mu    sync.Mutex
-	conns map[*conn]struct{}
+	conns map[*session]struct{}
 
 	shuttingDown atomic.Bool
 
-	// clock is a recent unix-nanosecond time, stored by every socket
-	// write and every heartbeat: the engine's cheap clock for queue waits
-	// (enqueueing never reads the real one).
-	clock atomic.Int64
 	// overloaded: connections waited past overload.unready_after for a
 	// writer in the last heartbeat period (/readyz says so).
 	overloaded atomic.Bool
@@ -61,7 +56,7 @@ type Server struct {
 	shedding      bool
 	lastConflated uint64
 
-	deflaters sync.Pool // *deflater at websocket.deflate.level
+	compressor *engine.Compressor // websocket.deflate: the encoder's and the replies'
 
 	verifier *auth.Verifier // nil: tokens are not checked
 	desk     *bets.Desk     // nil: bets are off
@@ -72,7 +67,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, conns: map[*conn]struct{}{}, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: log, conns: map[*session]struct{}{}, mux: http.NewServeMux()}
+	var err error
+	if s.compressor, err = engine.NewCompressor(cfg.WebSocket.Deflate.Level, int(cfg.WebSocket.Deflate.MinBytes)); err != nil {
+		return nil, err
+	}
 	s.hub = fanout.New(fanout.Config{
 		Encoder:        s.encodeForm,
 		MaxChannels:    cfg.Channels.MaxChannels,
@@ -82,8 +81,23 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		HistorySize:    cfg.Channels.HistorySize,
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
+	ws := cfg.WebSocket
+	if s.engine, err = engine.New(engine.Config{
+		Writers:         ws.Writers,
+		MaxMessageBytes: int(ws.MaxMessageBytes),
+		SoftQueueBytes:  int(ws.SoftQueueBytes),
+		MaxQueueBytes:   int(ws.MaxQueueBytes),
+		StallTimeout:    ws.StallTimeout,
+		WriteTimeout:    ws.WriteTimeout,
+		ConflateAfter:   cfg.Overload.ConflateAfter,
+		Slow:            engine.Close(protocol.DisconnectSlow),
+		Compressor:      s.compressor,
+		Hooks:           s.metrics,
+		Log:             log.With("component", "engine"),
+	}); err != nil {
+		return nil, err
+	}
 	if cfg.Auth.enabled() {
-		var err error
 		if s.verifier, err = newVerifier(cfg.Auth); err != nil {
 			return nil, err
 		}
@@ -120,43 +134,13 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // reachable and the node is not shutting down.
 func (s *Server) Ready() bool { return !s.shuttingDown.Load() && s.ingest.Ready() }
 
-// writerCount is websocket.writers, or for 0 one per core. (One per core
-// but one gave ingest and the hub a core under overload, a little fresher
-// there, but halved the writes per second a 2-core node makes when many
-// small updates each go to a different connection: at 45,000 such
-// deliveries/s it fell behind.)
-func writerCount(configured, cores int) int {
-	if configured > 0 {
-		return configured
-	}
-	return cores
-}
-
 // Serve runs the relay on ln until ctx is done, then shuts down gracefully:
 // it stops accepting, tells every client to reconnect elsewhere (disconnect
 // 3001 "shutdown"), waits for them to go (at most shutdown_timeout) and stops
 // Kafka ingest.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	// Queue waits are measured against the clock: start it before the
-	// first connection is scheduled, not at the first write or tick.
-	s.clock.Store(time.Now().UnixNano())
-	n := runtime.GOMAXPROCS(0)
-	for i := 0; i < max(1, min(n, 4)); i++ {
-		p, err := newPoller(s)
-		if err != nil {
-			return err
-		}
-		s.pollers = append(s.pollers, p)
-	}
-	for range writerCount(s.cfg.WebSocket.Writers, n) {
-		s.writers = append(s.writers, newWriter(s))
-	}
-	var engine sync.WaitGroup
-	for _, p := range s.pollers {
-		engine.Go(p.run)
-	}
-	for _, w := range s.writers {
-		engine.Go(w.loop)
+	if err := s.engine.Start(); err != nil {
+		return err
 	}
 
 	bg, stopBg := context.WithCancel(context.Background())
@@ -174,8 +158,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	served := make(chan error, 2)
 	go func() { served <- hs.Serve(hl) }()
 	go func() { served <- acc.loop() }()
+	pollers, writers := s.engine.Size()
 	s.log.Info("relay listening", "addr", ln.Addr().String(), "node", s.cfg.Node, "websocket", s.cfg.WebSocket.Path,
-		"pollers", len(s.pollers), "writers", len(s.writers))
+		"pollers", pollers, "writers", writers)
 
 	var err error
 	select {
@@ -189,17 +174,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs.Shutdown(sctx)
 	hl.Close()
 	s.drain(sctx)
-	for _, p := range s.pollers {
-		p.closeAll()
-	}
+	s.engine.CloseAll()
 	s.waitConns(time.Second)
-	for _, p := range s.pollers {
-		p.stop()
-	}
-	for _, w := range s.writers {
-		w.close()
-	}
-	engine.Wait()
+	s.engine.Stop()
 	stopBg()
 	wg.Wait()
 	if s.desk != nil {
@@ -280,11 +257,10 @@ func (s *Server) originAllowed(origin string) bool {
 	return false
 }
 
-// addConn registers an upgraded connection with a poller and a writer. It
-// reports false if the server is shutting down or epoll refused the socket.
-func (s *Server) addConn(c *conn, initial []byte) bool {
-	i := s.next.Add(1)
-	c.writer = s.writers[int(i)%len(s.writers)]
+// addConn registers an upgraded connection, its engine.Conn made, and
+// starts it. It reports false if the server is shutting down or epoll
+// refused the socket; the caller then closes it.
+func (s *Server) addConn(c *session, initial []byte) bool {
 	s.mu.Lock()
 	if s.shuttingDown.Load() {
 		s.mu.Unlock()
@@ -294,8 +270,7 @@ func (s *Server) addConn(c *conn, initial []byte) bool {
 	s.mu.Unlock()
 	s.metrics.accepted.WithLabelValues(c.codec.Encoding().String()).Inc()
 	s.metrics.connections.Inc()
-	p := s.pollers[int(i)%len(s.pollers)]
-	if err := p.add(c, initial); err != nil {
+	if err := c.ec.Start(initial); err != nil {
 		s.log.Warn("registering connection", "err", err)
 		s.mu.Lock()
 		delete(s.conns, c)
@@ -306,16 +281,17 @@ func (s *Server) addConn(c *conn, initial []byte) bool {
 	return true
 }
 
-func (s *Server) removeConn(c *conn) {
+func (s *Server) removeConn(c *session) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.metrics.connections.Dec()
 }
 
-// heartbeat sends server pings and enforces the pong, connect, stall and
-// close timeouts, with one ticker for all connections instead of a timer per
-// connection.
+// heartbeat sends server pings and enforces the pong and connect timeouts,
+// and has the engine enforce its stall and close timeouts
+// (engine.Conn.CheckTimeouts), with one ticker for all connections
+// instead of a timer per connection.
 func (s *Server) heartbeat(ctx context.Context) {
 	cfg := s.cfg.WebSocket
 	tick := time.Second
@@ -326,9 +302,9 @@ func (s *Server) heartbeat(ctx context.Context) {
 	defer t.Stop()
 	var pings [2][]byte // by protocol.Encoding
 	for _, codec := range []protocol.Codec{protocol.JSON, protocol.Protobuf} {
-		pings[codec.Encoding()] = messageFrame(messageHead(codec), codec.Ping())
+		pings[codec.Encoding()] = engine.MessageFrame(messageHead(codec), codec.Ping())
 	}
-	var batch []*conn
+	var batch []*session
 	for {
 		select {
 		case <-ctx.Done():
@@ -342,7 +318,7 @@ func (s *Server) heartbeat(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		now := time.Now().UnixNano()
-		s.clock.Store(now)
+		s.engine.Tick(now)
 		for _, c := range batch {
 			s.checkConn(c, now, pings[c.codec.Encoding()])
 		}
@@ -361,49 +337,33 @@ func (s *Server) heartbeat(ctx context.Context) {
 // period, publishes it, flips readiness past overload.unready_after and logs
 // when conflation under overload starts and stops.
 func (s *Server) checkOverload(period time.Duration) {
-	var wait int64
-	for _, w := range s.writers {
-		wait = max(wait, w.maxWait.Swap(0))
-	}
-	s.metrics.writeWaitMax.Set(float64(wait) / 1e9)
+	wait := s.engine.MaxWriteWait()
+	s.metrics.writeWaitMax.Set(wait.Seconds())
 	conflated := s.metrics.overloadConflatedN.Load()
 	shedding := conflated > s.lastConflated
 	s.lastConflated = conflated
 	switch {
 	case shedding && !s.shedding:
-		s.log.Warn("overloaded: conflating channel updates (latest value wins)", "max_write_wait", time.Duration(wait))
+		s.log.Warn("overloaded: conflating channel updates (latest value wins)", "max_write_wait", wait)
 	case !shedding && s.shedding:
-		s.log.Info("overload over: delivering every update again", "max_write_wait", time.Duration(wait))
+		s.log.Info("overload over: delivering every update again", "max_write_wait", wait)
 	}
 	s.shedding = shedding
-	over := s.cfg.Overload.UnreadyAfter > 0 && wait > int64(s.cfg.Overload.UnreadyAfter)
+	over := s.cfg.Overload.UnreadyAfter > 0 && wait > s.cfg.Overload.UnreadyAfter
 	if over != s.overloaded.Load() {
 		s.overloaded.Store(over)
 		if over {
-			s.log.Warn("overloaded: /readyz answers 503", "max_write_wait", time.Duration(wait), "unready_after", s.cfg.Overload.UnreadyAfter)
+			s.log.Warn("overloaded: /readyz answers 503", "max_write_wait", wait, "unready_after", s.cfg.Overload.UnreadyAfter)
 		}
 	}
 }
 
-func (s *Server) checkConn(c *conn, now int64, ping []byte) {
+func (s *Server) checkConn(c *session, now int64, ping []byte) {
 	cfg := &s.cfg.WebSocket
-	c.mu.Lock()
-	closing, deadline := c.closing, c.closeDeadline
-	// Stall time is measured from the first sweep that finds the queue
-	// waiting since the last write, so enqueueing never reads the clock.
-	if len(c.queue) > 0 && c.stalledSince == 0 {
-		c.stalledSince = now
+	if c.ec.CheckTimeouts(now) {
+		return // closing, or closed as slow
 	}
-	stalled := len(c.queue) > 0 && now-c.stalledSince > int64(cfg.StallTimeout)
-	c.mu.Unlock()
 	switch {
-	case closing:
-		if deadline != 0 && now > deadline {
-			c.kill() // the close frame could not go out, or the client never closed
-		}
-	case stalled:
-		s.metrics.slowDisconnects.Inc()
-		c.disconnect(protocol.DisconnectSlow)
 	case !c.isConnected.Load():
 		if now-c.born > int64(cfg.ConnectTimeout) {
 			c.disconnect(protocol.DisconnectStale)
@@ -414,6 +374,6 @@ func (s *Server) checkConn(c *conn, now int64, ping []byte) {
 	case now-c.lastPing.Load() >= int64(cfg.PingInterval):
 		c.lastPing.Store(now)
 		c.pongDeadline.CompareAndSwap(0, now+int64(cfg.PongTimeout))
-		c.send(ping)
+		c.ec.Send(ping)
 	}
 }

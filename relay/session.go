@@ -1,16 +1,86 @@
 package relay
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
-// This file holds the protocol session: what each client command does.
-// Everything here runs on the connection's readLoop goroutine.
+// session is the protocol side of one client connection: identity,
+// subscriptions and what each client command does. Its engine.Conn owns
+// the socket, the write queue and the framing; the session is the Conn's
+// Handler, so Message and Closed, and everything they call, run on the
+// connection's poller goroutine (fields under "poller"), except where a
+// method says otherwise.
+type session struct {
+	srv   *Server
+	ec    *engine.Conn
+	id    [16]byte
+	born  int64          // unix nanos at upgrade
+	codec protocol.Codec // the encoding, set at upgrade
+
+	// poller
+	user    string         // from the connect token; "" is anonymous
+	subs    []*engine.Sink // a slice is smaller than a map for the usual few
+	replies []byte         // replies of the message being handled, '\n'-separated
+
+	betsInFlight atomic.Int32 // bets waiting for their answer
+
+	// set by the poller on "connect", read by the heartbeat
+	isConnected  atomic.Bool
+	lastPing     atomic.Int64 // unix nanos of the last ping sent
+	pongDeadline atomic.Int64 // unix nanos; 0 when no pong is awaited
+}
+
+var _ engine.Handler = (*session)(nil)
+
+func (c *session) clientID() string {
+	h := hex.EncodeToString(c.id[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// Message is engine.Handler.Message: one message of the connection's
+// encoding.
+func (c *session) Message(msg []byte, _ bool) bool { return c.handleMessage(msg) }
+
+// Violation is engine.Handler.Violation: it logs and counts the close.
+func (c *session) Violation(code uint16, err error) {
+	c.srv.log.Debug("closing connection", "client", c.clientID(), "code", int(code), "err", err)
+	label := codeLabel(code)
+	if errors.Is(err, engine.ErrWrongFrameType) {
+		label = "wrong_frame_type"
+	}
+	c.srv.metrics.protocolErrors.WithLabelValues(label).Inc()
+}
+
+// Closed is engine.Handler.Closed: the connection is gone.
+func (c *session) Closed() {
+	for _, sub := range c.subs {
+		c.srv.hub.Unsubscribe(sub.Channel(), sub)
+	}
+	c.subs, c.replies = nil, nil
+	c.srv.removeConn(c)
+}
+
+// disconnect sends what is queued, then a close frame with d's code and
+// reason, then shuts the connection. Any goroutine.
+func (c *session) disconnect(d protocol.Disconnect) { c.ec.Close(d.Code, d.Reason) }
+
+// wrongFrameType is the close for a message in the other encoding's frame
+// type: terminal (3501), so that an SDK does not retry for ever.
+func wrongFrameType(codec protocol.Codec) engine.Close {
+	reason := "binary message on a JSON connection (speak Protobuf with the centrifuge-protobuf subprotocol)"
+	if codec.Binary() {
+		reason = "text message on a Protobuf connection"
+	}
+	return engine.Close{Code: protocol.DisconnectBadRequest.Code, Reason: reason}
+}
 
 // errStop ends the handling of a message after the connection was told to
 // disconnect.
@@ -21,7 +91,7 @@ var errStop = errors.New("relay: connection disconnected")
 // Replies share one frame, except that a subscribe reply is flushed at once
 // so that it reaches the queue before the channel's next publication. It
 // reports false when the connection is being closed.
-func (c *conn) handleMessage(msg []byte) bool {
+func (c *session) handleMessage(msg []byte) bool {
 	c.replies = c.replies[:0]
 	err := c.codec.DecodeCommands(msg, c.handleBounded)
 	if errors.Is(err, protocol.ErrMalformed) {
@@ -34,7 +104,7 @@ func (c *conn) handleMessage(msg []byte) bool {
 	return err == nil
 }
 
-func (c *conn) flushReplies() {
+func (c *session) flushReplies() {
 	if len(c.replies) == 0 {
 		return
 	}
@@ -51,7 +121,7 @@ func (c *conn) flushReplies() {
 // commands (history, say) stops as soon as its replies could not be
 // queued. The client is then closed as slow (3008), as it would be once
 // they were queued.
-func (c *conn) handleBounded(cmd *protocol.Command) error {
+func (c *session) handleBounded(cmd *protocol.Command) error {
 	if err := c.handleCommand(cmd); err != nil {
 		return err
 	}
@@ -66,7 +136,7 @@ func (c *conn) handleBounded(cmd *protocol.Command) error {
 
 // maxReplyData bounds the publication data one reply may carry: half the
 // queue, so that the reply and the pushes behind it fit.
-func (c *conn) maxReplyData() int { return int(c.srv.cfg.WebSocket.MaxQueueBytes) / 2 }
+func (c *session) maxReplyData() int { return int(c.srv.cfg.WebSocket.MaxQueueBytes) / 2 }
 
 // dataBytes is the publication data in pubs.
 func dataBytes(pubs []*fanout.Publication) int {
@@ -77,30 +147,20 @@ func dataBytes(pubs []*fanout.Publication) int {
 	return n
 }
 
-// sendNow queues payload (replies) as one frame, compressed if the client
-// negotiated it. Unlike reply, it may be called from any goroutine.
-func (c *conn) sendNow(payload []byte) {
-	var frame []byte
-	head := messageHead(c.codec)
-	if c.deflate && (c.deflateWindow == 0 || len(payload) <= c.deflateWindow) {
-		frame = c.srv.compressFrame(head, payload)
-	}
-	if frame == nil {
-		frame = messageFrame(head, payload)
-	}
-	c.send(frame)
-}
+// sendNow queues payload (replies) as one message. Unlike reply, it may
+// be called from any goroutine.
+func (c *session) sendNow(payload []byte) { c.ec.SendMessage(payload) }
 
-func (c *conn) reply(r *protocol.Reply) {
+func (c *session) reply(r *protocol.Reply) {
 	c.replies = c.codec.AppendReply(c.replies, r)
 }
 
-func (c *conn) replyError(id uint32, e *protocol.Error) {
+func (c *session) replyError(id uint32, e *protocol.Error) {
 	c.srv.metrics.protocolErrors.WithLabelValues(fmt.Sprint(e.Code)).Inc()
 	c.reply(&protocol.Reply{ID: id, Error: e})
 }
 
-func (c *conn) handleCommand(cmd *protocol.Command) error {
+func (c *session) handleCommand(cmd *protocol.Command) error {
 	if cmd.IsPong() {
 		c.pongDeadline.Store(0)
 		return nil
@@ -126,7 +186,7 @@ func (c *conn) handleCommand(cmd *protocol.Command) error {
 		c.handleSubscribe(cmd.ID, cmd.Subscribe)
 	case "unsubscribe":
 		if sub := c.deleteSub(cmd.Unsubscribe.Channel); sub != nil {
-			c.srv.hub.Unsubscribe(sub.channel, sub)
+			c.srv.hub.Unsubscribe(sub.Channel(), sub)
 		}
 		c.reply(&protocol.Reply{ID: cmd.ID, Unsubscribe: &struct{}{}})
 	case "ping":
@@ -151,7 +211,7 @@ func (c *conn) handleCommand(cmd *protocol.Command) error {
 	return nil
 }
 
-func (c *conn) handleConnect(cmd *protocol.Command) error {
+func (c *session) handleConnect(cmd *protocol.Command) error {
 	if c.isConnected.Load() {
 		c.flushReplies()
 		c.disconnect(protocol.DisconnectBadRequest)
@@ -181,7 +241,7 @@ func (c *conn) handleConnect(cmd *protocol.Command) error {
 	return nil
 }
 
-func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
+func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	if c.findSub(req.Channel) >= 0 {
 		c.replyError(id, protocol.ErrAlreadySubscribed)
 		return
@@ -193,32 +253,20 @@ func (c *conn) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
 		return
 	}
-	sub := &subscription{c: c, channel: req.Channel, form: formPlain | encodingForm(c.codec)}
-	if req.Delta == "fossil" {
-		sub.form |= formDeltaFull
-	}
-	if c.deflate {
-		sub.form |= formDeflate
-	}
+	delta := req.Delta == "fossil"
 	compact := req.Flag&protocol.FlagChannelCompaction != 0 && c.codec.ChannelIDs()
-	if compact {
-		sub.form |= formCompact
-	}
+	// Only a channel Kafka has written to names a namespace label.
+	conflated := c.srv.conflatedCounter(req.Channel, c.srv.hub.Last(req.Channel) != nil)
+	sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, delta, compact), conflated)
 	err := c.srv.hub.Subscribe(req.Channel, sub, func(st *fanout.State) {
-		// Set before the hub's first Deliver to sub, which waits for this
-		// callback; only a channel with a record names a namespace label.
-		sub.conflated = c.srv.conflatedCounter(req.Channel, st.Last != nil)
-		last := st.Last
 		res := subscribeResult(req, st, c.maxReplyData())
 		if compact {
 			res.ID = st.ID
 		}
-		if sub.delta() {
-			// The cached value is the base of the first patch.
-			res.Delta = true
-			sub.base = last
-		}
-		sub.sent.Store(last)
+		res.Delta = delta
+		// The cached value is what the client holds: the base of the
+		// first patch, what a bet can say it saw.
+		sub.Subscribed(st.Last)
 		c.reply(&protocol.Reply{ID: id, Subscribe: res})
 		// Flush under the channel lock: the next publication of this
 		// channel must be queued after this reply.
@@ -287,7 +335,7 @@ func protoPublications(pubs []*fanout.Publication, reverse bool) []protocol.Publ
 
 // mayRead reports whether the client may read channel, replying with an
 // error if not: a personal channel (bets:#alice) only by its user.
-func (c *conn) mayRead(id uint32, channel string) bool {
+func (c *session) mayRead(id uint32, channel string) bool {
 	if owner, personal := personalOwner(channel); personal && (c.user == "" || owner != c.user) {
 		c.replyError(id, protocol.ErrPermissionDenied.WithMessage("a personal channel is readable only by its user"))
 		return false
@@ -303,7 +351,7 @@ func (c *conn) mayRead(id uint32, channel string) bool {
 // longer reaches back to req.Since or is of another epoch, 107 for a
 // missing or invalid channel name, 103 for another user's personal
 // channel, 106 when the publications would pass maxReplyData.
-func (c *conn) handleHistory(id uint32, req *protocol.HistoryRequest) {
+func (c *session) handleHistory(id uint32, req *protocol.HistoryRequest) {
 	switch {
 	case !c.srv.hub.KeepsHistory():
 		c.replyError(id, protocol.ErrNotAvailable.WithMessage("history is off on this node (channels.history_size: 0)"))
@@ -347,3 +395,32 @@ func (c *conn) handleHistory(id uint32, req *protocol.HistoryRequest) {
 // protoOffset maps a Kafka offset to a protocol offset: +1, because the
 // SDKs read offset 0 as "no position".
 func protoOffset(p *fanout.Publication) uint64 { return uint64(p.Pos.Offset) + 1 }
+
+// findSub, addSub and deleteSub keep c.subs; poller goroutine only.
+func (c *session) findSub(ch string) int {
+	for i, s := range c.subs {
+		if s.Channel() == ch {
+			return i
+		}
+	}
+	return -1
+}
+
+func (c *session) addSub(s *engine.Sink) { c.subs = append(c.subs, s) }
+
+// deleteSub removes and returns the subscription to ch, or nil.
+func (c *session) deleteSub(ch string) *engine.Sink {
+	i := c.findSub(ch)
+	if i < 0 {
+		return nil
+	}
+	s := c.subs[i]
+	last := len(c.subs) - 1
+	c.subs[i] = c.subs[last]
+	c.subs[last] = nil
+	c.subs = c.subs[:last]
+	if len(c.subs) == 0 {
+		c.subs = nil
+	}
+	return s
+}

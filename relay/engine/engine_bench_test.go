@@ -1,9 +1,7 @@
-package relay
+package engine
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,26 +16,27 @@ import (
 // BenchmarkSocketFanout measures the whole publish path on real sockets:
 // hub fan-out, per-connection queueing and a writer's writev, for n
 // connections (Unix socket pairs drained by reader goroutines, which also
-// use CPU). It reports ns and allocations per delivery.
+// use CPU). It reports ns and allocations per delivery. Hooks are off:
+// what observing costs is the relay's (its metrics).
 func BenchmarkSocketFanout(b *testing.B) {
 	for _, n := range []int{100, 1000, 5000} {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
 			cfg := DefaultConfig()
 			// Measure the raw path: no conflation or slow-consumer drops
 			// while the publisher runs ahead of the writers.
-			cfg.WebSocket.SoftQueueBytes, cfg.WebSocket.MaxQueueBytes = 1<<40, 1<<41
-			s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			cfg.SoftQueueBytes, cfg.MaxQueueBytes = 1<<40, 1<<41
+			e, err := New(cfg)
 			if err != nil {
 				b.Fatal(err)
 			}
-			frame := textFrame([]byte(`{"push":{"channel":"odds:bench","pub":{"data":{"odds":[2.1,3.4,3.9],"pad":"` + strings.Repeat("x", 200) + `"},"offset":1}}}`))
-			s.hub = fanout.New(fanout.Config{Encoder: func(u *fanout.Update, _ fanout.Form) *fanout.Frame {
+			frame := MessageFrame(HeadText, []byte(`{"push":{"channel":"odds:bench","pub":{"data":{"odds":[2.1,3.4,3.9],"pad":"`+strings.Repeat("x", 200)+`"},"offset":1}}}`))
+			hub := fanout.New(fanout.Config{Encoder: func(u *fanout.Update, _ fanout.Form) *fanout.Frame {
 				return &fanout.Frame{Bytes: frame, Pub: u.Pub}
 			}})
-			w := newWriter(s)
+			w := newWriter(e)
 			go w.loop()
 			defer w.close()
-			p, err := newPoller(s) // EPOLLOUT resumes writes to full sockets
+			p, err := newPoller(e) // EPOLLOUT resumes writes to full sockets
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -52,12 +51,11 @@ func BenchmarkSocketFanout(b *testing.B) {
 				}
 				unix.SetNonblock(fds[0], true)
 				unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
-				c := &conn{srv: s, fd: fds[0], writer: w}
-				if err := p.add(c, nil); err != nil {
+				c := &Conn{eng: e, h: nopHandler{}, fd: fds[0], poller: p, writer: w}
+				if err := c.Start(nil); err != nil {
 					b.Fatal(err)
 				}
-				c.isConnected.Store(true)
-				if err := s.hub.Subscribe("odds:bench", &subscription{c: c, channel: "odds:bench"}, nil); err != nil {
+				if err := hub.Subscribe("odds:bench", c.NewSink("odds:bench", FormPlain, nil), nil); err != nil {
 					b.Fatal(err)
 				}
 				drained.Add(1)
@@ -79,7 +77,7 @@ func BenchmarkSocketFanout(b *testing.B) {
 			runtime.ReadMemStats(&before)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				s.hub.Publish(pub)
+				hub.Publish(pub)
 			}
 			drained.Wait()
 			b.StopTimer()
@@ -99,30 +97,26 @@ func BenchmarkSocketFanout(b *testing.B) {
 // what ages delivered values (docs/performance.md, "Overload").
 func BenchmarkBehindDeliver(b *testing.B) {
 	const conns, channels = 15000, 100
-	s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := newWriter(s) // never run: connections stay scheduled
-	s.clock.Store(int64(time.Hour))
+	env := newTestEnv(b, DefaultConfig())
+	w := newWriter(env.e) // never run: connections stay scheduled
+	conflated := &testCounter{}
 	for i := range conns {
 		ch := fmt.Sprintf("odds:%d", i%channels)
-		c := &conn{srv: s, fd: 1 << 20, writer: w, scheduled: true}
-		sub := &subscription{c: c, channel: ch, conflated: s.conflatedCounter(ch, true)}
-		if err := s.hub.Subscribe(ch, sub, nil); err != nil {
+		c := &Conn{eng: env.e, h: nopHandler{}, fd: 1 << 20, writer: w, scheduled: true}
+		if err := env.hub.Subscribe(ch, c.NewSink(ch, FormPlain, conflated), nil); err != nil {
 			b.Fatal(err)
 		}
 	}
 	pubs := make([]*fanout.Publication, channels)
 	for i := range pubs {
 		pubs[i] = &fanout.Publication{Channel: fmt.Sprintf("odds:%d", i), Data: []byte(`{"odds":[2.1,3.4,3.9]}`), Time: time.Now()}
-		s.hub.Publish(pubs[i]) // queues the first frame of every connection
+		env.hub.Publish(pubs[i]) // queues the first frame of every connection
 	}
 	b.ResetTimer()
 	for i := range b.N {
 		p := *pubs[i%channels]
 		p.Pos.Offset = int64(i)
-		s.hub.Publish(&p)
+		env.hub.Publish(&p)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(conns/channels), "ns/delivery")
 }

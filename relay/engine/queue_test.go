@@ -1,9 +1,7 @@
-package relay
+package engine
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,7 +31,7 @@ func TestQueueFixedFrames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &conn{fd: 1, inflight: tt.inflight, head: tt.head}
+			c := &Conn{fd: 1, inflight: tt.inflight, head: tt.head}
 			c.queue = []*fanout.Frame{pubFrame("a", 10, false), pubFrame("b", 20, false)}
 			c.queued = 30 - tt.head
 			got := c.replaceLocked(pubFrame("b", 7, false))
@@ -87,7 +85,7 @@ func TestReplaceLatest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &conn{fd: 1, inflight: tt.inflight}
+			c := &Conn{fd: 1, inflight: tt.inflight}
 			for _, name := range strings.Fields(tt.queue) {
 				f := &fanout.Frame{Bytes: []byte(name)}
 				if name != "r" {
@@ -119,35 +117,33 @@ func TestReplaceLatest(t *testing.T) {
 
 // TestDeltaSubscriptionForms: a delta subscriber gets a patch only when it
 // will hold the patch's base; otherwise, and whenever conflation replaces a
-// queued update, it gets the full payload. Compact and deflate
-// subscriptions get the same choice in their own envelope.
+// queued update, it gets the full payload. Sinks with the encoder's own
+// bits and deflate sinks get the same choice in their own envelope.
 func TestDeltaSubscriptionForms(t *testing.T) {
-	for _, extra := range []fanout.Form{0, formCompact, formDeflate, formCompact | formDeflate} {
+	for _, extra := range []fanout.Form{0, opaque, FormDeflate, opaque | FormDeflate} {
 		t.Run(fmt.Sprintf("form=%d", extra), func(t *testing.T) {
-			s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.cfg.WebSocket.SoftQueueBytes = 1 << 10
-			c := &conn{srv: s, fd: -1, writer: newWriter(s), deflate: extra&formDeflate != 0} // fd -1: nothing is scheduled or written
-			sub := &subscription{c: c, channel: "odds:a", form: formDeltaFull | extra}
-			if err := s.hub.Subscribe("odds:a", sub, nil); err != nil {
+			cfg := DefaultConfig()
+			cfg.SoftQueueBytes = 1 << 10
+			env := newTestEnv(t, cfg)
+			c := env.conn(ConnConfig{Deflate: DeflateNegotiation{Accepted: extra&FormDeflate != 0}})
+			sub := c.NewSink("odds:a", FormDeltaFull|extra&opaque, nil)
+			if err := env.hub.Subscribe("odds:a", sub, nil); err != nil {
 				t.Fatal(err)
 			}
 			publish := func(off int64) {
 				data := fmt.Sprintf(`{"market":"1x2","odds":[%d.25,3.40,3.90],"names":%q}`, off, strings.Repeat("home draw away ", 20))
-				s.hub.Publish(&fanout.Publication{Channel: "odds:a", Data: []byte(data), Pos: fanout.Position{Offset: off}})
+				env.hub.Publish(&fanout.Publication{Channel: "odds:a", Data: []byte(data), Pos: fanout.Position{Offset: off}})
 			}
 			publish(1) // no base yet: full
 			publish(2) // base 1: patch
 			sub.base = &fanout.Publication{}
 			publish(3) // the client holds something else: full
-			want := []fanout.Form{formDeltaFull, formPatch, formDeltaFull}
+			want := []fanout.Form{FormDeltaFull, FormPatch, FormDeltaFull}
 			for i, f := range c.queue {
-				if f.Form&formKinds != want[i] || f.Form&formCompact != extra&formCompact {
+				if f.Form&FormKinds != want[i] || f.Form&opaque != extra&opaque {
 					t.Fatalf("frame %d is form %d, want kind %d and %d", i, f.Form, want[i], extra)
 				}
-				if deflated := f.Form&formDeflate != 0; deflated != (extra&formDeflate != 0) && f.Form&formKinds != formPatch {
+				if deflated := f.Form&FormDeflate != 0; deflated != (extra&FormDeflate != 0) && f.Form&FormKinds != FormPatch {
 					t.Fatalf("frame %d is form %d: deflated %v", i, f.Form, deflated)
 				}
 			}
@@ -155,7 +151,7 @@ func TestDeltaSubscriptionForms(t *testing.T) {
 			// the newest, in full form even though a patch would apply.
 			c.queued = 2 << 10
 			publish(4)
-			if last := c.queue[len(c.queue)-1]; len(c.queue) != 1 || last.Pub.Pos.Offset != 4 || last.Form&formKinds != formDeltaFull {
+			if last := c.queue[len(c.queue)-1]; len(c.queue) != 1 || last.Pub.Pos.Offset != 4 || last.Form&FormKinds != FormDeltaFull {
 				t.Fatalf("after conflation: %d frames, last form %d offset %d", len(c.queue), last.Form, last.Pub.Pos.Offset)
 			}
 		})
@@ -207,11 +203,11 @@ func TestOverloadConflation(t *testing.T) {
 		{"being written", "odds:a", written, 30 * time.Millisecond, false, []pub{{1, false}, {2, false}}, []int64{1, 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			form := formPlain
+			form := FormPlain
 			if tt.delta {
-				form = formDeltaFull
+				form = FormDeltaFull
 			}
-			s, c, sub := newQueueConn(t, tt.channel, form)
+			env, c, sub := newQueueConn(t, tt.channel, form)
 			c.scheduled = tt.state == scheduled || tt.state == writerBehind
 			c.writer.behind.Store(tt.state == writerBehind)
 			c.scheduledAt = int64(time.Hour - tt.waited)
@@ -219,7 +215,7 @@ func TestOverloadConflation(t *testing.T) {
 				c.waitOut, c.scheduledAt, c.waitOutSince = true, 0, int64(time.Hour-tt.waited)
 			}
 			for _, p := range tt.pubs {
-				publishOffset(s, tt.channel, p.off, p.prio)
+				env.publishOffset(tt.channel, p.off, p.prio)
 			}
 			c.mu.Lock()
 			c.settleAllLocked()
@@ -228,7 +224,7 @@ func TestOverloadConflation(t *testing.T) {
 			for i, f := range c.queue {
 				got = append(got, f.Pub.Pos.Offset)
 				// offsets are consecutive: a patch applies to offset-1
-				if f.Form&formKinds == formPatch && (i == 0 || c.queue[i-1].Pub.Pos.Offset != f.Pub.Pos.Offset-1) {
+				if f.Form&FormKinds == FormPatch && (i == 0 || c.queue[i-1].Pub.Pos.Offset != f.Pub.Pos.Offset-1) {
 					t.Errorf("offset %d queued as a patch against a base the client will not hold", f.Pub.Pos.Offset)
 				}
 			}
@@ -249,7 +245,7 @@ func TestOverloadConflation(t *testing.T) {
 	}
 }
 
-// sumQueued is the bytes queue's frames hold: what conn.queued must say
+// sumQueued is the bytes queue's frames hold: what Conn.queued must say
 // when nothing is partly written.
 func sumQueued(queue []*fanout.Frame) int {
 	n := 0
@@ -259,33 +255,34 @@ func sumQueued(queue []*fanout.Frame) int {
 	return n
 }
 
-// newQueueConn returns a server, a connection no writer runs (fd -1) on
-// its clock at one hour, and the connection's subscription to channel in
-// form.
-func newQueueConn(t *testing.T, channel string, form fanout.Form) (*Server, *conn, *subscription) {
+// newQueueConn returns an engine, a connection no writer runs (fd -1) on
+// its clock at one hour, and the connection's sink for channel in form.
+// bets: channels are never conflated when the node is behind, as the
+// relay configures them (overload.deliver_all).
+func newQueueConn(t *testing.T, channel string, form fanout.Form) (*testEnv, *Conn, *Sink) {
 	t.Helper()
-	s, err := New(DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
+	env := newTestEnv(t, DefaultConfig())
+	c := env.conn(ConnConfig{})
+	var conflated Counter = &testCounter{}
+	if strings.HasPrefix(channel, "bets:") {
+		conflated = nil
+	}
+	sub := c.NewSink(channel, form, conflated)
+	if err := env.hub.Subscribe(channel, sub, nil); err != nil {
 		t.Fatal(err)
 	}
-	c := &conn{srv: s, fd: -1, writer: newWriter(s)}
-	sub := &subscription{c: c, channel: channel, form: form, conflated: s.conflatedCounter(channel, true)}
-	if err := s.hub.Subscribe(channel, sub, nil); err != nil {
-		t.Fatal(err)
-	}
-	s.clock.Store(int64(time.Hour))
-	return s, c, sub
+	return env, c, sub
 }
 
 // publishOffset publishes a 200-byte value at offset off to channel.
-func publishOffset(s *Server, channel string, off int64, prio bool) {
-	s.hub.Publish(&fanout.Publication{Channel: channel, Data: fmt.Appendf(nil, `{"v":%d,"pad":%q}`, off, strings.Repeat("x", 200)),
+func (env *testEnv) publishOffset(channel string, off int64, prio bool) {
+	env.hub.Publish(&fanout.Publication{Channel: channel, Data: fmt.Appendf(nil, `{"v":%d,"pad":%q}`, off, strings.Repeat("x", 200)),
 		Pos: fanout.Position{Offset: off}, Priority: prio})
 }
 
 // queueString is the queue as offsets, "r" for a frame without a
 // publication (reply, ping, close).
-func queueString(c *conn) string {
+func queueString(c *Conn) string {
 	var q []string
 	for _, f := range c.queue {
 		if f.Pub == nil {
@@ -312,26 +309,26 @@ func TestHeldFrames(t *testing.T) {
 		{"nothing after the close frame", "3 close 4", "3 r", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s, c, sub := newQueueConn(t, ch, formPlain)
+			env, c, sub := newQueueConn(t, ch, FormPlain)
 			c.scheduled, c.scheduledAt = true, int64(time.Hour-30*time.Millisecond)
-			publishOffset(s, ch, 1, false)
-			publishOffset(s, ch, 2, false) // replaces 1, held
+			env.publishOffset(ch, 1, false)
+			env.publishOffset(ch, 2, false) // replaces 1, held
 			if sub.latest.Load() == nil {
 				t.Fatal("offset 2 is not held")
 			}
 			for _, step := range strings.Fields(tt.steps) {
 				switch step {
 				case "r":
-					c.send([]byte("reply"))
+					c.Send([]byte("reply"))
 				case "close":
 					c.mu.Lock()
 					c.fd = 1 // a close frame is queued only on an open socket
-					c.startCloseLocked(3001, "shutdown", "")
+					c.startCloseLocked(3001, "shutdown", CloseRequested)
 					c.fd = -1
 					c.mu.Unlock()
 				default:
 					off, _ := strconv.ParseInt(step, 10, 64)
-					publishOffset(s, ch, off, false)
+					env.publishOffset(ch, off, false)
 				}
 			}
 			c.mu.Lock()
@@ -340,7 +337,7 @@ func TestHeldFrames(t *testing.T) {
 			if got := queueString(c); got != tt.want {
 				t.Fatalf("queue %q, want %q", got, tt.want)
 			}
-			if got := s.metrics.overloadConflatedN.Load(); got != tt.conflated {
+			if got := env.hooks.behind.Load(); got != tt.conflated {
 				t.Fatalf("%d updates counted as conflated, want %d", got, tt.conflated)
 			}
 		})

@@ -1,8 +1,9 @@
-package relay
+package engine
 
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -15,7 +16,7 @@ import (
 
 // permessage-deflate (RFC 7692).
 //
-// The relay accepts the extension only with server_no_context_takeover and
+// The engine accepts the extension only with server_no_context_takeover and
 // client_no_context_takeover. Every message is then compressed on its own,
 // so one compressed update is built once (a fanout form) and the same bytes
 // go to every connection that negotiated deflate, and no connection holds a
@@ -29,26 +30,29 @@ import (
 
 var errInflate = errors.New("permessage-deflate data is corrupt")
 
-// deflateNegotiation is the state of one handshake's extension offers.
-type deflateNegotiation struct {
-	accepted bool
-	window   int // bytes; 0: no limit
+// DeflateNegotiation is the state of one handshake's extension offers;
+// its zero value has accepted nothing. Pass Negotiate as
+// ws.Upgrader.Negotiate, then the value, once the upgrade is done, in
+// ConnConfig.Deflate. One handshake's goroutine only.
+type DeflateNegotiation struct {
+	Accepted bool // permessage-deflate was negotiated
+	Window   int  // the largest message the client takes compressed, in bytes; 0: any
 }
 
-// negotiate is ws.Upgrader.Negotiate: it accepts the first
+// Negotiate is ws.Upgrader.Negotiate: it accepts the first
 // permessage-deflate offer whose parameters are valid, and declines the
 // rest (RFC 7692 section 5: at most one).
-func (n *deflateNegotiation) negotiate(opt httphead.Option) (httphead.Option, error) {
-	if n.accepted || !bytes.Equal(opt.Name, wsflate.ExtensionNameBytes) {
+func (n *DeflateNegotiation) Negotiate(opt httphead.Option) (httphead.Option, error) {
+	if n.Accepted || !bytes.Equal(opt.Name, wsflate.ExtensionNameBytes) {
 		return httphead.Option{}, nil
 	}
 	var offer wsflate.Parameters
 	if err := offer.Parse(opt); err != nil {
 		return httphead.Option{}, nil // an invalid offer is declined, not an error
 	}
-	n.accepted = true
+	n.Accepted = true
 	if offer.ServerMaxWindowBits.Defined() {
-		n.window = offer.ServerMaxWindowBits.Bytes()
+		n.Window = offer.ServerMaxWindowBits.Bytes()
 	}
 	return wsflate.Parameters{
 		ServerNoContextTakeover: true,
@@ -57,65 +61,71 @@ func (n *deflateNegotiation) negotiate(opt httphead.Option) (httphead.Option, er
 	}.Option(), nil
 }
 
-// deflater compresses one message at a time; pooled per Server.
+// Compressor compresses whole messages, each on its own (no context
+// takeover), with pooled flate writers. Safe for concurrent use.
+type Compressor struct {
+	minBytes  int
+	level     int
+	deflaters sync.Pool // *deflater at level
+}
+
+// NewCompressor returns a Compressor at flate level (1 fastest to 9
+// smallest) that leaves messages below minBytes uncompressed.
+func NewCompressor(level, minBytes int) (*Compressor, error) {
+	if level < 1 || level > 9 {
+		return nil, fmt.Errorf("engine: deflate level %d is outside 1..9", level)
+	}
+	return &Compressor{minBytes: minBytes, level: level}, nil
+}
+
+// deflater compresses one message at a time; pooled per Compressor.
 type deflater struct {
 	w   *flate.Writer
 	buf bytes.Buffer
 }
 
-// compressFrame returns payload as one compressed frame (RSV1 set) with
-// header byte head (headText or headBinary), or nil when payload is below
-// websocket.deflate.min_bytes or compressing would not make it smaller.
-// Safe for concurrent use.
-func (s *Server) compressFrame(head byte, payload []byte) []byte {
-	if len(payload) < int(s.cfg.WebSocket.Deflate.MinBytes) {
+// Frame returns payload as one compressed frame (RSV1 set) with header
+// byte head (HeadText or HeadBinary), in new memory, or nil when payload
+// is below the minimum size or compressing would not make it smaller.
+func (z *Compressor) Frame(head byte, payload []byte) []byte {
+	if len(payload) < z.minBytes {
 		return nil
 	}
-	d, _ := s.deflaters.Get().(*deflater)
+	d, _ := z.deflaters.Get().(*deflater)
 	if d == nil {
 		d = &deflater{}
-		d.w, _ = flate.NewWriter(&d.buf, s.cfg.WebSocket.Deflate.Level) // level validated by Config
+		d.w, _ = flate.NewWriter(&d.buf, z.level) // level checked by NewCompressor
 	}
-	defer s.deflaters.Put(d)
+	defer z.deflaters.Put(d)
 	d.buf.Reset()
 	d.w.Reset(&d.buf)
 	d.w.Write(payload) // writes to a bytes.Buffer do not fail
 	d.w.Flush()
 	// A sync flush ends with an empty stored block, 00 00 ff ff, which the
 	// RFC says to leave out.
-	z := d.buf.Bytes()
-	z = z[:len(z)-4]
-	if len(z) >= len(payload) {
+	c := d.buf.Bytes()
+	c = c[:len(c)-4]
+	if len(c) >= len(payload) {
 		return nil
 	}
-	b := make([]byte, maxHeader+len(z))
-	copy(b[maxHeader:], z)
-	return finishFrame(b, head|headCompressed)
+	b := make([]byte, MaxHeader+len(c))
+	copy(b[MaxHeader:], c)
+	return FinishFrame(b, head|HeadCompressed)
 }
 
-// deflateFrame is the encoder of the formDeflate forms: plain compressed,
-// or plain itself (shared, and still labelled uncompressed) when it is
-// below websocket.deflate.min_bytes or would not shrink.
-func (s *Server) deflateFrame(plain *fanout.Frame, f fanout.Form) *fanout.Frame {
+// DeflateFrame is the encoder of the FormDeflate forms: plain, a message
+// frame, compressed and labelled f, or plain itself (shared, and still
+// labelled uncompressed) when it is below the minimum size or would not
+// shrink. nil for nil.
+func (z *Compressor) DeflateFrame(plain *fanout.Frame, f fanout.Form) *fanout.Frame {
 	if plain == nil {
 		return nil
 	}
-	z := s.compressFrame(plain.Bytes[0], framePayload(plain.Bytes))
-	if z == nil {
+	c := z.Frame(plain.Bytes[0], FramePayload(plain.Bytes))
+	if c == nil {
 		return plain
 	}
-	return &fanout.Frame{Bytes: z, Pub: plain.Pub, Form: f}
-}
-
-// framePayload returns the payload of an unmasked server frame.
-func framePayload(frame []byte) []byte {
-	switch frame[1] & 0x7f {
-	case 126:
-		return frame[4:]
-	case 127:
-		return frame[10:]
-	}
-	return frame[2:]
+	return &fanout.Frame{Bytes: c, Pub: plain.Pub, Form: f}
 }
 
 // inflateTail ends a message's compressed data: the 00 00 ff ff the sender

@@ -1,4 +1,4 @@
-package relay
+package engine
 
 import (
 	"encoding/binary"
@@ -7,22 +7,27 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
-
-	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
 // This file turns the bytes a poller reads into WebSocket messages. It runs
 // on the poller goroutine; data is the poller's scratch buffer, so anything
 // kept across reads is copied into c.partial or c.msg.
 
-// Errors from the frame reader, each mapped to a WebSocket close code.
+// Errors from the frame reader, each mapped to a WebSocket close code. The
+// text is the close frame's reason, as clients have always seen it (hence
+// no package prefix, and the relay's name for Config.MaxMessageBytes).
 var (
 	errFrameTooLarge = errors.New("message larger than websocket.max_message_bytes")
 	errInvalidUTF8   = errors.New("text message is not valid UTF-8")
-	errBinary        = errors.New("binary message on a JSON connection (speak Protobuf with the centrifuge-protobuf subprotocol)")
-	errText          = errors.New("text message on a Protobuf connection")
 	errProtocol      = errors.New("WebSocket protocol violation")
 )
+
+// wrongFrameType is the error of a message of the other frame type: its
+// text is the connection's close reason (ConnConfig.WrongFrameType).
+type wrongFrameType string
+
+func (e wrongFrameType) Error() string        { return string(e) }
+func (e wrongFrameType) Is(target error) bool { return target == ErrWrongFrameType }
 
 // parseHeader parses a client frame header at the start of b. It returns
 // the header and its size, or ok=false when b holds less than a header.
@@ -68,7 +73,7 @@ func parseHeader(b []byte) (h ws.Header, size int, ok bool) {
 
 // consume handles the bytes read from the socket: complete messages are
 // handled, an incomplete frame is kept for the next read.
-func (c *conn) consume(data []byte) {
+func (c *Conn) consume(data []byte) {
 	if c.discard {
 		return
 	}
@@ -76,7 +81,7 @@ func (c *conn) consume(data []byte) {
 		c.partial = append(c.partial, data...)
 		data = c.partial
 	}
-	max := int64(c.srv.cfg.WebSocket.MaxMessageBytes)
+	max := int64(c.eng.cfg.MaxMessageBytes)
 	for len(data) > 0 && !c.discard {
 		h, hs, ok := parseHeader(data)
 		if !ok {
@@ -107,20 +112,20 @@ func (c *conn) consume(data []byte) {
 
 // rsvAllowed says whether h's RSV bits are legal: none, except RSV1 on the
 // first frame of a data message when permessage-deflate was negotiated.
-func (c *conn) rsvAllowed(h ws.Header) bool {
+func (c *Conn) rsvAllowed(h ws.Header) bool {
 	const rsv1 = 0x4
 	switch h.Rsv {
 	case 0:
 		return true
 	case rsv1:
-		return c.deflate && (h.OpCode == ws.OpText || h.OpCode == ws.OpBinary)
+		return c.cfg.Deflate.Accepted && (h.OpCode == ws.OpText || h.OpCode == ws.OpBinary)
 	}
 	return false
 }
 
 // keepPartial stores the unparsed rest of the input, reusing c.partial's
 // memory when data lives in it.
-func (c *conn) keepPartial(data []byte) {
+func (c *Conn) keepPartial(data []byte) {
 	if c.discard || len(data) == 0 {
 		c.partial = nil
 		return
@@ -131,10 +136,10 @@ func (c *conn) keepPartial(data []byte) {
 }
 
 // frame handles one complete, unmasked frame.
-func (c *conn) frame(h ws.Header, payload []byte) {
+func (c *Conn) frame(h ws.Header, payload []byte) {
 	switch h.OpCode {
 	case ws.OpPing:
-		c.send(ws.MustCompileFrame(ws.NewPongFrame(append([]byte(nil), payload...))))
+		c.Send(ws.MustCompileFrame(ws.NewPongFrame(append([]byte(nil), payload...))))
 		return
 	case ws.OpPong:
 		return
@@ -151,15 +156,13 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 			c.fail(ws.StatusProtocolError, errProtocol)
 			return
 		}
-		// The wrong kind of frame for the encoding means a client that
-		// speaks the other one: close with a terminal code (3501), so
-		// that an SDK does not retry for ever.
-		if binary := h.OpCode == ws.OpBinary; binary != c.codec.Binary() {
-			err := errBinary
-			if !binary {
-				err = errText
-			}
-			c.failProtocol(protocol.DisconnectBadRequest, err)
+		// The wrong kind of frame for the connection means a client
+		// that speaks another encoding: the session chose the close
+		// (the relay's is terminal, so that an SDK does not retry for
+		// ever).
+		if binary := h.OpCode == ws.OpBinary; binary != c.cfg.Binary {
+			wrong := c.cfg.WrongFrameType
+			c.fail(ws.StatusCode(wrong.Code), wrongFrameType(wrong.Reason))
 			return
 		}
 	case ws.OpContinuation:
@@ -187,7 +190,7 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 	if c.msgZ {
 		// UTF-8 and size are checked on what the client meant to send.
 		var err error
-		if msg, err = inflate(msg, int(c.srv.cfg.WebSocket.MaxMessageBytes)); err != nil {
+		if msg, err = inflate(msg, c.eng.cfg.MaxMessageBytes); err != nil {
 			code := ws.StatusInvalidFramePayloadData
 			if err == errFrameTooLarge {
 				code = ws.StatusMessageTooBig
@@ -196,29 +199,19 @@ func (c *conn) frame(h ws.Header, payload []byte) {
 			return
 		}
 	}
-	if !c.codec.Binary() && !utf8.Valid(msg) {
+	if !c.cfg.Binary && !utf8.Valid(msg) {
 		c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
 		return
 	}
-	if !c.handleMessage(msg) {
+	if !c.h.Message(msg, c.cfg.Binary) {
 		c.discard = true
 	}
 }
 
 // fail closes the connection with a WebSocket-level close code and ignores
 // further input.
-func (c *conn) fail(code ws.StatusCode, err error) {
-	c.srv.log.Debug("closing connection", "client", c.clientID(), "code", int(code), "err", err)
-	c.srv.metrics.protocolErrors.WithLabelValues(codeLabel(code)).Inc()
+func (c *Conn) fail(code ws.StatusCode, err error) {
+	c.h.Violation(uint16(code), err)
 	c.discard = true
-	c.closeWith(code, err.Error())
-}
-
-// failProtocol closes the connection with a protocol disconnect code and
-// err as the reason, and ignores further input.
-func (c *conn) failProtocol(d protocol.Disconnect, err error) {
-	c.srv.log.Debug("closing connection", "client", c.clientID(), "code", int(d.Code), "err", err)
-	c.srv.metrics.protocolErrors.WithLabelValues("wrong_frame_type").Inc()
-	c.discard = true
-	c.closeWith(ws.StatusCode(d.Code), err.Error())
+	c.Close(uint16(code), err.Error())
 }

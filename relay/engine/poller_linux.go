@@ -1,0 +1,178 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// A poller owns its connections' input side and their cleanup. It waits in
+// epoll_wait (edge-triggered), and for a readable socket reads everything
+// into its one scratch buffer and handles complete messages; for a writable
+// socket (EPOLLOUT after a write hit EAGAIN) it reschedules the connection's
+// writer. poller.mu is never held with Conn.mu or writer.mu.
+
+// poller is one epoll instance and its goroutine.
+type poller struct {
+	eng    *Engine
+	epfd   int
+	wakefd int // eventfd that wakes epoll_wait on stop
+
+	mu    sync.Mutex
+	conns map[int32]*Conn // by fd
+
+	scratch []byte
+}
+
+func newPoller(e *Engine) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("engine: epoll_create: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("engine: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		return nil, fmt.Errorf("engine: epoll_ctl: %w", err)
+	}
+	return &poller{eng: e, epfd: epfd, wakefd: wakefd, conns: map[int32]*Conn{}, scratch: make([]byte, 64<<10)}, nil
+}
+
+// add registers c, whose fd is non-blocking and owned by c from now on.
+// initial holds bytes already read past the handshake.
+func (p *poller) add(c *Conn, initial []byte) error {
+	fd := c.fd // c belongs to the poller goroutine once in p.conns
+	if len(initial) > 0 {
+		c.partial = append([]byte(nil), initial...)
+		c.pendingInput = true
+	}
+	p.mu.Lock()
+	p.conns[int32(fd)] = c
+	p.mu.Unlock()
+	// A new socket is writable, so registering it yields an event at once;
+	// that event also handles initial bytes (see run).
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		p.mu.Lock()
+		delete(p.conns, int32(fd))
+		p.mu.Unlock()
+		return fmt.Errorf("engine: epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+func (p *poller) stop() {
+	var one = [8]byte{1}
+	unix.Write(p.wakefd, one[:])
+}
+
+// run handles events until stop.
+func (p *poller) run() {
+	defer unix.Close(p.epfd)
+	defer unix.Close(p.wakefd)
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			p.eng.log.Error("epoll_wait failed; connections of this poller are lost", "err", err)
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			if int(ev.Fd) == p.wakefd {
+				return
+			}
+			p.mu.Lock()
+			c := p.conns[ev.Fd]
+			p.mu.Unlock()
+			if c == nil {
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				c.mu.Lock()
+				c.outEvents++
+				if c.waitOut {
+					c.waitOut = false
+					c.scheduleLocked(false)
+				}
+				c.mu.Unlock()
+			}
+			if c.pendingInput {
+				c.pendingInput = false
+				c.consume(nil)
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				p.read(c)
+			}
+		}
+	}
+}
+
+// read drains the socket (edge-triggered: until EAGAIN) and handles what
+// arrived; at EOF or on an error it cleans the connection up.
+func (p *poller) read(c *Conn) {
+	for {
+		n, err := unix.Read(c.fd, p.scratch)
+		if n > 0 {
+			c.consume(p.scratch[:n])
+			if n == len(p.scratch) {
+				continue
+			}
+		}
+		switch {
+		case err == unix.EAGAIN:
+			return
+		case err == unix.EINTR:
+			continue
+		case n > 0 && err == nil:
+			continue // short read: try again until EAGAIN
+		default: // EOF (n == 0) or an error
+			p.remove(c)
+			return
+		}
+	}
+}
+
+// remove closes c's socket, forgets c and tells its Handler. Poller
+// goroutine only.
+func (p *poller) remove(c *Conn) {
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	p.mu.Lock()
+	delete(p.conns, int32(c.fd))
+	p.mu.Unlock()
+	c.mu.Lock()
+	c.closing = true
+	// A writer still in writev holds its own iovec, not the queue.
+	c.forgetHeldLocked()
+	c.releaseQueueLocked()
+	c.head, c.queued = 0, 0
+	if c.writing {
+		c.closeAfter = true // the writer closes fd when writev returns
+	} else {
+		unix.Close(c.fd)
+	}
+	c.fd = -1
+	c.mu.Unlock()
+	c.partial, c.msg = nil, nil
+	c.h.Closed()
+}
+
+// closeAll shuts every connection of p hard (Engine.CloseAll).
+func (p *poller) closeAll() {
+	p.mu.Lock()
+	conns := make([]*Conn, 0, len(p.conns))
+	for _, c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.kill()
+	}
+}
