@@ -58,3 +58,48 @@ func TestHistoryAmplification(t *testing.T) {
 		t.Fatalf("bystander got %v", data)
 	}
 }
+
+// TestCommandRate: past websocket.commands_per_second a connection's
+// commands are refused with 111; one that goes on by another burst is
+// closed with 3013. A bystander keeps receiving.
+func TestCommandRate(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.WebSocket.MaxSubscriptions = 8
+	cfg.WebSocket.CommandsPerSecond, cfg.WebSocket.CommandsBurst = 0.001, 10 // no refill during the test
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+	const ch = "odds:rate:1"
+	bystander := dial(t, r.url())
+	bystander.connect()
+	bystander.send(`{"id":2,"subscribe":{"channel":"` + ch + `"}}`)
+	bystander.mustNext()
+
+	c := dial(t, r.url())
+	c.connect() // 1 of the burst of 10
+	var pings []string
+	for i := 0; i < 10; i++ {
+		pings = append(pings, fmt.Sprintf(`{"id":%d,"ping":{}}`, 10+i))
+	}
+	c.send(pings...)
+	for i := 0; i < 10; i++ {
+		rep := c.mustNext()
+		want := 0
+		if i == 9 {
+			want = 111 // the 11th command
+		}
+		if errorCode(rep) != want {
+			t.Fatalf("reply %d: %v, want error %d", i, rep, want)
+		}
+	}
+	c.send(pings...) // another burst's worth without slowing down
+	c.expectClose(3013)
+
+	produce(t, prod, "odds", ch, `{"after":1}`)
+	if _, data, _, ok := pubOf(bystander.mustNext()); !ok || data["after"] != 1.0 {
+		t.Fatalf("bystander got %v", data)
+	}
+	if _, body := r.get(t, "/metrics"); metric(body, "edgerelay_commands_refused_total") < 2 {
+		t.Errorf("refusals not counted:\n%s", grep(body, "refused"))
+	}
+}

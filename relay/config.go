@@ -133,6 +133,16 @@ type WebSocketConfig struct {
 	MaxQueueBytes     ByteSize      `yaml:"max_queue_bytes"`
 	StallTimeout      time.Duration `yaml:"stall_timeout"`
 	MaxSubscriptions  int           `yaml:"max_subscriptions"`
+	// MaxFramesPerSecond bounds the WebSocket frames (data and control)
+	// a client may send per second: past it, close 3013.
+	MaxFramesPerSecond int `yaml:"max_frames_per_second"`
+	// CommandsPerSecond and CommandsBurst bound a connection's protocol
+	// commands (pongs included): past the rate a command is answered
+	// with error 111; a client that goes on by another burst is closed
+	// with 3013. The burst must hold a reconnect: connect and every
+	// subscription in one message.
+	CommandsPerSecond float64 `yaml:"commands_per_second"`
+	CommandsBurst     int     `yaml:"commands_burst"`
 	// Writers is the number of writer workers; 0: one per core
 	// (GOMAXPROCS).
 	Writers        int           `yaml:"writers"`
@@ -180,18 +190,21 @@ func DefaultConfig() Config {
 			BurstPerAddress:   100,
 		},
 		WebSocket: WebSocketConfig{
-			Path:              "/connection/websocket",
-			MaxMessageBytes:   128 << 10, // an SDK resubscribes everything in one message on reconnect
-			MaxHandshakeBytes: 16 << 10,  // browsers send a few hundred bytes; cookies may add a few KiB
-			PingInterval:      25 * time.Second,
-			PongTimeout:       10 * time.Second,
-			ConnectTimeout:    10 * time.Second,
-			WriteTimeout:      10 * time.Second,
-			SoftQueueBytes:    256 << 10,
-			MaxQueueBytes:     1 << 20,
-			StallTimeout:      15 * time.Second,
-			MaxSubscriptions:  512,
-			Deflate:           DeflateConfig{Enabled: true, MinBytes: 128, Level: 6},
+			Path:               "/connection/websocket",
+			MaxMessageBytes:    128 << 10, // an SDK resubscribes everything in one message on reconnect
+			MaxHandshakeBytes:  16 << 10,  // browsers send a few hundred bytes; cookies may add a few KiB
+			PingInterval:       25 * time.Second,
+			PongTimeout:        10 * time.Second,
+			ConnectTimeout:     10 * time.Second,
+			WriteTimeout:       10 * time.Second,
+			SoftQueueBytes:     256 << 10,
+			MaxQueueBytes:      1 << 20,
+			StallTimeout:       15 * time.Second,
+			MaxSubscriptions:   512,
+			MaxFramesPerSecond: 1000,
+			CommandsPerSecond:  100,
+			CommandsBurst:      1024,
+			Deflate:            DeflateConfig{Enabled: true, MinBytes: 128, Level: 6},
 		},
 		Auth: AuthConfig{Anonymous: true, Leeway: 5 * time.Second},
 		Bets: bets.DefaultConfig(),
@@ -270,6 +283,12 @@ func (c *Config) Validate() error {
 	}
 	if ws.MaxMessageBytes < 1<<10 {
 		bad("websocket.max_message_bytes", "must be at least 1KiB")
+	}
+	if ws.MaxFramesPerSecond < 0 {
+		bad("websocket.max_frames_per_second", "must be 0 (no bound) or positive")
+	}
+	if ws.CommandsPerSecond < 0 || ws.CommandsPerSecond > 0 && ws.CommandsBurst < ws.MaxSubscriptions+2 {
+		bad("websocket.commands_per_second", "must be 0 (no bound) or positive, with websocket.commands_burst at least websocket.max_subscriptions + 2 (a reconnect sends connect and every subscribe at once)")
 	}
 	if ws.MaxHandshakeBytes < 1<<10 || ws.MaxHandshakeBytes > 1<<20 {
 		bad("websocket.max_handshake_bytes", "must be between 1KiB and 1MiB")

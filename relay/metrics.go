@@ -37,6 +37,7 @@ type metrics struct {
 	acceptErrors       *prometheus.CounterVec
 	handshakeErrors    prometheus.Counter
 	restRateLimited    prometheus.Counter
+	commandsRefused    prometheus.Counter
 	deltaEncode        prometheus.Histogram
 	patchesSkipped     prometheus.Counter
 	bytesByVariant     *prometheus.CounterVec
@@ -91,6 +92,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts(f("slow_disconnects_total", "Connections closed as slow (3008): queue past websocket.max_queue_bytes, or no write progress for websocket.stall_timeout."))),
 		acceptErrors:    prometheus.NewCounterVec(prometheus.CounterOpts(f("accept_errors_total", "Failed accepts, by reason (file_limit: EMFILE/ENFILE); each pauses accepting briefly.")), []string{"reason"}),
 		handshakeErrors: prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total", "WebSocket upgrades refused or failed."))),
+		commandsRefused: prometheus.NewCounter(prometheus.CounterOpts(f("commands_refused_total", "Client commands refused past websocket.commands_per_second (error 111, or the 3013 close)."))),
 		restRateLimited: prometheus.NewCounter(prometheus.CounterOpts(f("http_rate_limited_total", "/v1/ requests refused with 429: past http.rate_per_address."))),
 		deltaEncode: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "delta_encode_seconds",
 			Help:    "Time to encode the delta variants of one update (once per update, for channels with delta subscribers).",
@@ -124,7 +126,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency, m.ingestAge,
-		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
+		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
 		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),

@@ -83,17 +83,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.metrics = newMetrics(s.hub, s.Ready)
 	ws := cfg.WebSocket
 	if s.engine, err = engine.New(engine.Config{
-		Writers:         ws.Writers,
-		MaxMessageBytes: int(ws.MaxMessageBytes),
-		SoftQueueBytes:  int(ws.SoftQueueBytes),
-		MaxQueueBytes:   int(ws.MaxQueueBytes),
-		StallTimeout:    ws.StallTimeout,
-		WriteTimeout:    ws.WriteTimeout,
-		ConflateAfter:   cfg.Overload.ConflateAfter,
-		Slow:            engine.Close(protocol.DisconnectSlow),
-		Compressor:      s.compressor,
-		Hooks:           s.metrics,
-		Log:             log.With("component", "engine"),
+		Writers:            ws.Writers,
+		MaxMessageBytes:    int(ws.MaxMessageBytes),
+		SoftQueueBytes:     int(ws.SoftQueueBytes),
+		MaxQueueBytes:      int(ws.MaxQueueBytes),
+		StallTimeout:       ws.StallTimeout,
+		WriteTimeout:       ws.WriteTimeout,
+		ConflateAfter:      cfg.Overload.ConflateAfter,
+		Slow:               engine.Close(protocol.DisconnectSlow),
+		MaxFramesPerSecond: ws.MaxFramesPerSecond,
+		Flood:              engine.Close(protocol.DisconnectTooManyReqs),
+		Compressor:         s.compressor,
+		Hooks:              s.metrics,
+		Log:                log.With("component", "engine"),
 	}); err != nil {
 		return nil, err
 	}

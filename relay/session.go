@@ -29,6 +29,10 @@ type session struct {
 	user    string         // from the connect token; "" is anonymous
 	subs    []*engine.Sink // a slice is smaller than a map for the usual few
 	replies []byte         // replies of the message being handled, '\n'-separated
+	// the command rate's bucket (websocket.commands_per_second): tokens
+	// as of cmdLast (unix nanos); below 0, commands are refused
+	cmdTokens float64
+	cmdLast   int64
 
 	betsInFlight atomic.Int32 // bets waiting for their answer
 
@@ -122,6 +126,19 @@ func (c *session) flushReplies() {
 // queued. The client is then closed as slow (3008), as it would be once
 // they were queued.
 func (c *session) handleBounded(cmd *protocol.Command) error {
+	switch c.takeCommand() {
+	case commandRefused:
+		c.srv.metrics.commandsRefused.Inc()
+		if cmd.ID != 0 {
+			c.replyError(cmd.ID, protocol.ErrTooManyRequests.WithMessage("past websocket.commands_per_second"))
+		}
+		return nil
+	case commandFlood:
+		c.srv.metrics.commandsRefused.Inc()
+		c.flushReplies()
+		c.disconnect(protocol.DisconnectTooManyReqs)
+		return errStop
+	}
 	if err := c.handleCommand(cmd); err != nil {
 		return err
 	}
@@ -132,6 +149,39 @@ func (c *session) handleBounded(cmd *protocol.Command) error {
 		return errStop
 	}
 	return nil
+}
+
+// Outcomes of takeCommand.
+const (
+	commandOK      = iota
+	commandRefused // over the rate: answered with 111
+	commandFlood   // a burst past the rate as well: closed with 3013
+)
+
+// takeCommand takes a token from the connection's command bucket
+// (websocket.commands_per_second, bursts of commands_burst). A client
+// over the rate has its commands refused; one that goes on for another
+// burst's worth without slowing down is flooding.
+func (c *session) takeCommand() int {
+	ws := &c.srv.cfg.WebSocket
+	if ws.CommandsPerSecond <= 0 {
+		return commandOK
+	}
+	now, burst := time.Now().UnixNano(), float64(ws.CommandsBurst)
+	if c.cmdLast == 0 {
+		c.cmdTokens = burst
+	} else {
+		c.cmdTokens = min(burst, c.cmdTokens+float64(now-c.cmdLast)/1e9*ws.CommandsPerSecond)
+	}
+	c.cmdLast = now
+	c.cmdTokens--
+	switch {
+	case c.cmdTokens >= 0:
+		return commandOK
+	case c.cmdTokens > -burst:
+		return commandRefused
+	}
+	return commandFlood
 }
 
 // maxReplyData bounds the publication data one reply may carry: half the

@@ -82,6 +82,11 @@ type Conn struct {
 	inMessage bool
 	msgZ      bool // the message being read is compressed (RSV1)
 	discard   bool // closing: input is read and dropped
+	// frames counted in the second of the engine's clock that began at
+	// frameWindow (Config.MaxFramesPerSecond)
+	frames      int
+	frameWindow int64
+	readAgain   bool // on the poller's list of connections to read again
 	// pendingInput: partial holds bytes read with the handshake, to be
 	// handled on the first event.
 	pendingInput bool

@@ -16,6 +16,14 @@
 // of the other frame type (ConnConfig.Binary) closes with the code and
 // reason the session gave (ConnConfig.WrongFrameType).
 //
+// Input is bounded per client: a poller reads at most readBudget (256
+// KiB) of one connection per turn, then serves the others before it comes
+// back, so that a client sending without pause cannot stall its poller;
+// past Config.MaxFramesPerSecond frames of any kind in a second the
+// connection is closed with Config.Flood. A frame arriving in pieces is
+// kept in one growing buffer (linear in its size however it is cut); close
+// frames and frame lengths are checked as RFC 6455 asks (1002, 1007).
+//
 // Outbound, a Conn has a bounded queue of shared frames (fanout.Frame).
 // The session queues replies and pings with Send and SendMessage; the hub
 // delivers channel updates into a Sink, the Conn's fanout.Subscriber for

@@ -40,6 +40,12 @@ type Config struct {
 	ConflateAfter time.Duration
 	// Slow is the close sent to a slow client.
 	Slow Close
+	// MaxFramesPerSecond bounds the frames (data and control) a client
+	// may send per second; past it the connection is closed with Flood.
+	// 0: no bound.
+	MaxFramesPerSecond int
+	// Flood is the close sent to a client past MaxFramesPerSecond.
+	Flood Close
 	// Compressor compresses the messages of SendMessage for connections
 	// that negotiated permessage-deflate; nil: they go uncompressed.
 	Compressor *Compressor
@@ -60,6 +66,7 @@ func DefaultConfig() Config {
 		WriteTimeout:    10 * time.Second,
 		ConflateAfter:   20 * time.Millisecond,
 		Slow:            Close{Code: 1008, Reason: "slow"},
+		Flood:           Close{Code: 1008, Reason: "flood"},
 	}
 }
 
@@ -92,6 +99,12 @@ func (c *Config) validate() error {
 	}
 	if c.Slow.Code == 0 {
 		bad("Slow", "needs a close code")
+	}
+	if c.MaxFramesPerSecond < 0 {
+		bad("MaxFramesPerSecond", "must not be negative")
+	}
+	if c.MaxFramesPerSecond > 0 && c.Flood.Code == 0 {
+		bad("Flood", "needs a close code")
 	}
 	return errors.Join(errs...)
 }

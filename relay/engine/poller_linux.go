@@ -24,7 +24,15 @@ type poller struct {
 	conns map[int32]*Conn // by fd
 
 	scratch []byte
+	// again holds connections that used their readBudget with input
+	// still waiting: each gets another turn after the next events.
+	again, turn []*Conn
 }
+
+// readBudget is what one connection may have read per turn of its
+// poller, so that a client that sends without pause cannot keep the
+// poller from the others.
+const readBudget = 256 << 10
 
 func newPoller(e *Engine) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -76,7 +84,11 @@ func (p *poller) run() {
 	defer unix.Close(p.wakefd)
 	events := make([]unix.EpollEvent, 256)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		timeout := -1
+		if len(p.again) > 0 {
+			timeout = 0 // others' events first, without waiting
+		}
+		n, err := unix.EpollWait(p.epfd, events, timeout)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -108,20 +120,39 @@ func (p *poller) run() {
 				c.pendingInput = false
 				c.consume(nil)
 			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !c.readAgain {
 				p.read(c)
 			}
 		}
+		p.turn, p.again = p.again, p.turn[:0]
+		for _, c := range p.turn {
+			c.readAgain = false
+			p.mu.Lock()
+			live := p.conns[int32(c.fd)] == c
+			p.mu.Unlock()
+			if live {
+				p.read(c)
+			}
+		}
+		clear(p.turn)
 	}
 }
 
 // read drains the socket (edge-triggered: until EAGAIN) and handles what
-// arrived; at EOF or on an error it cleans the connection up.
+// arrived, up to readBudget: past it the connection waits for its next
+// turn on p.again, as no new edge would come for input already there. At
+// EOF or on an error it cleans the connection up.
 func (p *poller) read(c *Conn) {
+	budget := readBudget
 	for {
 		n, err := unix.Read(c.fd, p.scratch)
 		if n > 0 {
 			c.consume(p.scratch[:n])
+			if budget -= n; budget <= 0 && err == nil {
+				c.readAgain = true
+				p.again = append(p.again, c)
+				return
+			}
 			if n == len(p.scratch) {
 				continue
 			}

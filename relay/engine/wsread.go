@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -20,6 +21,10 @@ var (
 	errFrameTooLarge = errors.New("message larger than websocket.max_message_bytes")
 	errInvalidUTF8   = errors.New("text message is not valid UTF-8")
 	errProtocol      = errors.New("WebSocket protocol violation")
+	errCloseCode     = errors.New("close frame with an invalid status code")
+	errCloseReason   = errors.New("close frame reason is not valid UTF-8")
+	errNonMinimal    = errors.New("frame length not in its minimal form")
+	errFlood         = errors.New("more than websocket.max_frames_per_second frames")
 )
 
 // wrongFrameType is the error of a message of the other frame type: its
@@ -91,6 +96,15 @@ func (c *Conn) consume(data []byte) {
 			c.fail(ws.StatusProtocolError, errProtocol)
 			return
 		}
+		if !minimalLength(h, hs) {
+			c.fail(ws.StatusProtocolError, errNonMinimal)
+			return
+		}
+		if !c.countFrame() {
+			flood := c.eng.cfg.Flood
+			c.fail(ws.StatusCode(flood.Code), errFlood)
+			return
+		}
 		if h.OpCode.IsControl() && (h.Length > 125 || !h.Fin) {
 			c.fail(ws.StatusProtocolError, errProtocol)
 			return
@@ -110,6 +124,42 @@ func (c *Conn) consume(data []byte) {
 	c.keepPartial(data)
 }
 
+// minimalLength says whether h, parsed from hs header bytes, states its
+// length in the fewest bytes, as RFC 6455 section 5.2 requires.
+func minimalLength(h ws.Header, hs int) bool {
+	if h.Masked {
+		hs -= 4
+	}
+	switch hs {
+	case 4:
+		return h.Length >= 126
+	case 10:
+		return h.Length > 0xffff
+	}
+	return true
+}
+
+// countFrame counts a frame against Config.MaxFramesPerSecond (per
+// second of the engine's clock), reporting false past it.
+func (c *Conn) countFrame() bool {
+	limit := c.eng.cfg.MaxFramesPerSecond
+	if limit <= 0 {
+		return true
+	}
+	if now := c.eng.clock.Load(); now-c.frameWindow >= int64(time.Second) {
+		c.frameWindow, c.frames = now, 0
+	}
+	c.frames++
+	return c.frames <= limit
+}
+
+// validCloseCode says whether a client may send code in a close frame
+// (RFC 6455 section 7.4 and the IANA registry): 1000-1003, 1007-1014,
+// 3000-4999. 1004-1006 and 1015 are reserved, the rest undefined.
+func validCloseCode(code ws.StatusCode) bool {
+	return code >= 1000 && code <= 1003 || code >= 1007 && code <= 1014 || code >= 3000 && code <= 4999
+}
+
 // rsvAllowed says whether h's RSV bits are legal: none, except RSV1 on the
 // first frame of a data message when permessage-deflate was negotiated.
 func (c *Conn) rsvAllowed(h ws.Header) bool {
@@ -123,11 +173,18 @@ func (c *Conn) rsvAllowed(h ws.Header) bool {
 	return false
 }
 
-// keepPartial stores the unparsed rest of the input, reusing c.partial's
-// memory when data lives in it.
+// keepPartial stores the unparsed rest of the input. When data is the
+// tail of c.partial (the frame grew by this read and is still
+// incomplete), c.partial's memory is kept: copying the whole frame again
+// on every read made a frame drip-fed in small segments cost quadratic
+// time.
 func (c *Conn) keepPartial(data []byte) {
 	if c.discard || len(data) == 0 {
 		c.partial = nil
+		return
+	}
+	if n := len(c.partial); n > 0 && &data[len(data)-1] == &c.partial[n-1] {
+		c.partial = c.partial[:copy(c.partial, data)]
 		return
 	}
 	rest := make([]byte, len(data), max(len(data), 512))
@@ -145,7 +202,14 @@ func (c *Conn) frame(h ws.Header, payload []byte) {
 		return
 	case ws.OpClose:
 		code, reason := ws.ParseCloseFrameData(payload)
-		if code.Empty() {
+		switch {
+		case len(payload) == 1 || len(payload) >= 2 && !validCloseCode(code):
+			c.fail(ws.StatusProtocolError, errCloseCode)
+			return
+		case !utf8.ValidString(reason):
+			c.fail(ws.StatusInvalidFramePayloadData, errCloseReason)
+			return
+		case code.Empty():
 			code = ws.StatusNormalClosure
 		}
 		c.discard = true

@@ -61,6 +61,7 @@ var (
 	DisconnectSlow          = Disconnect{3008, "slow"}
 	DisconnectWriteError    = Disconnect{3009, "write error"}
 	DisconnectNoPong        = Disconnect{3012, "no pong"}
+	DisconnectTooManyReqs   = Disconnect{3013, "too many requests"}
 	DisconnectInvalidToken  = Disconnect{3500, "invalid token"}
 	DisconnectBadRequest    = Disconnect{3501, "bad request"}
 	DisconnectStale         = Disconnect{3502, "stale"}
