@@ -26,8 +26,8 @@ import (
 // Decoding follows proto3: unknown fields are skipped; a known field with
 // the wrong wire type, a truncated varint, a length past the end of its
 // message and a string that is not UTF-8 make the whole message
-// malformed. Repeated occurrences of a scalar field: the last wins; of a
-// message field: they merge.
+// malformed, as does a field number past 2^29-1. Repeated occurrences of
+// a scalar field: the last wins; of a message field: they merge.
 
 type protobufCodec struct{}
 
@@ -304,6 +304,9 @@ func walk(b []byte, fn func(f *field) error) error {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
+		}
+		if !num.IsValid() { // ConsumeTag rejects only numbers below 1
+			return fmt.Errorf("field number %d out of range", num)
 		}
 		b = b[n:]
 		f := field{num: num, typ: typ}

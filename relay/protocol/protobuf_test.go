@@ -81,6 +81,7 @@ func TestProtobufDecodeCommands(t *testing.T) {
 		{name: "wrong wire type inside subscribe", msg: pbDelimited(pbCommand(2, cmdSubscribe, pbUint(nil, 1, 7))), err: ErrMalformed},
 		{name: "invalid UTF-8 channel", msg: pbDelimited(pbCommand(2, cmdSubscribe, pbBytes(nil, 1, []byte{0xff, 0xfe}))), err: ErrMalformed},
 		{name: "field number 0", msg: pbDelimited([]byte{0x00}), err: ErrMalformed},
+		{name: "field number past 2^29-1", msg: pbDelimited(protowire.AppendVarint(protowire.AppendTag(pbCommand(5, cmdPing, nil), 1<<29, protowire.VarintType), 1)), err: ErrMalformed},
 		{name: "unterminated group", msg: pbDelimited([]byte{0x0b}), err: ErrMalformed},
 		{name: "good then bad", msg: append(pbDelimited(pbCommand(1, cmdPing, nil)), 0x80), methods: []string{"ping"}, err: ErrMalformed},
 	}
