@@ -18,6 +18,11 @@
 // hiding it (no coordinated omission). Parent and workers share the
 // machine's clock.
 //
+// Clients speak the JSON or the Protobuf encoding of the Centrifugo
+// protocol (protobuf.go holds the client side of the latter, written here
+// on protowire: package bench talks to the relay only over the wire and
+// imports it in tests alone), with the same checks in both.
+//
 // # Concurrency
 //
 // A worker runs one goroutine per client connection (the load generator

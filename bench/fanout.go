@@ -30,6 +30,7 @@ type FanoutConfig struct {
 	Duration time.Duration
 	Delta    bool // clients subscribe with fossil delta and rebuild values
 	Deflate  bool // clients offer permessage-deflate
+	Protobuf bool // clients speak the Protobuf encoding (centrifuge-protobuf)
 	// PriorityEvery marks every n-th record priority (0: none): those
 	// must reach every healthy client.
 	PriorityEvery int
@@ -43,11 +44,13 @@ type FanoutConfig struct {
 	Matches int
 	Move    float64
 	// ReconnectEvery: reconnect storms; ChannelsPerClient, Popular,
-	// DeltaShare, DeflateShare: the subscription mix (see WorkerConfig).
+	// DeltaShare, DeflateShare, ProtobufShare: the subscription mix (see
+	// WorkerConfig).
 	ReconnectEvery           time.Duration
 	ChannelsPerClient        int
 	Popular                  float64
 	DeltaShare, DeflateShare float64
+	ProtobufShare            float64
 	// Worker is the command that runs one worker: it gets the worker's
 	// config as JSON in EDGEBENCH_WORKER and must speak the worker protocol
 	// (see Worker). Default: this executable with the argument "worker".
@@ -163,8 +166,9 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			n = cfg.Conns - per*(cfg.Procs-1)
 		}
 		wc := WorkerConfig{URL: cfg.URL, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
-			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, ReconnectEvery: cfg.ReconnectEvery,
-			ChannelsPerClient: cfg.ChannelsPerClient, Popular: cfg.Popular, DeltaShare: cfg.DeltaShare, DeflateShare: cfg.DeflateShare}
+			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, Protobuf: cfg.Protobuf,
+			ReconnectEvery: cfg.ReconnectEvery, ChannelsPerClient: cfg.ChannelsPerClient, Popular: cfg.Popular,
+			DeltaShare: cfg.DeltaShare, DeflateShare: cfg.DeflateShare, ProtobufShare: cfg.ProtobufShare}
 		js, _ := json.Marshal(wc)
 		argv := cfg.Worker
 		if len(argv) == 0 {
@@ -387,19 +391,28 @@ func scrape(base, name string) (v float64, err error) {
 	return v, err
 }
 
-// mode names the clients' subscription mode.
+// mode names the clients' subscription mode, "protobuf …" when every
+// client speaks Protobuf.
 func (r *Report) mode() string {
-	switch {
-	case r.Config.DeltaShare > 0 || r.Config.DeflateShare > 0:
-		return fmt.Sprintf("mixed (delta %.0f%%, deflate %.0f%%)", r.Config.DeltaShare*100, r.Config.DeflateShare*100)
-	case r.Config.Delta && r.Config.Deflate:
-		return "delta+deflate"
-	case r.Config.Delta:
-		return "delta"
-	case r.Config.Deflate:
-		return "deflate"
+	enc := ""
+	if r.Config.Protobuf {
+		enc = "protobuf "
 	}
-	return "full"
+	switch {
+	case r.Config.DeltaShare > 0 || r.Config.DeflateShare > 0 || r.Config.ProtobufShare > 0:
+		pb := ""
+		if r.Config.ProtobufShare > 0 {
+			pb = fmt.Sprintf(", protobuf %.0f%%", r.Config.ProtobufShare*100)
+		}
+		return fmt.Sprintf("%smixed (delta %.0f%%, deflate %.0f%%%s)", enc, r.Config.DeltaShare*100, r.Config.DeflateShare*100, pb)
+	case r.Config.Delta && r.Config.Deflate:
+		return enc + "delta+deflate"
+	case r.Config.Delta:
+		return enc + "delta"
+	case r.Config.Deflate:
+		return enc + "deflate"
+	}
+	return enc + "full"
 }
 
 // Markdown renders the report as a table row with a header.

@@ -39,18 +39,20 @@ type Step struct {
 	Duration  time.Duration `yaml:"duration"` // feed duration
 	Delta     bool          `yaml:"delta"`    // clients subscribe with fossil delta
 	Deflate   bool          `yaml:"deflate"`  // clients offer permessage-deflate
+	Protobuf  bool          `yaml:"protobuf"` // clients speak the Protobuf encoding
 	Priority  int           `yaml:"priority_every"`
 	AllowSkip bool          `yaml:"allow_skips"` // conflation expected: skipped updates do not fail the step
 	// ReconnectEvery: every client drops its socket and reconnects at once,
 	// this often (a reconnect storm); 0: never.
 	ReconnectEvery time.Duration `yaml:"reconnect_every"`
 	// The subscription mix: channels per client, the share of them on the
-	// hottest tenth of channels, and the shares of clients with delta and
-	// with deflate.
+	// hottest tenth of channels, and the shares of clients with delta,
+	// with deflate and speaking Protobuf.
 	ChannelsPerClient int     `yaml:"channels_per_client"`
 	Popular           float64 `yaml:"popular"`
 	DeltaShare        float64 `yaml:"delta_share"`
 	DeflateShare      float64 `yaml:"deflate_share"`
+	ProtobufShare     float64 `yaml:"protobuf_share"`
 	// Matches > 0: a realistic odds and scores feed of that many matches
 	// (channels is then the feed's), prices moving with chance move.
 	Matches int     `yaml:"matches"`
@@ -84,8 +86,9 @@ func LoadScenario(path string) (*Scenario, error) {
 			errs = append(errs, where+": need channels >= 1 (or matches >= 1), rate > 0, duration > 0")
 		case s.Stalled < 0 || s.Stalled >= 1:
 			errs = append(errs, where+": stalled is a fraction in [0, 1)")
-		case s.Popular < 0 || s.Popular > 1 || s.DeltaShare < 0 || s.DeltaShare > 1 || s.DeflateShare < 0 || s.DeflateShare > 1:
-			errs = append(errs, where+": popular, delta_share and deflate_share are fractions in [0, 1]")
+		case s.Popular < 0 || s.Popular > 1 || s.DeltaShare < 0 || s.DeltaShare > 1 || s.DeflateShare < 0 || s.DeflateShare > 1 ||
+			s.ProtobufShare < 0 || s.ProtobufShare > 1:
+			errs = append(errs, where+": popular, delta_share, deflate_share and protobuf_share are fractions in [0, 1]")
 		case s.Matches == 0 && s.ChannelsPerClient > s.Channels:
 			errs = append(errs, where+": channels_per_client cannot exceed channels")
 		}
@@ -115,9 +118,9 @@ func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult
 		}
 		rep, err := RunFanout(ctx, FanoutConfig{URL: sc.URL, Brokers: sc.Brokers, Topic: sc.Topic, Conns: s.Conns, Procs: s.Procs,
 			Channels: s.Channels, Stalled: s.Stalled, Ramp: s.Ramp, Rate: s.Rate, Size: size, Duration: s.Duration,
-			Delta: s.Delta, Deflate: s.Deflate, PriorityEvery: s.Priority, ReconnectEvery: s.ReconnectEvery,
+			Delta: s.Delta, Deflate: s.Deflate, Protobuf: s.Protobuf, PriorityEvery: s.Priority, ReconnectEvery: s.ReconnectEvery,
 			ChannelsPerClient: s.ChannelsPerClient, Popular: s.Popular, DeltaShare: s.DeltaShare, DeflateShare: s.DeflateShare,
-			Matches: s.Matches, Move: s.Move}, log)
+			ProtobufShare: s.ProtobufShare, Matches: s.Matches, Move: s.Move}, log)
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", s.Name, err)
 		}

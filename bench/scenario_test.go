@@ -26,6 +26,7 @@ func TestLoadScenarioErrors(t *testing.T) {
 		{"no steps", "name: x\n", "at least one step"},
 		{"conns below procs", "name: x\nsteps: [{name: a, conns: 1, procs: 2, channels: 1, rate: 1, duration: 1s}]", "conns >= procs"},
 		{"no rate", "name: x\nsteps: [{name: a, conns: 1, procs: 1, channels: 1, duration: 1s}]", "rate > 0"},
+		{"protobuf share 2", "name: x\nsteps: [{name: a, conns: 1, procs: 1, channels: 1, rate: 1, duration: 1s, protobuf_share: 2}]", "protobuf_share"},
 		{"stalled 1", "name: x\nsteps: [{name: a, conns: 1, procs: 1, channels: 1, rate: 1, duration: 1s, stalled: 1}]", "stalled"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

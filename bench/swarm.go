@@ -36,6 +36,9 @@ type WorkerConfig struct {
 	// delta / offer deflate (Delta and Deflate: all of them).
 	DeltaShare   float64 `json:"delta_share"`
 	DeflateShare float64 `json:"deflate_share"`
+	// ProtobufShare: that fraction of clients speak the Protobuf encoding
+	// (Protobuf: all of them).
+	ProtobufShare float64 `json:"protobuf_share"`
 	// Stalled clients subscribe and then never read again.
 	Stalled int `json:"stalled"`
 	// Ramp is connections opened per second (0: as fast as possible).
@@ -44,6 +47,9 @@ type WorkerConfig struct {
 	// patches before they are checked); Deflate offers permessage-deflate.
 	Delta   bool `json:"delta"`
 	Deflate bool `json:"deflate"`
+	// Protobuf: clients offer the centrifuge-protobuf subprotocol and
+	// speak the Protobuf encoding (binary frames), with the same checks.
+	Protobuf bool `json:"protobuf"`
 	// ReconnectEvery: every this long after all clients subscribed, every
 	// healthy client drops its socket at the same moment and reconnects
 	// and resubscribes at once (a reconnect storm); 0: never.
@@ -170,6 +176,37 @@ func (r *WorkerResult) Add(o *WorkerResult) {
 // RunWorker opens cfg.Conns clients, calls ready once every client is
 // subscribed (or failed), and measures until ctx is done.
 func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, failed int)) WorkerResult {
+	return runWorker(ctx, cfg, ready, nil)
+}
+
+// workerProbe lets a test see, while a worker runs, whether its clients
+// hold the feed's final values (see holds), so that it can poll instead of
+// sleeping. Set before ready is called.
+type workerProbe struct {
+	mu      sync.Mutex
+	results []clientResult
+}
+
+// holds reports whether every healthy subscribed client's every
+// subscription last read final[channel] (from a push or a resubscribe).
+func (p *workerProbe) holds(final map[string]int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.results {
+		c := &p.results[i]
+		if c.stalled {
+			continue
+		}
+		for _, s := range c.subs {
+			if s.held.Load() != final[s.name] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func runWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, failed int), probe *workerProbe) WorkerResult {
 	var (
 		mu      sync.Mutex
 		total   WorkerResult
@@ -188,6 +225,7 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 	}}
 	deflating := plain
 	deflating.Extensions = deflateOffer(true)
+	protobufProtocols := []string{pbSubprotocol}
 	var tick <-chan time.Time
 	if cfg.Ramp > 0 {
 		t := time.NewTicker(time.Duration(float64(time.Second) / cfg.Ramp))
@@ -209,13 +247,17 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			c.sink = sink
 			c.allReady = allReady
 			c.delta = cfg.Delta || share(i, cfg.DeltaShare)
-			c.deflate = cfg.Deflate || share(i+50, cfg.DeflateShare) // offset: the two mixes overlap only partly
+			c.deflate = cfg.Deflate || share(i+50, cfg.DeflateShare)    // offset: the two mixes overlap only partly
+			c.protobuf = cfg.Protobuf || share(i+25, cfg.ProtobufShare) // half on delta's clients, half on deflate's (at 50 % each)
 			for _, ch := range channelsOf(cfg, i) {
 				c.subs = append(c.subs, &chanState{name: ch})
 			}
 			d := plain
 			if c.deflate {
 				d = deflating
+			}
+			if c.protobuf {
+				d.Protocols = protobufProtocols
 			}
 			err := c.run(ctx, d, cfg, setup.Done)
 			if err != nil {
@@ -228,6 +270,11 @@ func RunWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 		}(i)
 	}
 	setup.Wait()
+	if probe != nil {
+		probe.mu.Lock()
+		probe.results = results
+		probe.mu.Unlock()
+	}
 	allReady.at = time.Now()
 	close(allReady.ch)
 	for i := range results {
@@ -284,6 +331,17 @@ type chanState struct {
 	base     []byte // delta: the last value, what the next patch applies to
 	scratch  []byte
 	data     []byte // the push's data string, unescaped
+	// held mirrors lastSeq for workerProbe (read by another goroutine).
+	held atomic.Int64
+	// Protobuf: the subscribe reply said delta (data is raw, a patch when
+	// the publication says delta), and the channel's compact id.
+	pbDelta bool
+	id      int64
+}
+
+func (s *chanState) setSeq(seq int64) {
+	s.lastSeq = seq
+	s.held.Store(seq)
 }
 
 // share says whether client i is in the first fraction f of every 100.
@@ -327,6 +385,7 @@ type clientResult struct {
 	badDeltas      uint64
 	wireBytes      uint64
 	delta, deflate bool
+	protobuf       bool
 	subs           []*chanState // in subscribe order: command id 2+i
 	replied        int          // subscribe replies of the current session
 	close          string
@@ -370,6 +429,7 @@ func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, s
 		c.subscribedAgain = false
 		for _, s := range c.subs {
 			s.base = nil // the subscribe reply brings the new base
+			s.pbDelta, s.id = false, 0
 		}
 	}
 }
@@ -385,6 +445,9 @@ func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfi
 	defer conn.Close()
 	if c.deflate && len(hs.Extensions) == 0 {
 		return fmt.Errorf("the relay did not accept permessage-deflate")
+	}
+	if c.protobuf && hs.Protocol != pbSubprotocol {
+		return fmt.Errorf("the relay did not accept the %s subprotocol", pbSubprotocol)
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -411,16 +474,8 @@ func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfi
 		}
 		conn.Close()
 	}()
-	opts := ""
-	if c.delta {
-		opts = `,"delta":"fossil"`
-	}
-	cmds := []byte(`{"id":1,"connect":{"name":"edgebench"}}`)
-	for i, s := range c.subs {
-		cmds = fmt.Appendf(cmds, "\n{\"id\":%d,\"subscribe\":{\"channel\":%q%s}}", 2+i, s.name, opts)
-	}
 	c.replied = 0
-	if err := wsutil.WriteClientText(conn, cmds); err != nil {
+	if err := c.subscribe(conn); err != nil {
 		return err
 	}
 	br := bufio.NewReaderSize(conn, 4096)
@@ -447,7 +502,11 @@ func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfi
 		case ws.OpPing:
 			wsutil.WriteClientMessage(conn, ws.OpPong, payload)
 			continue
-		case ws.OpText:
+		case ws.OpText, ws.OpBinary:
+			if binary := h.OpCode == ws.OpBinary; binary != c.protobuf {
+				return fmt.Errorf("%s frame on a %s connection", map[bool]string{true: "binary", false: "text"}[binary],
+					map[bool]string{true: "Protobuf", false: "JSON"}[c.protobuf])
+			}
 		default:
 			continue
 		}
@@ -460,8 +519,14 @@ func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfi
 		if c.subscribed {
 			c.wireBytes += uint64(int64(ws.HeaderSize(h)) + h.Length)
 		}
-		for line := range bytes.SplitSeq(text, []byte{'\n'}) {
-			c.line(conn, line, now)
+		if c.protobuf {
+			if err := c.protobufMessage(conn, text, now); err != nil {
+				return err
+			}
+		} else {
+			for line := range bytes.SplitSeq(text, []byte{'\n'}) {
+				c.line(conn, line, now)
+			}
 		}
 		if c.subscribed {
 			once()
@@ -471,6 +536,27 @@ func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfi
 			}
 		}
 	}
+}
+
+// subscribe sends connect and a subscribe per channel in one message, in
+// the client's encoding.
+func (c *clientResult) subscribe(conn net.Conn) error {
+	if c.protobuf {
+		cmds := pbAppendConnect(nil, 1, "edgebench")
+		for i, s := range c.subs {
+			cmds = pbAppendSubscribe(cmds, uint32(2+i), s.name, c.delta, false)
+		}
+		return wsutil.WriteClientBinary(conn, cmds)
+	}
+	opts := ""
+	if c.delta {
+		opts = `,"delta":"fossil"`
+	}
+	cmds := []byte(`{"id":1,"connect":{"name":"edgebench"}}`)
+	for i, s := range c.subs {
+		cmds = fmt.Appendf(cmds, "\n{\"id\":%d,\"subscribe\":{\"channel\":%q%s}}", 2+i, s.name, opts)
+	}
+	return wsutil.WriteClientText(conn, cmds)
 }
 
 var (
@@ -500,14 +586,22 @@ func (c *chanState) rebuild(line []byte) []byte {
 	if !ok {
 		return nil
 	}
-	if !bytes.Contains(line, keyDelta) || bytes.Contains(line, keySub) {
-		c.base = append(c.base[:0], c.data...)
+	return c.apply(c.data, bytes.Contains(line, keyDelta) && !bytes.Contains(line, keySub))
+}
+
+// apply returns the value a delta subscription's publication carries:
+// data itself (kept as the next patch's base) or, if isPatch, the
+// previous value patched. nil: the patch did not apply. data may alias
+// c.data, never c.base or c.scratch.
+func (c *chanState) apply(data []byte, isPatch bool) []byte {
+	if !isPatch {
+		c.base = append(c.base[:0], data...)
 		return c.base
 	}
 	if c.base == nil {
 		return nil // a patch with no base: the relay must never send one
 	}
-	out, err := delta.Decode(c.scratch[:0], c.base, c.data)
+	out, err := delta.Decode(c.scratch[:0], c.base, data)
 	if err != nil {
 		return nil
 	}
@@ -568,9 +662,6 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 	case bytes.Equal(line, []byte("{}")):
 		wsutil.WriteClientText(conn, line) // pong
 	case bytes.Contains(line, keySub):
-		// The cached value may come from an earlier run with other
-		// sequence numbers: order is checked from the first live push.
-		// In a delta subscription it is the base of the first patch.
 		id, _ := intAfter(line, keyID)
 		if id < 2 || int(id-2) >= len(c.subs) {
 			return
@@ -580,25 +671,7 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 		if bytes.Contains(line, keyDeltaData) {
 			value = s.rebuild(line)
 		}
-		if c.droppedAt.Load() != 0 {
-			// A resubscribe after a storm: the cached value is this run's,
-			// the latest the client holds now; what it missed while away
-			// counts as skipped.
-			if seq, ok := intAfter(value, keySeq); ok && seq > s.lastSeq {
-				c.gaps += uint64(seq - s.lastSeq - 1)
-				s.lastSeq = seq
-			}
-		}
-		if c.replied++; c.replied < len(c.subs) {
-			return
-		}
-		if at := c.droppedAt.Load(); at != 0 && !c.subscribedAgain {
-			c.subscribedAgain = true
-			c.reconnect.Record(now.Sub(time.Unix(0, at)))
-		} else if !c.subscribed {
-			c.sink.connected(now.Unix())
-		}
-		c.subscribed = true
+		c.subscribeReply(s, value, now)
 	case bytes.Contains(line, keyPush):
 		s := c.subOf(line)
 		if s == nil {
@@ -611,32 +684,133 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 				return
 			}
 		}
-		t, ok := intAfter(line, keyT)
-		if !ok {
-			return
+		c.publication(s, line, now)
+	}
+}
+
+// protobufMessage handles one message of a Protobuf client: its Replies
+// are the pings, the subscribe replies and the pushes that the JSON
+// client reads as lines, and they get the same checks. A malformed reply
+// or an error reply ends the session.
+func (c *clientResult) protobufMessage(conn net.Conn, msg []byte, now time.Time) error {
+	for len(msg) > 0 {
+		var r pbReply
+		rest, err := r.decode(msg)
+		if err != nil {
+			return fmt.Errorf("malformed Protobuf reply %x: %w", msg[:min(len(msg), 64)], err)
 		}
-		c.received++
-		d := now.Sub(time.Unix(0, t))
-		c.latency.Record(d)
-		if sec := now.Unix(); sec != c.sec {
-			c.sink.add(c.sec, &c.cur)
-			c.sec = sec
-		}
-		c.cur.Record(d)
-		if seq, ok := intAfter(line, keySeq); ok {
-			switch {
-			case s.lastSeq != 0 && seq == s.lastSeq:
-				c.duplicates++
-			case s.lastSeq != 0 && seq < s.lastSeq:
-				c.outOfOrder++
-			case seq > s.lastSeq+1: // the feed starts at 1 after every client subscribed
-				c.gaps += uint64(seq - s.lastSeq - 1)
+		msg = rest
+		switch {
+		case r.Empty:
+			wsutil.WriteClientBinary(conn, pbPong)
+		case r.HasError:
+			return fmt.Errorf("reply %d: error %d: %s", r.ID, r.ErrCode, r.ErrMessage)
+		case r.HasSub:
+			if r.ID < 2 || int(r.ID-2) >= len(c.subs) {
+				continue
 			}
-			s.lastSeq = seq
-			if bytes.Contains(line, keyPriority) {
-				s.priority++
+			s := c.subs[r.ID-2]
+			s.pbDelta, s.id = r.Sub.Delta, r.Sub.ID
+			var value []byte
+			if r.Sub.Pubs > 0 {
+				value = r.Sub.Last.Data
+				if s.pbDelta {
+					// Always full; its data is the base of the first patch.
+					if value = s.apply(value, r.Sub.Last.Delta); value == nil {
+						c.badDeltas++
+					}
+				}
 			}
+			c.subscribeReply(s, value, now)
+		case r.HasPush && r.Push.HasPub:
+			s := c.pbSubOf(&r.Push)
+			if s == nil {
+				continue
+			}
+			value := r.Push.Pub.Data
+			if s.pbDelta || r.Push.Pub.Delta {
+				if value = s.apply(value, r.Push.Pub.Delta); value == nil {
+					c.badDeltas++
+					continue
+				}
+			}
+			c.publication(s, value, now)
 		}
+	}
+	return nil
+}
+
+// pbSubOf is the subscription a Protobuf push is for, from its channel
+// (or its compact id, should the relay send one).
+func (c *clientResult) pbSubOf(p *pbPush) *chanState {
+	if len(c.subs) == 1 {
+		return c.subs[0]
+	}
+	for _, s := range c.subs {
+		if (p.ID != 0 && p.ID == s.id) || (p.ID == 0 && string(p.Channel) == s.name) {
+			return s
+		}
+	}
+	return nil
+}
+
+// subscribeReply takes the reply to s's subscribe, whose cached
+// publication (nil: none) carries value; the client is subscribed once
+// every channel's reply is in.
+func (c *clientResult) subscribeReply(s *chanState, value []byte, now time.Time) {
+	// The cached value may come from an earlier run with other sequence
+	// numbers: order is checked from the first live push. In a delta
+	// subscription it is the base of the first patch.
+	if c.droppedAt.Load() != 0 {
+		// A resubscribe after a storm: the cached value is this run's,
+		// the latest the client holds now; what it missed while away
+		// counts as skipped.
+		if seq, ok := intAfter(value, keySeq); ok && seq > s.lastSeq {
+			c.gaps += uint64(seq - s.lastSeq - 1)
+			s.setSeq(seq)
+		}
+	}
+	if c.replied++; c.replied < len(c.subs) {
+		return
+	}
+	if at := c.droppedAt.Load(); at != 0 && !c.subscribedAgain {
+		c.subscribedAgain = true
+		c.reconnect.Record(now.Sub(time.Unix(0, at)))
+	} else if !c.subscribed {
+		c.sink.connected(now.Unix())
+	}
+	c.subscribed = true
+}
+
+// publication checks one publication of s, its value rebuilt: latency
+// from the feed's intended send time, and order, duplicates and gaps from
+// its per-channel sequence number.
+func (c *clientResult) publication(s *chanState, value []byte, now time.Time) {
+	t, ok := intAfter(value, keyT)
+	if !ok {
+		return
+	}
+	c.received++
+	d := now.Sub(time.Unix(0, t))
+	c.latency.Record(d)
+	if sec := now.Unix(); sec != c.sec {
+		c.sink.add(c.sec, &c.cur)
+		c.sec = sec
+	}
+	c.cur.Record(d)
+	if seq, ok := intAfter(value, keySeq); ok {
+		switch {
+		case s.lastSeq != 0 && seq == s.lastSeq:
+			c.duplicates++
+		case s.lastSeq != 0 && seq < s.lastSeq:
+			c.outOfOrder++
+		case seq > s.lastSeq+1: // the feed starts at 1 after every client subscribed
+			c.gaps += uint64(seq - s.lastSeq - 1)
+		}
+		if bytes.Contains(value, keyPriority) {
+			s.priority++
+		}
+		s.setSeq(seq) // last: workerProbe takes it as the end of this publication's counts
 	}
 }
 

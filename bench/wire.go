@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/httphead"
@@ -33,6 +34,9 @@ type WireMode struct {
 	Delta   bool // subscribe with delta:"fossil"
 	Compact bool // subscribe with flag 1: pushes carry the channel id
 	Deflate bool // offer permessage-deflate
+	// Protobuf: the Protobuf encoding (subprotocol centrifuge-protobuf,
+	// binary frames); else JSON.
+	Protobuf bool
 }
 
 // WireModes are the modes MeasureWire compares; the first is the baseline.
@@ -44,6 +48,10 @@ var WireModes = []WireMode{
 	{Name: "deflate", Compact: true, Deflate: true},
 	{Name: "delta", Compact: true, Delta: true},
 	{Name: "delta + deflate", Compact: true, Delta: true, Deflate: true},
+	{Name: "Protobuf full", Compact: true, Protobuf: true},
+	{Name: "Protobuf full + deflate", Compact: true, Deflate: true, Protobuf: true},
+	{Name: "Protobuf delta", Compact: true, Delta: true, Protobuf: true},
+	{Name: "Protobuf delta + deflate", Compact: true, Delta: true, Deflate: true, Protobuf: true},
 }
 
 // MeasureWire subscribes one client per WireMode to every cached channel
@@ -51,6 +59,22 @@ var WireModes = []WireMode{
 // per delivered update. All clients see the same updates, so the figures
 // compare directly.
 func MeasureWire(ctx context.Context, wsURL, prefix string, d time.Duration) ([]WireResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return measureWire(ctx, wsURL, prefix, WireModes, nil)
+}
+
+// wireProbe lets a test follow a wire run: clients with every subscribe
+// reply in, and updates counted, over all clients.
+type wireProbe struct {
+	subscribed, updates atomic.Int64
+}
+
+// measureWire is MeasureWire over modes, until ctx is done.
+func measureWire(ctx context.Context, wsURL, prefix string, modes []WireMode, probe *wireProbe) ([]WireResult, error) {
+	if probe == nil {
+		probe = &wireProbe{}
+	}
 	base, err := metricsURLOf(wsURL)
 	if err != nil {
 		return nil, err
@@ -67,14 +91,14 @@ func MeasureWire(ctx context.Context, wsURL, prefix string, d time.Duration) ([]
 	if err != nil || len(list.Channels) == 0 {
 		return nil, fmt.Errorf("no cached channels with prefix %q (%v)", prefix, err)
 	}
-	results := make([]WireResult, len(WireModes))
+	results := make([]WireResult, len(modes))
 	var wg sync.WaitGroup
-	errs := make(chan error, len(WireModes))
-	for i, mode := range WireModes {
+	errs := make(chan error, len(modes))
+	for i, mode := range modes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := wireClient(ctx, wsURL, mode, list.Channels, d)
+			r, err := wireClient(ctx, wsURL, mode, list.Channels, probe)
 			if err != nil {
 				errs <- fmt.Errorf("%s: %w", mode.Name, err)
 			}
@@ -90,10 +114,13 @@ func MeasureWire(ctx context.Context, wsURL, prefix string, d time.Duration) ([]
 	return results, nil
 }
 
-func wireClient(ctx context.Context, url string, mode WireMode, channels []struct{ Channel string }, d time.Duration) (WireResult, error) {
+func wireClient(ctx context.Context, url string, mode WireMode, channels []struct{ Channel string }, probe *wireProbe) (WireResult, error) {
 	res := WireResult{Mode: mode.Name}
 	var dialer ws.Dialer
 	dialer.Extensions = deflateOffer(mode.Deflate)
+	if mode.Protobuf {
+		dialer.Protocols = []string{pbSubprotocol}
+	}
 	conn, _, hs, err := dialer.Dial(ctx, url)
 	if err != nil {
 		return res, err
@@ -102,35 +129,51 @@ func wireClient(ctx context.Context, url string, mode WireMode, channels []struc
 	if mode.Deflate && len(hs.Extensions) == 0 {
 		return res, fmt.Errorf("the relay did not accept permessage-deflate")
 	}
-	cmds := []string{`{"id":1,"connect":{"name":"edgebench-wire"}}`}
-	for i, c := range channels {
-		opts := ""
-		if mode.Delta {
-			opts += `,"delta":"fossil"`
-		}
-		if mode.Compact {
-			opts += `,"flag":1`
-		}
-		cmds = append(cmds, fmt.Sprintf(`{"id":%d,"subscribe":{"channel":%q%s}}`, i+2, c.Channel, opts))
+	if mode.Protobuf && hs.Protocol != pbSubprotocol {
+		return res, fmt.Errorf("the relay did not accept the %s subprotocol", pbSubprotocol)
 	}
-	if err := wsutil.WriteClientText(conn, []byte(strings.Join(cmds, "\n"))); err != nil {
+	stop := context.AfterFunc(ctx, func() { conn.Close() }) // the end of ctx ends the run
+	defer stop()
+	if mode.Protobuf {
+		cmds := pbAppendConnect(nil, 1, "edgebench-wire")
+		for i, c := range channels {
+			cmds = pbAppendSubscribe(cmds, uint32(i+2), c.Channel, mode.Delta, mode.Compact)
+		}
+		err = wsutil.WriteClientBinary(conn, cmds)
+	} else {
+		cmds := []string{`{"id":1,"connect":{"name":"edgebench-wire"}}`}
+		for i, c := range channels {
+			opts := ""
+			if mode.Delta {
+				opts += `,"delta":"fossil"`
+			}
+			if mode.Compact {
+				opts += `,"flag":1`
+			}
+			cmds = append(cmds, fmt.Sprintf(`{"id":%d,"subscribe":{"channel":%q%s}}`, i+2, c.Channel, opts))
+		}
+		err = wsutil.WriteClientText(conn, []byte(strings.Join(cmds, "\n")))
+	}
+	if err != nil {
 		return res, err
 	}
-	conn.SetReadDeadline(time.Now().Add(d))
 	br := bufio.NewReader(conn)
 	var inf inflater
 	subscribed := 0
 	for {
 		h, err := ws.ReadHeader(br)
 		if err != nil {
-			break // the deadline ends the run
+			break // the end of ctx ends the run
 		}
 		payload := make([]byte, h.Length)
 		if _, err := io.ReadFull(br, payload); err != nil {
 			break
 		}
-		if h.OpCode != ws.OpText {
+		if h.OpCode != ws.OpText && h.OpCode != ws.OpBinary {
 			continue
+		}
+		if (h.OpCode == ws.OpBinary) != mode.Protobuf {
+			return res, fmt.Errorf("unexpected frame opcode %v", h.OpCode)
 		}
 		text := payload
 		if h.Rsv&4 != 0 { // RSV1: compressed
@@ -138,22 +181,65 @@ func wireClient(ctx context.Context, url string, mode WireMode, channels []struc
 				return res, err
 			}
 		}
+		var push, ping bool
+		var subs int
+		if mode.Protobuf {
+			if push, ping, subs, err = wireProtobuf(text); err != nil {
+				return res, err
+			}
+		} else {
+			push = bytes.HasPrefix(text, []byte(`{"push"`))
+			ping = string(text) == "{}"
+			if !push && !ping {
+				subs = bytes.Count(text, []byte(`"subscribe":{`))
+			}
+		}
 		switch {
-		case bytes.HasPrefix(text, []byte(`{"push"`)):
+		case push:
 			if subscribed == len(channels) { // count only after all subscribe replies
 				res.Updates++
 				res.WireBytes += int64(ws.HeaderSize(h)) + h.Length
+				probe.updates.Add(1)
 			}
-		case string(text) == "{}":
+		case ping && mode.Protobuf:
+			wsutil.WriteClientBinary(conn, pbPong)
+		case ping:
 			wsutil.WriteClientText(conn, text)
 		default:
-			subscribed += bytes.Count(text, []byte(`"subscribe":{`))
+			before := subscribed
+			subscribed += subs
+			if before < len(channels) && subscribed >= len(channels) {
+				probe.subscribed.Add(1)
+			}
 		}
 	}
 	if res.Updates > 0 {
 		res.PerUpdate = float64(res.WireBytes) / float64(res.Updates)
 	}
 	return res, nil
+}
+
+// wireProtobuf reads one Protobuf message of a wire client: whether it is
+// a push (relay pushes travel one per message), the server's ping, or how
+// many subscribe replies it holds. An error reply is an error.
+func wireProtobuf(msg []byte) (push, ping bool, subs int, err error) {
+	for len(msg) > 0 {
+		var r pbReply
+		if msg, err = r.decode(msg); err != nil {
+			return false, false, 0, fmt.Errorf("malformed Protobuf reply: %w", err)
+		}
+		switch {
+		case r.HasError:
+			return false, false, 0, fmt.Errorf("reply %d: error %d: %s", r.ID, r.ErrCode, r.ErrMessage)
+		case r.Empty:
+			ping = true
+		case r.HasPush:
+			push = true
+		case r.HasSub:
+			subs++
+		}
+	}
+	return push, ping, subs, nil
 }
 
 // deflateOffer is the permessage-deflate offer, if on.

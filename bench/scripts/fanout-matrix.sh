@@ -5,7 +5,8 @@
 # the edgebench fanout scenarios and prints one Markdown row each.
 #
 #   bench/scripts/fanout-matrix.sh            # all scenarios (~10 minutes)
-#   bench/scripts/fanout-matrix.sh idle       # one group: idle, rate, latency, stalled, modes
+#   bench/scripts/fanout-matrix.sh idle       # one group: idle, rate, latency, stalled, modes, protobuf
+#   RUNS=3 bench/scripts/fanout-matrix.sh protobuf   # JSON vs Protobuf clients, alternated, 3 rounds (default 1)
 source "$(dirname "$0")/common.sh"
 
 kport=${KAFKA_PORT:-29092}
@@ -28,8 +29,8 @@ run() { # name, then edgebench fanout flags
 }
 
 group=${1:-all}
-echo "| scenario | conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| scenario | conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end | relay age p50/p99 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 if [[ $group == all || $group == idle ]]; then
   for i in 1 2 3; do run idle-15k-$i --conns 15000 --procs 4 --rate 1 --duration 3s; done
 fi
@@ -50,5 +51,22 @@ if [[ $group == all || $group == modes ]]; then
     run rate-1ch-20-delta-deflate-$i --conns 15000 --procs 4 --channels 1 --rate 20 --duration 15s --delta --deflate
     run latency-100ch-200-full-$i --conns 15000 --procs 4 --channels 100 --rate 200 --duration 15s
     run latency-100ch-200-delta-deflate-$i --conns 15000 --procs 4 --channels 100 --rate 200 --duration 15s --delta --deflate
+  done
+fi
+if [[ $group == all || $group == protobuf ]]; then
+  # JSON and Protobuf clients (edgebench fanout --protobuf), full and
+  # delta + deflate, alternated so that both see the same machine: memory
+  # per idle connection, then the two fan-out loads of "modes".
+  for i in $(seq "${RUNS:-1}"); do
+    run idle-15k-json-$i --conns 15000 --procs 4 --rate 1 --duration 3s
+    run idle-15k-protobuf-$i --conns 15000 --procs 4 --rate 1 --duration 3s --protobuf
+    for load in "rate-1ch-20 --channels 1 --rate 20" "latency-100ch-200 --channels 100 --rate 200"; do
+      set -- $load
+      name=$1; shift
+      run $name-json-$i --conns 15000 --procs 4 --duration 15s "$@"
+      run $name-protobuf-$i --conns 15000 --procs 4 --duration 15s "$@" --protobuf
+      run $name-json-delta-deflate-$i --conns 15000 --procs 4 --duration 15s "$@" --delta --deflate
+      run $name-protobuf-delta-deflate-$i --conns 15000 --procs 4 --duration 15s "$@" --protobuf --delta --deflate
+    done
   done
 fi

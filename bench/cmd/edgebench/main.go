@@ -34,7 +34,8 @@ commands:
   broker   run a standalone Kafka (franz-go kfake) on 127.0.0.1 for local runs
   fanout   open many WebSocket clients, feed Kafka at a fixed rate, report
            deliveries/s, latency percentiles and relay memory per connection
-  wire     bytes on the wire per delivered update, full JSON vs channel ids, deflate, fossil delta
+  wire     bytes on the wire per delivered update: full JSON vs channel ids, deflate,
+           fossil delta, and the same in the Protobuf encoding
   feed     produce a realistic odds and scores feed into Kafka at a rate, record
            it to a file, or replay a recorded one at N x speed
   swarm    open many clients over several processes and hold them for a
@@ -123,6 +124,7 @@ func fanout(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "feed duration")
 	fs.BoolVar(&cfg.Delta, "delta", false, "subscribe with fossil delta (values are rebuilt and checked)")
 	fs.BoolVar(&cfg.Deflate, "deflate", false, "offer permessage-deflate")
+	fs.BoolVar(&cfg.Protobuf, "protobuf", false, "speak the Protobuf encoding (subprotocol centrifuge-protobuf, binary frames), with the same checks")
 	allowSkips := fs.Bool("allow-skips", true, "skipped updates are fine (conflation); false: every update must arrive")
 	fs.IntVar(&cfg.PriorityEvery, "priority-every", 0, "mark every n-th record priority (100: 1 %); all must arrive (0: none)")
 	out := fs.String("out", "", "also write the JSON report here")
@@ -353,6 +355,7 @@ func swarmCmd(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.Popular, "popular", 0, "share of subscriptions on the hottest tenth of channels")
 	fs.Float64Var(&cfg.DeltaShare, "delta-share", 0, "share of clients subscribing with fossil delta")
 	fs.Float64Var(&cfg.DeflateShare, "deflate-share", 0, "share of clients offering permessage-deflate")
+	fs.Float64Var(&cfg.ProtobufShare, "protobuf-share", 0, "share of clients speaking the Protobuf encoding (centrifuge-protobuf)")
 	fs.Float64Var(&cfg.Stalled, "stalled", 0, "fraction of clients that stop reading after subscribing")
 	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connections per second per worker (0: unlimited)")
 	fs.DurationVar(&cfg.ReconnectEvery, "reconnect-every", 0, "every client drops and reconnects at once, this often (0: never)")
