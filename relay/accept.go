@@ -182,6 +182,19 @@ type headConn struct {
 
 func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 	s := a.srv
+	addr := addressKey(nc.RemoteAddr().String())
+	if reason := s.admission.admit(addr, time.Now()); reason != "" {
+		s.metrics.connectionsRefused.WithLabelValues(reason).Inc()
+		io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n\r\nconnection refused: "+reason+"\n")
+		nc.Close()
+		return
+	}
+	registered := false
+	defer func() {
+		if !registered {
+			s.admission.release(addr)
+		}
+	}()
 	head, err := readRequestHead(br, int(s.cfg.WebSocket.MaxHandshakeBytes))
 	status := "431 Request Header Fields Too Large"
 	if err == nil {
@@ -250,12 +263,12 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 		nc.Close()
 		return
 	}
-	c := &session{srv: s, born: time.Now().UnixNano(), codec: codec}
+	c := &session{srv: s, born: time.Now().UnixNano(), codec: codec, addr: addr}
 	rand.Read(c.id[:])
 	c.id[6] = c.id[6]&0x0f | 0x40
 	c.id[8] = c.id[8]&0x3f | 0x80
 	c.ec = s.engine.NewConn(fd, engine.ConnConfig{Binary: codec.Binary(), WrongFrameType: wrongFrameType(codec), Deflate: deflate}, c)
-	if !s.addConn(c, initial) {
+	if registered = s.addConn(c, initial); !registered {
 		unix.Close(fd)
 	}
 }

@@ -136,6 +136,16 @@ type WebSocketConfig struct {
 	// MaxFramesPerSecond bounds the WebSocket frames (data and control)
 	// a client may send per second: past it, close 3013.
 	MaxFramesPerSecond int `yaml:"max_frames_per_second"`
+	// MaxConnections caps the node's WebSocket connections (0: the
+	// open-file limit less 128, or less an eighth of a limit under 1024); MaxConnectionsPerAddress those from one
+	// client address (IPv6: per /64; 0: no cap); and
+	// UpgradesPerSecondPerAddress, in bursts of UpgradesBurstPerAddress,
+	// how fast one address may open them (0: no bound). Past any, the
+	// upgrade is answered 503 with Retry-After.
+	MaxConnections              int     `yaml:"max_connections"`
+	MaxConnectionsPerAddress    int     `yaml:"max_connections_per_address"`
+	UpgradesPerSecondPerAddress float64 `yaml:"upgrades_per_second_per_address"`
+	UpgradesBurstPerAddress     int     `yaml:"upgrades_burst_per_address"`
 	// CommandsPerSecond and CommandsBurst bound a connection's protocol
 	// commands (pongs included): past the rate a command is answered
 	// with error 111; a client that goes on by another burst is closed
@@ -202,9 +212,13 @@ func DefaultConfig() Config {
 			StallTimeout:       15 * time.Second,
 			MaxSubscriptions:   512,
 			MaxFramesPerSecond: 1000,
-			CommandsPerSecond:  100,
-			CommandsBurst:      1024,
-			Deflate:            DeflateConfig{Enabled: true, MinBytes: 128, Level: 6},
+			// Generous: many phones share an address behind carrier NAT.
+			MaxConnectionsPerAddress:    10000,
+			UpgradesPerSecondPerAddress: 1000,
+			UpgradesBurstPerAddress:     5000,
+			CommandsPerSecond:           100,
+			CommandsBurst:               1024,
+			Deflate:                     DeflateConfig{Enabled: true, MinBytes: 128, Level: 6},
 		},
 		Auth: AuthConfig{Anonymous: true, Leeway: 5 * time.Second},
 		Bets: bets.DefaultConfig(),
@@ -283,6 +297,12 @@ func (c *Config) Validate() error {
 	}
 	if ws.MaxMessageBytes < 1<<10 {
 		bad("websocket.max_message_bytes", "must be at least 1KiB")
+	}
+	if ws.MaxConnections < 0 || ws.MaxConnectionsPerAddress < 0 {
+		bad("websocket.max_connections", "max_connections and max_connections_per_address must be 0 or positive")
+	}
+	if ws.UpgradesPerSecondPerAddress < 0 || ws.UpgradesPerSecondPerAddress > 0 && ws.UpgradesBurstPerAddress < 1 {
+		bad("websocket.upgrades_per_second_per_address", "must be 0 (no bound) or positive, with websocket.upgrades_burst_per_address at least 1")
 	}
 	if ws.MaxFramesPerSecond < 0 {
 		bad("websocket.max_frames_per_second", "must be 0 (no bound) or positive")

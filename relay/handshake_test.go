@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bufio"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/edgerelay/edgerelay/relay"
 )
 
 func upgradeRequest(path, extraHeaders string) string {
@@ -206,5 +209,74 @@ func TestRESTRateLimit(t *testing.T) {
 	}
 	if _, body := r.get(t, "/metrics"); metric(body, "edgerelay_http_rate_limited_total") != 1 {
 		t.Errorf("rate limit not counted:\n%s", grep(body, "rate_limited"))
+	}
+}
+
+// TestConnectionLimits: past websocket.max_connections, or
+// max_connections_per_address from one address, or
+// upgrades_per_second_per_address, an upgrade is answered 503 with
+// Retry-After, counted by reason; a closed connection frees its slot.
+func TestConnectionLimits(t *testing.T) {
+	dialFrom := func(t *testing.T, r *testRelay, from string) (*http.Response, net.Conn) {
+		t.Helper()
+		nc, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		io.WriteString(nc, upgradeRequest("/connection/websocket", ""))
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, nc
+	}
+	for _, tt := range []struct {
+		name   string
+		set    func(*relay.Config)
+		from   []string // one connection each, in order
+		want   []int
+		reason string
+	}{
+		{"node", func(c *relay.Config) { c.WebSocket.MaxConnections = 2 },
+			[]string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, []int{101, 101, 503}, "node_limit"},
+		{"address", func(c *relay.Config) { c.WebSocket.MaxConnectionsPerAddress = 2 },
+			[]string{"127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2"}, []int{101, 101, 503, 101}, "address_limit"},
+		{"rate", func(c *relay.Config) { c.WebSocket.UpgradesPerSecondPerAddress, c.WebSocket.UpgradesBurstPerAddress = 0.001, 2 },
+			[]string{"127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2"}, []int{101, 101, 503, 101}, "address_rate"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			kafka := newKafka(t)
+			cfg := testConfig(kafka.ListenAddrs())
+			tt.set(&cfg)
+			r := startRelay(t, cfg)
+			var first net.Conn
+			for i, from := range tt.from {
+				resp, nc := dialFrom(t, r, from)
+				if resp.StatusCode != tt.want[i] {
+					t.Fatalf("connection %d from %s: %s, want %d", i, from, resp.Status, tt.want[i])
+				}
+				if resp.StatusCode == 503 && resp.Header.Get("Retry-After") == "" {
+					t.Fatal("503 without Retry-After")
+				}
+				if i == 0 {
+					first = nc
+				}
+			}
+			if _, body := r.get(t, "/metrics"); metric(body, `edgerelay_connections_refused_total{reason="`+tt.reason+`"}`) != 1 {
+				t.Errorf("refusal not counted:\n%s", grep(body, "refused"))
+			}
+			if tt.name == "rate" {
+				return // the rate does not come back when a connection closes
+			}
+			first.Close()
+			checkFor(t, 10*time.Second, func() error {
+				if resp, _ := dialFrom(t, r, tt.from[0]); resp.StatusCode != 101 {
+					return fmt.Errorf("after a close: %s", resp.Status)
+				}
+				return nil
+			})
+		})
 	}
 }

@@ -38,6 +38,7 @@ type metrics struct {
 	handshakeErrors    prometheus.Counter
 	restRateLimited    prometheus.Counter
 	commandsRefused    prometheus.Counter
+	connectionsRefused *prometheus.CounterVec
 	deltaEncode        prometheus.Histogram
 	patchesSkipped     prometheus.Counter
 	bytesByVariant     *prometheus.CounterVec
@@ -88,12 +89,13 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		writeWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "write_wait_seconds",
 			Help:    "Time a connection with something to send waited for a writer: the fan-out queue's age.",
 			Buckets: []float64{.0001, .0005, .001, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5}}),
-		writeWaitMax:    prometheus.NewGauge(prometheus.GaugeOpts(f("write_wait_max_seconds", "Longest write wait in the last heartbeat period; past overload.unready_after /readyz answers 503."))),
-		slowDisconnects: prometheus.NewCounter(prometheus.CounterOpts(f("slow_disconnects_total", "Connections closed as slow (3008): queue past websocket.max_queue_bytes, or no write progress for websocket.stall_timeout."))),
-		acceptErrors:    prometheus.NewCounterVec(prometheus.CounterOpts(f("accept_errors_total", "Failed accepts, by reason (file_limit: EMFILE/ENFILE); each pauses accepting briefly.")), []string{"reason"}),
-		handshakeErrors: prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total", "WebSocket upgrades refused or failed."))),
-		commandsRefused: prometheus.NewCounter(prometheus.CounterOpts(f("commands_refused_total", "Client commands refused past websocket.commands_per_second (error 111, or the 3013 close)."))),
-		restRateLimited: prometheus.NewCounter(prometheus.CounterOpts(f("http_rate_limited_total", "/v1/ requests refused with 429: past http.rate_per_address."))),
+		writeWaitMax:       prometheus.NewGauge(prometheus.GaugeOpts(f("write_wait_max_seconds", "Longest write wait in the last heartbeat period; past overload.unready_after /readyz answers 503."))),
+		slowDisconnects:    prometheus.NewCounter(prometheus.CounterOpts(f("slow_disconnects_total", "Connections closed as slow (3008): queue past websocket.max_queue_bytes, or no write progress for websocket.stall_timeout."))),
+		acceptErrors:       prometheus.NewCounterVec(prometheus.CounterOpts(f("accept_errors_total", "Failed accepts, by reason (file_limit: EMFILE/ENFILE); each pauses accepting briefly.")), []string{"reason"}),
+		handshakeErrors:    prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total", "WebSocket upgrades refused or failed."))),
+		connectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts(f("connections_refused_total", "WebSocket upgrades refused with 503 before the handshake, by reason: node_limit, address_limit, address_rate.")), []string{"reason"}),
+		commandsRefused:    prometheus.NewCounter(prometheus.CounterOpts(f("commands_refused_total", "Client commands refused past websocket.commands_per_second (error 111, or the 3013 close)."))),
+		restRateLimited:    prometheus.NewCounter(prometheus.CounterOpts(f("http_rate_limited_total", "/v1/ requests refused with 429: past http.rate_per_address."))),
 		deltaEncode: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "delta_encode_seconds",
 			Help:    "Time to encode the delta variants of one update (once per update, for channels with delta subscribers).",
 			Buckets: []float64{1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3}}),
@@ -126,7 +128,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency, m.ingestAge,
-		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
+		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.connectionsRefused, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
 		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),

@@ -52,6 +52,7 @@ type Server struct {
 	overloaded atomic.Bool
 	// restLimits is the per-address rate limit of /v1/ (nil: none).
 	restLimits *ratelimit.Limiter
+	admission  *admission // WebSocket connection caps and upgrade rate
 	// heartbeat goroutine only
 	shedding      bool
 	lastConflated uint64
@@ -81,6 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		HistorySize:    cfg.Channels.HistorySize,
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
+	s.admission = newAdmission(cfg.WebSocket)
 	ws := cfg.WebSocket
 	if s.engine, err = engine.New(engine.Config{
 		Writers:            ws.Writers,
@@ -288,6 +290,7 @@ func (s *Server) removeConn(c *session) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.metrics.connections.Dec()
+	s.admission.release(c.addr)
 }
 
 // heartbeat sends server pings and enforces the pong and connect timeouts,
@@ -332,6 +335,7 @@ func (s *Server) heartbeat(ctx context.Context) {
 		if s.restLimits != nil {
 			s.restLimits.Sweep(time.Unix(0, now))
 		}
+		s.admission.sweep(time.Unix(0, now))
 	}
 }
 

@@ -24,6 +24,7 @@ type session struct {
 	id    [16]byte
 	born  int64          // unix nanos at upgrade
 	codec protocol.Codec // the encoding, set at upgrade
+	addr  string         // the client's address key (admission)
 
 	// poller
 	user    string         // from the connect token; "" is anonymous
