@@ -3,6 +3,7 @@ package relay
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -14,42 +15,88 @@ import (
 // This file is the session side of identity and bets: the connect token,
 // personal channels and the "bet" RPC. docs/bets.md is the contract.
 
-// authenticate checks a connect token and returns the user ("" for an
-// anonymous connection), or the reply error or disconnect to answer with.
-func (s *Server) authenticate(token string) (user string, perr *protocol.Error, d *protocol.Disconnect) {
+// identity is who a connection is, from its token.
+type identity struct {
+	user    string    // "" is anonymous
+	expires time.Time // zero: never (tokens are not checked)
+}
+
+// authenticate checks a connect (or refresh) token and returns the
+// identity, or the reply error or disconnect to answer with.
+func (s *Server) authenticate(token string) (identity, *protocol.Error, *protocol.Disconnect) {
 	if s.verifier == nil {
-		return "", nil, nil // tokens are not checked: everyone is anonymous
+		return identity{}, nil, nil // tokens are not checked: everyone is anonymous
 	}
 	if token == "" {
 		if s.cfg.Auth.Anonymous {
-			return "", nil, nil
+			return identity{}, nil, nil
 		}
 		s.metrics.authFailures.WithLabelValues("no_token").Inc()
-		return "", nil, &protocol.DisconnectInvalidToken
+		return identity{}, nil, &protocol.DisconnectInvalidToken
 	}
 	claims, err := s.verifier.Verify(token, time.Now())
 	switch {
 	case errors.Is(err, auth.ErrTokenExpired):
 		// The SDKs answer 109 by fetching a new token and reconnecting.
 		s.metrics.authFailures.WithLabelValues("expired").Inc()
-		return "", protocol.ErrTokenExpired, nil
+		return identity{}, protocol.ErrTokenExpired, nil
 	case err != nil:
 		s.log.Debug("invalid connect token", "err", err)
 		s.metrics.authFailures.WithLabelValues("invalid").Inc()
-		return "", nil, &protocol.DisconnectInvalidToken
+		return identity{}, nil, &protocol.DisconnectInvalidToken
+	case !validUserID(claims.Subject):
+		// A user its personal channel could not name unambiguously.
+		s.log.Debug("connect token with an unusable sub", "sub", claims.Subject)
+		s.metrics.authFailures.WithLabelValues("bad_sub").Inc()
+		return identity{}, nil, &protocol.DisconnectInvalidToken
 	}
-	return claims.Subject, nil, nil
+	return identity{user: claims.Subject, expires: claims.ExpiresAt}, nil, nil
 }
 
-// personalOwner returns the user a personal channel belongs to: the part
-// after the last '#' (Centrifugo's user boundary), or ok=false for a
-// public channel.
+// maxUserIDLength leaves room in a channel name for the namespace.
+const maxUserIDLength = 128
+
+// validUserID says whether a token's sub can be a user: 1 to
+// maxUserIDLength of A-Z a-z 0-9 _ - . @ = + , — the channel-name
+// characters without ':' and '#', so that "<namespace>:#<user>" names
+// exactly one user (docs/bets.md).
+func validUserID(u string) bool {
+	if len(u) == 0 || len(u) > maxUserIDLength {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_-.@=+,", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// personalOwner returns the user a personal channel belongs to, the part
+// after its '#' (Centrifugo's user boundary), or ok=false for a public
+// channel. A channel with more than one '#' is personal to nobody: it
+// names no valid user, so nobody may read it.
 func personalOwner(channel string) (user string, ok bool) {
-	i := strings.LastIndexByte(channel, '#')
+	i := strings.IndexByte(channel, '#')
 	if i < 0 {
 		return "", false
 	}
-	return channel[i+1:], true
+	user = channel[i+1:]
+	if !validUserID(user) {
+		return "", true
+	}
+	return user, true
+}
+
+// mayRead is the one access rule for every surface (WebSocket subscribe
+// and history, REST): user ("" anonymous) may read channel unless it is
+// another user's personal channel. It returns the error to answer with.
+func (s *Server) mayRead(user, channel string) *protocol.Error {
+	if owner, personal := personalOwner(channel); personal && (user == "" || owner == "" || owner != user) {
+		return protocol.ErrPermissionDenied.WithMessage("a personal channel is readable only by its user")
+	}
+	return nil
 }
 
 // handleBet runs rpc "bet". Validation happens here, on the poller; the
@@ -73,6 +120,12 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 	req, err := bets.Parse(data, int(s.cfg.Bets.MaxBytes), s.cfg.Channels.MaxNameLength)
 	if err != nil {
 		reject("invalid", bets.ErrInvalid.WithMessage(err.Error()))
+		return
+	}
+	if !s.cfg.Bets.IsMarket(req.Channel) {
+		// Not even whether another channel (a user's personal one) has a
+		// cached value may leak through the answer.
+		reject("invalid", bets.ErrInvalid.WithMessage(fmt.Sprintf("channel: not a market channel (bets.market_prefixes: %s)", strings.Join(s.cfg.Bets.MarketPrefixes, ", "))))
 		return
 	}
 	if c.betsInFlight.Add(1) > int32(s.cfg.Bets.MaxInFlightPerConnection) {

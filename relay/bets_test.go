@@ -126,6 +126,7 @@ func TestBetRejections(t *testing.T) {
 	const open, suspended = "odds:tennis:atp:rej-1:winner", "odds:tennis:atp:rej-2:winner"
 	r.waitCached(t, open, produce(t, prod, "odds", open, `{"status":"open"}`))
 	r.waitCached(t, suspended, produce(t, prod, "odds", suspended, `{"status":"suspended"}`))
+	r.waitCached(t, "bets:#bob", produce(t, prod, "results", "bets:#bob", `{"status":"won"}`))
 
 	connect := func(tok string) *wsClient {
 		c := dial(t, r.url())
@@ -160,6 +161,13 @@ func TestBetRejections(t *testing.T) {
 		{"oversize", alice, `{"bet_id":"a5","channel":"` + open + `","selection":"p1","odds":1.8,"stake":2,"pad":"` + strings.Repeat("x", 5000) + `"}`, 1000},
 		{"suspended market", alice, valid("a6", suspended), 1002},
 		{"unknown market", alice, valid("a7", "odds:tennis:atp:nothing:winner"), 1002},
+		// Another user's personal channel, which has a cached value: the
+		// answer must not tell whether it has one.
+		{"personal channel", alice, valid("a9", "bets:#bob"), 1000},
+		{"not a market namespace", alice, valid("a10", "scores:m1"), 1000},
+		// encoding/json would validate the last of these and forward both.
+		{"stake smuggled in a case variant", alice, strings.Replace(valid("a11", open), `"stake":2`, `"stake":-1000000,"STAKE":2`, 1), 1000},
+		{"channel given twice", alice, strings.Replace(valid("a12", open), `"channel":`, `"channel":"`+suspended+`","channel":`, 1), 1000},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := errorCode(bet(tt.c, 10, tt.body)); got != tt.code {

@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
 // channelView is the REST form of a cached publication.
@@ -52,6 +54,21 @@ func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorView{err.Error()})
 		return
 	}
+	user, ok := s.restUser(w, r)
+	if !ok {
+		return
+	}
+	// Access first, the same answer whether or not the channel has a
+	// value: a refusal must not tell.
+	if e := s.mayRead(user, name); e != nil {
+		status := http.StatusForbidden
+		if user == "" {
+			status = http.StatusUnauthorized
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edgerelay"`)
+		}
+		writeJSON(w, status, errorView{e.Message + "; send its token as Authorization: Bearer <token>"})
+		return
+	}
 	p := s.hub.Last(name)
 	if p == nil {
 		writeJSON(w, http.StatusNotFound, errorView{"no cached value for channel " + name})
@@ -73,14 +90,46 @@ func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
+	user, ok := s.restUser(w, r)
+	if !ok {
+		return
+	}
 	infos := s.hub.Channels(r.URL.Query().Get("prefix"), limit)
-	out := make([]channelView, len(infos))
-	for i, in := range infos {
-		out[i] = viewOf(in.Last)
+	out := make([]channelView, 0, len(infos))
+	for _, in := range infos {
+		if s.mayRead(user, in.Last.Channel) != nil {
+			continue // never listed to whoever may not read it
+		}
+		v := viewOf(in.Last)
 		n := in.Subscribers
-		out[i].Subscribers = &n
+		v.Subscribers = &n
+		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"channels": out})
+}
+
+// restUser is the user a REST request speaks for: the subject of its
+// "Authorization: Bearer" token (as the connect token: Server.authenticate),
+// or "" without one. A bad or expired token is answered 401 here
+// (ok=false).
+func (s *Server) restUser(w http.ResponseWriter, r *http.Request) (user string, ok bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", true
+	}
+	token, found := strings.CutPrefix(h, "Bearer ")
+	var who identity
+	var perr *protocol.Error
+	var d *protocol.Disconnect
+	if found && token != "" {
+		who, perr, d = s.authenticate(token)
+	}
+	if !found || token == "" || perr != nil || d != nil || (s.verifier != nil && who.user == "") {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="edgerelay", error="invalid_token"`)
+		writeJSON(w, http.StatusUnauthorized, errorView{"Authorization: want Bearer and a valid, unexpired token"})
+		return "", false
+	}
+	return who.user, true
 }
 
 // maxRateAddresses bounds the client addresses whose REST rate buckets are

@@ -369,11 +369,16 @@ func (s *Server) checkConn(c *session, now int64, ping []byte) {
 	if c.ec.CheckTimeouts(now) {
 		return // closing, or closed as slow
 	}
+	exp := c.expiresAt.Load()
 	switch {
 	case !c.isConnected.Load():
 		if now-c.born > int64(cfg.ConnectTimeout) {
 			c.disconnect(protocol.DisconnectStale)
 		}
+	case exp != 0 && now > exp+int64(s.cfg.Auth.Leeway):
+		// The token expired and no refresh came: the SDK gets a new
+		// token and reconnects.
+		c.disconnect(protocol.DisconnectExpired)
 	case cfg.PingInterval <= 0:
 	case c.pongDeadline.Load() != 0 && now > c.pongDeadline.Load():
 		c.disconnect(protocol.DisconnectNoPong)

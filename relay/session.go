@@ -39,6 +39,7 @@ type session struct {
 
 	// set by the poller on "connect", read by the heartbeat
 	isConnected  atomic.Bool
+	expiresAt    atomic.Int64 // unix nanos the token expires; 0: never (also "refresh")
 	lastPing     atomic.Int64 // unix nanos of the last ping sent
 	pongDeadline atomic.Int64 // unix nanos; 0 when no pong is awaited
 }
@@ -252,7 +253,9 @@ func (c *session) handleCommand(cmd *protocol.Command) error {
 		c.replyError(cmd.ID, protocol.ErrPermissionDenied.WithMessage("channels are published from Kafka, not by clients"))
 	case "history":
 		c.handleHistory(cmd.ID, cmd.History)
-	case "presence", "presence_stats", "refresh", "sub_refresh":
+	case "refresh":
+		return c.handleRefresh(cmd.ID, cmd.Refresh)
+	case "presence", "presence_stats", "sub_refresh":
 		c.replyError(cmd.ID, protocol.ErrNotAvailable.WithMessage(method+" is not supported"))
 	case "send":
 		// Asynchronous messages have no reply and no use here yet.
@@ -268,7 +271,7 @@ func (c *session) handleConnect(cmd *protocol.Command) error {
 		c.disconnect(protocol.DisconnectBadRequest)
 		return errStop
 	}
-	user, perr, d := c.srv.authenticate(cmd.Connect.Token)
+	who, perr, d := c.srv.authenticate(cmd.Connect.Token)
 	switch {
 	case d != nil:
 		c.flushReplies()
@@ -278,17 +281,60 @@ func (c *session) handleConnect(cmd *protocol.Command) error {
 		c.replyError(cmd.ID, perr)
 		return nil
 	}
-	c.user = user
+	c.user = who.user
+	expires, ttl := c.setExpiry(who)
 	c.lastPing.Store(time.Now().UnixNano())
 	c.isConnected.Store(true)
 	ws := c.srv.cfg.WebSocket
 	c.reply(&protocol.Reply{ID: cmd.ID, Connect: &protocol.ConnectResult{
 		Client:  c.clientID(),
 		Version: Version,
+		Expires: expires,
+		TTL:     ttl,
 		Ping:    uint32(ws.PingInterval.Seconds()),
 		Pong:    ws.PingInterval > 0,
 		Node:    c.srv.cfg.Node,
 	}})
+	return nil
+}
+
+// setExpiry makes who's token expiry the connection's, returning what the
+// connect and refresh replies say: expires, and the seconds left (at
+// least 1). The heartbeat closes an expired connection with 3005.
+func (c *session) setExpiry(who identity) (expires bool, ttl uint32) {
+	if who.expires.IsZero() {
+		c.expiresAt.Store(0)
+		return false, 0
+	}
+	c.expiresAt.Store(who.expires.UnixNano())
+	return true, uint32(max(1, time.Until(who.expires).Round(time.Second)/time.Second))
+}
+
+// handleRefresh runs "refresh": a new token for the same user extends the
+// connection (the SDKs send it, from getToken, before the ttl of the
+// connect reply runs out). Another user's token, or an invalid one,
+// closes with 3500; an expired one gets 109.
+func (c *session) handleRefresh(id uint32, req *protocol.RefreshRequest) error {
+	if c.expiresAt.Load() == 0 {
+		c.replyError(id, protocol.ErrNotAvailable.WithMessage("this connection does not expire"))
+		return nil
+	}
+	who, perr, d := c.srv.authenticate(req.Token)
+	switch {
+	case d == nil && perr == nil && who.user != c.user:
+		c.srv.metrics.authFailures.WithLabelValues("other_user").Inc()
+		d = &protocol.DisconnectInvalidToken
+		fallthrough
+	case d != nil:
+		c.flushReplies()
+		c.disconnect(*d)
+		return errStop
+	case perr != nil:
+		c.replyError(id, perr)
+		return nil
+	}
+	expires, ttl := c.setExpiry(who)
+	c.reply(&protocol.Reply{ID: id, Refresh: &protocol.RefreshResult{Client: c.clientID(), Version: Version, Expires: expires, TTL: ttl}})
 	return nil
 }
 
@@ -384,11 +430,11 @@ func protoPublications(pubs []*fanout.Publication, reverse bool) []protocol.Publ
 	return out
 }
 
-// mayRead reports whether the client may read channel, replying with an
-// error if not: a personal channel (bets:#alice) only by its user.
+// mayRead reports whether the client may read channel (Server.mayRead),
+// replying with the error if not.
 func (c *session) mayRead(id uint32, channel string) bool {
-	if owner, personal := personalOwner(channel); personal && (c.user == "" || owner != c.user) {
-		c.replyError(id, protocol.ErrPermissionDenied.WithMessage("a personal channel is readable only by its user"))
+	if e := c.srv.mayRead(c.user, channel); e != nil {
+		c.replyError(id, e)
 		return false
 	}
 	return true

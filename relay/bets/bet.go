@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
+	"strings"
 
 	"github.com/edgerelay/edgerelay/fanout"
 )
@@ -33,43 +35,51 @@ const (
 	maxStake        = 1e9
 )
 
+// fields are the documented fields of a bet, by their exact names.
+var fields = [...]string{"bet_id", "channel", "selection", "odds", "stake"}
+
 // Parse decodes and checks a bet request of at most maxBytes. Errors say
 // which field is wrong, for the client.
+//
+// Decoding is strict where encoding/json is lenient, so that what is
+// validated is what every consumer of the record reads: a key given twice,
+// or a case variant of a documented field ("STAKE", "ſtake" by Unicode
+// folding) next to or instead of it, is an error; encoding/json would match
+// either case-insensitively and keep the last, and a consumer that does not
+// would read another value.
 func Parse(data []byte, maxBytes, maxChannelLen int) (Request, error) {
 	var r Request
 	if len(data) > maxBytes {
 		return r, fmt.Errorf("bet is %d bytes, more than %d", len(data), maxBytes)
 	}
-	var raw struct {
-		BetID     *string         `json:"bet_id"`
-		Channel   *string         `json:"channel"`
-		Selection *string         `json:"selection"`
-		Odds      json.RawMessage `json:"odds"`
-		Stake     json.RawMessage `json:"stake"`
+	vals, err := topLevel(data)
+	if err != nil {
+		return r, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&raw); err != nil {
-		return r, fmt.Errorf("bet is not a JSON object with the bet fields: %v", err)
+	str := func(k string) *string {
+		var s string
+		if v, ok := vals[k]; !ok || json.Unmarshal(v, &s) != nil {
+			return nil
+		}
+		return &s
 	}
-	if dec.More() {
-		return r, fmt.Errorf("bet has data after the JSON object")
-	}
+	betID, channel, selection := str("bet_id"), str("channel"), str("selection")
 	switch {
-	case raw.BetID == nil || !validID(*raw.BetID):
+	case betID == nil || !validID(*betID):
 		return r, fmt.Errorf("bet_id: required, 1 to %d of A-Z a-z 0-9 . _ : -", maxIDLen)
-	case raw.Channel == nil:
-		return r, fmt.Errorf("channel: required")
-	case raw.Selection == nil || !validID(*raw.Selection) || len(*raw.Selection) > maxSelectionLen:
+	case channel == nil:
+		return r, fmt.Errorf("channel: required, a string")
+	case selection == nil || !validID(*selection) || len(*selection) > maxSelectionLen:
 		return r, fmt.Errorf("selection: required, 1 to %d of A-Z a-z 0-9 . _ : -", maxSelectionLen)
 	}
-	if err := fanout.ValidateName(*raw.Channel, maxChannelLen); err != nil {
+	if err := fanout.ValidateName(*channel, maxChannelLen); err != nil {
 		return r, fmt.Errorf("channel: %v", err)
 	}
-	odds, err := number(raw.Odds)
+	odds, err := number(vals["odds"])
 	if err != nil || odds <= 1 || odds > maxOdds {
 		return r, fmt.Errorf("odds: required, decimal odds above 1 and at most %d", maxOdds)
 	}
-	stake, err := number(raw.Stake)
+	stake, err := number(vals["stake"])
 	if err != nil || stake <= 0 || stake > maxStake {
 		return r, fmt.Errorf("stake: required, above 0 and at most %g", float64(maxStake))
 	}
@@ -77,7 +87,52 @@ func Parse(data []byte, maxBytes, maxChannelLen int) (Request, error) {
 	if err := json.Compact(&compact, data); err != nil {
 		return r, fmt.Errorf("bet is not valid JSON: %v", err)
 	}
-	return Request{BetID: *raw.BetID, Channel: *raw.Channel, Selection: *raw.Selection, Odds: odds, Stake: stake, Raw: compact.Bytes()}, nil
+	return Request{BetID: *betID, Channel: *channel, Selection: *selection, Odds: odds, Stake: stake, Raw: compact.Bytes()}, nil
+}
+
+// topLevel returns the members of the JSON object data by key (as
+// unescaped), refusing duplicate keys and case variants of the documented
+// fields.
+func topLevel(data []byte) (map[string]json.RawMessage, error) {
+	notObject := func(err error) error { return fmt.Errorf("bet is not a JSON object with the bet fields: %v", err) }
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		if err == nil {
+			err = fmt.Errorf("starts with %v", tok)
+		}
+		return nil, notObject(err)
+	}
+	vals := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, notObject(err)
+		}
+		key := tok.(string) // object keys are strings
+		if _, dup := vals[key]; dup {
+			return nil, fmt.Errorf("%s: given twice", key)
+		}
+		for _, f := range fields {
+			if key != f && strings.EqualFold(key, f) {
+				return nil, fmt.Errorf("%s: a case variant of %s (field names are exact)", key, f)
+			}
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, notObject(err)
+		}
+		vals[key] = v
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, notObject(err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("bet has data after the JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("bet has data after the JSON object")
+	}
+	return vals, nil
 }
 
 // number parses a JSON number (not a string holding one).

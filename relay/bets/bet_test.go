@@ -21,6 +21,15 @@ func TestParse(t *testing.T) {
 		{"odds string", strings.Replace(ok, "2.5", `"2.5"`, 1), "odds"},
 		{"stake 0", strings.Replace(ok, `"stake":10`, `"stake":0`, 1), "stake"},
 		{"stake huge", strings.Replace(ok, `"stake":10`, `"stake":1e12`, 1), "stake"},
+		// Smuggling past validation: encoding/json matches keys without
+		// case (and Unicode folding) and keeps the last match.
+		{"stake twice", strings.Replace(ok, `"stake":10`, `"stake":-1000000,"stake":10`, 1), "given twice"},
+		{"stake and STAKE", strings.Replace(ok, `"stake":10`, `"stake":-1000000,"STAKE":10`, 1), "case variant"},
+		{"folded ſtake", strings.Replace(ok, `"stake":10`, `"stake":10,"ſtake":-1000000`, 1), "case variant"},
+		{"Odds only", strings.Replace(ok, `"odds":2.5`, `"Odds":2.5`, 1), "case variant"},
+		{"channel twice", strings.Replace(ok, `"channel":"odds:a:b"`, `"channel":"odds:suspended","channel":"odds:a:b"`, 1), "given twice"},
+		{"escaped duplicate", strings.Replace(ok, `"stake":10`, `"stake":10,"st\u0061ke":-5`, 1), "given twice"},
+		{"opaque key twice", strings.Replace(ok, `"extra":{"x":[1,2]}`, `"extra":1,"extra":2`, 1), "given twice"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r, err := Parse([]byte(tt.in), 256, 255)

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +58,23 @@ type Config struct {
 	// these string values (defaults "status" and suspended, closed).
 	SuspendedField  string   `yaml:"suspended_field"`
 	SuspendedValues []string `yaml:"suspended_values"`
+	// MarketPrefixes: a bet's channel must start with one of these
+	// (default "odds:"); a personal channel (with '#') never may.
+	MarketPrefixes []string `yaml:"market_prefixes"`
+}
+
+// IsMarket says whether a bet may name channel: one under MarketPrefixes,
+// and not a personal channel.
+func (c *Config) IsMarket(channel string) bool {
+	if strings.IndexByte(channel, '#') >= 0 {
+		return false
+	}
+	for _, p := range c.MarketPrefixes {
+		if strings.HasPrefix(channel, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // DefaultConfig returns the defaults.
@@ -74,6 +93,7 @@ func DefaultConfig() Config {
 		DedupMaxEntries:          1_000_000,
 		SuspendedField:           "status",
 		SuspendedValues:          []string{"suspended", "closed"},
+		MarketPrefixes:           []string{"odds:"},
 	}
 }
 
@@ -104,6 +124,9 @@ func (c *Config) Validate(prefix string) error {
 	}
 	if c.RatePerUser <= 0 || c.BurstPerUser < 1 {
 		bad("rate_per_user", "rate_per_user must be positive and burst_per_user at least 1")
+	}
+	if len(c.MarketPrefixes) == 0 || slices.Contains(c.MarketPrefixes, "") {
+		bad("market_prefixes", "at least one, none empty")
 	}
 	if c.DedupWindow < time.Second {
 		bad("dedup_window", "must be at least 1s")

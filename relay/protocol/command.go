@@ -16,7 +16,7 @@ type Command struct {
 	PresenceStats *struct{}           `json:"presence_stats,omitempty"`
 	History       *HistoryRequest     `json:"history,omitempty"`
 	Send          *struct{}           `json:"send,omitempty"`
-	Refresh       *struct{}           `json:"refresh,omitempty"`
+	Refresh       *RefreshRequest     `json:"refresh,omitempty"`
 	SubRefresh    *struct{}           `json:"sub_refresh,omitempty"`
 }
 
@@ -66,6 +66,12 @@ type StreamPosition struct {
 const (
 	FlagChannelCompaction = 1
 )
+
+// RefreshRequest is the "refresh" command: a new connection token before
+// the current one expires.
+type RefreshRequest struct {
+	Token string `json:"token"`
+}
 
 // UnsubscribeRequest is the "unsubscribe" command.
 type UnsubscribeRequest struct {

@@ -73,6 +73,7 @@ const (
 	replyHistory     = 11
 	replyPing        = 12
 	replyRPC         = 13
+	replyRefresh     = 14
 
 	// Push
 	pushID      = 1
@@ -214,6 +215,14 @@ func encodeReply(b []byte, r *Reply) []byte {
 	}
 	if rpc := r.RPC; rpc != nil {
 		b = pbMessage(b, replyRPC, pbBytes(nil, 1, rpc.Data))
+	}
+	if f := r.Refresh; f != nil {
+		var m []byte
+		m = pbString(m, 1, f.Client)
+		m = pbString(m, 2, f.Version)
+		m = pbBool(m, 3, f.Expires)
+		m = pbUint(m, 4, uint64(f.TTL))
+		b = pbMessage(b, replyRefresh, m)
 	}
 	return b
 }
@@ -444,7 +453,7 @@ func decodeCommand(b []byte, c *Command) error {
 		case cmdRPC:
 			return message(f, &c.RPC, decodeRPC)
 		case cmdRefresh:
-			return message(f, &c.Refresh, skipMessage)
+			return message(f, &c.Refresh, decodeRefresh)
 		case cmdSubRefresh:
 			return message(f, &c.SubRefresh, skipMessage)
 		}
@@ -532,6 +541,15 @@ func decodeStreamPosition(b []byte, p *StreamPosition) error {
 			return f.uint64(&p.Offset)
 		case 2:
 			return f.string(&p.Epoch)
+		}
+		return nil
+	})
+}
+
+func decodeRefresh(b []byte, r *RefreshRequest) error {
+	return walk(b, func(f *field) error {
+		if f.num == 1 {
+			return f.string(&r.Token)
 		}
 		return nil
 	})

@@ -12,6 +12,16 @@ type Reply struct {
 	RPC         *RPCResult       `json:"rpc,omitempty"`
 	History     *HistoryResult   `json:"history,omitempty"`
 	Ping        *struct{}        `json:"ping,omitempty"`
+	Refresh     *RefreshResult   `json:"refresh,omitempty"`
+}
+
+// RefreshResult is the reply to "refresh": the connection now expires TTL
+// seconds from now.
+type RefreshResult struct {
+	Client  string `json:"client"`
+	Version string `json:"version,omitempty"`
+	Expires bool   `json:"expires,omitempty"`
+	TTL     uint32 `json:"ttl,omitempty"`
 }
 
 // ConnectResult is the reply to "connect".

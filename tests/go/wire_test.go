@@ -201,6 +201,8 @@ func TestProtobufRepliesDecodeWithGeneratedCode(t *testing.T) {
 			&cp.Reply{Id: 10, Ping: &cp.PingResult{}}, true},
 		{"unsubscribe", &protocol.Reply{ID: 11, Unsubscribe: &struct{}{}},
 			&cp.Reply{Id: 11, Unsubscribe: &cp.UnsubscribeResult{}}, true},
+		{"refresh", &protocol.Reply{ID: 12, Refresh: &protocol.RefreshResult{Client: "c-1", Version: "v1", Expires: true, TTL: 3600}},
+			&cp.Reply{Id: 12, Refresh: &cp.RefreshResult{Client: "c-1", Version: "v1", Expires: true, Ttl: 3600}}, true},
 	}
 	var all []byte
 	var allWant []*cp.Reply
@@ -279,7 +281,7 @@ func TestProtobufCommandsFromGeneratedCode(t *testing.T) {
 		{"presence stats", &cp.Command{Id: 14, PresenceStats: &cp.PresenceStatsRequest{Channel: wireChannel}},
 			&protocol.Command{ID: 14, PresenceStats: &struct{}{}}},
 		{"refresh", &cp.Command{Id: 15, Refresh: &cp.RefreshRequest{Token: token}},
-			&protocol.Command{ID: 15, Refresh: &struct{}{}}},
+			&protocol.Command{ID: 15, Refresh: &protocol.RefreshRequest{Token: token}}},
 		{"sub refresh", &cp.Command{Id: 16, SubRefresh: &cp.SubRefreshRequest{Channel: wireChannel, Token: token}},
 			&protocol.Command{ID: 16, SubRefresh: &struct{}{}}},
 		{"send", &cp.Command{Send: &cp.SendRequest{Data: cp.Raw(`"hi"`)}},
