@@ -87,6 +87,7 @@ type Conn struct {
 	frames      int
 	frameWindow int64
 	readAgain   bool // on the poller's list of connections to read again
+	hungUp      bool // the poller saw the peer hang up (or an error)
 	// pendingInput: partial holds bytes read with the handshake, to be
 	// handled on the first event.
 	pendingInput bool

@@ -120,7 +120,14 @@ func (p *poller) run() {
 				c.pendingInput = false
 				c.consume(nil)
 			}
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !c.readAgain {
+			hangup := ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+			c.hungUp = c.hungUp || hangup
+			// A closing connection's input is not read until the client
+			// hangs up (or the close deadline shuts the socket): what a
+			// client sends after its close would be read only to be
+			// dropped, and a flooder's backlog stays in the kernel,
+			// which stops it by flow control.
+			if (ev.Events&unix.EPOLLIN != 0 && !c.discard || hangup) && !c.readAgain {
 				p.read(c)
 			}
 		}
@@ -148,6 +155,9 @@ func (p *poller) read(c *Conn) {
 		n, err := unix.Read(c.fd, p.scratch)
 		if n > 0 {
 			c.consume(p.scratch[:n])
+			if c.discard && !c.hungUp {
+				return // closing: the rest waits for the hang-up (see run)
+			}
 			if budget -= n; budget <= 0 && err == nil {
 				c.readAgain = true
 				p.again = append(p.again, c)

@@ -100,11 +100,6 @@ func (c *Conn) consume(data []byte) {
 			c.fail(ws.StatusProtocolError, errNonMinimal)
 			return
 		}
-		if !c.countFrame() {
-			flood := c.eng.cfg.Flood
-			c.fail(ws.StatusCode(flood.Code), errFlood)
-			return
-		}
 		if h.OpCode.IsControl() && (h.Length > 125 || !h.Fin) {
 			c.fail(ws.StatusProtocolError, errProtocol)
 			return
@@ -115,6 +110,12 @@ func (c *Conn) consume(data []byte) {
 		}
 		if int64(len(data)-hs) < h.Length {
 			break
+		}
+		// Counted once complete: a frame arriving in many reads is one.
+		if !c.countFrame() {
+			flood := c.eng.cfg.Flood
+			c.fail(ws.StatusCode(flood.Code), errFlood)
+			return
 		}
 		payload := data[hs : hs+int(h.Length)]
 		data = data[hs+int(h.Length):]
@@ -184,7 +185,9 @@ func (c *Conn) keepPartial(data []byte) {
 		return
 	}
 	if n := len(c.partial); n > 0 && &data[len(data)-1] == &c.partial[n-1] {
-		c.partial = c.partial[:copy(c.partial, data)]
+		if &data[0] != &c.partial[0] { // else nothing was consumed: keep it as it is
+			c.partial = c.partial[:copy(c.partial, data)]
+		}
 		return
 	}
 	rest := make([]byte, len(data), max(len(data), 512))

@@ -171,9 +171,12 @@ func TestReadMessages(t *testing.T) {
 
 // TestDripFedFrame: a large frame arriving a few bytes per read costs
 // memory and copying in proportion to its size, not to its size squared
-// (each read used to copy the whole partial frame again).
+// (each read used to copy the whole partial frame again), and counts as
+// one frame against MaxFramesPerSecond, not one per read.
 func TestDripFedFrame(t *testing.T) {
-	env := newTestEnv(t, DefaultConfig())
+	cfg := DefaultConfig()
+	cfg.MaxFramesPerSecond, cfg.Flood = 10, Close{Code: 3013, Reason: "too many requests"}
+	env := newTestEnv(t, cfg)
 	rec := &recorder{}
 	c := env.conn(ConnConfig{})
 	c.h, c.fd = rec, 1<<20
@@ -185,8 +188,8 @@ func TestDripFedFrame(t *testing.T) {
 		c.consume(frame[i:min(i+16, len(frame))])
 	}
 	runtime.ReadMemStats(&after)
-	if len(rec.msgs) != 1 || len(rec.msgs[0]) != len(payload) {
-		t.Fatalf("%d messages", len(rec.msgs))
+	if len(rec.msgs) != 1 || len(rec.msgs[0]) != len(payload) || len(rec.violations) > 0 {
+		t.Fatalf("%d messages, violations %v", len(rec.msgs), rec.violations)
 	}
 	// Quadratic: ~460 MB for this frame. Linear: a few times its size.
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4<<20 {

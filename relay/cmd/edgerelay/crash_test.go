@@ -5,19 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgerelay/edgerelay/relay/auth"
@@ -40,34 +33,19 @@ func TestBetsCrashSafety(t *testing.T) {
 		}
 		t.Skip("tests/js/node_modules missing; run scripts/test")
 	}
-	bin := filepath.Join(t.TempDir(), "edgerelay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-
-	kafka, err := kfake.NewCluster(kfake.SeedTopics(3, "odds", "bets"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
+	bin := buildRelay(t)
+	kafka := startKafka(t, 3, "odds", "bets")
 	brokers := kafka.ListenAddrs()
 
 	const secret = "crash-test-secret-of-at-least-32-bytes"
 	addr := freeAddr(t)
-	cfgFile := filepath.Join(t.TempDir(), "relay.yaml")
-	os.WriteFile(cfgFile, fmt.Appendf(nil, `listen: %q
+	relayProc := startRelayProcess(t, bin, addr, fmt.Sprintf(`listen: %q
 node: crash-node
 kafka: {brokers: [%q]}
 ingest: {topics: [{name: odds}]}
 auth: {hmac_secrets: [%q]}
 bets: {rate_per_user: 1000000, burst_per_user: 1000000}
-`, addr, brokers[0], secret), 0o644)
-	relayCmd := exec.Command(bin, "serve", "--config", cfgFile, "--log-level", "warn")
-	relayCmd.Stderr = os.Stderr
-	if err := relayCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer relayCmd.Process.Kill()
+`, addr, brokers[0], secret), true)
 
 	const market = "odds:football:epl:crash-1:1x2"
 	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
@@ -132,8 +110,7 @@ bets: {rate_per_user: 1000000, burst_per_user: 1000000}
 				accepted[ev.Reply.BetID] = ev.Reply
 			}
 			if !killed && len(accepted) >= killAfter {
-				relayCmd.Process.Signal(syscall.SIGKILL)
-				relayCmd.Wait()
+				relayProc.kill()
 				killed = true
 				grace.Reset(2 * time.Second)
 			}
@@ -174,69 +151,4 @@ bets: {rate_per_user: 1000000, burst_per_user: 1000000}
 	}
 	t.Logf("killed after %d accepted replies; %d records in Kafka (%d were in flight at the kill, unanswered)",
 		len(accepted), len(recs), len(recs)-len(accepted))
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// waitHTTP polls url until its body contains want.
-func waitHTTP(t *testing.T, url, want string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(b), want) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never showed %q (last error %v)", url, want, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// readAll consumes topic from the start up to its current end offsets.
-func readAll(t *testing.T, brokers []string, topic string) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	left := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[o.Partition] = o.Offset
-		}
-	})
-	var recs []*kgo.Record
-	for len(left) > 0 {
-		f := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %s: %v; partitions not read to the end: %v", topic, ctx.Err(), left)
-		}
-		f.EachRecord(func(r *kgo.Record) {
-			recs = append(recs, r)
-			if r.Offset+1 >= left[r.Partition] {
-				delete(left, r.Partition)
-			}
-		})
-	}
-	return recs
 }
