@@ -243,7 +243,9 @@ func TestConnectionLimits(t *testing.T) {
 			[]string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, []int{101, 101, 503}, "node_limit"},
 		{"address", func(c *relay.Config) { c.WebSocket.MaxConnectionsPerAddress = 2 },
 			[]string{"127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2"}, []int{101, 101, 503, 101}, "address_limit"},
-		{"rate", func(c *relay.Config) { c.WebSocket.UpgradesPerSecondPerAddress, c.WebSocket.UpgradesBurstPerAddress = 0.001, 2 },
+		{"rate", func(c *relay.Config) {
+			c.WebSocket.UpgradesPerSecondPerAddress, c.WebSocket.UpgradesBurstPerAddress = 0.001, 2
+		},
 			[]string{"127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.2"}, []int{101, 101, 503, 101}, "address_rate"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
