@@ -30,6 +30,9 @@ type Publication struct {
 	// Priority marks updates that must never be conflated away
 	// (suspensions, scores, settlements).
 	Priority bool
+	// Binary says Data is opaque bytes, not known to be JSON: an encoder
+	// that needs JSON must check it and may have no form for it.
+	Binary bool
 }
 
 // size is what a cached publication is charged against Config.MaxCachedBytes.

@@ -175,6 +175,20 @@ func TestTokenExpiry(t *testing.T) {
 			t.Fatalf("refresh reply %v, want 109", rep)
 		}
 	})
+	t.Run("an expired connect with subscribes in its message", func(t *testing.T) {
+		// As the SDKs reconnect: connect and subscribes in one frame. The
+		// subscribes are dropped, not answered as commands before
+		// connect (3501, terminal); the client retries with a new token.
+		c := dial(t, r.url())
+		c.send(fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`, token(t, "alice", -time.Minute)), `{"id":2,"subscribe":{"channel":"odds:a"}}`)
+		if rep := c.mustNext(); errorCode(rep) != 109 {
+			t.Fatalf("reply %v, want 109", rep)
+		}
+		c.send(fmt.Sprintf(`{"id":3,"connect":{"token":%q}}`, token(t, "alice", time.Hour)))
+		if rep := c.mustNext(); rep["id"] != 3.0 || rep["connect"] == nil {
+			t.Fatalf("retry on the same socket: %v", rep)
+		}
+	})
 	t.Run("refresh as another user", func(t *testing.T) {
 		c, _ := connect(token(t, "alice", time.Hour))
 		c.send(fmt.Sprintf(`{"id":2,"refresh":{"token":%q}}`, token(t, "mallory", time.Hour)))

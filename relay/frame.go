@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"bytes"
+	"encoding/json"
 	"time"
 	"unicode/utf8"
 
@@ -32,12 +34,16 @@ func messageHead(codec protocol.Codec) byte { return engine.MessageHead(codec.Bi
 //
 // formRawPatch, the fourth kind, is not sent: it holds the bare Fossil
 // patch, which every patch envelope (both encodings, named and compact) is
-// built from.
+// built from. formJSONData is not sent either: for a publication of a
+// "payload: binary" topic, its data as a JSON client may get it (checked,
+// compacted), or no such form when it is not JSON; the JSON forms build on
+// it, so the check runs once per update and only if a JSON client asks.
 const (
 	formCompact  fanout.Form = 1 << 0
 	formProtobuf fanout.Form = 1 << 4
 
 	formRawPatch fanout.Form = 3 << 2
+	formJSONData fanout.Form = formProtobuf | formRawPatch
 )
 
 // formCodec returns the codec form f is encoded with.
@@ -71,11 +77,21 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 	switch {
 	case f == formRawPatch:
 		return s.encodePatch(u)
+	case f == formJSONData:
+		return s.jsonData(u.Pub)
 	case f&engine.FormDeflate != 0:
 		return s.compressor.DeflateFrame(u.Frame(f&^engine.FormDeflate), f)
 	}
 	p := u.Pub
 	codec := formCodec(f)
+	data := p.Data
+	if p.Binary && !codec.Binary() {
+		jd := u.Frame(formJSONData)
+		if jd == nil {
+			return nil // the engine closes this client: 3506
+		}
+		data = jd.Bytes
+	}
 	var id uint32
 	if f&formCompact != 0 {
 		id = u.ChannelID
@@ -83,17 +99,19 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 	var b []byte
 	switch f & engine.FormKinds {
 	case engine.FormPlain:
-		b = make([]byte, engine.MaxHeader, engine.MaxHeader+len(p.Data)+len(p.Channel)+64)
-		b = codec.AppendPublicationPush(b, p.Channel, id, p.Data, protoOffset(p))
+		b = make([]byte, engine.MaxHeader, engine.MaxHeader+len(data)+len(p.Channel)+64)
+		b = codec.AppendPublicationPush(b, p.Channel, id, data, protoOffset(p))
 	case engine.FormDeltaFull:
 		if codec.Binary() {
 			return u.Frame(f&^engine.FormKinds | engine.FormPlain)
 		}
-		b = make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(p.Data)+len(p.Channel)+64)
-		b = codec.AppendDeltaPush(b, p.Channel, id, p.Data, protoOffset(p), false)
+		b = make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(data)+len(p.Channel)+64)
+		b = codec.AppendDeltaPush(b, p.Channel, id, data, protoOffset(p), false)
 	default:
 		raw := u.Frame(formRawPatch)
-		if raw == nil {
+		if raw == nil || !codec.Binary() && (p.Binary || u.Prev.Binary) {
+			// (A JSON client may hold a compacted form of a binary
+			// topic's value: the raw bytes' patch need not apply.)
 			return nil
 		}
 		if !codec.Binary() && !utf8.Valid(raw.Bytes) {
@@ -106,6 +124,23 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 		b = codec.AppendDeltaPush(b, p.Channel, id, raw.Bytes, protoOffset(p), true)
 	}
 	return &fanout.Frame{Bytes: engine.FinishFrame(b, messageHead(codec)), Pub: p, Form: f}
+}
+
+// jsonData is formJSONData: p's data for a JSON client, compacted if it
+// holds a newline (JSON messages are '\n'-separated), or nil (counted)
+// when it is not JSON.
+func (s *Server) jsonData(p *fanout.Publication) *fanout.Frame {
+	if !json.Valid(p.Data) {
+		s.metrics.notJSON.Inc()
+		return nil
+	}
+	data := p.Data
+	if bytes.IndexByte(data, '\n') >= 0 {
+		var b bytes.Buffer
+		json.Compact(&b, data)
+		data = b.Bytes()
+	}
+	return &fanout.Frame{Bytes: data, Pub: p, Form: formJSONData}
 }
 
 // encodePatch returns the Fossil patch from the previous publication to

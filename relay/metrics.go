@@ -38,6 +38,7 @@ type metrics struct {
 	handshakeErrors    prometheus.Counter
 	restRateLimited    prometheus.Counter
 	commandsRefused    prometheus.Counter
+	notJSON            prometheus.Counter
 	connectionsRefused *prometheus.CounterVec
 	deltaEncode        prometheus.Histogram
 	patchesSkipped     prometheus.Counter
@@ -95,6 +96,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		handshakeErrors:    prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total", "WebSocket upgrades refused or failed."))),
 		connectionsRefused: prometheus.NewCounterVec(prometheus.CounterOpts(f("connections_refused_total", "WebSocket upgrades refused with 503 before the handshake, by reason: node_limit, address_limit, address_rate.")), []string{"reason"}),
 		commandsRefused:    prometheus.NewCounter(prometheus.CounterOpts(f("commands_refused_total", "Client commands refused past websocket.commands_per_second (error 111, or the 3013 close)."))),
+		notJSON:            prometheus.NewCounter(prometheus.CounterOpts(f("publications_not_json_total", "Updates of payload: binary topics that are not JSON, for a JSON client (which is closed with 3506)."))),
 		restRateLimited:    prometheus.NewCounter(prometheus.CounterOpts(f("http_rate_limited_total", "/v1/ requests refused with 429: past http.rate_per_address."))),
 		deltaEncode: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "delta_encode_seconds",
 			Help:    "Time to encode the delta variants of one update (once per update, for channels with delta subscribers).",
@@ -128,7 +130,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency, m.ingestAge,
-		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.connectionsRefused, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
+		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.connectionsRefused, m.notJSON, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
 		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),

@@ -95,6 +95,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		Slow:               engine.Close(protocol.DisconnectSlow),
 		MaxFramesPerSecond: ws.MaxFramesPerSecond,
 		Flood:              engine.Close(protocol.DisconnectTooManyReqs),
+		Unencodable:        engine.Close(protocol.DisconnectInappropriate),
 		Compressor:         s.compressor,
 		Hooks:              s.metrics,
 		Log:                log.With("component", "engine"),

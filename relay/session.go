@@ -92,6 +92,12 @@ func wrongFrameType(codec protocol.Codec) engine.Close {
 // disconnect.
 var errStop = errors.New("relay: connection disconnected")
 
+// errSkipRest ends the handling of a message whose connect failed with an
+// error reply (109, say): its other commands (the SDKs send their
+// subscribes with the connect) are dropped, not answered as commands
+// before connect, and the connection stays open for the client to retry.
+var errSkipRest = errors.New("relay: connect failed; rest of the message skipped")
+
 // handleMessage handles one WebSocket message of the connection's
 // encoding: one or more commands.
 // Replies share one frame, except that a subscribe reply is flushed at once
@@ -107,7 +113,7 @@ func (c *session) handleMessage(msg []byte) bool {
 		return false
 	}
 	c.flushReplies()
-	return err == nil
+	return err == nil || errors.Is(err, errSkipRest)
 }
 
 func (c *session) flushReplies() {
@@ -279,7 +285,7 @@ func (c *session) handleConnect(cmd *protocol.Command) error {
 		return errStop
 	case perr != nil:
 		c.replyError(cmd.ID, perr)
-		return nil
+		return errSkipRest
 	}
 	c.user = who.user
 	expires, ttl := c.setExpiry(who)
@@ -307,7 +313,9 @@ func (c *session) setExpiry(who identity) (expires bool, ttl uint32) {
 		return false, 0
 	}
 	c.expiresAt.Store(who.expires.UnixNano())
-	return true, uint32(max(1, time.Until(who.expires).Round(time.Second)/time.Second))
+	// Truncated: the SDKs refresh when the ttl runs out, which must not
+	// be after the token's exp.
+	return true, uint32(max(1, time.Until(who.expires)/time.Second))
 }
 
 // handleRefresh runs "refresh": a new token for the same user extends the
@@ -357,6 +365,9 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, delta, compact), conflated)
 	err := c.srv.hub.Subscribe(req.Channel, sub, func(st *fanout.State) {
 		res := subscribeResult(req, st, c.maxReplyData())
+		if !c.carries(res.Publications) {
+			return // closing with 3506
+		}
 		if compact {
 			res.ID = st.ID
 		}
@@ -412,9 +423,23 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 			return res
 		}
 	}
-	res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset}}
+	res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset, Binary: last.Binary}}
 	res.Recovered = sameEpoch && len(st.History) == 0
 	return res
+}
+
+// carries checks that the client's encoding can take every publication
+// in pubs (a JSON client, a "payload: binary" topic's data that is not
+// JSON), closing it with 3506 — Centrifugo's code for this — if not.
+func (c *session) carries(pubs []protocol.Publication) bool {
+	for _, p := range pubs {
+		if p.Binary && !c.codec.Accepts(p.Data) {
+			c.srv.metrics.notJSON.Inc()
+			c.disconnect(protocol.DisconnectInappropriate)
+			return false
+		}
+	}
+	return true
 }
 
 // protoPublications converts pubs for a reply, newest first if reverse.
@@ -425,7 +450,7 @@ func protoPublications(pubs []*fanout.Publication, reverse bool) []protocol.Publ
 		if reverse {
 			j = len(pubs) - 1 - i
 		}
-		out[j] = protocol.Publication{Data: p.Data, Offset: protoOffset(p)}
+		out[j] = protocol.Publication{Data: p.Data, Offset: protoOffset(p), Binary: p.Binary}
 	}
 	return out
 }
@@ -486,6 +511,9 @@ func (c *session) handleHistory(id uint32, req *protocol.HistoryRequest) {
 		return
 	}
 	res.Publications = protoPublications(pubs, req.Reverse)
+	if !c.carries(res.Publications) {
+		return // closing with 3506
+	}
 	c.reply(&protocol.Reply{ID: id, History: res})
 }
 

@@ -46,6 +46,10 @@ type Config struct {
 	MaxFramesPerSecond int
 	// Flood is the close sent to a client past MaxFramesPerSecond.
 	Flood Close
+	// Unencodable is the close sent to a client that cannot be given an
+	// update: the encoder has no full form of it for the client's form
+	// (the relay: a JSON client of a channel carrying non-JSON data).
+	Unencodable Close
 	// Compressor compresses the messages of SendMessage for connections
 	// that negotiated permessage-deflate; nil: they go uncompressed.
 	Compressor *Compressor
@@ -67,6 +71,7 @@ func DefaultConfig() Config {
 		ConflateAfter:   20 * time.Millisecond,
 		Slow:            Close{Code: 1008, Reason: "slow"},
 		Flood:           Close{Code: 1008, Reason: "flood"},
+		Unencodable:     Close{Code: 1003, Reason: "unsupported data"},
 	}
 }
 

@@ -82,7 +82,9 @@ func (s *Sink) delta() bool { return s.form&FormKinds == FormDeltaFull }
 // publication is never swapped in: it is queued after the held frame.
 // The hub calls it with the channel's lock held; it does not block.
 func (s *Sink) Deliver(u *fanout.Update) {
-	if !u.Pub.Priority {
+	// (Binary updates go the long way, where a missing form is seen at
+	// once: a held frame is settled only with an update it can encode.)
+	if !u.Pub.Priority && !u.Pub.Binary {
 		for cur := s.latest.Load(); cur != nil; cur = s.latest.Load() {
 			if s.latest.CompareAndSwap(cur, u) {
 				return
@@ -131,6 +133,12 @@ func (c *Conn) deliver(s *Sink, u *fanout.Update) {
 		c.settleLocked(s)
 	}
 	full := c.pick(u, s.form)
+	if full == nil {
+		un := cfg.Unencodable
+		c.startCloseLocked(un.Code, un.Reason, CloseRequested)
+		c.mu.Unlock()
+		return
+	}
 	f := full
 	if s.delta() {
 		if s.base != nil && s.base == u.Prev {

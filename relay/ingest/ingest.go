@@ -93,6 +93,11 @@ type Topic struct {
 	// ChannelTemplate builds a channel name from {key}, {topic} and
 	// {partition}, e.g. "odds:{key}".
 	ChannelTemplate string `yaml:"channel_template"`
+	// Payload is "json" (the default: records that are not JSON are
+	// skipped) or "binary": values go out as they are, to Protobuf
+	// clients byte for byte; a JSON client gets a record only if it is
+	// JSON (checked when a JSON client needs it).
+	Payload string `yaml:"payload"`
 }
 
 // StartConfig says where to start reading each partition. Since, when set,
@@ -131,6 +136,9 @@ func (c Config) Validate(prefix string) error {
 			errs = append(errs, fmt.Errorf("%s.topics[%d].name: %q listed twice", prefix, i, t.Name))
 		}
 		seen[t.Name] = true
+		if t.Payload != "" && t.Payload != "json" && t.Payload != "binary" {
+			errs = append(errs, fmt.Errorf("%s.topics[%d].payload: %q is not json or binary", prefix, i, t.Payload))
+		}
 		if t.ChannelTemplate != "" {
 			probe := expand(t.ChannelTemplate, "k", t.Name, 0)
 			if strings.Contains(probe, "{") || strings.Contains(probe, "}") {
@@ -206,6 +214,7 @@ type Ingester struct {
 	hooks     Hooks
 	log       *slog.Logger
 	templates map[string]string
+	binary    map[string]bool // topics with payload: binary
 	maxName   int
 
 	reachable atomic.Bool
@@ -250,11 +259,14 @@ func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength 
 		start = kgo.NewOffset().AfterMilli(time.Now().Add(-cfg.Start.Since).UnixMilli())
 	}
 	names := make([]string, len(cfg.Topics))
-	templates := map[string]string{}
+	templates, binary := map[string]string{}, map[string]bool{}
 	for i, t := range cfg.Topics {
 		names[i] = t.Name
 		if t.ChannelTemplate != "" {
 			templates[t.Name] = t.ChannelTemplate
+		}
+		if t.Payload == "binary" {
+			binary[t.Name] = true
 		}
 	}
 	opts := append([]kgo.Opt{}, kopts...)
@@ -271,7 +283,7 @@ func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength 
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	return &Ingester{cfg: cfg, client: cl, pub: pub, hooks: hooks, log: log, templates: templates, maxName: maxNameLength,
+	return &Ingester{cfg: cfg, client: cl, pub: pub, hooks: hooks, log: log, templates: templates, binary: binary, maxName: maxNameLength,
 		consumed: map[topicPartition]int64{}, started: time.Now()}, nil
 }
 
@@ -514,12 +526,13 @@ func (in *Ingester) publication(r *kgo.Record, channel, epoch string, count bool
 	if int64(len(data)) > int64(in.cfg.MaxValueBytes) {
 		return skip(SkipTooLarge)
 	}
-	if !json.Valid(data) {
+	binary := in.binary[r.Topic]
+	if !binary && !json.Valid(data) { // binary: the JSON encoder checks, if a JSON client needs it
 		return skip(SkipInvalidJSON)
 	}
 	// The JSON protocol separates messages by '\n', so payloads must not
 	// contain one; in valid JSON it can only be whitespace.
-	if bytes.IndexByte(data, '\n') >= 0 {
+	if !binary && bytes.IndexByte(data, '\n') >= 0 {
 		var b bytes.Buffer
 		json.Compact(&b, data)
 		data = b.Bytes()
@@ -531,6 +544,7 @@ func (in *Ingester) publication(r *kgo.Record, channel, epoch string, count bool
 		Epoch:    epoch,
 		Time:     r.Timestamp,
 		Priority: in.isPriority(r),
+		Binary:   binary,
 	}
 }
 

@@ -52,6 +52,9 @@ type Codec interface {
 	// ChannelIDs reports whether pushes may carry a channel's numeric id
 	// in place of its name (channel compaction, subscribe flag 1).
 	ChannelIDs() bool
+	// Accepts reports whether data can be a publication's data in this
+	// encoding: JSON needs valid JSON, Protobuf takes any bytes.
+	Accepts(data []byte) bool
 	// DecodeCommands decodes every command of one client message and
 	// calls fn for each, in order, stopping at fn's first error. A message
 	// that cannot be decoded stops with an error wrapping ErrMalformed;

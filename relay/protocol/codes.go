@@ -67,5 +67,6 @@ var (
 	DisconnectBadRequest    = Disconnect{3501, "bad request"}
 	DisconnectStale         = Disconnect{3502, "stale"}
 	DisconnectChannelLimit  = Disconnect{3505, "channel limit"}
+	DisconnectInappropriate = Disconnect{3506, "inappropriate protocol"}
 	DisconnectTooManyErrors = Disconnect{3509, "too many errors"}
 )

@@ -19,6 +19,8 @@ func (jsonCodec) Encoding() Encoding { return EncodingJSON }
 func (jsonCodec) Binary() bool       { return false }
 func (jsonCodec) ChannelIDs() bool   { return true }
 
+func (jsonCodec) Accepts(data []byte) bool { return json.Valid(data) }
+
 // ErrMalformed wraps every error DecodeCommands returns.
 var ErrMalformed = errors.New("protocol: malformed command")
 

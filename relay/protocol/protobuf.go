@@ -41,6 +41,8 @@ func (protobufCodec) Binary() bool       { return true }
 // channel; the subscribe flag is ignored.
 func (protobufCodec) ChannelIDs() bool { return false }
 
+func (protobufCodec) Accepts([]byte) bool { return true }
+
 // The server's ping in Protobuf: an empty Reply, delimited.
 var protobufPing = []byte{0}
 

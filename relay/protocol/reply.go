@@ -73,4 +73,7 @@ type Publication struct {
 	Data   json.RawMessage   `json:"data"`
 	Offset uint64            `json:"offset,omitempty"`
 	Tags   map[string]string `json:"tags,omitempty"`
+	// Binary: Data is not known to be JSON (see Codec.Accepts); never
+	// encoded.
+	Binary bool `json:"-"`
 }
