@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgerelay/edgerelay/relay"
+	"github.com/edgerelay/edgerelay/relay/auth"
 )
 
 // getAs is a GET of path with token as its bearer token ("" none).
@@ -193,5 +196,108 @@ func TestTokenExpiry(t *testing.T) {
 		c, _ := connect(token(t, "alice", time.Hour))
 		c.send(fmt.Sprintf(`{"id":2,"refresh":{"token":%q}}`, token(t, "mallory", time.Hour)))
 		c.expectClose(3500)
+	})
+}
+
+// subToken is a subscription token: user may read channel until exp.
+func subToken(t testing.TB, user, channel string, exp time.Duration) string {
+	t.Helper()
+	tok, err := auth.SignHS256([]byte(testSecret), map[string]any{"sub": user, "channel": channel, "exp": time.Now().Add(exp).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestNamespaceRules: channels.namespaces says who reads what, on the
+// WebSocket and over REST: anyone, authenticated connections, owners of
+// personal channels, or holders of a subscription token for the channel,
+// which expires (3006) unless refreshed with sub_refresh.
+func TestNamespaceRules(t *testing.T) {
+	kafka := newBetsKafka(t)
+	cfg := betsConfig(kafka.ListenAddrs())
+	cfg.Auth.Anonymous = true
+	cfg.Auth.Leeway = 0
+	cfg.Channels.HistorySize = 4
+	cfg.Channels.Namespaces = []relay.NamespaceConfig{{Name: "members", Read: "authenticated"}, {Name: "vip", Read: "token"}, {Name: "inbox", Read: "owner"}}
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+	for _, ch := range []string{"odds:m:1", "members:m:1", "vip:m:1", "inbox:x"} {
+		r.waitCached(t, ch, produce(t, prod, "odds", ch, `{"v":1}`))
+	}
+	connect := func(tok string) *wsClient {
+		c := dial(t, r.url())
+		c.send(fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`, tok))
+		c.mustNext()
+		return c
+	}
+	anon, alice := connect(""), connect(token(t, "alice", time.Hour))
+	for _, tt := range []struct {
+		name      string
+		c         *wsClient
+		channel   string
+		token     string
+		wantError int
+	}{
+		{"open namespace, anonymous", anon, "odds:m:1", "", 0},
+		{"authenticated namespace, anonymous", anon, "members:m:1", "", 103},
+		{"authenticated namespace, a user", alice, "members:m:1", "", 0},
+		{"token namespace without a token", alice, "vip:m:1", "", 103},
+		{"token namespace, token for another channel", alice, "vip:m:1", subToken(t, "alice", "vip:m:2", time.Hour), 103},
+		{"token namespace, token for another user", alice, "vip:m:1", subToken(t, "bob", "vip:m:1", time.Hour), 103},
+		{"token namespace, expired token", alice, "vip:m:1", subToken(t, "alice", "vip:m:1", -time.Minute), 109},
+		{"owner namespace, not a personal channel", alice, "inbox:x", "", 103},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.c.send(fmt.Sprintf(`{"id":2,"subscribe":{"channel":%q,"token":%q}}`, tt.channel, tt.token))
+			rep := tt.c.mustNext()
+			if errorCode(rep) != tt.wantError {
+				t.Fatalf("reply %v, want error %d", rep, tt.wantError)
+			}
+			if tt.wantError == 0 {
+				tt.c.send(fmt.Sprintf(`{"id":3,"unsubscribe":{"channel":%q}}`, tt.channel))
+				tt.c.mustNext()
+			}
+		})
+	}
+	t.Run("REST", func(t *testing.T) {
+		for _, tt := range []struct {
+			channel, token string
+			want           int
+		}{
+			{"odds:m:1", "", 200}, {"members:m:1", "", 401}, {"members:m:1", token(t, "alice", time.Hour), 200},
+			{"vip:m:1", token(t, "alice", time.Hour), 403}, {"vip:m:1", "", 401},
+		} {
+			if code, _ := r.getAs(t, "/v1/channels/"+url.PathEscape(tt.channel), tt.token); code != tt.want {
+				t.Errorf("GET %s with token %v: %d, want %d", tt.channel, tt.token != "", code, tt.want)
+			}
+		}
+	})
+	t.Run("a subscription token is not a connection token", func(t *testing.T) {
+		c := dial(t, r.url())
+		c.send(fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`, subToken(t, "alice", "vip:m:1", time.Hour)))
+		c.expectClose(3500)
+	})
+	t.Run("subscription token: ttl, history, sub_refresh, expiry", func(t *testing.T) {
+		c := connect(token(t, "alice", time.Hour))
+		c.send(fmt.Sprintf(`{"id":2,"subscribe":{"channel":"vip:m:1","token":%q}}`, subToken(t, "alice", "vip:m:1", 2*time.Second)))
+		sub, _ := c.mustNext()["subscribe"].(map[string]any)
+		if sub["expires"] != true || sub["ttl"].(float64) < 1 || sub["ttl"].(float64) > 2 {
+			t.Fatalf("subscribe reply %v: want expires and a ttl of 1-2 s", sub)
+		}
+		c.send(`{"id":3,"history":{"channel":"vip:m:1","limit":-1}}`)
+		if rep := c.mustNext(); rep["history"] == nil {
+			t.Fatalf("history of a channel subscribed with a token: %v", rep)
+		}
+		c.send(fmt.Sprintf(`{"id":4,"sub_refresh":{"channel":"vip:m:1","token":%q}}`, subToken(t, "alice", "vip:m:1", 3*time.Second)))
+		ref, _ := c.mustNext()["sub_refresh"].(map[string]any)
+		if ref["expires"] != true || ref["ttl"].(float64) < 2 {
+			t.Fatalf("sub_refresh reply %v", ref)
+		}
+		c.send(fmt.Sprintf(`{"id":5,"sub_refresh":{"channel":"vip:m:1","token":%q}}`, subToken(t, "alice", "vip:m:2", time.Hour)))
+		if rep := c.mustNext(); errorCode(rep) != 103 {
+			t.Fatalf("sub_refresh with another channel's token: %v, want 103", rep)
+		}
+		c.expectClose(3006) // the refreshed token's 3 s run out
 	})
 }

@@ -44,6 +44,10 @@ func (s *Server) authenticate(token string) (identity, *protocol.Error, *protoco
 		s.log.Debug("invalid connect token", "err", err)
 		s.metrics.authFailures.WithLabelValues("invalid").Inc()
 		return identity{}, nil, &protocol.DisconnectInvalidToken
+	case claims.Channel != "":
+		// A subscription token is not a connection token.
+		s.metrics.authFailures.WithLabelValues("invalid").Inc()
+		return identity{}, nil, &protocol.DisconnectInvalidToken
 	case !validUserID(claims.Subject):
 		// A user its personal channel could not name unambiguously.
 		s.log.Debug("connect token with an unusable sub", "sub", claims.Subject)
@@ -51,52 +55,6 @@ func (s *Server) authenticate(token string) (identity, *protocol.Error, *protoco
 		return identity{}, nil, &protocol.DisconnectInvalidToken
 	}
 	return identity{user: claims.Subject, expires: claims.ExpiresAt}, nil, nil
-}
-
-// maxUserIDLength leaves room in a channel name for the namespace.
-const maxUserIDLength = 128
-
-// validUserID says whether a token's sub can be a user: 1 to
-// maxUserIDLength of A-Z a-z 0-9 _ - . @ = + , — the channel-name
-// characters without ':' and '#', so that "<namespace>:#<user>" names
-// exactly one user (docs/bets.md).
-func validUserID(u string) bool {
-	if len(u) == 0 || len(u) > maxUserIDLength {
-		return false
-	}
-	for i := 0; i < len(u); i++ {
-		c := u[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_-.@=+,", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// personalOwner returns the user a personal channel belongs to, the part
-// after its '#' (Centrifugo's user boundary), or ok=false for a public
-// channel. A channel with more than one '#' is personal to nobody: it
-// names no valid user, so nobody may read it.
-func personalOwner(channel string) (user string, ok bool) {
-	i := strings.IndexByte(channel, '#')
-	if i < 0 {
-		return "", false
-	}
-	user = channel[i+1:]
-	if !validUserID(user) {
-		return "", true
-	}
-	return user, true
-}
-
-// mayRead is the one access rule for every surface (WebSocket subscribe
-// and history, REST): user ("" anonymous) may read channel unless it is
-// another user's personal channel. It returns the error to answer with.
-func (s *Server) mayRead(user, channel string) *protocol.Error {
-	if owner, personal := personalOwner(channel); personal && (user == "" || owner == "" || owner != user) {
-		return protocol.ErrPermissionDenied.WithMessage("a personal channel is readable only by its user")
-	}
-	return nil
 }
 
 // handleBet runs rpc "bet". Validation happens here, on the poller; the

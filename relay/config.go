@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/edgerelay/edgerelay/cluster"
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/bets"
 	"github.com/edgerelay/edgerelay/relay/ingest"
@@ -29,8 +30,8 @@ type Config struct {
 	// Listen is the address of the single HTTP listener: WebSocket
 	// endpoint, metrics, health, REST.
 	Listen string `yaml:"listen"`
-	// Node names this relay in logs, replies and (later) the cluster;
-	// default: the host name.
+	// Node names this relay in logs, replies and the cluster (unless
+	// cluster.name says otherwise); default: the host name.
 	Node string `yaml:"node"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
@@ -47,6 +48,7 @@ type Config struct {
 	Auth      AuthConfig         `yaml:"auth"`
 	Bets      bets.Config        `yaml:"bets"`
 	Overload  OverloadConfig     `yaml:"overload"`
+	Cluster   cluster.Config     `yaml:"cluster"`
 }
 
 // HTTPConfig bounds the plain-HTTP side of the listener (/metrics,
@@ -116,6 +118,21 @@ type ChannelsConfig struct {
 	// the "history" command and for recovering subscribers (0: none, only
 	// the cached value). Counts toward max_cached_bytes.
 	HistorySize int `yaml:"history_size"`
+	// Namespaces say who may read the channels of a namespace (a channel
+	// name's first segment); a namespace not listed is readable by
+	// anyone. Personal channels (with '#') are their owner's whatever
+	// their namespace says.
+	Namespaces []NamespaceConfig `yaml:"namespaces"`
+}
+
+// NamespaceConfig is one namespace's read rule.
+type NamespaceConfig struct {
+	Name string `yaml:"name"`
+	// Read is anyone, authenticated (a connection or REST request with a
+	// valid token), owner (personal channels only: "<name>:#<user>") or
+	// token (a subscription token naming the channel, checked at
+	// subscribe; never over REST).
+	Read string `yaml:"read"`
 }
 
 // WebSocketConfig configures the client endpoint.
@@ -227,6 +244,7 @@ func DefaultConfig() Config {
 			DeliverAll:    []string{"bets:"},
 			UnreadyAfter:  time.Second,
 		},
+		Cluster: cluster.DefaultConfig(),
 	}
 }
 
@@ -290,6 +308,22 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.RatePerAddress < 0 || (c.HTTP.RatePerAddress > 0 && c.HTTP.BurstPerAddress < 1) {
 		bad("http.rate_per_address", "must be 0 (no limit) or positive, with http.burst_per_address at least 1")
+	}
+	seenNS := map[string]bool{}
+	for i, ns := range c.Channels.Namespaces {
+		field := fmt.Sprintf("channels.namespaces[%d]", i)
+		switch {
+		case ns.Name == "" || strings.ContainsAny(ns.Name, ":#*>"):
+			bad(field+".name", "%q: want a namespace, a channel name's first segment", ns.Name)
+		case seenNS[ns.Name]:
+			bad(field+".name", "%q listed twice", ns.Name)
+		}
+		seenNS[ns.Name] = true
+		switch ns.Read {
+		case readAnyone, readAuthenticated, readOwner, readToken:
+		default:
+			bad(field+".read", "%q is not anyone, authenticated, owner or token", ns.Read)
+		}
 	}
 	ws := c.WebSocket
 	if !strings.HasPrefix(ws.Path, "/") || strings.HasPrefix(ws.Path, "/v1/") {
@@ -357,6 +391,9 @@ func (c *Config) Validate() error {
 	}
 	if ws.Deflate.MinBytes < 0 {
 		bad("websocket.deflate.min_bytes", "must not be negative")
+	}
+	if err := c.Cluster.Validate("cluster"); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

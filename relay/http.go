@@ -60,7 +60,7 @@ func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
 	}
 	// Access first, the same answer whether or not the channel has a
 	// value: a refusal must not tell.
-	if e := s.mayRead(user, name); e != nil {
+	if e := s.mayRead(user, name, false); e != nil {
 		status := http.StatusForbidden
 		if user == "" {
 			status = http.StatusUnauthorized
@@ -97,7 +97,7 @@ func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
 	infos := s.hub.Channels(r.URL.Query().Get("prefix"), limit)
 	out := make([]channelView, 0, len(infos))
 	for _, in := range infos {
-		if s.mayRead(user, in.Last.Channel) != nil {
+		if s.mayRead(user, in.Last.Channel, false) != nil {
 			continue // never listed to whoever may not read it
 		}
 		v := viewOf(in.Last)

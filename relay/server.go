@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/edgerelay/edgerelay/cluster"
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/auth"
 	"github.com/edgerelay/edgerelay/relay/bets"
@@ -61,6 +62,9 @@ type Server struct {
 
 	verifier *auth.Verifier // nil: tokens are not checked
 	desk     *bets.Desk     // nil: bets are off
+
+	cluster   *cluster.Node // membership (cluster.go); gossip off without cluster.bind
+	publicURL string        // the WebSocket URL gossiped, set by Serve
 }
 
 // New validates cfg and builds a Server. It does not contact Kafka.
@@ -83,6 +87,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
 	s.admission = newAdmission(cfg.WebSocket)
+	if s.cluster, err = s.newCluster(); err != nil {
+		return nil, err
+	}
 	ws := cfg.WebSocket
 	if s.engine, err = engine.New(engine.Config{
 		Writers:            ws.Writers,
@@ -140,10 +147,14 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 func (s *Server) Ready() bool { return !s.shuttingDown.Load() && s.ingest.Ready() }
 
 // Serve runs the relay on ln until ctx is done, then shuts down gracefully:
-// it stops accepting, tells every client to reconnect elsewhere (disconnect
+// it stops accepting, leaves the cluster, tells every client to reconnect elsewhere (disconnect
 // 3001 "shutdown"), waits for them to go (at most shutdown_timeout) and stops
 // Kafka ingest.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if err := s.startCluster(ln.Addr()); err != nil {
+		return err
+	}
+	defer s.cluster.Shutdown() // after leaveCluster: nothing left to do
 	if err := s.engine.Start(); err != nil {
 		return err
 	}
@@ -174,6 +185,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.shuttingDown.Store(true)
 	ln.Close()
+	s.leaveCluster()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	hs.Shutdown(sctx)
@@ -239,6 +251,7 @@ func (s *Server) routes() {
 	}
 	s.mux.HandleFunc("GET /v1/channels/{name}", s.limitREST(s.handleChannel))
 	s.mux.HandleFunc("GET /v1/channels", s.limitREST(s.handleChannels))
+	s.mux.HandleFunc("GET /v1/cluster", s.limitREST(s.handleCluster))
 	if s.cfg.Debug {
 		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
@@ -380,6 +393,8 @@ func (s *Server) checkConn(c *session, now int64, ping []byte) {
 		// The token expired and no refresh came: the SDK gets a new
 		// token and reconnects.
 		c.disconnect(protocol.DisconnectExpired)
+	case c.subExpiresAt.Load() != 0 && now > c.subExpiresAt.Load()+int64(s.cfg.Auth.Leeway):
+		c.disconnect(protocol.DisconnectSubExpired) // a subscription token, likewise
 	case cfg.PingInterval <= 0:
 	case c.pongDeadline.Load() != 0 && now > c.pongDeadline.Load():
 		c.disconnect(protocol.DisconnectNoPong)

@@ -34,12 +34,15 @@ type session struct {
 	// as of cmdLast (unix nanos); below 0, commands are refused
 	cmdTokens float64
 	cmdLast   int64
+	// subExpiry: channel → its subscription token's exp (unix nanos)
+	subExpiry map[string]int64
 
 	betsInFlight atomic.Int32 // bets waiting for their answer
 
 	// set by the poller on "connect", read by the heartbeat
 	isConnected  atomic.Bool
 	expiresAt    atomic.Int64 // unix nanos the token expires; 0: never (also "refresh")
+	subExpiresAt atomic.Int64 // the earliest subscription token's exp (unix nanos); 0: none
 	lastPing     atomic.Int64 // unix nanos of the last ping sent
 	pongDeadline atomic.Int64 // unix nanos; 0 when no pong is awaited
 }
@@ -245,6 +248,7 @@ func (c *session) handleCommand(cmd *protocol.Command) error {
 	case "unsubscribe":
 		if sub := c.deleteSub(cmd.Unsubscribe.Channel); sub != nil {
 			c.srv.hub.Unsubscribe(sub.Channel(), sub)
+			c.setSubExpiry(sub.Channel(), time.Time{})
 		}
 		c.reply(&protocol.Reply{ID: cmd.ID, Unsubscribe: &struct{}{}})
 	case "ping":
@@ -261,7 +265,9 @@ func (c *session) handleCommand(cmd *protocol.Command) error {
 		c.handleHistory(cmd.ID, cmd.History)
 	case "refresh":
 		return c.handleRefresh(cmd.ID, cmd.Refresh)
-	case "presence", "presence_stats", "sub_refresh":
+	case "sub_refresh":
+		c.handleSubRefresh(cmd.ID, cmd.SubRefresh)
+	case "presence", "presence_stats":
 		c.replyError(cmd.ID, protocol.ErrNotAvailable.WithMessage(method+" is not supported"))
 	case "send":
 		// Asynchronous messages have no reply and no use here yet.
@@ -313,9 +319,7 @@ func (c *session) setExpiry(who identity) (expires bool, ttl uint32) {
 		return false, 0
 	}
 	c.expiresAt.Store(who.expires.UnixNano())
-	// Truncated: the SDKs refresh when the ttl runs out, which must not
-	// be after the token's exp.
-	return true, uint32(max(1, time.Until(who.expires)/time.Second))
+	return expiry(who.expires)
 }
 
 // handleRefresh runs "refresh": a new token for the same user extends the
@@ -351,7 +355,16 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrAlreadySubscribed)
 		return
 	}
-	if !c.mayRead(id, req.Channel) {
+	var subExp time.Time
+	if req.Token != "" {
+		exp, perr := c.srv.verifySubToken(req.Token, c.user, req.Channel)
+		if perr != nil {
+			c.replyError(id, perr)
+			return
+		}
+		subExp = exp
+	}
+	if !c.mayRead(id, req.Channel, req.Token != "") {
 		return
 	}
 	if len(c.subs) >= c.srv.cfg.WebSocket.MaxSubscriptions {
@@ -372,6 +385,7 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 			res.ID = st.ID
 		}
 		res.Delta = delta
+		res.Expires, res.TTL = expiry(subExp)
 		// The cached value is what the client holds: the base of the
 		// first patch, what a bet can say it saw.
 		sub.Subscribed(st.Last)
@@ -387,7 +401,58 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.replyError(id, protocol.ErrAlreadySubscribed)
 	default:
 		c.addSub(sub)
+		c.setSubExpiry(req.Channel, subExp)
 	}
+}
+
+// expiry is what a reply says of a token's exp: expires, and the seconds
+// left, truncated (the SDKs refresh when the ttl runs out, which must not
+// be after exp), at least 1.
+func expiry(exp time.Time) (expires bool, ttl uint32) {
+	if exp.IsZero() {
+		return false, 0
+	}
+	return true, uint32(max(1, time.Until(exp)/time.Second))
+}
+
+// setSubExpiry records when channel's subscription token expires (zero:
+// never) and publishes the earliest for the heartbeat, which closes the
+// connection with 3006 once it passes without a sub_refresh. Poller
+// goroutine only.
+func (c *session) setSubExpiry(channel string, exp time.Time) {
+	if exp.IsZero() {
+		delete(c.subExpiry, channel)
+	} else {
+		if c.subExpiry == nil {
+			c.subExpiry = map[string]int64{}
+		}
+		c.subExpiry[channel] = exp.UnixNano()
+	}
+	var first int64
+	for _, e := range c.subExpiry {
+		if first == 0 || e < first {
+			first = e
+		}
+	}
+	c.subExpiresAt.Store(first)
+}
+
+// handleSubRefresh runs "sub_refresh": a new subscription token for a
+// channel the connection holds with one extends it; an expired token gets
+// 109, an invalid one or one for another channel or user 103.
+func (c *session) handleSubRefresh(id uint32, req *protocol.SubRefreshRequest) {
+	if _, ok := c.subExpiry[req.Channel]; !ok {
+		c.replyError(id, protocol.ErrNotAvailable.WithMessage("no subscription with a token to this channel"))
+		return
+	}
+	exp, perr := c.srv.verifySubToken(req.Token, c.user, req.Channel)
+	if perr != nil {
+		c.replyError(id, perr)
+		return
+	}
+	c.setSubExpiry(req.Channel, exp)
+	expires, ttl := expiry(exp)
+	c.reply(&protocol.Reply{ID: id, SubRefresh: &protocol.SubRefreshResult{Expires: expires, TTL: ttl}})
 }
 
 // subscribeResult builds the subscribe reply. The channel is a recoverable
@@ -456,9 +521,10 @@ func protoPublications(pubs []*fanout.Publication, reverse bool) []protocol.Publ
 }
 
 // mayRead reports whether the client may read channel (Server.mayRead),
-// replying with the error if not.
-func (c *session) mayRead(id uint32, channel string) bool {
-	if e := c.srv.mayRead(c.user, channel); e != nil {
+// replying with the error if not. granted: a subscription token (or a
+// subscription that needed one) names the channel.
+func (c *session) mayRead(id uint32, channel string, granted bool) bool {
+	if e := c.srv.mayRead(c.user, channel, granted); e != nil {
 		c.replyError(id, e)
 		return false
 	}
@@ -481,7 +547,7 @@ func (c *session) handleHistory(id uint32, req *protocol.HistoryRequest) {
 	case fanout.ValidateName(req.Channel, c.srv.cfg.Channels.MaxNameLength) != nil:
 		c.replyError(id, protocol.ErrBadRequest.WithMessage("history needs a valid channel name"))
 		return
-	case !c.mayRead(id, req.Channel):
+	case !c.mayRead(id, req.Channel, c.findSub(req.Channel) >= 0):
 		return
 	}
 	st := c.srv.hub.History(req.Channel)

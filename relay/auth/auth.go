@@ -65,6 +65,12 @@ type Claims struct {
 	Subject   string
 	ExpiresAt time.Time
 	Info      json.RawMessage // optional "info", passed on as Centrifugo does
+	// Channel is a subscription token's channel: the one channel it
+	// lets its user read (Centrifugo's subscription tokens).
+	Channel string
+	// Channels, in a connection token, are channels the connection is
+	// subscribed to by the server, without a subscribe from the client.
+	Channels []string
 }
 
 // key is one verification key and the algorithms it may verify.
@@ -319,6 +325,9 @@ func (v *Verifier) claims(payload []byte, now time.Time) (Claims, error) {
 		Iss  string          `json:"iss"`
 		Aud  json.RawMessage `json:"aud"`
 		Info json.RawMessage `json:"info"`
+		// Channel and Channels: wrong types make the token invalid.
+		Channel  string   `json:"channel"`
+		Channels []string `json:"channels"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	if err := dec.Decode(&p); err != nil {
@@ -346,7 +355,7 @@ func (v *Verifier) claims(payload []byte, now time.Time) (Claims, error) {
 	case !now.Add(-leeway).Before(at(*p.Exp)):
 		return c, ErrTokenExpired
 	}
-	return Claims{Subject: *p.Sub, ExpiresAt: at(*p.Exp), Info: p.Info}, nil
+	return Claims{Subject: *p.Sub, ExpiresAt: at(*p.Exp), Info: p.Info, Channel: p.Channel, Channels: p.Channels}, nil
 }
 
 // maxTimeClaim is the last second of year 9999: a NumericDate past it is

@@ -59,6 +59,7 @@ var (
 	DisconnectShutdown      = Disconnect{3001, "shutdown"}
 	DisconnectServerError   = Disconnect{3004, "internal server error"}
 	DisconnectExpired       = Disconnect{3005, "connection expired"}
+	DisconnectSubExpired    = Disconnect{3006, "subscription expired"}
 	DisconnectSlow          = Disconnect{3008, "slow"}
 	DisconnectWriteError    = Disconnect{3009, "write error"}
 	DisconnectNoPong        = Disconnect{3012, "no pong"}

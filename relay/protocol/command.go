@@ -17,7 +17,7 @@ type Command struct {
 	History       *HistoryRequest     `json:"history,omitempty"`
 	Send          *struct{}           `json:"send,omitempty"`
 	Refresh       *RefreshRequest     `json:"refresh,omitempty"`
-	SubRefresh    *struct{}           `json:"sub_refresh,omitempty"`
+	SubRefresh    *SubRefreshRequest  `json:"sub_refresh,omitempty"`
 }
 
 // ConnectRequest is the "connect" command.
@@ -71,6 +71,13 @@ const (
 // the current one expires.
 type RefreshRequest struct {
 	Token string `json:"token"`
+}
+
+// SubRefreshRequest is the "sub_refresh" command: a new subscription
+// token for a channel before the current one expires.
+type SubRefreshRequest struct {
+	Channel string `json:"channel"`
+	Token   string `json:"token"`
 }
 
 // UnsubscribeRequest is the "unsubscribe" command.

@@ -76,6 +76,7 @@ const (
 	replyPing        = 12
 	replyRPC         = 13
 	replyRefresh     = 14
+	replySubRefresh  = 15
 
 	// Push
 	pushID      = 1
@@ -191,6 +192,8 @@ func encodeReply(b []byte, r *Reply) []byte {
 	}
 	if s := r.Subscribe; s != nil {
 		var m []byte
+		m = pbBool(m, 1, s.Expires)
+		m = pbUint(m, 2, uint64(s.TTL))
 		m = pbBool(m, 3, s.Recoverable)
 		m = pbString(m, 6, s.Epoch)
 		m = appendPublications(m, 7, s.Publications)
@@ -217,6 +220,9 @@ func encodeReply(b []byte, r *Reply) []byte {
 	}
 	if rpc := r.RPC; rpc != nil {
 		b = pbMessage(b, replyRPC, pbBytes(nil, 1, rpc.Data))
+	}
+	if f := r.SubRefresh; f != nil {
+		b = pbMessage(b, replySubRefresh, pbUint(pbBool(nil, 1, f.Expires), 2, uint64(f.TTL)))
 	}
 	if f := r.Refresh; f != nil {
 		var m []byte
@@ -457,7 +463,7 @@ func decodeCommand(b []byte, c *Command) error {
 		case cmdRefresh:
 			return message(f, &c.Refresh, decodeRefresh)
 		case cmdSubRefresh:
-			return message(f, &c.SubRefresh, skipMessage)
+			return message(f, &c.SubRefresh, decodeSubRefresh)
 		}
 		return nil
 	})
@@ -551,6 +557,18 @@ func decodeStreamPosition(b []byte, p *StreamPosition) error {
 func decodeRefresh(b []byte, r *RefreshRequest) error {
 	return walk(b, func(f *field) error {
 		if f.num == 1 {
+			return f.string(&r.Token)
+		}
+		return nil
+	})
+}
+
+func decodeSubRefresh(b []byte, r *SubRefreshRequest) error {
+	return walk(b, func(f *field) error {
+		switch f.num {
+		case 1:
+			return f.string(&r.Channel)
+		case 2:
 			return f.string(&r.Token)
 		}
 		return nil

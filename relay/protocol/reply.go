@@ -4,15 +4,23 @@ import "encoding/json"
 
 // Reply answers one command. Exactly one of Error or a result is set.
 type Reply struct {
-	ID          uint32           `json:"id,omitempty"`
-	Error       *Error           `json:"error,omitempty"`
-	Connect     *ConnectResult   `json:"connect,omitempty"`
-	Subscribe   *SubscribeResult `json:"subscribe,omitempty"`
-	Unsubscribe *struct{}        `json:"unsubscribe,omitempty"`
-	RPC         *RPCResult       `json:"rpc,omitempty"`
-	History     *HistoryResult   `json:"history,omitempty"`
-	Ping        *struct{}        `json:"ping,omitempty"`
-	Refresh     *RefreshResult   `json:"refresh,omitempty"`
+	ID          uint32            `json:"id,omitempty"`
+	Error       *Error            `json:"error,omitempty"`
+	Connect     *ConnectResult    `json:"connect,omitempty"`
+	Subscribe   *SubscribeResult  `json:"subscribe,omitempty"`
+	Unsubscribe *struct{}         `json:"unsubscribe,omitempty"`
+	RPC         *RPCResult        `json:"rpc,omitempty"`
+	History     *HistoryResult    `json:"history,omitempty"`
+	Ping        *struct{}         `json:"ping,omitempty"`
+	Refresh     *RefreshResult    `json:"refresh,omitempty"`
+	SubRefresh  *SubRefreshResult `json:"sub_refresh,omitempty"`
+}
+
+// SubRefreshResult is the reply to "sub_refresh": the subscription now
+// expires TTL seconds from now.
+type SubRefreshResult struct {
+	Expires bool   `json:"expires,omitempty"`
+	TTL     uint32 `json:"ttl,omitempty"`
 }
 
 // RefreshResult is the reply to "refresh": the connection now expires TTL
@@ -40,6 +48,9 @@ type ConnectResult struct {
 
 // SubscribeResult is the reply to "subscribe".
 type SubscribeResult struct {
+	// Expires and TTL: the subscription token's expiry (seconds left).
+	Expires       bool          `json:"expires,omitempty"`
+	TTL           uint32        `json:"ttl,omitempty"`
 	Recoverable   bool          `json:"recoverable,omitempty"`
 	Epoch         string        `json:"epoch,omitempty"`
 	Offset        uint64        `json:"offset,omitempty"`

@@ -283,7 +283,7 @@ func TestProtobufCommandsFromGeneratedCode(t *testing.T) {
 		{"refresh", &cp.Command{Id: 15, Refresh: &cp.RefreshRequest{Token: token}},
 			&protocol.Command{ID: 15, Refresh: &protocol.RefreshRequest{Token: token}}},
 		{"sub refresh", &cp.Command{Id: 16, SubRefresh: &cp.SubRefreshRequest{Channel: wireChannel, Token: token}},
-			&protocol.Command{ID: 16, SubRefresh: &struct{}{}}},
+			&protocol.Command{ID: 16, SubRefresh: &protocol.SubRefreshRequest{Channel: wireChannel, Token: token}}},
 		{"send", &cp.Command{Send: &cp.SendRequest{Data: cp.Raw(`"hi"`)}},
 			&protocol.Command{Send: &struct{}{}}},
 		{"largest id", &cp.Command{Id: 1<<32 - 1, Ping: &cp.PingRequest{}},
