@@ -461,9 +461,9 @@ func (c *session) handleSubRefresh(id uint32, req *protocol.SubRefreshRequest) {
 // epoch gets every publication it missed if the channel's history
 // (channels.history_size) still holds them all (recovered), else the
 // latest publication, not recovered: updates are lost to it. Without
-// history it gets the latest publication, recovered if the epoch is the
-// same ("cache recovery": the latest value is what counts for odds). A
-// client already at the latest offset gets nothing. A gap whose
+// history it gets the latest publication, not recovered either: the relay
+// cannot prove the gap empty, and recovered:true tells an SDK nothing was
+// missed. A client already at the latest offset gets nothing, recovered. A gap whose
 // publications hold more than maxData bytes is not filled: the client gets
 // the latest publication, not recovered, as if the history did not reach
 // back so far.
@@ -489,7 +489,7 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 		}
 	}
 	res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset, Binary: last.Binary}}
-	res.Recovered = sameEpoch && len(st.History) == 0
+	res.Recovered = false // a gap it cannot prove empty: the latest value, recovered:false
 	return res
 }
 
