@@ -301,3 +301,63 @@ func TestNamespaceRules(t *testing.T) {
 		c.expectClose(3006) // the refreshed token's 3 s run out
 	})
 }
+
+// TestServerSideSubscriptions: the connection token's channels claim
+// subscribes the connection without a client subscribe: a subscribe push,
+// the cached value, then live updates, all naming the channel, in both
+// encodings. The claim grants a token namespace; another user's personal
+// channel is still refused (skipped).
+func TestServerSideSubscriptions(t *testing.T) {
+	kafka := newBetsKafka(t)
+	cfg := betsConfig(kafka.ListenAddrs())
+	cfg.Channels.Namespaces = []relay.NamespaceConfig{{Name: "vip", Read: "token"}}
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+	r.waitCached(t, "bets:#alice", produce(t, prod, "results", "bets:#alice", `{"status":"won"}`))
+	r.waitCached(t, "bets:#bob", produce(t, prod, "results", "bets:#bob", `{"status":"lost"}`))
+	tok, err := auth.SignHS256([]byte(testSecret), map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(),
+		"channels": []string{"bets:#alice", "bets:#bob", "vip:m:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("json", func(t *testing.T) {
+		c := dial(t, r.url())
+		c.send(fmt.Sprintf(`{"id":1,"connect":{"token":%q}}`, tok))
+		if rep := c.mustNext(); rep["connect"] == nil {
+			t.Fatalf("connect reply %v", rep)
+		}
+		var got []string
+		for i := 0; i < 3; i++ { // alice's: subscribe push and value; vip: subscribe push (no value yet)
+			rep := c.mustNext()
+			push, _ := rep["push"].(map[string]any)
+			switch {
+			case push["subscribe"] != nil:
+				got = append(got, "subscribe "+push["channel"].(string))
+			case push["pub"] != nil:
+				got = append(got, fmt.Sprintf("pub %s %v", push["channel"], push["pub"].(map[string]any)["data"]))
+			default:
+				t.Fatalf("unexpected %v", rep)
+			}
+		}
+		if want := "[subscribe bets:#alice pub bets:#alice map[status:won] subscribe vip:m:1]"; fmt.Sprint(got) != want {
+			t.Fatalf("pushes %v, want %s (and nothing of bob's)", got, want)
+		}
+		produce(t, prod, "odds", "vip:m:1", `{"v":7}`)
+		if ch, data, _, ok := pubOf(c.mustNext()); !ok || ch != "vip:m:1" || data["v"] != 7.0 {
+			t.Fatalf("live push on vip:m:1: %s %v", ch, data)
+		}
+	})
+	t.Run("protobuf", func(t *testing.T) {
+		c := dialProtobuf(t, r.url())
+		c.send(command(1, 4, pbStr(nil, 1, tok)))
+		if rep := c.mustNext(); !rep.Connect {
+			t.Fatalf("connect reply %+v", rep)
+		}
+		sub := c.mustNext()
+		val := c.mustNext()
+		if sub.Push == nil || sub.Push.Channel != "bets:#alice" || val.Push == nil || string(val.Push.Pub.Data) != `{"status":"won"}` {
+			t.Fatalf("pushes %+v %+v", sub.Push, val.Push)
+		}
+	})
+}

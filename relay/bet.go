@@ -19,6 +19,9 @@ import (
 type identity struct {
 	user    string    // "" is anonymous
 	expires time.Time // zero: never (tokens are not checked)
+	// channels: the connection token's channels claim, server-side
+	// subscriptions.
+	channels []string
 }
 
 // authenticate checks a connect (or refresh) token and returns the
@@ -54,7 +57,7 @@ func (s *Server) authenticate(token string) (identity, *protocol.Error, *protoco
 		s.metrics.authFailures.WithLabelValues("bad_sub").Inc()
 		return identity{}, nil, &protocol.DisconnectInvalidToken
 	}
-	return identity{user: claims.Subject, expires: claims.ExpiresAt}, nil, nil
+	return identity{user: claims.Subject, expires: claims.ExpiresAt, channels: claims.Channels}, nil, nil
 }
 
 // handleBet runs rpc "bet". Validation happens here, on the poller; the

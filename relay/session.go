@@ -307,7 +307,63 @@ func (c *session) handleConnect(cmd *protocol.Command) error {
 		Pong:    ws.PingInterval > 0,
 		Node:    c.srv.cfg.Node,
 	}})
+	for _, ch := range who.channels {
+		c.subscribeServerSide(ch)
+	}
 	return nil
+}
+
+// subscribeServerSide subscribes the connection to ch because its token's
+// channels claim names it (Centrifugo's server-side subscriptions: a
+// backend puts a user on, say, their personal channel without the app
+// knowing its name). The client gets a subscribe push, then the cached
+// value as a publication push, then every update, all naming the channel.
+// The claim grants what a subscription token would; a personal channel
+// is still its owner's alone. A channel that cannot be subscribed (an
+// invalid name, not readable, past websocket.max_subscriptions) is
+// skipped and logged: the token is the backend's, not the client's.
+func (c *session) subscribeServerSide(ch string) {
+	skip := func(why string) {
+		c.srv.log.Info("server-side subscription skipped", "channel", ch, "user", c.user, "why", why)
+	}
+	switch {
+	case c.findSub(ch) >= 0:
+		return
+	case len(c.subs) >= c.srv.cfg.WebSocket.MaxSubscriptions:
+		skip("websocket.max_subscriptions reached")
+		return
+	case fanout.ValidateName(ch, c.srv.cfg.Channels.MaxNameLength) != nil:
+		skip("invalid channel name")
+		return
+	}
+	if e := c.srv.mayRead(c.user, ch, true); e != nil {
+		skip(e.Message)
+		return
+	}
+	conflated := c.srv.conflatedCounter(ch, c.srv.hub.Last(ch) != nil)
+	sub := c.ec.NewSink(ch, subscriptionForm(c.codec, false, false), conflated)
+	err := c.srv.hub.Subscribe(ch, sub, func(st *fanout.State) {
+		announce := &protocol.SubscribePush{Recoverable: true}
+		var pubs []protocol.Publication
+		if last := st.Last; last != nil {
+			announce.Epoch, announce.Offset = last.Epoch, protoOffset(last)
+			pubs = []protocol.Publication{{Data: last.Data, Offset: protoOffset(last), Binary: last.Binary}}
+		}
+		if !c.carries(pubs) {
+			return // closing with 3506
+		}
+		sub.Subscribed(st.Last)
+		c.reply(&protocol.Reply{Push: &protocol.Push{Channel: ch, Subscribe: announce}})
+		for i := range pubs {
+			c.reply(&protocol.Reply{Push: &protocol.Push{Channel: ch, Pub: &pubs[i]}})
+		}
+		c.flushReplies() // under the channel lock, as for a subscribe reply
+	})
+	if err != nil {
+		skip(err.Error())
+		return
+	}
+	c.addSub(sub)
 }
 
 // setExpiry makes who's token expiry the connection's, returning what the

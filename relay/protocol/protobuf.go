@@ -79,9 +79,10 @@ const (
 	replySubRefresh  = 15
 
 	// Push
-	pushID      = 1
-	pushChannel = 2
-	pushPub     = 4
+	pushID        = 1
+	pushChannel   = 2
+	pushPub       = 4
+	pushSubscribe = 9
 
 	// Publication
 	pubData   = 4
@@ -220,6 +221,22 @@ func encodeReply(b []byte, r *Reply) []byte {
 	}
 	if rpc := r.RPC; rpc != nil {
 		b = pbMessage(b, replyRPC, pbBytes(nil, 1, rpc.Data))
+	}
+	if p := r.Push; p != nil {
+		var m []byte
+		m = pbString(m, pushChannel, p.Channel)
+		if p.Pub != nil {
+			m = appendPublications(m, pushPub, []Publication{*p.Pub})
+		}
+		if sp := p.Subscribe; sp != nil {
+			var sm []byte
+			sm = pbBool(sm, 1, sp.Recoverable)
+			sm = pbString(sm, 4, sp.Epoch)
+			sm = pbUint(sm, 5, sp.Offset)
+			sm = pbBool(sm, 6, sp.Positioned)
+			m = pbMessage(m, pushSubscribe, sm)
+		}
+		b = pbMessage(b, replyPush, m)
 	}
 	if f := r.SubRefresh; f != nil {
 		b = pbMessage(b, replySubRefresh, pbUint(pbBool(nil, 1, f.Expires), 2, uint64(f.TTL)))

@@ -14,6 +14,27 @@ type Reply struct {
 	Ping        *struct{}         `json:"ping,omitempty"`
 	Refresh     *RefreshResult    `json:"refresh,omitempty"`
 	SubRefresh  *SubRefreshResult `json:"sub_refresh,omitempty"`
+	// Push is a push in a batch of replies (a server-side subscription's
+	// subscribe push and cached value); it has no ID.
+	Push *Push `json:"push,omitempty"`
+}
+
+// Push is an asynchronous message about channel: a publication, or a
+// subscribe push announcing a server-side subscription (one the client
+// did not ask for: the connection token's channels claim).
+type Push struct {
+	Channel   string         `json:"channel"`
+	Pub       *Publication   `json:"pub,omitempty"`
+	Subscribe *SubscribePush `json:"subscribe,omitempty"`
+}
+
+// SubscribePush announces a server-side subscription and its stream
+// position, as SubscribeResult does for a client's.
+type SubscribePush struct {
+	Recoverable bool   `json:"recoverable,omitempty"`
+	Epoch       string `json:"epoch,omitempty"`
+	Offset      uint64 `json:"offset,omitempty"`
+	Positioned  bool   `json:"positioned,omitempty"`
 }
 
 // SubRefreshResult is the reply to "sub_refresh": the subscription now

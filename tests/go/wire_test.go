@@ -201,6 +201,10 @@ func TestProtobufRepliesDecodeWithGeneratedCode(t *testing.T) {
 			&cp.Reply{Id: 10, Ping: &cp.PingResult{}}, true},
 		{"unsubscribe", &protocol.Reply{ID: 11, Unsubscribe: &struct{}{}},
 			&cp.Reply{Id: 11, Unsubscribe: &cp.UnsubscribeResult{}}, true},
+		{"subscribe push", &protocol.Reply{Push: &protocol.Push{Channel: wireChannel, Subscribe: &protocol.SubscribePush{Recoverable: true, Epoch: "e-1", Offset: 9}}},
+			&cp.Reply{Push: &cp.Push{Channel: wireChannel, Subscribe: &cp.Subscribe{Recoverable: true, Epoch: "e-1", Offset: 9}}}, true},
+		{"publication push in a reply batch", &protocol.Reply{Push: &protocol.Push{Channel: wireChannel, Pub: &protocol.Publication{Data: []byte(`{"v":1}`), Offset: 9}}},
+			&cp.Reply{Push: &cp.Push{Channel: wireChannel, Pub: &cp.Publication{Data: cp.Raw(`{"v":1}`), Offset: 9}}}, true},
 		{"refresh", &protocol.Reply{ID: 12, Refresh: &protocol.RefreshResult{Client: "c-1", Version: "v1", Expires: true, TTL: 3600}},
 			&cp.Reply{Id: 12, Refresh: &cp.RefreshResult{Client: "c-1", Version: "v1", Expires: true, Ttl: 3600}}, true},
 	}
