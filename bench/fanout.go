@@ -84,6 +84,10 @@ type Report struct {
 	RelayRSSStart int64 `json:"relay_rss_start_bytes"`
 	RelayRSSMax   int64 `json:"relay_rss_max_bytes"`
 	RelayRSSEnd   int64 `json:"relay_rss_end_bytes"`
+	// IdleMeasured says RelayIdleBytes and BytesPerConn were measured
+	// (POST /debug/gc answered before and after the clients connected);
+	// tables print "—" for them otherwise.
+	IdleMeasured bool `json:"idle_measured"`
 	// Verdicts.
 	Skipped          float64 `json:"skipped"` // share of expected deliveries not made (conflated or lost)
 	PriorityExpected uint64  `json:"priority_expected"`
@@ -228,6 +232,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		if after, err := relayRSSAfterGC(metricsURL, usage); err == nil {
 			rep.RelayIdleBytes = after - rssBefore
 			rep.BytesPerConn = float64(rep.RelayIdleBytes) / float64(cfg.Conns)
+			rep.IdleMeasured = true
 		}
 	}
 	if connected == 0 {
@@ -425,10 +430,38 @@ func (r *Report) Markdown() string {
 	}
 	fmt.Fprintf(&b, "| conns | stalled | channels | rate/s | size B | mode | deliveries/s | expected | p50 | p99 | max | gaps | out of order | bad deltas | wire B/delivery | relay B/conn idle | relay CPU s | closes | skipped | priority read | final values | relay RSS MB start/max/end | relay age p50/p99 |\n")
 	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %s | %.0f | %d | %v | %v | %v | %d | %d | %d | %.0f | %.0f | %.1f | %v | %.1f%% | %d/%d | %d/%d | %d/%d/%d | %v/%v |\n",
+	fmt.Fprintf(&b, "| %d | %.0f%% | %d | %.0f | %d | %s | %.0f | %d | %v | %v | %v | %d | %d | %d | %.0f | %s | %.1f | %v | %.1f%% | %d/%d | %d/%d | %s | %s |\n",
 		r.Clients.Connected, r.Config.Stalled*100, r.Config.Channels, r.Config.Rate, r.Config.Size, mode,
 		r.DeliveriesPerS, r.Expected, r.P50, r.P99, r.Max, r.Clients.Gaps, r.Clients.OutOfOrder, r.Clients.BadDeltas,
-		perDelivery, r.BytesPerConn, r.RelayCPUSeconds, r.Clients.Closes, r.Skipped*100, r.PriorityRead, r.PriorityExpected,
-		r.FinalCorrect, r.FinalExpected, r.RelayRSSStart>>20, r.RelayRSSMax>>20, r.RelayRSSEnd>>20, r.RelayAgeP50, r.RelayAgeP99)
+		perDelivery, r.idleCell(), r.RelayCPUSeconds, r.Clients.Closes, r.Skipped*100, r.PriorityRead, r.PriorityExpected,
+		r.FinalCorrect, r.FinalExpected, r.rssCell(), r.ageCell(r.RelayAgeP50)+"/"+r.ageCell(r.RelayAgeP99))
 	return b.String()
+}
+
+// unmeasured is what tables print for a figure the run did not measure,
+// rather than a 0 that reads as a measurement.
+const unmeasured = "—"
+
+// idleCell is relay bytes per idle connection, or "—".
+func (r *Report) idleCell() string {
+	if !r.IdleMeasured {
+		return unmeasured
+	}
+	return fmt.Sprintf("%.0f", r.BytesPerConn)
+}
+
+// ageCell is a relay-side age, or "—" when /metrics could not be read.
+func (r *Report) ageCell(d time.Duration) string {
+	if d == 0 {
+		return unmeasured
+	}
+	return d.String()
+}
+
+// rssCell is the relay's RSS start/max/end in MB, or "—".
+func (r *Report) rssCell() string {
+	if r.RelayRSSMax == 0 {
+		return unmeasured
+	}
+	return fmt.Sprintf("%d/%d/%d", r.RelayRSSStart>>20, r.RelayRSSMax>>20, r.RelayRSSEnd>>20)
 }

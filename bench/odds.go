@@ -8,8 +8,10 @@ import (
 )
 
 // OddsFeed generates a realistic odds and scores feed: matches across
-// sports, each with its markets (odds:<sport>:<league>:<match>:<market>)
-// and a score channel (scores:<sport>:<league>:<match>). Most records move
+// sports, each with its markets (bench:odds:<sport>:<league>:<match>:<market>)
+// and a score channel (bench:scores:<sport>:<league>:<match>), in the bench:
+// namespace so a run against dev mode never lands on its board or its
+// bookmaker's markets (odds:…, scores:…). Most records move
 // a fraction of a market's prices; some suspend or reopen a market, some
 // are score events — both priority. The first tenth of the matches (the
 // big games) get half the updates. Every value carries the feed's "seq"
@@ -50,7 +52,7 @@ func NewOddsFeed(matches int, move float64, seed uint64) *OddsFeed {
 		id := "m-" + strconv.Itoa(m+1)
 		var idx []int
 		idx = append(idx, len(f.channels))
-		f.channels = append(f.channels, fmt.Sprintf("scores:%s:%s:%s", sp.sport, sp.league, id))
+		f.channels = append(f.channels, fmt.Sprintf("bench:scores:%s:%s:%s", sp.sport, sp.league, id))
 		f.markets = append(f.markets, oddsMarket{match: id})
 		for _, mk := range sp.markets {
 			om := oddsMarket{match: id, market: mk[0], selections: mk[1:]}
@@ -58,7 +60,7 @@ func NewOddsFeed(matches int, move float64, seed uint64) *OddsFeed {
 				om.odds = append(om.odds, 1.2+f.rng.Float64()*4)
 			}
 			idx = append(idx, len(f.channels))
-			f.channels = append(f.channels, fmt.Sprintf("odds:%s:%s:%s:%s", sp.sport, sp.league, id, mk[0]))
+			f.channels = append(f.channels, fmt.Sprintf("bench:odds:%s:%s:%s:%s", sp.sport, sp.league, id, mk[0]))
 			f.markets = append(f.markets, om)
 		}
 		f.matches = append(f.matches, idx)

@@ -111,7 +111,11 @@ type StepResult struct {
 func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult, error) {
 	var out []StepResult
 	for _, s := range sc.Steps {
-		fmt.Fprintf(log, "edgebench: %s/%s: %d clients, %d channels, %.0f records/s for %v\n", sc.Name, s.Name, s.Conns, s.Channels, s.Rate, s.Duration)
+		channels := s.Channels
+		if s.Matches > 0 { // the odds feed's channels, as the step's table row says
+			channels = len(NewOddsFeed(s.Matches, s.Move, 1).Channels())
+		}
+		fmt.Fprintf(log, "edgebench: %s/%s: %d clients, %d channels, %.0f records/s for %v\n", sc.Name, s.Name, s.Conns, channels, s.Rate, s.Duration)
 		size := s.Size
 		if size == 0 {
 			size = 300
@@ -140,14 +144,14 @@ func ScenarioMarkdown(results []StepResult) string {
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		rep := r.Report
-		reconnects := "–"
+		reconnects := unmeasured
 		if rc := &rep.Clients.Reconnect; rc.N > 0 || rep.Clients.ReconnectFailed > 0 {
 			reconnects = fmt.Sprintf("%d (%v), %d failed", rc.N, rc.Quantile(0.99), rep.Clients.ReconnectFailed)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %s | %.0f | %v | %v | %v | %.1f%% | %d | %d | %d/%d | %d/%d | %s | %.0f | %.1f | %v | %s |\n",
+		fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %s | %.0f | %v | %v | %v | %.1f%% | %d | %d | %d/%d | %d/%d | %s | %s | %.1f | %s | %s |\n",
 			r.Step.Name, rep.Clients.Connected, rep.Config.Channels, r.Step.Rate, rep.mode(), rep.DeliveriesPerS, rep.P50, rep.P99, rep.Max,
 			rep.Skipped*100, rep.Clients.Duplicates, rep.Clients.OutOfOrder, rep.PriorityRead, rep.PriorityExpected,
-			rep.FinalCorrect, rep.FinalExpected, reconnects, rep.BytesPerConn, rep.RelayCPUSeconds, rep.RelayAgeP99, r.Verdict)
+			rep.FinalCorrect, rep.FinalExpected, reconnects, rep.idleCell(), rep.RelayCPUSeconds, rep.ageCell(rep.RelayAgeP99), r.Verdict)
 	}
 	return b.String()
 }

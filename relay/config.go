@@ -190,9 +190,9 @@ type DeflateConfig struct {
 }
 
 // DefaultConfig returns a configuration that works against a local broker
-// on 127.0.0.1:9092 with the topics "odds", "scores" and "results".
+// on 127.0.0.1:9092 with the topics "odds" and "scores".
 func DefaultConfig() Config {
-	host, _ := os.Hostname()
+	host := DefaultNode("")
 	hub := fanout.DefaultConfig()
 	return Config{
 		Listen:          ":8000",
@@ -433,7 +433,21 @@ func LoadConfig(path string, environ []string) (Config, []string, error) {
 		unknown = append(unknown, k)
 	}
 	sort.Strings(unknown)
+	cfg.Node = DefaultNode(cfg.Node)
 	return cfg, unknown, nil
+}
+
+// DefaultNode returns node, or the host name when node is "" (node: "" in
+// the file, EDGERELAY_NODE=""): the node name in logs, connect replies,
+// bet records and the cluster is never empty.
+func DefaultNode(node string) string {
+	if node != "" {
+		return node
+	}
+	if host, err := os.Hostname(); err == nil && host != "" {
+		return host
+	}
+	return "edgerelay"
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))

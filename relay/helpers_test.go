@@ -82,7 +82,13 @@ func testConfig(brokers []string) relay.Config {
 
 func startRelay(t testing.TB, cfg relay.Config) *testRelay {
 	t.Helper()
-	srv, err := relay.New(cfg, testLogger(t))
+	return startRelayLog(t, cfg, testLogger(t))
+}
+
+// startRelayLog is startRelay with the relay's log sent to log.
+func startRelayLog(t testing.TB, cfg relay.Config, log *slog.Logger) *testRelay {
+	t.Helper()
+	srv, err := relay.New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -54,11 +56,52 @@ type metrics struct {
 	kafkaRecords *prometheus.CounterVec
 	kafkaSkipped *prometheus.CounterVec
 	kafkaLag     *prometheus.GaugeVec
+	// Broker reachability as ingest's probe sees it (ingest.ProbeHooks).
+	kafkaReachable   prometheus.Gauge
+	kafkaProbeErrors prometheus.Counter
+}
+
+// Commit is the source revision the binary was built from, set at build
+// time with -ldflags "-X github.com/edgerelay/edgerelay/relay.Commit=...";
+// unset, it is the revision the Go toolchain stamped (vcs.revision, with
+// "-dirty" for a modified tree), else "unknown". Version (server.go) is set
+// the same way.
+var Commit = "unknown"
+
+func init() {
+	if Commit != "unknown" {
+		return
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if rev != "" {
+		Commit = rev + dirty
+	}
+}
+
+// BuildInfo is what edgerelay version prints and edgerelay_build_info
+// carries: the stamped version and commit, and the Go release.
+func BuildInfo() (version, commit, goVersion string) {
+	return Version, Commit, runtime.Version()
 }
 
 var (
-	_ ingest.Hooks = (*metrics)(nil)
-	_ engine.Hooks = (*metrics)(nil)
+	_ ingest.Hooks      = (*metrics)(nil)
+	_ ingest.ProbeHooks = (*metrics)(nil)
+	_ engine.Hooks      = (*metrics)(nil)
 )
 
 func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
@@ -112,7 +155,15 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		kafkaRecords: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
 		kafkaSkipped: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
 		kafkaLag:     prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
+		kafkaReachable: prometheus.NewGauge(prometheus.GaugeOpts(f("kafka_reachable",
+			"1 when a Kafka broker answered the last reachability probe (ingest.probe_interval), 0 otherwise (from start until one answers)."))),
+		kafkaProbeErrors: prometheus.NewCounter(prometheus.CounterOpts(f("kafka_probe_errors_total",
+			"Kafka reachability probes that no broker answered (one per ingest.probe_interval while Kafka is unreachable)."))),
 	}
+	version, commit, goVersion := BuildInfo()
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts(f("build_info", "Always 1; the labels say which build runs: version and commit stamped at build time, Go release.")),
+		[]string{"version", "commit", "go"})
+	buildInfo.WithLabelValues(version, commit, goVersion).Set(1)
 	for _, enc := range []fanout.Form{0, formProtobuf} {
 		encoding := formCodec(enc).Encoding().String()
 		for kind, variant := range map[fanout.Form]string{engine.FormPlain: "full", engine.FormDeltaFull: "delta_full", engine.FormPatch: "delta_patch"} {
@@ -123,6 +174,11 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 			}
 		}
 	}
+	// Pre-create every accept_errors_total reason so the series shows at 0
+	// before the first failure (docs/operations.md lists it).
+	for _, reason := range []string{"file_limit", "memory", "other"} {
+		m.acceptErrors.WithLabelValues(reason)
+	}
 	stat := func(get func(fanout.Stats) float64) func() float64 {
 		return func() float64 { return get(hub.Stats()) }
 	}
@@ -131,7 +187,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency, m.ingestAge,
 		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.connectionsRefused, m.notJSON, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
-		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag,
+		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag, m.kafkaReachable, m.kafkaProbeErrors, buildInfo,
 		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels", "Channels held in the registry.")), stat(func(s fanout.Stats) float64 { return float64(s.Channels) })),
@@ -164,6 +220,16 @@ func (m *metrics) OnSkip(topic string, reason ingest.SkipReason) {
 func (m *metrics) OnLag(topic string, partition int32, lag int64, age time.Duration) {
 	m.kafkaLag.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(lag))
 	m.ingestAge.Observe(age.Seconds())
+}
+
+// OnProbe is ingest's reachability probe result (ingest.ProbeHooks).
+func (m *metrics) OnProbe(err error) {
+	if err != nil {
+		m.kafkaReachable.Set(0)
+		m.kafkaProbeErrors.Inc()
+		return
+	}
+	m.kafkaReachable.Set(1)
 }
 
 func codeLabel(code uint16) string { return strconv.Itoa(int(code)) }

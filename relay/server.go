@@ -72,6 +72,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Node = DefaultNode(cfg.Node) // "" = the host name, as LoadConfig does
 	s := &Server{cfg: cfg, log: log, conns: map[*session]struct{}{}, mux: http.NewServeMux()}
 	var err error
 	if s.compressor, err = engine.NewCompressor(cfg.WebSocket.Deflate.Level, int(cfg.WebSocket.Deflate.MinBytes)); err != nil {
@@ -361,10 +362,14 @@ func (s *Server) checkOverload(period time.Duration) {
 	s.metrics.writeWaitMax.Set(wait.Seconds())
 	conflated := s.metrics.overloadConflatedN.Load()
 	shedding := conflated > s.lastConflated
+	skipped := conflated - s.lastConflated
 	s.lastConflated = conflated
 	switch {
 	case shedding && !s.shedding:
-		s.log.Warn("overloaded: conflating channel updates (latest value wins)", "max_write_wait", wait)
+		// Conflation can start in the hub (a later record of a channel in
+		// the same Kafka batch) with no writer waiting, so the wait is
+		// named for what it is and the skipped count comes first.
+		s.log.Warn("overloaded: conflating channel updates (latest value wins)", "updates_skipped", skipped, "writer_wait_max_last_period", wait)
 	case !shedding && s.shedding:
 		s.log.Info("overload over: delivering every update again", "max_write_wait", wait)
 	}

@@ -1,6 +1,7 @@
 package dev
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,16 +11,36 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// readmeRecord is the README's kcat example, a record of another shape
+// than the simulator's. The README's channel is not one of the board's
+// (match-123 is a basketball match in dev mode), so the test produces it
+// there and on foreignChannel, one of the board's own market channels.
+const (
+	readmeChannel  = "odds:football:epl:match-123:1x2"
+	foreignChannel = "odds:football:epl:match-100:1x2"
+	readmeRecord   = `{"home":2.10,"draw":3.40,"away":3.25}`
 )
 
 // TestBoardInChromium opens the demo board in a real browser (Debian's
 // Chromium via playwright-core) against a fresh dev mode and checks that it
-// shows odds and live updates, with no script errors; that a click on a
-// price places a bet the slip shows with its Kafka position and then the
-// bookmaker's acceptance and settlement; and that Chromium negotiated
-// permessage-deflate (the only client, so deflated bytes are its).
+// shows odds and live updates, with no console error, page error or failed
+// request (a favicon 404 is one); that a click on a price places a bet the
+// slip shows with its Kafka position and then the bookmaker's acceptance
+// and settlement, with the stake typed in; that Chromium negotiated
+// permessage-deflate (the only client, so deflated bytes are its); that
+// the README's kcat record, produced before the page opens and again while
+// it is open, is skipped and counted while the board keeps updating; and
+// that at desktop (1280 px) and phone (390 and 360 px) sizes no element
+// leaves its card, no name runs into its price, the header is whole, the
+// slip is a column on desktop and a bottom sheet on phones, and a price
+// can be bet on from the keyboard.
 func TestBoardInChromium(t *testing.T) {
 	dir, _ := filepath.Abs("../../tests/js")
 	_, errChromium := os.Stat("/usr/bin/chromium")
@@ -32,32 +53,91 @@ func TestBoardInChromium(t *testing.T) {
 	}
 	opts := Options{Sim: DefaultSimConfig(), SettleAfter: 300 * time.Millisecond}
 	start := time.Now()
-	addr := startDev(t, opts)
+	addr, kafka := startDevKafka(t, opts)
+
+	// The README's kcat line, before the page opens (it is the cached
+	// value the page renders first, until the simulator's next record of
+	// the market) and every 300 ms while it runs (live pushes).
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	foreign := func() error {
+		var rs []*kgo.Record
+		for _, ch := range []string{readmeChannel, foreignChannel} {
+			rs = append(rs, &kgo.Record{Topic: "odds", Key: []byte(strings.Split(ch, ":")[3]), Value: []byte(readmeRecord),
+				Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}})
+		}
+		return cl.ProduceSync(context.Background(), rs...).FirstErr()
+	}
+	if err := foreign(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+				foreign()
+			}
+		}
+	})
+	defer wg.Wait()
+	defer close(stop)
 
 	cmd := exec.Command("node", "board.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BOARD_URL=http://"+addr+"/")
+	cmd.Env = append(os.Environ(), "BOARD_URL=http://"+addr+"/", "FOREIGN_CHANNEL="+foreignChannel)
+	if shots := os.Getenv("BOARD_SCREENSHOTS"); shots != "" {
+		cmd.Env = append(cmd.Env, "SCREENSHOTS="+shots)
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("board.mjs: %v\n%s", err, out)
 	}
 	var res struct {
-		State           string   `json:"state"`
-		Matches         int      `json:"matches"`
-		Odds            int      `json:"odds"`
-		Channels        int      `json:"channels"`
-		Updates         int      `json:"updates"`
-		MsToOdds        int      `json:"ms_to_odds"`
-		MsToFirstUpdate int      `json:"ms_to_first_update"`
-		User            string   `json:"user"`
-		BetAck          string   `json:"bet_ack"`
-		BetResult       string   `json:"bet_result"`
-		Bets            int      `json:"bets"`
-		Errors          []string `json:"errors"`
+		State           string `json:"state"`
+		Matches         int    `json:"matches"`
+		Odds            int    `json:"odds"`
+		Channels        int    `json:"channels"`
+		Updates         int    `json:"updates"`
+		MsToOdds        int    `json:"ms_to_odds"`
+		MsToFirstUpdate int    `json:"ms_to_first_update"`
+		User            string `json:"user"`
+		BetAck          string `json:"bet_ack"`
+		BetResult       string `json:"bet_result"`
+		Bets            int    `json:"bets"`
+		StakeShown      string `json:"stake_shown"`
+		Foreign         *struct {
+			Skipped          int    `json:"skipped"`
+			SkippedTitle     string `json:"skipped_title"`
+			UpdatesAfterSkip int    `json:"updates_after_skip"`
+			MatchPrices      int    `json:"match_prices"`
+		} `json:"foreign"`
+		Desktop struct {
+			Problems        []string `json:"problems"`
+			SlipBesideBoard bool     `json:"slip_beside_board"`
+		} `json:"desktop"`
+		Phone struct {
+			Problems       []string `json:"problems"`
+			Problems360    []string `json:"problems_360"`
+			SheetClosedBar bool     `json:"sheet_closed_bar"`
+			SheetOpens     bool     `json:"sheet_opens"`
+			KeyboardFocus  string   `json:"keyboard_focus"`
+			KeyboardAck    string   `json:"keyboard_ack"`
+		} `json:"phone"`
+		Errors []string `json:"errors"`
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("board.mjs printed %s: %v", out, err)
+	}
+	if res.Foreign != nil {
+		t.Logf("foreign records: %+v", *res.Foreign)
 	}
 	t.Logf("board: %+v; dev start to first live update on the page: %v", res, time.Since(start).Round(time.Millisecond))
 	if res.State != "open" || res.Matches != opts.Sim.Matches || res.Odds < 2*opts.Sim.Matches || res.Updates < 20 || len(res.Errors) > 0 {
@@ -66,6 +146,21 @@ func TestBoardInChromium(t *testing.T) {
 	if !regexp.MustCompile(`^in Kafka: bets p\d+@\d+$`).MatchString(res.BetAck) ||
 		!regexp.MustCompile(`^accepted → settled: (won \d+\.\d\d|lost)$`).MatchString(res.BetResult) {
 		t.Fatalf("bet slip after %d bets: ack %q, result %q; want the Kafka position, then accepted → settled", res.Bets, res.BetAck, res.BetResult)
+	}
+	if res.StakeShown != "12.5" {
+		t.Errorf("bet slip shows a stake of %q after typing 12.5", res.StakeShown)
+	}
+	if f := res.Foreign; f == nil || f.Skipped < 1 || f.UpdatesAfterSkip < 20 || f.MatchPrices < 2 || !strings.Contains(f.SkippedTitle, foreignChannel) {
+		t.Errorf("README's kcat record: %+v; want it skipped and counted, the board updating after it and match-100 still priced", f)
+	}
+	if len(res.Desktop.Problems) > 0 || !res.Desktop.SlipBesideBoard {
+		t.Errorf("desktop layout (slip beside the board: %v):\n%s", res.Desktop.SlipBesideBoard, strings.Join(res.Desktop.Problems, "\n"))
+	}
+	if p := res.Phone; len(p.Problems)+len(p.Problems360) > 0 || !p.SheetClosedBar || !p.SheetOpens {
+		t.Errorf("phone layout (slip a closed bar: %v, opens on a bet: %v):\n%s", p.SheetClosedBar, p.SheetOpens, strings.Join(append(p.Problems, p.Problems360...), "\n"))
+	}
+	if p := res.Phone; !strings.HasPrefix(p.KeyboardFocus, "BUTTON.sel") || !strings.HasPrefix(p.KeyboardAck, "in Kafka: ") {
+		t.Errorf("bet from the keyboard: focus on %q, slip %q", p.KeyboardFocus, p.KeyboardAck)
 	}
 	deflated := deflateBytes(t, addr)
 	if deflated <= 0 {

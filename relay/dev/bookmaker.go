@@ -20,6 +20,11 @@ type BookmakerConfig struct {
 	ResultsTopic string // read by the relay with channel template bets:#{key}
 	// SettleAfter is how long after accepting a bet it is settled.
 	SettleAfter time.Duration
+	// Markets, when not nil, are the only channels the book takes bets
+	// on (dev mode: the simulator's markets); a bet on any other channel
+	// (a benchmark's, one produced by hand) is rejected with the reason
+	// "not a dev market: <channel>".
+	Markets map[string]bool
 }
 
 // DefaultBookmakerConfig is dev mode's topics and a 4 s settlement.
@@ -42,8 +47,9 @@ func (c BookmakerConfig) validate() error {
 // while it runs on the results topic, keyed by user, so the answer reaches
 // the bettor's personal channel (bets:#<user>) on any relay node:
 //
-//   - at once, "accepted"; or "rejected" with a reason when the book's own
-//     current price for the market says no: "market suspended", "unknown
+//   - at once, "accepted"; or "rejected" with a reason: "not a dev
+//     market: <channel>" for a channel outside cfg.Markets, or when the
+//     book's own current price for the market says no: "market suspended", "unknown
 //     selection", or "odds moved to 1.95" when the bet asks for more than
 //     the selection pays now (the price shortened after the bettor saw
 //     it: a move against the house). A market the book has not priced
@@ -225,6 +231,9 @@ func (b *Bookmaker) bet(ctx context.Context, r *kgo.Record) {
 
 // refusal is why the book rejects the bet at its current prices, or "".
 func (b *Bookmaker) refusal(bet BetResult) string {
+	if b.cfg.Markets != nil && !b.cfg.Markets[bet.Channel] {
+		return "not a dev market: " + bet.Channel
+	}
 	m, ok := b.prices[bet.Channel]
 	if !ok {
 		return ""

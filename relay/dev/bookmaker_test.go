@@ -17,7 +17,9 @@ import (
 // TestBookmaker: against a real (embedded) Kafka, bets at the book's price
 // are accepted and then settled; bets above it, on a suspended market or an
 // unknown selection are rejected; a market the book has not priced is taken
-// on trust; a duplicate record (same idempotency key) gets no second answer.
+// on trust; a bet on a channel outside its Markets (a benchmark's) is
+// rejected as not a dev market; a duplicate record (same idempotency key)
+// gets no second answer.
 // Results are keyed by user.
 func TestBookmaker(t *testing.T) {
 	brokers := startBookKafka(t)
@@ -35,7 +37,8 @@ func TestBookmaker(t *testing.T) {
 	).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	book, err := NewBookmaker(ctx, brokers, BookmakerConfig{BetsTopic: "bets", OddsTopic: "odds", ResultsTopic: "results", SettleAfter: 200 * time.Millisecond}, quietLog())
+	book, err := NewBookmaker(ctx, brokers, BookmakerConfig{BetsTopic: "bets", OddsTopic: "odds", ResultsTopic: "results", SettleAfter: 200 * time.Millisecond,
+		Markets: map[string]bool{"odds:f:l:m:1x2": true, "odds:f:l:m:btts": true, "odds:f:l:other:1x2": true}}, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +56,7 @@ func TestBookmaker(t *testing.T) {
 		betRecord("ann", "b3", "odds:f:l:m:btts", "yes", 1.8),
 		betRecord("ann", "b4", "odds:f:l:m:1x2", "draw", 3),
 		betRecord("ann", "b5", "odds:f:l:other:1x2", "home", 4),
+		betRecord("ann", "b6", "odds:basketball:nba:m-3:moneyline", "home", 1.9),
 		betRecord("ann", "b1", "odds:f:l:m:1x2", "home", 2.5),
 		noKey,
 		betRecord("ann", "sentinel", "odds:f:l:m:1x2", "draw", 3),
@@ -74,6 +78,7 @@ func TestBookmaker(t *testing.T) {
 		{"b3", "rejected market suspended"},
 		{"b4", "rejected unknown selection"},
 		{"b5", "accepted settled"},
+		{"b6", "rejected not a dev market: odds:basketball:nba:m-3:moneyline"},
 		{"b0", ""},
 		{"sentinel", "rejected unknown selection"},
 	} {

@@ -81,6 +81,13 @@ func TestRun(t *testing.T) {
 // until the test ends and returns the relay's address.
 func startDev(t *testing.T, opts Options) string {
 	t.Helper()
+	addr, _ := startDevKafka(t, opts)
+	return addr
+}
+
+// startDevKafka is startDev that also returns the embedded Kafka's address.
+func startDevKafka(t *testing.T, opts Options) (addr, kafka string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -89,14 +96,23 @@ func startDev(t *testing.T, opts Options) string {
 	cfg.Listen = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, opts, ln, slog.New(slog.NewTextHandler(io.Discard, nil)), nil) }()
+	started := make(chan string, 1)
+	go func() {
+		done <- Run(ctx, cfg, opts, ln, slog.New(slog.NewTextHandler(io.Discard, nil)), func(k string) { started <- k })
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
 	})
-	return ln.Addr().String()
+	select {
+	case kafka = <-started:
+	case err := <-done:
+		done <- err // for the cleanup
+		t.Fatalf("dev mode did not start: %v", err)
+	}
+	return ln.Addr().String(), kafka
 }
 
 func TestStartKafkaPortInUse(t *testing.T) {

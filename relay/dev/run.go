@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -20,6 +22,17 @@ import (
 
 //go:embed board.html
 var boardHTML []byte
+
+// favicon is the board's icon, served at /favicon.ico (SVG: every current
+// browser takes it there), so the page logs no 404.
+var favicon = []byte(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">` +
+	`<rect width="32" height="32" rx="7" fill="#0b0f14"/>` +
+	`<path d="M6 22l6-7 5 4 9-11" fill="none" stroke="#2ea043" stroke-width="3.5" stroke-linecap="round" stroke-linejoin="round"/></svg>`)
+
+// DevHistorySize is the per-channel history dev mode keeps when the
+// configuration leaves channels.history_size at 0 (off), so the SDK's
+// history() and gap-free recovery can be tried in the demo.
+const DevHistorySize = 100
 
 // Options are dev mode's own settings; the relay's come from Config.
 type Options struct {
@@ -57,6 +70,9 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	rand.Read(secret)
 	cfg.Auth.HMACSecrets = append(cfg.Auth.HMACSecrets, hex.EncodeToString(secret))
 	cfg.Ingest.Topics = append(cfg.Ingest.Topics, ingest.Topic{Name: "results", ChannelTemplate: "bets:#{key}"})
+	if cfg.Channels.HistorySize == 0 {
+		cfg.Channels.HistorySize = DevHistorySize
+	}
 
 	srv, err := relay.New(cfg, log)
 	if err != nil {
@@ -79,10 +95,33 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(boardHTML)
 	}))
+	srv.Handle("GET /favicon.ico", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/svg+xml")
+		w.Header().Set("Cache-Control", "max-age=86400")
+		w.Write(favicon)
+	}))
+	// edgebench measures memory per idle connection after asking the relay
+	// to collect garbage; dev mode serves that one debug endpoint (not
+	// pprof) so the README's smoke run needs no EDGERELAY_DEBUG.
+	if !cfg.Debug {
+		srv.Handle("POST /debug/gc", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			runtime.GC()
+			debug.FreeOSMemory()
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"status":"collected"}`))
+		}))
+	}
 	sim, err := NewSimulator(brokers, opts.Sim, log.With("component", "simulator"))
 	if err != nil {
 		return err
 	}
+	markets := sim.Markets()
+	// The board shows these and only these: records on other channels
+	// (a benchmark's, one produced by hand) never land in the demo.
+	srv.Handle("GET /v1/dev/markets", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string][]string{"markets": markets, "scores": sim.Scores()})
+	}))
 	simCtx, stopSim := context.WithCancel(ctx)
 	defer stopSim()
 	var wg sync.WaitGroup
@@ -91,6 +130,10 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	if cfg.Bets.Enabled && !opts.NoBookmaker {
 		bcfg := DefaultBookmakerConfig()
 		bcfg.BetsTopic = cfg.Bets.Topic
+		bcfg.Markets = map[string]bool{}
+		for _, m := range markets {
+			bcfg.Markets[m] = true
+		}
 		if opts.SettleAfter > 0 {
 			bcfg.SettleAfter = opts.SettleAfter
 		}
@@ -104,6 +147,7 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	wg.Go(func() { sim.Run(simCtx) })
 	log.Info("dev mode: embedded Kafka, odds simulator and bookmaker running",
 		"kafka", brokers[0], "matches", opts.Sim.Matches, "rate", opts.Sim.Rate, "bookmaker", cfg.Bets.Enabled && !opts.NoBookmaker,
+		"history_size", cfg.Channels.HistorySize,
 		"board", fmt.Sprintf("http://%s/", displayAddr(ln.Addr())))
 	if ready != nil {
 		ready(brokers[0])

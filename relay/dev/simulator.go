@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -121,14 +122,20 @@ var leagues = []struct {
 	teams         []string
 	markets       [][]string // market id, selection ids...
 }{
-	{"football", "epl", []string{"Arsenal", "Chelsea", "Liverpool", "Everton", "Spurs", "Villa", "Newcastle", "Brighton", "Fulham", "Wolves", "Brentford", "Leeds"},
+	// 18 teams each: the default 36 matches are 9 per league, so no team
+	// plays two matches at once and no fixture appears twice.
+	{"football", "epl", []string{"Arsenal", "Chelsea", "Liverpool", "Everton", "Spurs", "Villa", "Newcastle", "Brighton", "Fulham", "Wolves", "Brentford", "Leeds",
+		"Man City", "Man Utd", "West Ham", "Palace", "Forest", "Burnley"},
 		footballMarkets},
-	{"football", "laliga", []string{"Madrid", "Barcelona", "Atletico", "Sevilla", "Betis", "Valencia", "Villarreal", "Bilbao"},
+	{"football", "laliga", []string{"Madrid", "Barcelona", "Atletico", "Sevilla", "Betis", "Valencia", "Villarreal", "Bilbao",
+		"Sociedad", "Girona", "Osasuna", "Celta", "Getafe", "Mallorca", "Alaves", "Rayo", "Espanyol", "Levante"},
 		footballMarkets},
-	{"tennis", "atp", []string{"Alcaraz", "Sinner", "Djokovic", "Zverev", "Medvedev", "Rune", "Fritz", "Ruud"},
+	{"tennis", "atp", []string{"Alcaraz", "Sinner", "Djokovic", "Zverev", "Medvedev", "Rune", "Fritz", "Ruud",
+		"Rublev", "de Minaur", "Dimitrov", "Paul", "Tsitsipas", "Shelton", "Hurkacz", "Tiafoe", "Musetti", "Draper"},
 		[][]string{{"winner", "home", "away"}, {"set-1", "home", "away"}, {"set-2", "home", "away"}, {"games-22.5", "over", "under"},
 			{"set-betting", "2-0", "2-1", "1-2", "0-2"}, {"tiebreak", "yes", "no"}}},
-	{"basketball", "nba", []string{"Celtics", "Lakers", "Nuggets", "Bucks", "Knicks", "Suns", "Heat", "Warriors"},
+	{"basketball", "nba", []string{"Celtics", "Lakers", "Nuggets", "Bucks", "Knicks", "Suns", "Heat", "Warriors",
+		"76ers", "Mavericks", "Clippers", "Cavaliers", "Thunder", "Grizzlies", "Kings", "Pelicans", "Hawks", "Magic"},
 		[][]string{{"moneyline", "home", "away"}, {"spread-5.5", "home", "away"}, {"total-220.5", "over", "under"},
 			{"q1-total-55.5", "over", "under"}, {"ht-moneyline", "home", "away"}}},
 }
@@ -150,11 +157,20 @@ func NewSimulator(brokers []string, cfg SimConfig, log *slog.Logger) (*Simulator
 		return nil, err
 	}
 	s := &Simulator{cfg: cfg, client: cl, log: log, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x5eed))}
+	// Each league's teams are shuffled and paired off in order, so a
+	// fixture appears once (until a league runs out of teams: then a
+	// fresh shuffle pairs them again).
+	draws := make([][]string, len(leagues))
 	for i := 0; i < cfg.Matches; i++ {
-		lg := leagues[i%len(leagues)]
-		h := s.rng.IntN(len(lg.teams))
-		a := (h + 1 + s.rng.IntN(len(lg.teams)-1)) % len(lg.teams)
-		m := &match{id: fmt.Sprintf("match-%d", 100+i), sport: lg.sport, league: lg.league, home: lg.teams[h], away: lg.teams[a], started: time.Now()}
+		li := i % len(leagues)
+		lg := leagues[li]
+		if len(draws[li]) < 2 {
+			draws[li] = slices.Clone(lg.teams)
+			s.rng.Shuffle(len(draws[li]), func(a, b int) { draws[li][a], draws[li][b] = draws[li][b], draws[li][a] })
+		}
+		home, away := draws[li][0], draws[li][1]
+		draws[li] = draws[li][2:]
+		m := &match{id: fmt.Sprintf("match-%d", 100+i), sport: lg.sport, league: lg.league, home: home, away: away, started: time.Now()}
 		m.scoreChannel = fmt.Sprintf("scores:%s:%s:%s", m.sport, m.league, m.id)
 		m.matchChannel = fmt.Sprintf("match:%s:%s:%s", m.sport, m.league, m.id)
 		for _, mk := range lg.markets {
@@ -188,6 +204,27 @@ func (s *Simulator) price(u *MarketUpdate) {
 		p := u.Selections[i].prob / total * 1.05
 		u.Selections[i].Odds = math.Max(1.01, math.Min(100, math.Round(100/p)/100))
 	}
+}
+
+// Markets returns the simulator's market channels (odds:…), the channels
+// dev mode's board shows and its bookmaker takes bets on.
+func (s *Simulator) Markets() []string {
+	var out []string
+	for _, m := range s.matches {
+		for _, mk := range m.markets {
+			out = append(out, mk.channel)
+		}
+	}
+	return out
+}
+
+// Scores returns the simulator's score channels (scores:…).
+func (s *Simulator) Scores() []string {
+	var out []string
+	for _, m := range s.matches {
+		out = append(out, m.scoreChannel)
+	}
+	return out
 }
 
 // Channels returns every channel the simulator produces to.

@@ -194,6 +194,17 @@ type Hooks interface {
 	OnConflated(channel string)
 }
 
+// ProbeHooks, when Hooks also implement it, observe every reachability
+// probe (every ProbeInterval): err is nil when a broker answered. Called
+// from the probe's goroutine; must not block.
+type ProbeHooks interface {
+	OnProbe(err error)
+}
+
+// unreachableLogEvery is how often a Kafka that stays unreachable is
+// logged again (the first failed probe always is).
+const unreachableLogEvery = 30 * time.Second
+
 // Publisher receives publications; *fanout.Hub implements it.
 type Publisher interface {
 	Publish(p *fanout.Publication) error
@@ -583,6 +594,7 @@ func (in *Ingester) isPriority(r *kgo.Record) bool {
 func (in *Ingester) probe(ctx context.Context) {
 	t := time.NewTicker(in.cfg.ProbeInterval)
 	defer t.Stop()
+	var lastWarn, unreachableSince time.Time
 	for {
 		pctx, cancel := context.WithTimeout(ctx, in.cfg.ProbeInterval)
 		err := in.client.Ping(pctx)
@@ -604,13 +616,24 @@ func (in *Ingester) probe(ctx context.Context) {
 			in.checkCaughtUp() // the timeout may have passed
 		}
 		was := in.reachable.Swap(err == nil)
+		if ph, ok := in.hooks.(ProbeHooks); ok {
+			ph.OnProbe(err)
+		}
 		switch {
-		case err != nil && was:
+		case err != nil:
 			msg := "broker unreachable: " + err.Error()
 			in.lastErr.Store(&msg)
-			in.log.Warn("kafka brokers unreachable; serving cached state", "err", err)
-		case err == nil && !was:
+			// Unreachable from the start (was is false then too) or
+			// after having been reachable: log at once, then again
+			// every unreachableLogEvery while it lasts.
+			if was || lastWarn.IsZero() || time.Since(lastWarn) >= unreachableLogEvery {
+				in.log.Warn("kafka brokers unreachable; serving cached state, retrying", "brokers", in.client.OptValue(kgo.SeedBrokers),
+					"since", downSince(&unreachableSince, was), "err", err)
+				lastWarn = time.Now()
+			}
+		case !was:
 			in.log.Info("kafka brokers reachable")
+			lastWarn, unreachableSince = time.Time{}, time.Time{}
 		}
 		select {
 		case <-ctx.Done():
@@ -618,4 +641,13 @@ func (in *Ingester) probe(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// downSince returns how long Kafka has been unreachable, starting the clock
+// at the first failed probe (or again after it was reachable).
+func downSince(since *time.Time, wasReachable bool) string {
+	if since.IsZero() || wasReachable {
+		*since = time.Now()
+	}
+	return time.Since(*since).Round(time.Second).String()
 }

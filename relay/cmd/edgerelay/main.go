@@ -2,7 +2,16 @@
 //
 //	edgerelay serve --config relay.yaml   production: connect to your Kafka
 //	edgerelay dev                         embedded Kafka, odds simulator, demo board
-//	edgerelay version
+//	edgerelay simulate --brokers k:9092   the dev odds simulator, against your Kafka
+//	edgerelay version                     (or --version) the stamped version and commit
+//
+// The version and commit are stamped at build time:
+//
+//	go build -ldflags "-X github.com/edgerelay/edgerelay/relay.Version=1.4.0 \
+//	  -X github.com/edgerelay/edgerelay/relay.Commit=$(git rev-parse HEAD)" ./relay/cmd/edgerelay
+//
+// Unstamped, the version is "dev" and the commit the one the Go toolchain
+// recorded (or "unknown").
 //
 // main only parses flags and configuration, builds the server and handles
 // signals; everything else lives in package relay.
@@ -16,10 +25,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/edgerelay/edgerelay/relay"
 	"github.com/edgerelay/edgerelay/relay/dev"
@@ -30,7 +41,10 @@ const usage = `usage: edgerelay <command> [flags]
 commands:
   serve    run the relay against your Kafka (--config relay.yaml)
   dev      run with an embedded Kafka, an odds simulator and a demo board
-  version  print the version
+  simulate run dev mode's odds and scores simulator against your Kafka (--brokers)
+  health   GET a relay's /healthz (or --url); exit 0 on 200 (a container
+           HEALTHCHECK for an image with no shell or curl)
+  version  print the version and commit (also: --version)
 
 Run "edgerelay <command> -h" for the flags of a command.
 `
@@ -48,8 +62,12 @@ func main() {
 		err = serve(ctx, os.Args[2:])
 	case "dev":
 		err = runDev(ctx, os.Args[2:])
-	case "version":
-		fmt.Println(relay.Version)
+	case "simulate":
+		err = simulate(ctx, os.Args[2:])
+	case "health":
+		err = health(os.Args[2:])
+	case "version", "--version", "-version", "-v":
+		fmt.Println(versionLine())
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
@@ -130,6 +148,54 @@ func serve(ctx context.Context, args []string) error {
 	return srv.Serve(ctx, ln)
 }
 
+// health is a probe for images without a shell: exit status 0 when url
+// answers 200 within the timeout.
+func health(args []string) error {
+	fs := flag.NewFlagSet("health", flag.ExitOnError)
+	url := fs.String("url", "http://127.0.0.1:8000/healthz", "URL to GET (/healthz: liveness, /readyz: readiness)")
+	timeout := fs.Duration("timeout", 2*time.Second, "give up after this long")
+	fs.Parse(args)
+	cl := &http.Client{Timeout: *timeout}
+	resp, err := cl.Get(*url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s %s", *url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// versionLine is what edgerelay version prints: the labels of
+// edgerelay_build_info.
+func versionLine() string {
+	version, commit, goVersion := relay.BuildInfo()
+	return fmt.Sprintf("edgerelay %s (commit %s, %s)", version, commit, goVersion)
+}
+
+// simulate runs dev mode's simulator as a producer to an external Kafka
+// (the docker compose stack uses it): odds and scores topics, channel in
+// the "channel" header, as docs/bets.md and README describe.
+func simulate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("simulate", flag.ExitOnError)
+	sim := dev.DefaultSimConfig()
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka seed brokers")
+	fs.Float64Var(&sim.Rate, "rate", sim.Rate, "simulated market updates per second")
+	fs.IntVar(&sim.Matches, "matches", sim.Matches, "simulated matches")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Parse(args)
+	log := newLogger(os.Stderr, *logLevel)
+	s, err := dev.NewSimulator(strings.Split(*brokers, ","), sim, log.With("component", "simulator"))
+	if err != nil {
+		return err
+	}
+	log.Info("simulator producing", "brokers", *brokers, "rate", sim.Rate, "matches", sim.Matches)
+	s.Run(ctx)
+	return nil
+}
+
 func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ExitOnError)
 	var c common
@@ -147,6 +213,15 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Dev mode adds the results topic itself; a file that lists it too
+	// (deploy/relay.example.yaml does) must not make it a duplicate.
+	topics := cfg.Ingest.Topics[:0:0]
+	for _, t := range cfg.Ingest.Topics {
+		if t.Name != "results" {
+			topics = append(topics, t)
+		}
+	}
+	cfg.Ingest.Topics = topics
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("dev: %w (another edgerelay dev running? use --listen)", err)
