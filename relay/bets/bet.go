@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/edgerelay/edgerelay/fanout"
 )
@@ -51,6 +52,10 @@ func Parse(data []byte, maxBytes, maxChannelLen int) (Request, error) {
 	var r Request
 	if len(data) > maxBytes {
 		return r, fmt.Errorf("bet is %d bytes, more than %d", len(data), maxBytes)
+	}
+	if !utf8.Valid(data) {
+		// A Protobuf client's rpc data is bytes; the record must be JSON.
+		return r, fmt.Errorf("bet is not valid UTF-8")
 	}
 	vals, err := topLevel(data)
 	if err != nil {
@@ -136,11 +141,37 @@ func topLevel(data []byte) (map[string]json.RawMessage, error) {
 }
 
 // number parses a JSON number (not a string holding one).
+// It refuses more than maxDigits significant digits: the record carries
+// the client's text, and past float64's precision the value checked
+// (10000.0000000000001 rounds to 10000) would not be the value a decimal
+// consumer reads.
 func number(raw json.RawMessage) (float64, error) {
 	if len(raw) == 0 || raw[0] == '"' || raw[0] == 'n' {
 		return 0, fmt.Errorf("not a number")
 	}
+	if significantDigits(raw) > maxDigits {
+		return 0, fmt.Errorf("more than %d significant digits", maxDigits)
+	}
 	return strconv.ParseFloat(string(raw), 64)
+}
+
+// maxDigits is what a float64 holds exactly through a decimal round trip.
+const maxDigits = 15
+
+// significantDigits counts the mantissa digits of a JSON number, from the
+// first non-zero one (trailing zeros count: 2.50 has three).
+func significantDigits(num []byte) int {
+	n, started := 0, false
+	for _, c := range num {
+		switch {
+		case c == 'e' || c == 'E':
+			return n
+		case c >= '1' && c <= '9', c == '0' && started:
+			started = true
+			n++
+		}
+	}
+	return n
 }
 
 func validID(s string) bool {
