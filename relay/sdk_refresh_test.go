@@ -101,9 +101,12 @@ type refreshScript struct {
 	start  int64 // T of the first event
 }
 
-func startRefreshScript(t *testing.T, dir string, r *testRelay, encoding, channel, tok string) *refreshScript {
+// startScript runs script (refresh.mjs, or subtoken.mjs, which prints
+// the same events and speaks the same stdin protocol for getToken; its
+// channel "" subscribes to nothing client-side).
+func startScript(t *testing.T, dir, script string, r *testRelay, encoding, channel, tok string) *refreshScript {
 	t.Helper()
-	cmd := exec.Command("node", "refresh.mjs")
+	cmd := exec.Command("node", script)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "ENCODING="+encoding, "CHANNEL="+channel, "TOKEN="+tok)
 	cmd.Stderr = os.Stderr
@@ -234,7 +237,7 @@ const disconnects3005 = `edgerelay_disconnects_total{code="3005"}`
 func testSDKRefresh(t *testing.T, dir, encoding string) {
 	const user = "refresh-user"
 	r, ch, produceSeq, cached := refreshSetup(t, encoding)
-	s := startRefreshScript(t, dir, r, encoding, ch, token(t, user, refreshLifetime))
+	s := startScript(t, dir, "refresh.mjs", r, encoding, ch, token(t, user, refreshLifetime))
 
 	var (
 		produced    = []uint64{cached} // offsets, in order; the subscribe reply carries the cached value
@@ -332,7 +335,7 @@ func testSDKExpiry(t *testing.T, dir, encoding, mode string) {
 	r, ch, produceSeq, _ := refreshSetup(t, encoding)
 	tok := token(t, user, refreshLifetime)
 	exp := tokenExp(t, tok)
-	s := startRefreshScript(t, dir, r, encoding, ch, tok)
+	s := startScript(t, dir, "refresh.mjs", r, encoding, ch, tok)
 
 	var (
 		expired    bool // the relay closed the first socket with 3005

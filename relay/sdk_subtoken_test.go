@@ -1,11 +1,8 @@
 package relay_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -69,44 +66,6 @@ func TestSDKSubscriptionAccess(t *testing.T) {
 	}
 }
 
-// startSubtokenScript runs tests/js/subtoken.mjs; the events it prints are
-// read as those of refresh.mjs (refreshScript), with the same stdin
-// protocol for getToken. channel "" subscribes to nothing client-side.
-func startSubtokenScript(t *testing.T, dir string, r *testRelay, encoding, channel, tok string) *refreshScript {
-	t.Helper()
-	cmd := exec.Command("node", "subtoken.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "ENCODING="+encoding, "CHANNEL="+channel, "TOKEN="+tok)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	s := &refreshScript{t: t, cmd: cmd, stdin: stdin, events: make(chan refreshEvent)}
-	go func() {
-		defer close(s.events)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			var e refreshEvent
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				e = refreshEvent{Event: "unparsable"}
-			}
-			e.line = sc.Text()
-			s.events <- e
-		}
-	}()
-	return s
-}
-
 // eventChannel is the channel an event of subtoken.mjs names.
 func eventChannel(e refreshEvent) string {
 	var v struct{ Channel string }
@@ -137,7 +96,7 @@ func subSetup(t *testing.T, encoding string) (r *testRelay, ch string, produceSe
 func testSDKSubRefresh(t *testing.T, dir, encoding string) {
 	const user = "subtoken-user"
 	r, ch, produceSeq, cached := subSetup(t, encoding)
-	s := startSubtokenScript(t, dir, r, encoding, ch, token(t, user, time.Hour))
+	s := startScript(t, dir, "subtoken.mjs", r, encoding, ch, token(t, user, time.Hour))
 
 	var (
 		produced     = []uint64{cached} // offsets, in order; the subscribe reply carries the cached value
@@ -238,7 +197,7 @@ func testSDKSubRefresh(t *testing.T, dir, encoding string) {
 func testSDKSubExpiry(t *testing.T, dir, encoding string) {
 	const user = "subexpiry-user"
 	r, ch, produceSeq, _ := subSetup(t, encoding)
-	s := startSubtokenScript(t, dir, r, encoding, ch, token(t, user, time.Hour))
+	s := startScript(t, dir, "subtoken.mjs", r, encoding, ch, token(t, user, time.Hour))
 
 	var (
 		exp        int64 // of the first subscription token, unix ms
@@ -354,7 +313,7 @@ func testSDKServerSubs(t *testing.T, dir, encoding string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startSubtokenScript(t, dir, r, encoding, "", tok)
+	s := startScript(t, dir, "subtoken.mjs", r, encoding, "", tok)
 
 	const live = 5 // publications produced after the cached one
 	var (

@@ -227,18 +227,6 @@ func (s *Simulator) Scores() []string {
 	return out
 }
 
-// Channels returns every channel the simulator produces to.
-func (s *Simulator) Channels() []string {
-	var out []string
-	for _, m := range s.matches {
-		out = append(out, m.scoreChannel, m.matchChannel)
-		for _, mk := range m.markets {
-			out = append(out, mk.channel)
-		}
-	}
-	return out
-}
-
 // Run produces one snapshot of every market and score, then updates at
 // cfg.Rate until ctx is done. It closes the producer when it returns.
 func (s *Simulator) Run(ctx context.Context) error {

@@ -82,11 +82,3 @@ var (
 	JSON     Codec = jsonCodec{}
 	Protobuf Codec = protobufCodec{}
 )
-
-// CodecFor returns e's codec.
-func CodecFor(e Encoding) Codec {
-	if e == EncodingProtobuf {
-		return Protobuf
-	}
-	return JSON
-}

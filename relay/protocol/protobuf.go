@@ -93,15 +93,17 @@ const (
 
 // Tags of the push hot path, precomputed (all fields below 16: one byte).
 var (
-	tagReplyPush  = byte(protowire.EncodeTag(replyPush, protowire.BytesType))
-	tagPushID     = byte(protowire.EncodeTag(pushID, protowire.VarintType))
-	tagPushChan   = byte(protowire.EncodeTag(pushChannel, protowire.BytesType))
-	tagPushPub    = byte(protowire.EncodeTag(pushPub, protowire.BytesType))
-	tagPubData    = byte(protowire.EncodeTag(pubData, protowire.BytesType))
-	tagPubOffset  = byte(protowire.EncodeTag(pubOffset, protowire.VarintType))
-	tagPubDelta   = byte(protowire.EncodeTag(pubDelta, protowire.VarintType))
-	sizeOneByteTg = 1
+	tagReplyPush = byte(protowire.EncodeTag(replyPush, protowire.BytesType))
+	tagPushID    = byte(protowire.EncodeTag(pushID, protowire.VarintType))
+	tagPushChan  = byte(protowire.EncodeTag(pushChannel, protowire.BytesType))
+	tagPushPub   = byte(protowire.EncodeTag(pushPub, protowire.BytesType))
+	tagPubData   = byte(protowire.EncodeTag(pubData, protowire.BytesType))
+	tagPubOffset = byte(protowire.EncodeTag(pubOffset, protowire.VarintType))
+	tagPubDelta  = byte(protowire.EncodeTag(pubDelta, protowire.VarintType))
 )
+
+// tagSize is the size of each tag above.
+const tagSize = 1
 
 // AppendPublicationPush appends the delimited Reply{push: Push{channel or
 // id, pub: Publication{data, offset}}}.
@@ -118,21 +120,21 @@ func (protobufCodec) AppendDeltaPush(dst []byte, channel string, id uint32, payl
 func appendProtobufPush(dst []byte, channel string, id uint32, data []byte, offset uint64, isPatch bool) []byte {
 	pubLen := 0
 	if len(data) > 0 {
-		pubLen += sizeOneByteTg + protowire.SizeBytes(len(data))
+		pubLen += tagSize + protowire.SizeBytes(len(data))
 	}
 	if offset != 0 {
-		pubLen += sizeOneByteTg + protowire.SizeVarint(offset)
+		pubLen += tagSize + protowire.SizeVarint(offset)
 	}
 	if isPatch {
-		pubLen += sizeOneByteTg + 1
+		pubLen += tagSize + 1
 	}
-	pushLen := sizeOneByteTg + protowire.SizeBytes(pubLen)
+	pushLen := tagSize + protowire.SizeBytes(pubLen)
 	if id != 0 {
-		pushLen += sizeOneByteTg + protowire.SizeVarint(uint64(id))
+		pushLen += tagSize + protowire.SizeVarint(uint64(id))
 	} else if channel != "" {
-		pushLen += sizeOneByteTg + protowire.SizeBytes(len(channel))
+		pushLen += tagSize + protowire.SizeBytes(len(channel))
 	}
-	replyLen := sizeOneByteTg + protowire.SizeBytes(pushLen)
+	replyLen := tagSize + protowire.SizeBytes(pushLen)
 
 	dst = protowire.AppendVarint(dst, uint64(replyLen))
 	dst = append(dst, tagReplyPush)

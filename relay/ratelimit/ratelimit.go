@@ -5,7 +5,9 @@
 // Sweep forgets refilled ones (a refilled bucket is the same as none), and
 // at most MaxKeys are held: past that, unknown keys are let through
 // untracked rather than refused, so that a flood of addresses cannot lock
-// everyone else out; callers count those with Untracked.
+// everyone else out; callers count those with Untracked. When full, the
+// sweep that makes room runs at most once a second, so that a flood of
+// new keys does not cost a scan of every key each.
 //
 // A Limiter is safe for concurrent use.
 package ratelimit
@@ -23,6 +25,7 @@ type Limiter struct {
 	mu        sync.Mutex
 	buckets   map[string]*bucket
 	untracked uint64
+	lastSweep time.Time // full: Allow sweeps at most once a second
 }
 
 type bucket struct {
@@ -43,7 +46,11 @@ func (l *Limiter) Allow(key string, now time.Time) bool {
 	b := l.buckets[key]
 	if b == nil {
 		if len(l.buckets) >= l.maxKeys {
-			l.sweepLocked(now)
+			// A sweep costs every key: a flood of new keys gets one a
+			// second, not one each.
+			if now.Sub(l.lastSweep) >= time.Second {
+				l.sweepLocked(now)
+			}
 			if len(l.buckets) >= l.maxKeys {
 				l.untracked++
 				return true
@@ -69,6 +76,7 @@ func (l *Limiter) Sweep(now time.Time) {
 }
 
 func (l *Limiter) sweepLocked(now time.Time) {
+	l.lastSweep = now
 	full := time.Duration(l.burst / l.rate * float64(time.Second))
 	for k, b := range l.buckets {
 		if now.Sub(b.last) > full {
