@@ -49,6 +49,7 @@ type Config struct {
 	Bets      bets.Config        `yaml:"bets"`
 	Overload  OverloadConfig     `yaml:"overload"`
 	Cluster   cluster.Config     `yaml:"cluster"`
+	TLS       TLSConfig          `yaml:"tls"`
 }
 
 // HTTPConfig bounds the plain-HTTP side of the listener (/metrics,
@@ -245,6 +246,7 @@ func DefaultConfig() Config {
 			UnreadyAfter:  time.Second,
 		},
 		Cluster: cluster.DefaultConfig(),
+		TLS:     TLSConfig{ReloadCheck: time.Second},
 	}
 }
 
@@ -393,6 +395,9 @@ func (c *Config) Validate() error {
 		bad("websocket.deflate.min_bytes", "must not be negative")
 	}
 	if err := c.Cluster.Validate("cluster"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.TLS.Validate("tls"); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

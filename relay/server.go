@@ -3,6 +3,7 @@ package relay
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -63,6 +64,10 @@ type Server struct {
 	verifier *auth.Verifier // nil: tokens are not checked
 	desk     *bets.Desk     // nil: bets are off
 
+	tls                *tls.Config // the listener's TLS (tls.go); nil: plain TCP
+	tlsHandshakeErrors prometheus.Counter
+	tlsBridged         prometheus.Gauge
+
 	cluster   *cluster.Node // membership (cluster.go); gossip off without cluster.bind
 	publicURL string        // the WebSocket URL gossiped, set by Serve
 }
@@ -87,7 +92,14 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		HistorySize:    cfg.Channels.HistorySize,
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
-	s.admission = newAdmission(cfg.WebSocket)
+	filesPerConn := 1
+	if cfg.TLS.Enabled() {
+		filesPerConn = tlsFilesPerConn
+	}
+	s.admission = newAdmission(cfg.WebSocket, filesPerConn)
+	if err := s.newListenerTLS(); err != nil {
+		return nil, err
+	}
 	if s.cluster, err = s.newCluster(); err != nil {
 		return nil, err
 	}
