@@ -68,3 +68,14 @@ func selfSignedTLS(t *testing.T) (*tls.Config, string) {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}}, ca.file
 }
+
+// TestKafkaRack: with kafka.rack set the node consumes as without it.
+// kfake selects no replicas, so reading from a follower is not tested here.
+func TestKafkaRack(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.Kafka.Rack = "zone-a"
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+	r.waitCached(t, "odds:rack", produce(t, prod, "odds", "odds:rack", `{"ok":true}`))
+}
