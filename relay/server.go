@@ -69,6 +69,7 @@ type Server struct {
 	tlsBridged         prometheus.Gauge
 
 	cluster   *cluster.Node // membership (cluster.go); gossip off without cluster.bind
+	presence  *presence     // presence and presence_stats (presence.go)
 	publicURL string        // the WebSocket URL gossiped, set by Serve
 }
 
@@ -103,6 +104,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if s.cluster, err = s.newCluster(); err != nil {
 		return nil, err
 	}
+	s.presence = s.newPresence()
 	ws := cfg.WebSocket
 	if s.engine, err = engine.New(engine.Config{
 		Writers:            ws.Writers,

@@ -28,9 +28,9 @@ type Config struct {
 	// (replica.selector.class=RackAwareReplicaSelector), each node reads
 	// from a replica in its own rack instead of every node reading the
 	// partition leaders. "": the leaders.
-	Rack string `yaml:"rack"`
-	TLS         TLSConfig     `yaml:"tls"`
-	SASL        SASLConfig    `yaml:"sasl"`
+	Rack string     `yaml:"rack"`
+	TLS  TLSConfig  `yaml:"tls"`
+	SASL SASLConfig `yaml:"sasl"`
 }
 
 // TLSConfig enables TLS to the brokers.
