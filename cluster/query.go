@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net"
 	"sync"
 
 	"github.com/hashicorp/memberlist"
@@ -66,9 +67,9 @@ func (n *Node) Query(ctx context.Context, req []byte) (answers [][]byte, asked i
 		return nil, 0, nil
 	}
 	var targets []*memberlist.Node
-	for _, m := range n.ml.Members() {
-		if m.Name != n.cfg.Name && m.State == memberlist.StateAlive {
-			targets = append(targets, m)
+	for _, m := range n.Members() {
+		if m.Name != n.cfg.Name && m.State == Alive {
+			targets = append(targets, gossipNode(m))
 		}
 	}
 	if len(targets) == 0 {
@@ -165,14 +166,22 @@ func (n *Node) answer(origin string, id uint64, body []byte) {
 	if body == nil || len(body) > MaxAnswerBytes {
 		return
 	}
-	for _, m := range n.ml.Members() {
-		if m.Name != origin {
+	for _, m := range n.Members() {
+		if m.Name != origin || m.State == Dead || m.State == Left {
 			continue
 		}
 		msg := append(binary.BigEndian.AppendUint64([]byte{'a'}, id), body...)
-		if err := n.ml.SendReliable(m, msg); err != nil {
+		if err := n.ml.SendReliable(gossipNode(m), msg); err != nil {
 			n.log.Debug("cluster answer not sent", "member", origin, "err", err)
 		}
 		return
 	}
+}
+
+// gossipNode is what SendReliable needs of m: its name and address.
+// (memberlist's own Members share Node structs it goes on writing to, so
+// the node's copies are used instead.)
+func gossipNode(m Member) *memberlist.Node {
+	host, port, _ := splitHostPort(m.Address)
+	return &memberlist.Node{Name: m.Name, Addr: net.ParseIP(host), Port: uint16(port)}
 }
