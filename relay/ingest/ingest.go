@@ -52,6 +52,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -360,6 +361,7 @@ func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength 
 		kgo.MetadataMaxAge(30*time.Second),
 		kgo.FetchMaxWait(time.Second),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // positions past transaction markers (handlePartition)
 	)
 	in := &Ingester{cfg: cfg, pub: pub, hooks: hooks, log: log, templates: templates, binary: binary, maxName: maxNameLength,
 		consumed: map[topicPartition]int64{}, started: time.Now(), names: names}
@@ -441,8 +443,8 @@ func (in *Ingester) checkCaughtUp() {
 	case behind == 0:
 		in.log.Info("start window read; cache is current", "partitions", len(in.targets), "took", time.Since(in.started).Round(time.Millisecond))
 	case time.Since(in.started) > in.cfg.CatchUpTimeout:
-		// A transaction marker at the end of a partition is never
-		// returned as a record, so a partition can look behind forever.
+		// A partition can look behind for good if its end moved
+		// back (records deleted, a truncated log).
 		in.log.Warn("start window not fully read within ingest.catch_up_timeout; reporting ready", "partitions_behind", behind)
 	default:
 		return
@@ -498,9 +500,38 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 		return
 	}
 	epoch, current := in.streamOf(topic, id, p)
-	if !current || in.rewound(topic, p) {
+	if !current {
 		return
 	}
+	// Transaction markers come as control records (kgo.KeepControlRecords)
+	// so that a partition ending in one is read to its end, with no lag
+	// left: they move the position, nothing else.
+	next := p.Records[len(p.Records)-1].Offset + 1
+	p.Records = slices.DeleteFunc(p.Records, func(r *kgo.Record) bool { return r.Attrs.IsControl() })
+	var lastTime time.Time // of the last record read; zero: as before
+	if n := len(p.Records); n > 0 {
+		if in.rewound(topic, p) {
+			return
+		}
+		age := in.publishBatch(p, epoch)
+		lastTime = p.Records[n-1].Timestamp
+		in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-next, 0), age)
+	}
+	in.advance(topic, id, p.Partition, position{next: next, last: lastTime})
+	if !in.caughtUp.Load() {
+		in.catchMu.Lock()
+		if in.consumed != nil {
+			in.consumed[topicPartition{topic, p.Partition}] = next
+		}
+		in.catchMu.Unlock()
+		in.checkCaughtUp()
+	}
+}
+
+// publishBatch publishes the records of one fetched partition (none of
+// them control records) and returns the age of the newest as publishing
+// began.
+func (in *Ingester) publishBatch(p *kgo.FetchPartition, epoch string) time.Duration {
 	in.chans = in.chans[:0]
 	for _, r := range p.Records {
 		in.chans = append(in.chans, in.channelOf(r))
@@ -539,17 +570,7 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 	if behind {
 		clear(in.lastOf)
 	}
-	last := p.Records[len(p.Records)-1].Offset
-	in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-last-1, 0), age)
-	in.advance(topic, id, p.Partition, position{next: last + 1, last: p.Records[n-1].Timestamp})
-	if !in.caughtUp.Load() {
-		in.catchMu.Lock()
-		if in.consumed != nil {
-			in.consumed[topicPartition{topic, p.Partition}] = last + 1
-		}
-		in.catchMu.Unlock()
-		in.checkCaughtUp()
-	}
+	return age
 }
 
 // rewound checks a partition's first batch against where reading it had to

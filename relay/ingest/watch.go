@@ -77,12 +77,17 @@ func (in *Ingester) streamOf(topic string, id [16]byte, p *kgo.FetchPartition) (
 	return epoch, true
 }
 
-// advance records Run's position in a partition after a batch, unless
-// the topic was restarted meanwhile. Run's goroutine.
+// advance records Run's position in a partition after a batch (at.last
+// zero: the batch held only control records), unless the topic was
+// restarted meanwhile. Run's goroutine.
 func (in *Ingester) advance(topic string, id [16]byte, partition int32, at position) {
+	tp := topicPartition{topic, partition}
 	in.posMu.Lock()
 	if id == noID || in.ids[topic] == id {
-		in.pos[topicPartition{topic, partition}] = at
+		if at.last.IsZero() {
+			at.last = in.pos[tp].last
+		}
+		in.pos[tp] = at
 	}
 	in.posMu.Unlock()
 }

@@ -30,6 +30,7 @@ type healthHooks struct {
 	last      map[int32]time.Time
 	recreated map[string]int
 	errs      map[ErrorOp]int
+	in        *Ingester // set by startIngest
 }
 
 func newHealthHooks() *healthHooks {
@@ -111,24 +112,30 @@ func testLog() *slog.Logger {
 }
 
 // startIngest runs an Ingester of the topic "odds", with one partition,
-// on a broker of its own until the test ends.
-func startIngest(t *testing.T) (*kfake.Cluster, *pubCollect, *healthHooks) {
+// on a broker of its own until the test ends; before, if given, it runs
+// before(kafka).
+func startIngest(t *testing.T, before ...func(*kfake.Cluster)) (*kfake.Cluster, *pubCollect, *healthHooks) {
 	t.Helper()
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "odds"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(kafka.Close) // after the ingester stops
+	for _, fn := range before {
+		fn(kafka)
+	}
 	pub, hooks := &pubCollect{}, newHealthHooks()
 	cfg := DefaultConfig()
 	cfg.Topics = []Topic{{Name: "odds"}}
 	cfg.ProbeInterval, cfg.LagInterval = 200*time.Millisecond, 50*time.Millisecond
+	cfg.CatchUpTimeout = time.Hour
 	in, err := New(cfg, []kgo.Opt{kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.RetryBackoffFn(func(int) time.Duration { return 20 * time.Millisecond })},
 		pub, hooks, 255, testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, in)
+	hooks.in = in
 	return kafka, pub, hooks
 }
 
@@ -365,5 +372,52 @@ func TestStreamRestarts(t *testing.T) {
 				t.Fatalf("recreated reported %d times, want %d", n, tt.recreated)
 			}
 		})
+	}
+}
+
+// produceTxn produces n records in one transaction, committed or aborted.
+func produceTxn(t *testing.T, kafka *kfake.Cluster, n int, commit bool) {
+	t.Helper()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.TransactionalID("test"), kgo.ProducerLinger(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	if err := prod.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		r := &kgo.Record{Topic: "odds", Value: fmt.Appendf(nil, `{"txn":%d}`, i), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte("odds:a")}}}
+		if err := prod.ProduceSync(t.Context(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := prod.EndTransaction(t.Context(), kgo.TransactionEndTry(commit)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTransactionMarkersReadToEnd: a partition whose last offset is a
+// transaction's commit marker is read to its end: the start window counts
+// as read (not only after catch_up_timeout) and no lag of 1 stays; an
+// aborted transaction publishes nothing and leaves no lag either.
+func TestTransactionMarkersReadToEnd(t *testing.T) {
+	kafka, pub, hooks := startIngest(t, func(k *kfake.Cluster) { produceTxn(t, k, 3, true) })
+	checkFor(t, 10*time.Second, func() error {
+		if lag, _, _ := hooks.position(); len(pub.all()) != 3 || lag != 0 || !hooks.in.CaughtUp() {
+			return fmt.Errorf("published %d of 3, lag %d, start window read: %v", len(pub.all()), lag, hooks.in.CaughtUp())
+		}
+		return nil
+	})
+	produceTxn(t, kafka, 2, false)
+	produceN(t, kafka, 1, `{"after":%d}`) // the abort's marker is read by then
+	checkFor(t, 10*time.Second, func() error {
+		if lag, _, _ := hooks.position(); len(pub.all()) != 4 || lag != 0 {
+			return fmt.Errorf("published %d of 4, lag %d", len(pub.all()), lag)
+		}
+		return nil
+	})
+	if got := string(pub.all()[3].Data); got != `{"after":0}` {
+		t.Fatalf("published %s after the aborted transaction, want only {\"after\":0}", got)
 	}
 }
