@@ -160,7 +160,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		kafkaRecords: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
 		kafkaSkipped: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
 		kafkaLag: prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records",
-			"Records between the next offset to consume and the partition's end offset: after each fetch with records, and every ingest.lag_interval (so it keeps rising while ingest is stuck).")), []string{"topic", "partition"}),
+			"Records between the next offset to consume and the partition's committed end offset (last stable offset): after each fetch with records, and every ingest.lag_interval (so it keeps rising while ingest is stuck).")), []string{"topic", "partition"}),
 		kafkaRecordAge: prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_last_record_age_seconds",
 			"Now minus the timestamp of the last record consumed from the partition, every ingest.lag_interval: rises while ingest is stuck, and on a partition nobody produces to.")), []string{"topic", "partition"}),
 		kafkaRecreated: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_topic_recreated_total",

@@ -202,8 +202,8 @@ const (
 type Hooks interface {
 	OnRecord(topic string, partition int32)
 	OnSkip(topic string, reason SkipReason)
-	// OnLag reports, per fetched batch, the records behind the high
-	// watermark and the age of the batch's newest record (now minus its
+	// OnLag reports, per fetched batch, the records behind the last
+	// stable offset and the age of the batch's newest record (now minus its
 	// timestamp) as ingest starts publishing it: how late Kafka and
 	// ingest hand values to the hub.
 	OnLag(topic string, partition int32, lag int64, age time.Duration)
@@ -217,8 +217,8 @@ type Hooks interface {
 // goroutine, Run's, or the Kafka client's (OnKafkaError); must be safe
 // for concurrent use and must not block.
 type HealthHooks interface {
-	// OnPosition reports a partition's lag (its end offset minus the next
-	// offset to consume) and the timestamp of the last record consumed
+	// OnPosition reports a partition's lag (its committed end offset,
+	// the last stable offset, minus the next offset to consume) and the timestamp of the last record consumed
 	// from it (zero if none yet), also while ingest is stuck.
 	OnPosition(topic string, partition int32, lag int64, last time.Time)
 	// OnTopicRecreated reports a topic deleted and created again (or, on
@@ -515,7 +515,7 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 		}
 		age := in.publishBatch(p, epoch)
 		lastTime = p.Records[n-1].Timestamp
-		in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-next, 0), age)
+		in.hooks.OnLag(topic, p.Partition, max(p.LastStableOffset-next, 0), age)
 	}
 	in.advance(topic, id, p.Partition, position{next: next, last: lastTime})
 	if !in.caughtUp.Load() {

@@ -141,7 +141,8 @@ func (in *Ingester) watchOnce(ctx context.Context, adm *kadm.Client) {
 			in.restart(*t.Topic, old, t.TopicID)
 		}
 	}
-	ends, err := adm.ListEndOffsets(ctx, in.names...)
+	// What read_committed can read: an open transaction is not lag.
+	ends, err := adm.ListCommittedOffsets(ctx, in.names...)
 	if err != nil {
 		in.listFailed(err)
 	}
