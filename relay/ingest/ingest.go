@@ -29,8 +29,8 @@
 // records arrived meanwhile, the partition is read from where the listing
 // put its start window instead, so no record since start is skipped.
 //
-// A watch (watch.go) lists the partitions' end offsets and the topics'
-// IDs every Config.LagInterval, apart from fetching: it reports lag and
+// A watch (watch.go) lists the partitions' committed end offsets and the
+// topics' IDs every Config.LagInterval, apart from fetching: it reports lag and
 // the last record's age while ingest is stuck, and it restarts a topic
 // that was deleted and created again, under a new epoch.
 //
@@ -218,8 +218,9 @@ type Hooks interface {
 // for concurrent use and must not block.
 type HealthHooks interface {
 	// OnPosition reports a partition's lag (its committed end offset,
-	// the last stable offset, minus the next offset to consume) and the timestamp of the last record consumed
-	// from it (zero if none yet), also while ingest is stuck.
+	// the last stable offset, minus the next offset to consume) and the
+	// timestamp of the last record consumed from it (zero if none yet),
+	// also while ingest is stuck.
 	OnPosition(topic string, partition int32, lag int64, last time.Time)
 	// OnTopicRecreated reports a topic deleted and created again (or, on
 	// a broker without topic IDs, whose offsets went backwards): its

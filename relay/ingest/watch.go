@@ -13,23 +13,24 @@ import (
 )
 
 // The watch: every Config.LagInterval (and once at start) it lists the
-// topics' IDs and the partitions' end offsets, independently of fetching.
+// topics' IDs (uncached metadata) and the partitions' committed end
+// offsets (the last stable offsets), independently of fetching.
 //
 // Lag. A fetch reports lag only when it returns records, so a node whose
 // fetches fail, or whose consumption is stuck, would keep reporting the
-// lag it last had. The watch reports each partition's end offset minus
+// lag it last had. The watch reports each partition's committed end minus
 // the next offset Run will read (HealthHooks.OnPosition), so the lag
 // keeps rising while ingest is stuck. A partition not read yet counts
 // from where its start window begins (with start.last_records) or is not
-// reported (start.since).
+// reported (start.since, and a restarted topic until its first batch).
 //
 // Recreated topics. franz-go never adopts a new topic ID for a topic it
 // consumes: after a topic is deleted and created again its fetches fail
 // with UNKNOWN_TOPIC_ID until the topic is purged from the client and
 // added back. The watch remembers each topic's ID (from its first batch
-// or listing); when the listing shows another ID, or fetches fail with
-// UNKNOWN_TOPIC_ID while the topic exists, the topic is purged and added
-// back: it is read afresh from Config.Start. Its publications carry the
+// or listing); when the listing shows another ID, or fetches keep failing
+// with UNKNOWN_TOPIC_ID for suspectFor while the listing shows the topic,
+// the topic is purged and added back: it is read afresh from Config.Start. Its publications carry the
 // new ID in their epoch (see Epoch), so a client recovering from a
 // position of the old topic gets the latest value, recovered:false, never
 // a "continuation" from offsets of another log. Batches of the old topic
