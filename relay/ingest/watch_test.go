@@ -70,11 +70,14 @@ func (h *healthHooks) position() (int64, time.Time, int) {
 // pubCollect keeps every publication; safe for Run's goroutine and the
 // test's.
 type pubCollect struct {
+	hold sync.Mutex // held by a test: Publish blocks, as on a stuck hub
 	mu   sync.Mutex
 	pubs []*fanout.Publication
 }
 
 func (c *pubCollect) Publish(p *fanout.Publication) error {
+	c.hold.Lock()
+	c.hold.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pubs = append(c.pubs, p)
@@ -220,6 +223,37 @@ func TestLagRisesWhileFetchesFail(t *testing.T) {
 	checkFor(t, 20*time.Second, func() error {
 		if lag, _, _ := hooks.position(); len(pub.all()) != 25 || lag != 0 {
 			return fmt.Errorf("published %d of 25, lag %d", len(pub.all()), lag)
+		}
+		return nil
+	})
+}
+
+// TestLagRisesWhilePublishBlocks: ingest is stuck in publishing a record
+// (a hub that does not return); the lag the watch reports keeps rising
+// with every record produced meanwhile, and falls to 0 once it returns.
+func TestLagRisesWhilePublishBlocks(t *testing.T) {
+	kafka, pub, hooks := startIngest(t)
+	produceN(t, kafka, 1, `{"before":%d}`)
+	checkFor(t, 10*time.Second, func() error {
+		if lag, _, _ := hooks.position(); len(pub.all()) != 1 || lag != 0 {
+			return fmt.Errorf("published %d of 1, lag %d", len(pub.all()), lag)
+		}
+		return nil
+	})
+	pub.hold.Lock()
+	for _, want := range []int64{5, 10} {
+		produceN(t, kafka, 5, `{"stuck":%d}`)
+		checkFor(t, 10*time.Second, func() error {
+			if lag, _, _ := hooks.position(); lag != want {
+				return fmt.Errorf("lag %d, want %d", lag, want)
+			}
+			return nil
+		})
+	}
+	pub.hold.Unlock()
+	checkFor(t, 10*time.Second, func() error {
+		if lag, _, _ := hooks.position(); len(pub.all()) != 11 || lag != 0 {
+			return fmt.Errorf("published %d of 11, lag %d", len(pub.all()), lag)
 		}
 		return nil
 	})
