@@ -141,6 +141,11 @@ type PresenceConfig struct {
 	// Cache: an answer is reused for this long for the same channel and
 	// kind, and concurrent asks share one query.
 	Cache time.Duration `yaml:"cache"`
+	// Busiest is how many channels edgerelay_channel_subscribers_busiest
+	// shows: those with the most subscribers cluster-wide (0: off).
+	Busiest int `yaml:"busiest"`
+	// BusiestInterval is how often that gauge is recomputed.
+	BusiestInterval time.Duration `yaml:"busiest_interval"`
 }
 
 // NamespaceConfig is one namespace's read rule and presence.
@@ -227,7 +232,7 @@ func DefaultConfig() Config {
 			MaxChannels:    hub.MaxChannels,
 			MaxCachedBytes: ByteSize(hub.MaxCachedBytes),
 			IdleTTL:        24 * time.Hour,
-			Presence:       PresenceConfig{MaxClients: 100, Timeout: 500 * time.Millisecond, Cache: time.Second},
+			Presence:       PresenceConfig{MaxClients: 100, Timeout: 500 * time.Millisecond, Cache: time.Second, Busiest: 10, BusiestInterval: 10 * time.Second},
 		},
 		HTTP: HTTPConfig{
 			ReadHeaderTimeout: 10 * time.Second,
@@ -311,6 +316,12 @@ func (c *Config) Validate() error {
 	}
 	if p := ch.Presence; p.Timeout < 10*time.Millisecond || p.Timeout > 10*time.Second {
 		bad("channels.presence.timeout", "must be between 10ms and 10s")
+	}
+	if p := ch.Presence; p.Busiest < 0 || p.Busiest > 100 {
+		bad("channels.presence.busiest", "%d is outside 0..100", p.Busiest)
+	}
+	if p := ch.Presence; p.Busiest > 0 && p.BusiestInterval < time.Second {
+		bad("channels.presence.busiest_interval", "must be at least 1s")
 	}
 	if p := ch.Presence; p.Cache < 0 {
 		bad("channels.presence.cache", "must not be negative (0: no cache)")

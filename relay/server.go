@@ -180,6 +180,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() { s.ingest.Run(bg) })
 	wg.Go(func() { s.hub.Run(bg) })
 	wg.Go(func() { s.heartbeat(bg) })
+	wg.Go(func() { s.presence.busiest(bg) })
 
 	hl := newHTTPListener(ln.Addr())
 	acc := &acceptor{srv: s, ln: ln, http: hl}
