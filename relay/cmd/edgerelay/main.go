@@ -1,7 +1,7 @@
 // Command edgerelay runs the edge relay.
 //
 //	edgerelay serve --config relay.yaml   production: connect to your Kafka
-//	edgerelay config check --config relay.yaml   list every configuration problem
+//	edgerelay config check --config f    every problem of serve's configuration
 //	edgerelay dev                         embedded Kafka, odds simulator, demo board
 //	edgerelay simulate --brokers k:9092   the dev odds simulator, against your Kafka
 //	edgerelay version                     (or --version) the stamped version and commit
@@ -41,8 +41,8 @@ const usage = `usage: edgerelay <command> [flags]
 
 commands:
   serve    run the relay against your Kafka (--config relay.yaml)
-  config check  read the configuration as serve would (same flags) and list
-           every problem; exit 2 if there is one
+  config   "config check": read the configuration as serve would (same
+           flags) and list every problem; exit 2 if there is one
   dev      run with an embedded Kafka, an odds simulator and a demo board
   simulate run dev mode's odds and scores simulator against your Kafka (--brokers)
   health   GET a relay's /healthz (or --url); exit 0 on 200 (a container
