@@ -40,9 +40,9 @@ func TestLoadConfig(t *testing.T) {
 					t.Fatalf("loaded %+v", c)
 				}
 			}},
-		{name: "env overrides", env: []string{"EDGERELAY_KAFKA_BROKERS=x:1, y:2", "EDGERELAY_WEBSOCKET_PONG_TIMEOUT=3s", "EDGERELAY_CHANNELS_MAX_CACHED_BYTES=1MiB", "EDGERELAY_KAFKA_TLS_ENABLED=true", "EDGERELAY_WEBSOCKET_WRITERS=3", "PATH=/bin"},
+		{name: "env overrides", env: []string{"EDGERELAY_KAFKA_BROKERS=x:1, y:2", "EDGERELAY_WEBSOCKET_PONG_TIMEOUT=3s", "EDGERELAY_CHANNELS_MAX_CACHED_BYTES=1MiB", "EDGERELAY_KAFKA_TLS_ENABLED=true", "EDGERELAY_WEBSOCKET_WRITERS=3", "EDGERELAY_HTTP_RATE_PER_ADDRESS=7.5", "PATH=/bin"},
 			check: func(t *testing.T, c Config) {
-				if strings.Join(c.Kafka.Brokers, ",") != "x:1,y:2" || c.WebSocket.Writers != 3 || c.WebSocket.PongTimeout != 3*time.Second || c.Channels.MaxCachedBytes != 1<<20 || !c.Kafka.TLS.Enabled {
+				if strings.Join(c.Kafka.Brokers, ",") != "x:1,y:2" || c.WebSocket.Writers != 3 || c.WebSocket.PongTimeout != 3*time.Second || c.Channels.MaxCachedBytes != 1<<20 || !c.Kafka.TLS.Enabled || c.HTTP.RatePerAddress != 7.5 {
 					t.Fatalf("env not applied: %+v", c)
 				}
 			}},
@@ -115,13 +115,14 @@ relay.yaml:4: websocket.max_message_bytes: "lots" is not a byte size (e.g. 65536
 relay.yaml:3: websocket.zzz: unknown key
 relay.yaml:4: listn: unknown key (did you mean listen?)`},
 		{name: "wrong types",
-			file: "kafka:\n  brokers: a:9092\nwebsocket:\n  deflate: true\n  writers: [1]\nchannels:\n  max_channels: 1.5\n  namespaces: [odds]\ndebug: maybe\n",
+			file: "kafka:\n  brokers: a:9092\nwebsocket:\n  deflate: true\n  writers: [1]\nchannels:\n  max_channels: 1.5\n  namespaces: [odds]\ndebug: maybe\nhttp:\n  rate_per_address: .nan\n",
 			want: `relay.yaml:2: kafka.brokers: want a list, not "a:9092"
 relay.yaml:4: websocket.deflate: want a mapping, not "true"
 relay.yaml:5: websocket.writers: want an integer, not a list
 relay.yaml:7: channels.max_channels: "1.5" is not an integer
 relay.yaml:8: channels.namespaces[0]: want a mapping, not "odds"
-relay.yaml:9: debug: "maybe" is not true or false`},
+relay.yaml:9: debug: "maybe" is not true or false
+relay.yaml:11: http.rate_per_address: ".nan" is not a finite number`},
 		{name: "read and validation problems together, by line",
 			file: "listen: nowhere\nwebsocket:\n  path: ws\n  pong_timeout: 1\nlog_level: loud\n",
 			want: `relay.yaml:1: listen: "nowhere" has no port
@@ -151,8 +152,9 @@ relay.yaml:8: kafka.brokers[0]: "a b" is not host:port`},
 			want: `relay.yaml:1: listen: "nowhere" has no port
 relay.yaml:2: listen: set twice (first at line 1, which is used)`},
 		{name: "environment",
-			env: []string{"EDGERELAY_WEBSOCKET_PING_INTERVAL=soon", "EDGERELAY_CLUSTER_RETRY_INTERVAL=1ms", "EDGERELAY_WEBSOCKET_WRITERS=x"},
+			env: []string{"EDGERELAY_WEBSOCKET_PING_INTERVAL=soon", "EDGERELAY_CLUSTER_RETRY_INTERVAL=1ms", "EDGERELAY_WEBSOCKET_WRITERS=x", "EDGERELAY_HTTP_RATE_PER_ADDRESS=Inf"},
 			want: `EDGERELAY_CLUSTER_RETRY_INTERVAL: cluster.retry_interval: must be at least 100ms
+EDGERELAY_HTTP_RATE_PER_ADDRESS: http.rate_per_address: "Inf" is not a finite number
 EDGERELAY_WEBSOCKET_PING_INTERVAL: websocket.ping_interval: "soon" is not a duration (e.g. 300ms, 15s, 1m30s)
 EDGERELAY_WEBSOCKET_WRITERS: websocket.writers: "x" is not an integer`},
 		{name: "environment overrides the file's list",

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -348,7 +349,7 @@ func want(t reflect.Type) string {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return "an integer, 0 or more"
 	case reflect.Float32, reflect.Float64:
-		return "a number"
+		return "a finite number"
 	case reflect.String:
 		return "a string"
 	case reflect.Slice, reflect.Array:
@@ -396,7 +397,7 @@ func setFromString(v reflect.Value, s string) error {
 		v.SetInt(n)
 	case reflect.Float32, reflect.Float64:
 		f, err := strconv.ParseFloat(s, v.Type().Bits())
-		if err != nil {
+		if err != nil || !finite(f) {
 			return bad
 		}
 		v.SetFloat(f)
@@ -416,6 +417,9 @@ func setFromString(v reflect.Value, s string) error {
 	}
 	return nil
 }
+
+// finite: not NaN or an infinity, which no setting means.
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // maxFileNodes bounds the keys and values a file may hold, counting each
 // use of an alias anew (aliases of aliases grow exponentially).
@@ -534,8 +538,12 @@ func (r *fileReader) leaf(n *yaml.Node, v reflect.Value, path string) {
 	}
 	nv := reflect.New(t)
 	err := n.Decode(nv.Interface())
-	if err == nil && n.ShortTag() == "!!float" && t.Kind() >= reflect.Int && t.Kind() <= reflect.Uintptr {
+	switch k := t.Kind(); {
+	case err != nil:
+	case n.ShortTag() == "!!float" && k >= reflect.Int && k <= reflect.Uintptr:
 		err = errors.New("yaml.v3 truncates floats into integers")
+	case (k == reflect.Float32 || k == reflect.Float64) && !finite(nv.Elem().Float()):
+		err = errors.New("no setting takes NaN or infinity")
 	}
 	if err != nil {
 		msg := fmt.Sprintf("%s is not %s", quote(n.Value), want(t))
