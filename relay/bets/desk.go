@@ -97,7 +97,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports invalid fields, named under prefix.
+// Validate reports invalid fields, named under prefix. Each error reads
+// "<prefix>.<key>: <message>", key a YAML path under prefix, so that the
+// relay can name the line or variable that set it.
 func (c *Config) Validate(prefix string) error {
 	var errs []error
 	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, field, msg)) }
@@ -123,7 +125,7 @@ func (c *Config) Validate(prefix string) error {
 		bad("max_in_flight", "must be at least max_in_flight_per_connection")
 	}
 	if c.RatePerUser <= 0 || c.BurstPerUser < 1 {
-		bad("rate_per_user", "rate_per_user must be positive and burst_per_user at least 1")
+		bad("rate_per_user", "must be positive, with burst_per_user at least 1")
 	}
 	if len(c.MarketPrefixes) == 0 || slices.Contains(c.MarketPrefixes, "") {
 		bad("market_prefixes", "at least one, none empty")
