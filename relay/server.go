@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edgerelay/edgerelay/cluster"
@@ -128,9 +127,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		if s.desk, err = bets.NewDesk(cfg.Bets, kopts, cfg.Node, betHooks{s.metrics}); err != nil {
 			return nil, err
 		}
-		desk := s.desk
-		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "edgerelay", Name: "bets_remembered",
-			Help: "Bet answers kept for retries (bounded by bets.dedup_max_entries)."}, func() float64 { return float64(desk.Remembered()) }))
+		registerDeskMetrics(s.metrics.reg, s.desk)
 	}
 	s.routes()
 	return s, nil
@@ -166,6 +163,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() { s.ingest.Run(bg) })
 	wg.Go(func() { s.hub.Run(bg) })
 	wg.Go(func() { s.heartbeat(bg) })
+	if s.desk != nil {
+		wg.Go(func() { s.desk.Run(bg) }) // the dedup reader
+	}
 
 	hl := newHTTPListener(ln.Addr())
 	acc := &acceptor{srv: s, ln: ln, http: hl}
