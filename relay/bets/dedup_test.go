@@ -50,17 +50,23 @@ func testDedupConfig() Config {
 
 var openMarket = &fanout.Publication{Channel: "odds:m", Data: []byte(`{"status":"open"}`)}
 
+// twoNodes is a broker with a 3-partition bets topic and the desks of
+// nodes a and b on it, b's reader running.
+func twoNodes(t testing.TB) (brokers []string, a, b *Desk) {
+	brokers = newTestKafka(t, 3).ListenAddrs()
+	a = newDeskOn(t, testDedupConfig(), brokers, "a")
+	b = newDeskOn(t, testDedupConfig(), brokers, "b")
+	runDesk(t, b)
+	return brokers, a, b
+}
+
 // TestDeskRetryRightAfterAck: a retry placed on node B the moment node A's
 // bet is acknowledged (on a connection opened then) gets A's answer and no
 // second record, every time: B waits for its reader to reach the end
 // offsets before producing.
 func TestDeskRetryRightAfterAck(t *testing.T) {
-	kafka := newTestKafka(t, 3)
-	cfg := testDedupConfig()
-	a := newDeskOn(t, cfg, kafka.ListenAddrs(), "a")
-	b := newDeskOn(t, cfg, kafka.ListenAddrs(), "b")
+	brokers, a, b := twoNodes(t)
 	runDesk(t, a)
-	runDesk(t, b)
 	const n = 20
 	for i := range n {
 		bet := testBet(t, fmt.Sprint("r", i), openMarket, time.Now())
@@ -75,7 +81,7 @@ func TestDeskRetryRightAfterAck(t *testing.T) {
 			t.Fatalf("retry %d on node b: %+v %v, want a's answer %+v", i, again, e, first)
 		}
 	}
-	if got := recordCount(t, kafka.ListenAddrs()); got != n {
+	if got := recordCount(t, brokers); got != n {
 		t.Fatalf("%d records, want %d (one per bet)", got, n)
 	}
 	// A retry either found the record read already or waited for the
@@ -89,11 +95,7 @@ func TestDeskRetryRightAfterAck(t *testing.T) {
 // TestDeskRetryMismatchAcrossNodes: the bet id of a bet taken by node A,
 // reused on node B for a different bet, gets ErrIDReused, as on A.
 func TestDeskRetryMismatchAcrossNodes(t *testing.T) {
-	kafka := newTestKafka(t, 3)
-	cfg := testDedupConfig()
-	a := newDeskOn(t, cfg, kafka.ListenAddrs(), "a")
-	b := newDeskOn(t, cfg, kafka.ListenAddrs(), "b")
-	runDesk(t, b)
+	brokers, a, b := twoNodes(t)
 	if _, e := placeBet(t, a, testBet(t, "m1", openMarket, time.Now())); e != nil {
 		t.Fatal(e)
 	}
@@ -103,7 +105,7 @@ func TestDeskRetryMismatchAcrossNodes(t *testing.T) {
 	if _, e := placeBet(t, b, other); e != ErrIDReused {
 		t.Fatalf("reused id on node b: %v, want %v", e, ErrIDReused)
 	}
-	if got := recordCount(t, kafka.ListenAddrs()); got != 1 {
+	if got := recordCount(t, brokers); got != 1 {
 		t.Fatalf("%d records, want 1", got)
 	}
 }
