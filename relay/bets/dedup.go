@@ -218,10 +218,20 @@ func (d *Desk) learn(rec *kgo.Record, now time.Time) {
 	e := &entry{key: key, sum: s, done: true, remote: true, expires: expires, result: resultOf(rec, key[len(user)+1:])}
 	e.result.Topic = d.cfg.Topic
 	d.mu.Lock()
-	if old := d.entries[key]; old == nil || !now.Before(old.expires) {
+	var waiters []Done
+	switch old := d.entries[key]; {
+	case old == nil || !now.Before(old.expires):
 		d.insertLocked(e)
+	case !old.done && old.sum == s:
+		// A bet waiting for its ack, read back first: answer it now, and
+		// keep the answer should the ack be a delivery timeout.
+		old.done, old.result = true, e.result
+		waiters, old.waiters = old.waiters, nil
 	}
 	d.mu.Unlock()
+	for _, w := range waiters {
+		w(e.result, nil)
+	}
 }
 
 // hold queues an admitted bet until the reader has read every record

@@ -408,7 +408,13 @@ func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.
 	d.mu.Lock()
 	waiters := e.waiters
 	e.waiters = nil
-	if err != nil {
+	switch {
+	case err != nil && e.done:
+		// The reader found the record (a delivery timeout after all):
+		// the answer stands.
+		d.mu.Unlock()
+		return
+	case err != nil:
 		if d.entries[key] == e {
 			delete(d.entries, key) // failed: a retry produces again
 		}
@@ -417,9 +423,10 @@ func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.
 			d.reject(w, "kafka_error", ErrUnavailable.WithMessage(err.Error()))
 		}
 		return
+	case !e.done: // else the reader answered from the record already
+		e.done = true
+		e.result = resultOf(r, string(r.Headers[0].Value))
 	}
-	e.done = true
-	e.result = resultOf(r, string(r.Headers[0].Value))
 	res := e.result
 	d.mu.Unlock()
 	d.hooks.OnBet("", took)
