@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -111,10 +113,15 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 	})
 }
 
-// betHooks feeds the desk's events to the metrics.
-type betHooks struct{ m *metrics }
+// betHooks feeds the desk's events to the metrics and the log.
+type betHooks struct {
+	m   *metrics
+	log *slog.Logger
+	// lastReaderLog rate-limits reader errors to one line per 10s.
+	lastReaderLog atomic.Int64
+}
 
-func (h betHooks) OnBet(reason string, ack time.Duration) {
+func (h *betHooks) OnBet(reason string, ack time.Duration) {
 	if reason == "" {
 		h.m.bets.WithLabelValues("accepted").Inc()
 		h.m.betAck.Observe(ack.Seconds())
@@ -123,7 +130,14 @@ func (h betHooks) OnBet(reason string, ack time.Duration) {
 	h.m.bets.WithLabelValues(reason).Inc()
 }
 
-func (h betHooks) OnInFlight(d int) { h.m.betsInFlight.Add(float64(d)) }
+func (h *betHooks) OnInFlight(d int) { h.m.betsInFlight.Add(float64(d)) }
+
+func (h *betHooks) OnReaderError(err error) {
+	now := time.Now().UnixNano()
+	if last := h.lastReaderLog.Load(); now-last > int64(10*time.Second) && h.lastReaderLog.CompareAndSwap(last, now) {
+		h.log.Warn("bets dedup reader: reading the bets topic back failed; retrying (retries across nodes may produce twice meanwhile)", "err", err)
+	}
+}
 
 // registerDeskMetrics registers the gauges and counters read from the desk.
 func registerDeskMetrics(reg *prometheus.Registry, desk *bets.Desk) {

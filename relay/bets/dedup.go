@@ -93,6 +93,7 @@ func (d *Desk) Run(ctx context.Context) {
 			return
 		}
 		now := time.Now()
+		fetches.EachError(func(_ string, _ int32, err error) { d.hooks.OnReaderError(err) })
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			for _, rec := range p.Records {
 				d.learn(rec, now)
@@ -125,6 +126,9 @@ func (d *Desk) Run(ctx context.Context) {
 func (d *Desk) startConsumer(ctx context.Context) (*kgo.Client, error) {
 	for {
 		offsets, err := d.startOffsets(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.hooks.OnReaderError(err)
+		}
 		if err == nil {
 			opts := append(append([]kgo.Opt(nil), d.kopts...),
 				kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{d.cfg.Topic: offsets}),

@@ -213,6 +213,9 @@ type Done func(Result, *protocol.Error)
 type Hooks interface {
 	OnBet(reason string, ackLatency time.Duration)
 	OnInFlight(delta int)
+	// OnReaderError reports a failure of the dedup reader (listing or
+	// fetching the topic), which it retries.
+	OnReaderError(err error)
 }
 
 // Desk is a node's bet producer.

@@ -16,6 +16,7 @@ type nopHooks struct{}
 
 func (nopHooks) OnBet(string, time.Duration) {}
 func (nopHooks) OnInFlight(int)              {}
+func (nopHooks) OnReaderError(error)         {}
 
 func newTestDesk(t *testing.T, cfg Config) *Desk {
 	t.Helper()
