@@ -79,14 +79,16 @@ func (d *Desk) Run(ctx context.Context) {
 		return
 	}
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	wg.Go(func() { d.syncLoop(ctx) })
-
 	cl, err := d.startConsumer(ctx)
 	if err != nil {
+		wg.Wait()
 		return // ctx is done
 	}
-	defer cl.Close()
+	defer func() {
+		wg.Wait() // syncLoop may still add partitions
+		cl.Close()
+	}()
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
