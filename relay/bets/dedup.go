@@ -161,7 +161,8 @@ func (d *Desk) startConsumer(ctx context.Context) (*kgo.Client, error) {
 }
 
 // startOffsets lists, per partition, the first offset of a record at most
-// DedupWindow old. Where there is none, kadm answers with the end offset
+// DedupWindow old, and not more than DedupMaxEntries before the end. Where
+// there is none, kadm answers with the end offset
 // listed afterwards, which may skip a record that landed in between: the
 // end offset listed before is used instead.
 func (d *Desk) startOffsets(ctx context.Context) (map[int32]kgo.Offset, error) {
@@ -188,6 +189,8 @@ func (d *Desk) startOffsets(ctx context.Context) (map[int32]kgo.Offset, error) {
 		if a, ok := after.Lookup(end.Topic, end.Partition); ok && a.Timestamp >= 0 {
 			start = min(start, a.Offset)
 		}
+		// What lies further back would be forgotten for the bound anyway.
+		start = max(start, end.Offset-int64(d.cfg.DedupMaxEntries))
 		offsets[end.Partition] = kgo.NewOffset().At(start)
 	})
 	if len(offsets) == 0 {
