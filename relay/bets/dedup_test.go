@@ -157,12 +157,16 @@ func TestDeskReaderStartsWithinWindow(t *testing.T) {
 }
 
 // TestDeskReaderBound: a topic holding more bets than DedupMaxEntries
-// leaves the reader's node with the newest DedupMaxEntries answers.
+// leaves a node reading them as they come, and one started afterwards
+// (which reads only the last DedupMaxEntries back), with the newest
+// DedupMaxEntries answers.
 func TestDeskReaderBound(t *testing.T) {
 	kafka := newTestKafka(t, 1)
 	cfg := testDedupConfig()
 	cfg.MaxInFlight, cfg.MaxInFlightPerConnection, cfg.DedupMaxEntries = 5, 1, 10
 	a := newDeskOn(t, cfg, kafka.ListenAddrs(), "a")
+	live := newDeskOn(t, cfg, kafka.ListenAddrs(), "live")
+	runDesk(t, live)
 	const n = 50
 	var results []Result
 	now := time.Now()
@@ -173,24 +177,29 @@ func TestDeskReaderBound(t *testing.T) {
 		}
 		results = append(results, r)
 	}
-	b := newDeskOn(t, cfg, kafka.ListenAddrs(), "b")
-	runDesk(t, b)
-	deadline := time.Now().Add(10 * time.Second)
-	for b.DedupStats().Read < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("reader read %d records, want %d", b.DedupStats().Read, n)
+	later := newDeskOn(t, cfg, kafka.ListenAddrs(), "later")
+	runDesk(t, later)
+	for _, tt := range []struct {
+		d    *Desk
+		read int64
+	}{{live, n}, {later, int64(cfg.DedupMaxEntries)}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for tt.d.DedupStats().Read < tt.read {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s read %d records, want %d", tt.d.node, tt.d.DedupStats().Read, tt.read)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := b.Remembered(); got != cfg.DedupMaxEntries {
-		t.Fatalf("remembered %d, want the bound %d", got, cfg.DedupMaxEntries)
-	}
-	for _, i := range []int{n - 1, n - cfg.DedupMaxEntries} {
-		if r, e := placeBet(t, b, testBet(t, fmt.Sprint("x", i), openMarket, time.Now())); e != nil || r != results[i] {
-			t.Fatalf("retry of x%d (kept): %+v %v, want %+v", i, r, e, results[i])
+		if got := tt.d.Remembered(); got != cfg.DedupMaxEntries {
+			t.Fatalf("node %s remembered %d, want the bound %d", tt.d.node, got, cfg.DedupMaxEntries)
+		}
+		for _, i := range []int{n - 1, n - cfg.DedupMaxEntries} {
+			if r, e := placeBet(t, tt.d, testBet(t, fmt.Sprint("x", i), openMarket, time.Now())); e != nil || r != results[i] {
+				t.Fatalf("node %s, retry of x%d (kept): %+v %v, want %+v", tt.d.node, i, r, e, results[i])
+			}
 		}
 	}
-	if r, e := placeBet(t, b, testBet(t, "x0", openMarket, time.Now())); e != nil || slices.Contains(results, r) {
+	if r, e := placeBet(t, live, testBet(t, "x0", openMarket, time.Now())); e != nil || slices.Contains(results, r) {
 		t.Fatalf("retry of x0 (forgotten): %+v %v, want a new record", r, e)
 	}
 }
