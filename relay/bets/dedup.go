@@ -16,8 +16,9 @@ import (
 )
 
 // This file is the retry memory across nodes: every node reads the bets
-// topic back (keys' headers only are kept) and remembers each record's
-// answer as if it had produced it. See the package doc for the model.
+// topic back and remembers each record's answer (from its headers and
+// position; values are dropped) as if it had produced it. See the package
+// doc for the model.
 
 // reader is the state of Desk.Run: where it is in each partition and the
 // bets held until it has caught up.
@@ -30,7 +31,7 @@ type reader struct {
 	lag                atomic.Int64
 
 	mu      sync.Mutex
-	running bool            // syncLoop holds bets only while it runs
+	running bool            // until Run returns: bets may be held
 	cl      *kgo.Client     // the consumer; nil until start offsets are listed
 	next    map[int32]int64 // per partition, the next offset to read
 	lags    map[int32]int64 // per partition, high watermark minus next
