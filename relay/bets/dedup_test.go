@@ -167,6 +167,17 @@ func TestDeskReaderBound(t *testing.T) {
 	a := newDeskOn(t, cfg, kafka.ListenAddrs(), "a")
 	live := newDeskOn(t, cfg, kafka.ListenAddrs(), "live")
 	runDesk(t, live)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		live.rd.mu.Lock()
+		started := live.rd.cl != nil // its start offsets are listed
+		live.rd.mu.Unlock()
+		if started {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node live's reader did not start")
+		}
+	}
 	const n = 50
 	var results []Result
 	now := time.Now()
