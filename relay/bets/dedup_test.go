@@ -3,6 +3,7 @@ package bets
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgerelay/edgerelay/fanout"
 )
@@ -213,5 +215,42 @@ func TestDeskReaderBound(t *testing.T) {
 	}
 	if r, e := placeBet(t, live, testBet(t, "x0", openMarket, time.Now())); e != nil || slices.Contains(results, r) {
 		t.Fatalf("retry of x0 (forgotten): %+v %v, want a new record", r, e)
+	}
+}
+
+// TestDeskSyncTimeout: when the reader cannot catch up, a held bet is
+// produced anyway and counted: ListOffsets failing, or hanging past
+// DedupSyncTimeout.
+func TestDeskSyncTimeout(t *testing.T) {
+	for _, hang := range []bool{false, true} {
+		t.Run(fmt.Sprint("hang=", hang), func(t *testing.T) {
+			kafka := newTestKafka(t, 1)
+			cfg := testDedupConfig()
+			cfg.DedupSyncTimeout = 100 * time.Millisecond
+			d := newDeskOn(t, cfg, kafka.ListenAddrs(), "b")
+			// The producer's id first: InitProducerID shares the
+			// connection of a sleeping ListOffsets.
+			if _, e := placeBet(t, d, testBet(t, "t0", openMarket, time.Now())); e != nil {
+				t.Fatal(e)
+			}
+			release := make(chan struct{})
+			defer close(release)
+			kafka.ControlKey(int16(kmsg.ListOffsets), func(kmsg.Request) (kmsg.Response, error, bool) {
+				kafka.KeepControl()
+				if hang {
+					kafka.SleepControl(func() { <-release })
+				}
+				return nil, errors.New("injected"), true // the connection is dropped
+			})
+			runDesk(t, d)
+			bet := testBet(t, "t1", openMarket, time.Now())
+			bet.ConnectedAt = time.Now()
+			if _, e := placeBet(t, d, bet); e != nil {
+				t.Fatalf("held bet: %v, want it produced", e)
+			}
+			if s := d.DedupStats(); s.TimedOut != 1 || s.CaughtUp != 0 {
+				t.Fatalf("stats %+v, want one timed-out wait", s)
+			}
+		})
 	}
 }
