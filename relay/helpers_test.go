@@ -69,6 +69,7 @@ type testRelay struct {
 func testConfig(brokers []string) relay.Config {
 	cfg := relay.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
+	cfg.Cluster.Drain.LBDelay, cfg.Cluster.Drain.Period = 0, 0 // a test relay stops at once (drain_test.go times drains)
 	cfg.Node = "test-node"
 	cfg.Kafka.Brokers = brokers
 	cfg.Ingest.ProbeInterval = 100 * time.Millisecond
@@ -115,6 +116,23 @@ func (r *testRelay) url() string { return "ws://" + r.addr + "/connection/websoc
 func (r *testRelay) get(t testing.TB, path string) (int, string) {
 	t.Helper()
 	resp, err := http.Get("http://" + r.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// request sends method path with the Authorization header authorization
+// ("": none).
+func (r *testRelay) request(t testing.TB, method, path, authorization string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+r.addr+path, nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
