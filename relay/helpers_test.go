@@ -70,6 +70,7 @@ func testConfig(brokers []string) relay.Config {
 	cfg := relay.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Cluster.Drain.LBDelay, cfg.Cluster.Drain.Period = 0, 0 // a test relay stops at once (drain_test.go times drains)
+	cfg.ShutdownTimeout = 10 * time.Second                     // within startRelay's 15 s, with a client that never reads
 	cfg.Node = "test-node"
 	cfg.Kafka.Brokers = brokers
 	cfg.Ingest.ProbeInterval = 100 * time.Millisecond
