@@ -516,3 +516,38 @@ func TestDrainWaitsForBetReplies(t *testing.T) {
 		t.Errorf("Serve after a drain: %v", err)
 	}
 }
+
+// TestRecoverAheadOfNode: a client that recovers on a node behind the one
+// it left (the drained node had read two records further) gets
+// recovered:true, keeps its position, and is not pushed the records it
+// holds again, only those after (a duplicate TestDrainMovesClientsToOtherNodes
+// caught).
+func TestRecoverAheadOfNode(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.Channels.HistorySize = 100
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+	const ch = "scores:drain:ahead"
+	off := produce(t, prod, "scores", ch, `{"seq":1}`)
+	r.waitCached(t, ch, off)
+	epoch := r.srv.Hub().Last(ch).Epoch
+
+	c := dial(t, r.url())
+	c.connect()
+	held := uint64(off) + 3 // seq 3, the protocol offset of Kafka offset off+2
+	c.send(fmt.Sprintf(`{"id":2,"subscribe":{"channel":%q,"recover":true,"epoch":%q,"offset":%d}}`, ch, epoch, held))
+	sub := c.mustNext()["subscribe"].(map[string]any)
+	if sub["recovered"] != true || sub["publications"] != nil || sub["offset"] != float64(held) {
+		t.Fatalf("subscribe ahead of the node: %v, want recovered, no publications, offset %d", sub, held)
+	}
+	for seq := 2; seq <= 4; seq++ {
+		if o := produce(t, prod, "scores", ch, fmt.Sprintf(`{"seq":%d}`, seq)); o != off+int64(seq)-1 {
+			t.Fatalf("seq %d at Kafka offset %d, want %d: another record in the partition", seq, o, off+int64(seq)-1)
+		}
+	}
+	_, data, offset, ok := pubOf(c.mustNext())
+	if !ok || data["seq"] != 4.0 || offset != held+1 {
+		t.Fatalf("first push %v at offset %d, want seq 4 at %d", data, offset, held+1)
+	}
+}
