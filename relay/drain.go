@@ -18,8 +18,8 @@ import (
 //     while the load balancer notices;
 //  2. close: upgrades are answered 503, and every drainTick a wave of
 //     clients, picked at random, gets close 3001 "shutdown" (the SDKs
-//     reconnect elsewhere and recover), ceil(left / waves left) of them,
-//     so that the waves are even over cluster.drain.period;
+//     reconnect elsewhere and recover), left / waves left of them (see
+//     waves), so that the closes are even over cluster.drain.period;
 //  3. stop: Serve leaves the cluster, stops HTTP and ingest, and returns.
 //
 // A connection with a bet awaiting Kafka's answer is passed over by the
@@ -33,19 +33,35 @@ import (
 // drainTick is the interval between waves.
 const drainTick = 100 * time.Millisecond
 
-// waveSize is how many of remaining connections to close at now so that
-// the waves every tick until end close evenly: remaining / waves left,
-// rounded so that what stays is remaining × (waves − 1) / waves to the
-// nearest (fewer connections than waves are spaced out, not closed one a
-// tick from the start), and every one left in the last wave, within a
-// tick of end.
-func waveSize(remaining int, now, end time.Time, tick time.Duration) int {
-	left := end.Sub(now)
-	if remaining <= 0 || left <= tick {
+// waves paces the drain's closes, one wave every tick until the end of
+// the period. A wave's share is remaining / waves left, carried as credit
+// from wave to wave and closed in whole connections, so that fewer
+// connections than waves are spaced out over the period (the credit starts
+// at half a connection: each close sits mid-slot); a late tick spreads
+// what it missed over the waves left rather than closing it in a burst;
+// and the last wave, within a tick of the end, closes every one left.
+// The zero value is not ready: use newWaves. One goroutine.
+type waves struct {
+	tick   time.Duration
+	end    time.Time
+	credit float64
+}
+
+func newWaves(end time.Time, tick time.Duration) *waves {
+	return &waves{tick: tick, end: end, credit: 0.5}
+}
+
+// size is how many of remaining connections to close at now.
+func (w *waves) size(remaining int, now time.Time) int {
+	left := w.end.Sub(now)
+	if remaining <= 0 || left <= w.tick {
 		return max(remaining, 0)
 	}
-	waves := int((left + tick - 1) / tick)
-	return remaining - (remaining*(waves-1)+waves/2)/waves
+	wavesLeft := int((left + w.tick - 1) / w.tick) // this one included
+	w.credit += float64(remaining) / float64(wavesLeft)
+	n := min(int(w.credit), remaining)
+	w.credit -= float64(n)
+	return n
 }
 
 // drainMetrics are the drain's Prometheus collectors.
@@ -106,6 +122,7 @@ func (s *Server) drain(accepting bool, deadline time.Time) {
 func (s *Server) closeInWaves(end, hardEnd time.Time) int {
 	t := time.NewTicker(drainTick)
 	defer t.Stop()
+	pace := newWaves(end, drainTick)
 	told := map[*session]struct{}{}
 	var idle, betting []*session
 	for {
@@ -126,7 +143,7 @@ func (s *Server) closeInWaves(end, hardEnd time.Time) int {
 			return len(told)
 		}
 		now := time.Now()
-		n := waveSize(len(idle)+len(betting), now, end, drainTick)
+		n := pace.size(len(idle)+len(betting), now)
 		rand.Shuffle(len(idle), func(i, j int) { idle[i], idle[j] = idle[j], idle[i] })
 		wave := idle[:min(n, len(idle))]
 		if !now.Before(hardEnd) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -296,26 +297,7 @@ func TestDrainMovesClientsToOtherNodes(t *testing.T) {
 	}
 
 	channels := []string{"odds:drain:m1", "odds:drain:m2", "odds:drain:m3", "odds:drain:m4"}
-	prod := newProducer(t, kafka.ListenAddrs())
-	feedCtx, stopFeed := context.WithCancel(context.Background())
-	feedDone := make(chan int)
-	go func() { // seq 1, 2, … in every channel, until stopped
-		seq := 0
-		defer func() { feedDone <- seq }()
-		for feedCtx.Err() == nil {
-			seq++
-			for _, ch := range channels {
-				produce(t, prod, "odds", ch, fmt.Sprintf(`{"seq":%d}`, seq))
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	t.Cleanup(func() { stopFeed() })
-	for _, r := range relays {
-		for _, ch := range channels {
-			r.waitCached(t, ch, 0)
-		}
-	}
+	stopFeed := startFeed(t, kafka.ListenAddrs(), channels, relays)
 
 	const perNode = 8
 	urls := []string{relays[0].url(), relays[1].url(), relays[2].url()}
@@ -383,8 +365,7 @@ func TestDrainMovesClientsToOtherNodes(t *testing.T) {
 
 	// A little more feed, then every client must have every update.
 	time.Sleep(200 * time.Millisecond)
-	stopFeed()
-	final := <-feedDone
+	final := stopFeed()
 	checkFor(t, 20*time.Second, func() error {
 		for i, c := range clients {
 			c.mu.Lock()
@@ -430,6 +411,44 @@ func TestDrainMovesClientsToOtherNodes(t *testing.T) {
 	if spread := closes[len(closes)-1] - closes[0]; spread < period/4 {
 		t.Errorf("closes spread over %v: a storm, not waves over %v", spread, period)
 	}
+}
+
+// startFeed produces {"seq":1}, {"seq":2}, … to every channel, one
+// round every 5 ms, until the returned stop, which gives the last seq;
+// it returns once relays all cache the channels.
+func startFeed(t *testing.T, brokers []string, channels []string, relays []*testRelay) (stop func() int) {
+	prod := newProducer(t, brokers)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		seq := 0
+		defer func() { done <- seq }()
+		for ctx.Err() == nil {
+			seq++
+			for _, ch := range channels {
+				r := &kgo.Record{Topic: "odds", Key: []byte(ch), Value: []byte(fmt.Sprintf(`{"seq":%d}`, seq)),
+					Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
+				if err := prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+					t.Errorf("feed: %v", err)
+					return
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	var once sync.Once
+	final := 0
+	stop = func() int {
+		once.Do(func() { cancel(); final = <-done })
+		return final
+	}
+	t.Cleanup(func() { stop() })
+	for _, r := range relays {
+		for _, ch := range channels {
+			r.waitCached(t, ch, 0)
+		}
+	}
+	return stop
 }
 
 // clusterOf is testRelay.cluster for a goroutine that is not the test's.
