@@ -1,0 +1,111 @@
+package relay_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/edgerelay/edgerelay/relay"
+)
+
+// TestTLSHandshakeDeadlineWhole: docs/security.md ("Hostile handshakes")
+// says the TLS handshake, request line and headers together must finish
+// within 10 s. A client that spends 7 s before its ClientHello, then sends
+// half a request line, must be closed 10 s after it connected, not 10 s
+// after its TLS handshake.
+func TestTLSHandshakeDeadlineWhole(t *testing.T) {
+	r, _, ca, _ := startTLSRelay(t, nil)
+	raw, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	start := time.Now()
+	time.Sleep(7 * time.Second) // the attacker's pace, not a wait for a condition
+	tc := tls.Client(raw, &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1"})
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake 7 s after connecting (within the 10 s): %v", err)
+	}
+	io.WriteString(tc, "GET /connection/websocket HTTP/1.1\r\nHost: x\r\n")
+	tc.SetDeadline(start.Add(25 * time.Second))
+	_, err = io.ReadAll(tc)
+	closedAfter := time.Since(start)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("not closed within 25 s: %v", err)
+	}
+	if closedAfter > 14*time.Second {
+		t.Errorf("closed %v after connecting; the handshake, request line and headers together have 10 s", closedAfter.Round(100*time.Millisecond))
+	}
+}
+
+// TestTLSBridgeWithinConnectionCap: the descriptors of TLS WebSockets stay
+// within what websocket.max_connections admits. A client that stops
+// reading a busy channel is closed as slow by the engine, which releases
+// its admission slot; its bridge (two goroutines, the TCP socket and the
+// pair end) must not live on beside the next admitted connection.
+func TestTLSBridgeWithinConnectionCap(t *testing.T) {
+	r, kafka, _, _ := startTLSRelay(t, func(cfg *relay.Config) {
+		cfg.WebSocket.StallTimeout, cfg.WebSocket.WriteTimeout = 10*time.Second, time.Second
+		cfg.WebSocket.MaxConnections = 1
+		cfg.Ingest.MaxValueBytes = 64 << 10
+	})
+	prod := newProducer(t, kafka.ListenAddrs())
+	const ch = "odds:football:epl:tls-cap:1x2"
+	r.waitCached(t, ch, produce(t, prod, "odds", ch, `{"n":0}`))
+
+	// A small receive buffer, so that the TCP connection fills at once.
+	small := ws.Dialer{TLSConfig: r.tls, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return nil
+		}}
+		return d.DialContext(ctx, network, addr)
+	}}
+	conn, _, _, err := small.Dial(t.Context(), r.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	slow := &wsClient{t: t, conn: conn}
+	slow.connect()
+	slow.send(`{"id":2,"subscribe":{"channel":"` + ch + `"}}`)
+	slow.mustNext()
+	// From here the client reads nothing.
+	gauge := func(name string) float64 {
+		_, body := r.get(t, "/metrics")
+		return metric(body, name)
+	}
+	big := `{"pad":"` + strings.Repeat("x", 60<<10) + `"}`
+	checkFor(t, 60*time.Second, func() error {
+		for range 20 {
+			produce(t, prod, "odds", ch, big)
+		}
+		if n := gauge("edgerelay_connections"); n != 0 {
+			return errors.New("slow client still connected")
+		}
+		return nil
+	})
+	// The slot is free: the next client is admitted (503 until it is).
+	var next *wsClient
+	checkFor(t, 20*time.Second, func() error {
+		c, _, _, err := ws.Dialer{TLSConfig: r.tls}.Dial(t.Context(), r.url())
+		if err != nil {
+			return err
+		}
+		next = &wsClient{t: t, conn: c}
+		return nil
+	})
+	defer next.conn.Close()
+	if b := gauge("edgerelay_tls_bridged_connections"); b > 1 {
+		t.Errorf("%v TLS bridges open with websocket.max_connections 1: the dropped client's bridge outlives its connection", b)
+	}
+}
