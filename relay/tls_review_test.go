@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,4 +109,46 @@ func TestTLSBridgeWithinConnectionCap(t *testing.T) {
 	if b := gauge("edgerelay_tls_bridged_connections"); b > 1 {
 		t.Errorf("%v TLS bridges open with websocket.max_connections 1: the dropped client's bridge outlives its connection", b)
 	}
+}
+
+// TestTLSReloadDoesNotBlockHandshakes: a certificate file whose read
+// hangs (a slow or hung network file system; here a FIFO that no one
+// writes yet) must not stop every other handshake: the node keeps serving
+// the certificate it has while one reload is under way.
+func TestTLSReloadDoesNotBlockHandshakes(t *testing.T) {
+	r, _, ca, cfg := startTLSRelay(t, nil)
+	if _, err := servedCert(r.addr, ca.pool); err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(cfg.TLS.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := cfg.TLS.CertFile + ".fifo"
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fifo, cfg.TLS.CertFile); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // the disk answers at last: the relay can stop
+		if f, err := os.OpenFile(cfg.TLS.CertFile, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Write(pem)
+			f.Close()
+		}
+	})
+	handshake := func() error {
+		c, err := net.DialTimeout("tcp", r.addr, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		tc := tls.Client(c, &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1"})
+		tc.SetDeadline(time.Now().Add(2 * time.Second))
+		return tc.Handshake()
+	}
+	// The first handshake past reload_check (100 ms) looks at the files
+	// and may wait for the disk; the ones after it must not.
+	time.Sleep(300 * time.Millisecond)
+	checkFor(t, 15*time.Second, handshake)
 }
