@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,15 +69,18 @@ func (c TLSConfig) Validate(prefix string) error {
 
 // certReloader holds the listener's certificate and reloads it when the
 // files change. Safe for concurrent use: GetCertificate runs on every
-// handshake goroutine.
+// handshake goroutine. One handshake at a time looks at the files (mu);
+// the others meanwhile serve the certificate held, so that a slow or hung
+// disk delays one handshake, not all.
 type certReloader struct {
 	certFile, keyFile string
 	every             time.Duration
 	log               *slog.Logger
 	onReload          func(ok bool, cert *tls.Certificate)
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
+	cert atomic.Pointer[tls.Certificate]
+
+	mu      sync.Mutex   // held while the files are looked at
 	stamp   [2]fileStamp // cert, key as last loaded (or last failed)
 	checked time.Time
 }
@@ -100,14 +104,16 @@ func stampOf(path string) (fileStamp, error) {
 func newCertReloader(c TLSConfig, log *slog.Logger, onReload func(ok bool, cert *tls.Certificate)) (*certReloader, error) {
 	r := &certReloader{certFile: c.CertFile, keyFile: c.KeyFile, every: c.ReloadCheck, log: log, onReload: onReload}
 	stamp, err := r.stamps()
+	var cert *tls.Certificate
 	if err == nil {
-		r.cert, err = loadPair(c.CertFile, c.KeyFile)
+		cert, err = loadPair(c.CertFile, c.KeyFile)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
+	r.cert.Store(cert)
 	r.stamp, r.checked = stamp, time.Now()
-	onReload(true, r.cert)
+	onReload(true, cert)
 	return r, nil
 }
 
@@ -139,28 +145,30 @@ func loadPair(certFile, keyFile string) (*tls.Certificate, error) {
 // that fails to load (a renewal half written, a key that does not match)
 // is logged, counted and retried once either file changes again.
 func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	r.mu.Lock()
+	if !r.mu.TryLock() {
+		return r.cert.Load(), nil // another handshake is looking at the files
+	}
 	defer r.mu.Unlock()
 	now := time.Now()
 	if now.Sub(r.checked) < r.every {
-		return r.cert, nil
+		return r.cert.Load(), nil
 	}
 	r.checked = now
 	stamp, err := r.stamps()
 	if err != nil || stamp == r.stamp {
-		return r.cert, nil // a file missing for a moment mid-rename: keep serving
+		return r.cert.Load(), nil // a file missing for a moment mid-rename: keep serving
 	}
 	r.stamp = stamp
 	cert, err := loadPair(r.certFile, r.keyFile)
 	if err != nil {
 		r.log.Warn("tls certificate not reloaded; serving the previous one", "cert_file", r.certFile, "err", err)
 		r.onReload(false, nil)
-		return r.cert, nil
+		return r.cert.Load(), nil
 	}
-	r.cert = cert
+	r.cert.Store(cert)
 	r.log.Info("tls certificate reloaded", "cert_file", r.certFile, "subject", cert.Leaf.Subject.String(), "not_after", cert.Leaf.NotAfter)
 	r.onReload(true, cert)
-	return r.cert, nil
+	return cert, nil
 }
 
 // serverTLS is the listener's tls.Config: TLS 1.2 and up, HTTP/1.1 only
