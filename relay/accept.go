@@ -96,14 +96,16 @@ type prefixConn struct {
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (a *acceptor) handshake(nc net.Conn) {
+	// One deadline for the TLS handshake, the request line and the headers.
+	deadline := time.Now().Add(handshakeTimeout)
 	if a.srv.tls != nil {
-		tc, ok := a.handshakeTLS(nc)
+		tc, ok := a.handshakeTLS(nc, deadline)
 		if !ok {
 			return
 		}
 		nc = tc
 	}
-	nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	nc.SetReadDeadline(deadline)
 	br := bufio.NewReaderSize(nc, 4096)
 	line, err := peekRequestStart(br, len("GET ")+len(a.srv.cfg.WebSocket.Path)+1)
 	if err != nil && len(line) == 0 {

@@ -299,11 +299,12 @@ func (s *Server) newListenerTLS() error {
 	return nil
 }
 
-// handshakeTLS completes the TLS handshake on nc within the handshake
-// timeout. A plain-HTTP request to the TLS port is answered 400 as
-// net/http does, so that a misconfigured client learns why.
-func (a *acceptor) handshakeTLS(nc net.Conn) (*tls.Conn, bool) {
-	nc.SetDeadline(time.Now().Add(handshakeTimeout))
+// handshakeTLS completes the TLS handshake on nc by deadline, the one
+// the request line and headers then have too. A plain-HTTP request to the
+// TLS port is answered 400 as net/http does, so that a misconfigured
+// client learns why.
+func (a *acceptor) handshakeTLS(nc net.Conn, deadline time.Time) (*tls.Conn, bool) {
+	nc.SetDeadline(deadline)
 	tc := tls.Server(nc, a.srv.tls)
 	err := tc.Handshake()
 	if err == nil {
