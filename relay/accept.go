@@ -268,9 +268,10 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 		initial, _ = br.Peek(n)
 	}
 	var fd int
+	var unbridge func()
 	if tc, ok := nc.(*tls.Conn); ok {
 		tc.SetDeadline(time.Time{})
-		fd, err = s.bridgeTLS(tc)
+		fd, unbridge, err = s.bridgeTLS(tc)
 	} else {
 		fd, err = detach(nc)
 	}
@@ -279,7 +280,7 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 		nc.Close()
 		return
 	}
-	c := &session{srv: s, born: time.Now().UnixNano(), codec: codec, addr: addr}
+	c := &session{srv: s, born: time.Now().UnixNano(), codec: codec, addr: addr, unbridge: unbridge}
 	rand.Read(c.id[:])
 	c.id[6] = c.id[6]&0x0f | 0x40
 	c.id[8] = c.id[8]&0x3f | 0x80

@@ -179,17 +179,17 @@ func serverTLS(r *certReloader) *tls.Config {
 }
 
 // bridgeTLS is tlsBridge, counted in edgerelay_tls_bridged_connections.
-func (s *Server) bridgeTLS(tc *tls.Conn) (int, error) {
+func (s *Server) bridgeTLS(tc *tls.Conn) (int, func(), error) {
 	s.tlsBridged.Inc()
 	// The engine decides when a client is too slow (stall_timeout, then
 	// the close frame's write_timeout); the bridge's own deadline only
 	// ends a bridge the engine has already given up on.
 	ws := s.cfg.WebSocket
-	fd, err := tlsBridge(tc, ws.StallTimeout+ws.WriteTimeout, s.tlsBridged.Dec)
+	fd, abort, err := tlsBridge(tc, ws.StallTimeout+ws.WriteTimeout, s.tlsBridged.Dec)
 	if err != nil {
 		s.tlsBridged.Dec()
 	}
-	return fd, err
+	return fd, abort, err
 }
 
 // tlsBridge gives the engine a socket for an upgraded TLS connection: it
@@ -197,23 +197,26 @@ func (s *Server) bridgeTLS(tc *tls.Conn) (int, error) {
 // the caller) and copies between the other end and tc until either side
 // ends, then closes both and calls closed. writeTimeout bounds each write
 // to the client, so a client that stops reading cannot hold the bridge for
-// ever once the engine has given up on it.
-func tlsBridge(tc *tls.Conn, writeTimeout time.Duration, closed func()) (int, error) {
+// ever once the engine has given up on it. abort ends the bridge at once,
+// without a close_notify and without blocking (the session calls it on the
+// poller when the engine has let go of the connection, so that a bridge
+// never outlives its admission slot); it may be called more than once.
+func tlsBridge(tc *tls.Conn, writeTimeout time.Duration, closed func()) (fd int, abort func(), err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return -1, nil, err
 	}
 	f := os.NewFile(uintptr(fds[1]), "tls-bridge")
 	pc, err := net.FileConn(f) // dups the descriptor into Go's netpoller
 	f.Close()
 	if err != nil {
 		unix.Close(fds[0])
-		return -1, err
+		return -1, nil, err
 	}
 	if err := unix.SetNonblock(fds[0], true); err != nil {
 		unix.Close(fds[0])
 		pc.Close()
-		return -1, err
+		return -1, nil, err
 	}
 	var once sync.Once
 	stop := func() {
@@ -263,7 +266,9 @@ func tlsBridge(tc *tls.Conn, writeTimeout time.Duration, closed func()) (int, er
 			}
 		}
 	}()
-	return fds[0], nil
+	// Closing the TCP socket first makes tc.Close's close_notify fail at
+	// once instead of waiting up to 5 s on a full connection.
+	return fds[0], func() { tc.NetConn().Close(); stop() }, nil
 }
 
 // newListenerTLS builds the listener's TLS config (nil when tls is off)
