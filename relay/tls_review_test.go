@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -151,4 +153,81 @@ func TestTLSReloadDoesNotBlockHandshakes(t *testing.T) {
 	// and may wait for the disk; the ones after it must not.
 	time.Sleep(300 * time.Millisecond)
 	checkFor(t, 15*time.Second, handshake)
+}
+
+// TestTLSReloadSymlinkSwap: a Kubernetes Secret volume replaces the pair
+// by pointing its ..data symlink at a new directory. The new files are
+// new files even when their size and modification time equal the old
+// ones' (a copy that keeps times, two certificates of one length from one
+// CA): the relay must serve the new pair.
+func TestTLSReloadSymlinkSwap(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	base := t.TempDir()
+	ca := newTestCA(t, base, "ca")
+	d1, d2 := filepath.Join(base, "..2026_12_01_1"), filepath.Join(base, "..2026_12_01_2")
+	for _, d := range []string{d1, d2} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca.issue(t, filepath.Join(d1, "tls.crt"), filepath.Join(d1, "tls.key"), 1)
+	// A second pair of exactly the same sizes (ECDSA signatures vary by a
+	// byte or two), with the same modification times.
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	for i := 0; ; i++ {
+		ca.issue(t, filepath.Join(d2, "tls.crt"), filepath.Join(d2, "tls.key"), 2)
+		if size(filepath.Join(d1, "tls.crt")) == size(filepath.Join(d2, "tls.crt")) && size(filepath.Join(d1, "tls.key")) == size(filepath.Join(d2, "tls.key")) {
+			break
+		}
+		if i == 100 {
+			t.Fatal("no certificate of the same size in 100 tries")
+		}
+	}
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		fi, _ := os.Stat(filepath.Join(d1, f))
+		if err := os.Chtimes(filepath.Join(d2, f), fi.ModTime(), fi.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Base(d1), filepath.Join(base, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(base, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ReloadCheck = filepath.Join(base, "tls.crt"), filepath.Join(base, "tls.key"), 100*time.Millisecond
+	r := startRelay(t, cfg)
+	serial := func() (int64, error) {
+		c, err := servedCert(r.addr, ca.pool)
+		if err != nil {
+			return 0, err
+		}
+		return c.SerialNumber.Int64(), nil
+	}
+	if s, err := serial(); err != nil || s != 1 {
+		t.Fatalf("serial %d served (%v), want 1", s, err)
+	}
+	// The atomic writer's swap: a new ..data symlink renamed over the old.
+	if err := os.Symlink(filepath.Base(d2), filepath.Join(base, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(base, "..data_tmp"), filepath.Join(base, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		s, err := serial()
+		if err == nil && s != 2 {
+			err = fmt.Errorf("serial %d served after the swap, want 2", s)
+		}
+		return err
+	})
 }
