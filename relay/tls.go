@@ -85,18 +85,23 @@ type certReloader struct {
 	checked time.Time
 }
 
-// fileStamp identifies a version of a file without reading it.
+// fileStamp identifies a version of a file without reading it: the file
+// the path leads to (device and inode: a symlink pointed elsewhere, as a
+// Kubernetes Secret volume's ..data is, or a rename over it), its
+// modification time and size (a rewrite in place), and its change time
+// (a chmod or chown that makes an unreadable key readable).
 type fileStamp struct {
-	mod  time.Time
-	size int64
+	dev, ino    uint64
+	mod, change int64 // unix nanos
+	size        int64
 }
 
 func stampOf(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileStamp{}, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	return fileStamp{fi.ModTime(), fi.Size()}, nil
+	return fileStamp{dev: uint64(st.Dev), ino: uint64(st.Ino), mod: st.Mtim.Nano(), change: st.Ctim.Nano(), size: st.Size}, nil
 }
 
 // newCertReloader loads the pair once; a pair that does not load is an
