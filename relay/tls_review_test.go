@@ -231,3 +231,25 @@ func TestTLSReloadSymlinkSwap(t *testing.T) {
 		return err
 	})
 }
+
+// TestTLSClientHelloBound: crypto/tls accepts a ClientHello of up to
+// 64 KiB and keeps the buffer it grew for it for the life of the
+// connection, so a client that pads its hello (here with 60 KB of ALPN
+// names) makes each of its TLS WebSockets hold some 120 KiB instead of
+// some 27 KiB (measured with heap profiles of 200 connections). Real
+// clients send a few KiB at most: a hello past the listener's bound is
+// refused, and an ordinary client still connects.
+func TestTLSClientHelloBound(t *testing.T) {
+	r, _, _, _ := startTLSRelay(t, nil)
+	padded := r.tls.Clone()
+	for i := 0; i < 235; i++ {
+		padded.NextProtos = append(padded.NextProtos, fmt.Sprintf("%03d", i)+strings.Repeat("p", 252))
+	}
+	padded.NextProtos = append(padded.NextProtos, "http/1.1")
+	if c, _, _, err := (ws.Dialer{TLSConfig: padded}).Dial(t.Context(), r.url()); err == nil {
+		c.Close()
+		t.Errorf("a 60 KB ClientHello was accepted")
+	}
+	c := r.dial(t)
+	c.connect()
+}
