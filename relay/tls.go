@@ -315,9 +315,11 @@ func (s *Server) newListenerTLS() error {
 // client learns why.
 func (a *acceptor) handshakeTLS(nc net.Conn, deadline time.Time) (*tls.Conn, bool) {
 	nc.SetDeadline(deadline)
-	tc := tls.Server(nc, a.srv.tls)
+	bc := &boundedConn{Conn: nc, left: maxHandshakeInput}
+	tc := tls.Server(bc, a.srv.tls)
 	err := tc.Handshake()
 	if err == nil {
+		bc.left = -1 // before any other goroutine reads tc
 		nc.SetWriteDeadline(time.Time{})
 		return tc, true
 	}
@@ -329,6 +331,36 @@ func (a *acceptor) handshakeTLS(nc net.Conn, deadline time.Time) (*tls.Conn, boo
 	a.srv.log.Debug("tls handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 	nc.Close()
 	return nil, false
+}
+
+// maxHandshakeInput bounds what a client may send before its TLS
+// handshake is complete. crypto/tls takes a ClientHello of up to 64 KiB and
+// keeps the buffer it grew for it as long as the connection lives; real
+// clients send a few KiB at most (a post-quantum key share, a
+// HelloRetryRequest's second hello, a session ticket included).
+const maxHandshakeInput = 16 << 10
+
+var errHandshakeInput = errors.New("tls handshake larger than 16 KiB")
+
+// boundedConn is a connection whose reads fail once left bytes are read
+// (left < 0: no bound). Read by one goroutine at a time, as tls.Conn does.
+type boundedConn struct {
+	net.Conn
+	left int
+}
+
+func (c *boundedConn) Read(p []byte) (int, error) {
+	switch {
+	case c.left < 0:
+		return c.Conn.Read(p)
+	case c.left == 0:
+		return 0, errHandshakeInput
+	case len(p) > c.left:
+		p = p[:c.left]
+	}
+	n, err := c.Conn.Read(p)
+	c.left -= n
+	return n, err
 }
 
 func looksLikeHTTP(hdr []byte) bool {

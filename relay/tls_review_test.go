@@ -252,4 +252,20 @@ func TestTLSClientHelloBound(t *testing.T) {
 	}
 	c := r.dial(t)
 	c.connect()
+	// TLS 1.2 too, as docs/security.md says; 1.1 is refused.
+	v12 := r.tls.Clone()
+	v12.MaxVersion = tls.VersionTLS12
+	c = dialWith(t, ws.Dialer{TLSConfig: v12}, r.url())
+	c.connect()
+	if st := c.conn.(*tls.Conn).ConnectionState(); st.Version != tls.VersionTLS12 {
+		t.Errorf("TLS version %x, want 1.2", st.Version)
+	}
+	v11 := r.tls.Clone()
+	v11.MinVersion, v11.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	if c, _, _, err := (ws.Dialer{TLSConfig: v11}).Dial(t.Context(), r.url()); err == nil {
+		c.Close()
+		t.Errorf("a TLS 1.1 client was accepted")
+	} else if !strings.Contains(err.Error(), "protocol version") {
+		t.Errorf("TLS 1.1 refused with %v, want the server's protocol_version alert", err)
+	}
 }
