@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/edgerelay/edgerelay/relay"
 )
@@ -267,5 +270,70 @@ func TestTLSClientHelloBound(t *testing.T) {
 		t.Errorf("a TLS 1.1 client was accepted")
 	} else if !strings.Contains(err.Error(), "protocol version") {
 		t.Errorf("TLS 1.1 refused with %v, want the server's protocol_version alert", err)
+	}
+}
+
+// TestTLSCloseHalfCloses: when the engine closes a connection whose
+// client is still sending (here: a binary frame on a JSON connection,
+// then 320 KB more), the plain path sends the close frame, shuts its write
+// side (FIN) and waits for the client to hang up (engine.afterDrainLocked,
+// 2 s at most). The bridge must do the same after its close_notify: a
+// close(2) with the client's input unread makes the kernel answer with a
+// reset, which discards what it has not sent yet (the close frame on any
+// link slower than loopback) and, on some client stacks, what the client
+// has not read yet. The client's TCP state tells: CLOSE_WAIT after a FIN,
+// CLOSE after a reset.
+func TestTLSCloseHalfCloses(t *testing.T) {
+	r, _, _, _ := startTLSRelay(t, nil)
+	raw, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	cc := r.tls.Clone()
+	cc.ServerName = "127.0.0.1"
+	conn := tls.Client(raw, cc)
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	u, _ := url.Parse(r.url())
+	if _, _, err := (ws.Dialer{}).Upgrade(conn, u); err != nil {
+		t.Fatal(err)
+	}
+	wsutil.WriteClientMessage(conn, ws.OpBinary, []byte("x"))
+	msg := []byte(strings.Repeat("y", 16<<10))
+	for range 20 {
+		if err := wsutil.WriteClientMessage(conn, ws.OpText, msg); err != nil {
+			break
+		}
+	}
+	var code ws.StatusCode
+	for {
+		h, err := ws.ReadHeader(conn)
+		if err != nil {
+			t.Fatalf("no close frame: %v", err)
+		}
+		b := make([]byte, h.Length)
+		if _, err := io.ReadFull(conn, b); err != nil {
+			t.Fatal(err)
+		}
+		if h.OpCode == ws.OpClose {
+			code, _ = ws.ParseCloseFrameData(b)
+			break
+		}
+	}
+	if code != 3501 {
+		t.Errorf("close code %d, want 3501", code)
+	}
+	if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the close frame: %v, want EOF (close_notify)", err)
+	}
+	rc, _ := raw.(*net.TCPConn).SyscallConn()
+	var state uint8
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			state = info.State
+		}
+	})
+	if state != unix.BPF_TCP_CLOSE_WAIT {
+		t.Errorf("client TCP state %d after the close, want CLOSE_WAIT (%d): the relay reset the connection instead of half-closing it", state, unix.BPF_TCP_CLOSE_WAIT)
 	}
 }
