@@ -287,6 +287,9 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 	c.ec = s.engine.NewConn(fd, engine.ConnConfig{Binary: codec.Binary(), WrongFrameType: wrongFrameType(codec), Deflate: deflate}, c)
 	if registered = s.addConn(c, initial); !registered {
 		unix.Close(fd)
+		if unbridge != nil {
+			unbridge() // no Closed will come to end it
+		}
 	}
 }
 

@@ -250,23 +250,33 @@ func tlsBridge(tc *tls.Conn, writeTimeout time.Duration, closed func()) (fd int,
 	}()
 	// Engine to client: frames. The engine closing its end (a close frame
 	// sent, a slow client dropped) reads as EOF here once the bytes before
-	// it are written.
+	// it are written. Then, as the engine does on a TCP socket, the bridge
+	// shuts only its write side (close_notify, then a FIN) and leaves the
+	// client's hang-up to the other goroutine: closing the socket with the
+	// client's input unread would reset it and lose what is not sent yet.
+	// The engine's close deadline bounds the wait (kill, then the
+	// session's abort).
 	go func() {
-		defer stop()
 		buf := make([]byte, 16<<10)
 		for {
 			n, err := pc.Read(buf)
 			if n > 0 {
 				tc.SetWriteDeadline(time.Now().Add(writeTimeout))
 				if _, werr := tc.Write(buf[:n]); werr != nil {
+					stop()
 					return
 				}
 			}
 			if err != nil {
 				if errors.Is(err, io.EOF) {
 					tc.SetWriteDeadline(time.Now().Add(writeTimeout))
-					tc.CloseWrite() // close_notify
+					if tc.CloseWrite() == nil { // close_notify
+						if cw, ok := tc.NetConn().(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+							return // FIN sent
+						}
+					}
 				}
+				stop()
 				return
 			}
 		}
@@ -347,6 +357,14 @@ var errHandshakeInput = errors.New("tls handshake larger than 16 KiB")
 type boundedConn struct {
 	net.Conn
 	left int
+}
+
+// CloseWrite shuts the write side of the TCP connection (FIN).
+func (c *boundedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 func (c *boundedConn) Read(p []byte) (int, error) {

@@ -336,4 +336,13 @@ func TestTLSCloseHalfCloses(t *testing.T) {
 	if state != unix.BPF_TCP_CLOSE_WAIT {
 		t.Errorf("client TCP state %d after the close, want CLOSE_WAIT (%d): the relay reset the connection instead of half-closing it", state, unix.BPF_TCP_CLOSE_WAIT)
 	}
+	// The client never hangs up: the engine's close deadline (2 s after
+	// the close frame) still ends the bridge.
+	checkFor(t, 10*time.Second, func() error {
+		_, body := r.get(t, "/metrics")
+		if b := metric(body, "edgerelay_tls_bridged_connections"); b != 0 {
+			return fmt.Errorf("%v bridged connections", b)
+		}
+		return nil
+	})
 }
