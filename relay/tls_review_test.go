@@ -326,14 +326,7 @@ func TestTLSCloseHalfCloses(t *testing.T) {
 	if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("after the close frame: %v, want EOF (close_notify)", err)
 	}
-	rc, _ := raw.(*net.TCPConn).SyscallConn()
-	var state uint8
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			state = info.State
-		}
-	})
-	if state != unix.BPF_TCP_CLOSE_WAIT {
+	if state := tcpState(raw); state != unix.BPF_TCP_CLOSE_WAIT {
 		t.Errorf("client TCP state %d after the close, want CLOSE_WAIT (%d): the relay reset the connection instead of half-closing it", state, unix.BPF_TCP_CLOSE_WAIT)
 	}
 	// The client never hangs up: the engine's close deadline (2 s after
@@ -345,4 +338,41 @@ func TestTLSCloseHalfCloses(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// tcpState is the kernel's state of c's TCP connection: CLOSE_WAIT once
+// the peer's FIN arrived, CLOSE after a reset.
+func tcpState(c net.Conn) uint8 {
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var state uint8
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			state = info.State
+		}
+	})
+	return state
+}
+
+// TestTLSPlainHTTPAnswer: the 400 for a plain-HTTP request to the TLS port
+// is followed by a FIN, not by a reset that can drop it before the client
+// reads it (the request past the 5 bytes crypto/tls looked at is unread).
+func TestTLSPlainHTTPAnswer(t *testing.T) {
+	r, _, _, _ := startTLSRelay(t, nil)
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nUser-Agent: "+strings.Repeat("a", 2000)+"\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || !strings.Contains(string(got), "400 Bad Request") {
+		t.Fatalf("reply %q, %v; want a 400 and EOF", got, err)
+	}
+	if state := tcpState(c); state != unix.BPF_TCP_CLOSE_WAIT {
+		t.Errorf("client TCP state %d after the 400, want CLOSE_WAIT (%d): reset", state, unix.BPF_TCP_CLOSE_WAIT)
+	}
 }
