@@ -337,6 +337,13 @@ func (a *acceptor) handshakeTLS(nc net.Conn, deadline time.Time) (*tls.Conn, boo
 	var rhe tls.RecordHeaderError
 	if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader[:]) {
 		io.WriteString(nc, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nthis port speaks TLS: use https:// or wss://\n")
+		// A close with the rest of the request unread would be a reset,
+		// which can drop the answer: send a FIN, read what follows for a
+		// moment (as net/http does after an error reply), then close.
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
+		}
 	}
 	a.srv.log.Debug("tls handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 	nc.Close()
