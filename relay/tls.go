@@ -299,7 +299,7 @@ func (s *Server) newListenerTLS() error {
 		"Certificate pair loads, by result: ok (the first load and every change picked up) or error (a changed pair that did not load; the previous one is still served).")), []string{"result"})
 	expiry := prometheus.NewGauge(prometheus.GaugeOpts(f("certificate_expiry_timestamp_seconds", "NotAfter of the certificate being served, as a Unix time.")))
 	s.tlsHandshakeErrors = prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total",
-		"TLS handshakes that failed or timed out (websocket.handshake: 10 s for the handshake, request line and headers).")))
+		"TLS handshakes that failed, timed out (10 s for the handshake, request line and headers) or sent more than 16 KiB before completing.")))
 	s.tlsBridged = prometheus.NewGauge(prometheus.GaugeOpts(f("bridged_connections",
 		"TLS WebSockets open, each bridged to the engine by two goroutines and a socket pair (three descriptors with its TCP socket).")))
 	reloads.WithLabelValues("error")
