@@ -197,6 +197,9 @@ func exported(body string) map[string]bool {
 var observedOnly = []string{
 	"edgerelay_accept_errors_total",     // EMFILE on accept
 	"edgerelay_updates_conflated_total", // the node falling behind
+	// Only with tls on; relay TestTLSCertificateReload reads both.
+	"edgerelay_tls_certificate_reloads_total",
+	"edgerelay_tls_certificate_expiry_timestamp_seconds",
 }
 
 func TestMetricNamesExist(t *testing.T) {

@@ -276,7 +276,7 @@ func DefaultConfig() Config {
 			UnreadyAfter:  time.Second,
 		},
 		Cluster: cluster.DefaultConfig(),
-		TLS:     TLSConfig{ReloadCheck: time.Second},
+		TLS:     TLSConfig{ReloadCheck: time.Second, MaxHandshakes: 256},
 	}
 }
 

@@ -73,6 +73,8 @@ type Server struct {
 	tls                *tls.Config // the listener's TLS (tls.go); nil: plain TCP
 	tlsHandshakeErrors prometheus.Counter
 	tlsBridged         prometheus.Gauge
+	tlsRefused         *prometheus.CounterVec
+	tlsGate            *tlsGate
 
 	cluster   *cluster.Node // membership (cluster.go); gossip off without cluster.bind
 	presence  *presence     // presence and presence_stats (presence.go)
@@ -371,6 +373,9 @@ func (s *Server) heartbeat(ctx context.Context) {
 			s.restLimits.Sweep(time.Unix(0, now))
 		}
 		s.admission.sweep(time.Unix(0, now))
+		if s.tlsGate != nil {
+			s.tlsGate.sweep(time.Unix(0, now))
+		}
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgerelay/edgerelay/relay/ratelimit"
 )
 
 // TLS on the relay's own listener, for operators who run it without a
@@ -50,6 +52,11 @@ type TLSConfig struct {
 	KeyFile  string `yaml:"key_file"`
 	// ReloadCheck is how often at most the files are looked at (stat).
 	ReloadCheck time.Duration `yaml:"reload_check"`
+	// MaxHandshakes bounds TLS handshakes in progress on the node; a
+	// connection past it is closed before any TLS is read. Handshakes
+	// from one address are also limited like upgrades
+	// (websocket.upgrades_per_second_per_address), before the handshake.
+	MaxHandshakes int `yaml:"max_handshakes"`
 }
 
 // Enabled reports whether the listener speaks TLS.
@@ -66,6 +73,9 @@ func (c TLSConfig) Validate(prefix string) error {
 	}
 	if c.ReloadCheck < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("%s.reload_check: must be at least 100ms", prefix))
+	}
+	if c.MaxHandshakes < 1 {
+		errs = append(errs, fmt.Errorf("%s.max_handshakes: must be at least 1", prefix))
 	}
 	return errors.Join(errs...)
 }
@@ -301,17 +311,20 @@ func (s *Server) newListenerTLS() error {
 		return nil
 	}
 	f := func(name, help string) prometheus.Opts {
-		return prometheus.Opts{Namespace: "edgerelay", Subsystem: "tls", Name: name, Help: help}
+		return prometheus.Opts{Namespace: "edgerelay", Name: name, Help: help}
 	}
-	reloads := prometheus.NewCounterVec(prometheus.CounterOpts(f("certificate_reloads_total",
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts(f("tls_certificate_reloads_total",
 		"Certificate pair loads, by result: ok (the first load and every change picked up) or error (a changed pair that did not load; the previous one is still served).")), []string{"result"})
-	expiry := prometheus.NewGauge(prometheus.GaugeOpts(f("certificate_expiry_timestamp_seconds", "NotAfter of the certificate being served, as a Unix time.")))
-	s.tlsHandshakeErrors = prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total",
+	expiry := prometheus.NewGauge(prometheus.GaugeOpts(f("tls_certificate_expiry_timestamp_seconds", "NotAfter of the certificate being served, as a Unix time.")))
+	s.tlsHandshakeErrors = prometheus.NewCounter(prometheus.CounterOpts(f("tls_handshake_errors_total",
 		"TLS handshakes that failed, timed out (10 s for the handshake, request line and headers) or sent more than 16 KiB before completing.")))
-	s.tlsBridged = prometheus.NewGauge(prometheus.GaugeOpts(f("bridged_connections",
+	s.tlsBridged = prometheus.NewGauge(prometheus.GaugeOpts(f("tls_bridged_connections",
 		"TLS WebSockets open, each bridged to the engine by two goroutines and a socket pair (three descriptors with its TCP socket).")))
 	reloads.WithLabelValues("error")
-	s.metrics.reg.MustRegister(reloads, expiry, s.tlsHandshakeErrors, s.tlsBridged)
+	s.tlsRefused = prometheus.NewCounterVec(prometheus.CounterOpts(f("tls_handshakes_refused_total",
+		"TLS connections closed before their handshake: node_limit (tls.max_handshakes in progress), address_rate (websocket.upgrades_per_second_per_address).")), []string{"reason"})
+	s.tlsGate = newTLSGate(s.cfg.TLS, s.cfg.WebSocket)
+	s.metrics.reg.MustRegister(reloads, expiry, s.tlsHandshakeErrors, s.tlsBridged, s.tlsRefused)
 	r, err := newCertReloader(s.cfg.TLS, s.log, func(ok bool, cert *tls.Certificate) {
 		if !ok {
 			reloads.WithLabelValues("error").Inc()
@@ -332,6 +345,13 @@ func (s *Server) newListenerTLS() error {
 // TLS port is answered 400 as net/http does, so that a misconfigured
 // client learns why.
 func (a *acceptor) handshakeTLS(nc net.Conn, deadline time.Time) (*tls.Conn, bool) {
+	s := a.srv
+	if reason := s.tlsGate.enter(addressKey(nc.RemoteAddr().String()), time.Now()); reason != "" {
+		s.tlsRefused.WithLabelValues(reason).Inc()
+		nc.Close() // before reading anything: a refused handshake costs no crypto
+		return nil, false
+	}
+	defer s.tlsGate.leave()
 	nc.SetDeadline(deadline)
 	bc := &boundedConn{Conn: nc, left: maxHandshakeInput}
 	tc := tls.Server(bc, a.srv.tls)
@@ -356,6 +376,47 @@ func (a *acceptor) handshakeTLS(nc net.Conn, deadline time.Time) (*tls.Conn, boo
 	a.srv.log.Debug("tls handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 	nc.Close()
 	return nil, false
+}
+
+// tlsGate admits TLS handshakes: at most max in progress on the node, and
+// per address at the upgrade rate. Safe for concurrent use.
+type tlsGate struct {
+	slots chan struct{}
+	rate  *ratelimit.Limiter // nil: no per-address bound
+}
+
+func newTLSGate(c TLSConfig, ws WebSocketConfig) *tlsGate {
+	g := &tlsGate{slots: make(chan struct{}, c.MaxHandshakes)}
+	if ws.UpgradesPerSecondPerAddress > 0 {
+		g.rate = ratelimit.New(ws.UpgradesPerSecondPerAddress, ws.UpgradesBurstPerAddress, maxRateAddresses)
+	}
+	return g
+}
+
+// enter takes a handshake slot for addr, or says why not (the reason
+// label of edgerelay_tls_handshakes_refused_total). Every entered
+// handshake must leave.
+// A connection refused for the node's limit uses none of its address's
+// rate.
+func (g *tlsGate) enter(addr string, now time.Time) string {
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		return refusedNode
+	}
+	if g.rate != nil && !g.rate.Allow(addr, now) {
+		<-g.slots
+		return refusedRate
+	}
+	return ""
+}
+
+func (g *tlsGate) leave() { <-g.slots }
+
+func (g *tlsGate) sweep(now time.Time) {
+	if g.rate != nil {
+		g.rate.Sweep(now)
+	}
 }
 
 // maxHandshakeInput bounds what a client may send before its TLS

@@ -335,3 +335,80 @@ func TestSDKOverTLS(t *testing.T) {
 		t.Errorf("SDK trusting only the old CA: exit %d, last event %v; want a transport error", code, e)
 	}
 }
+
+// TestTLSHandshakeGate: TLS handshakes in progress are capped on the node
+// (tls.max_handshakes) and per address at the upgrade rate, before any TLS
+// is read; a refused connection is closed at once and counted, and a wss
+// subscriber keeps receiving.
+func TestTLSHandshakeGate(t *testing.T) {
+	r, kafka, _, _ := startTLSRelay(t, func(cfg *relay.Config) {
+		cfg.TLS.MaxHandshakes = 2
+		cfg.WebSocket.UpgradesPerSecondPerAddress, cfg.WebSocket.UpgradesBurstPerAddress = 0.001, 20
+	})
+	prod := newProducer(t, kafka.ListenAddrs())
+	const ch = "odds:football:epl:tls-gate:1x2"
+	r.waitCached(t, ch, produce(t, prod, "odds", ch, `{"n":0}`))
+	bystander := r.dial(t) // from 127.0.0.1, like the /metrics requests
+	bystander.connect()
+	bystander.send(`{"id":2,"subscribe":{"channel":"` + ch + `"}}`)
+	bystander.mustNext()
+
+	from := func(ip string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c, err := d.Dial("tcp", r.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	closedAtOnce := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	refused := func(reason string) float64 {
+		// Once a handshake gets a slot again (the refused ones are gone).
+		checkFor(t, 5*time.Second, func() error { _, err := servedCert(r.addr, r.tls.RootCAs); return err })
+		_, body := r.get(t, "/metrics")
+		return metric(body, `edgerelay_tls_handshakes_refused_total{reason="`+reason+`"}`)
+	}
+	// Two silent handshakes from 127.0.0.2 hold both slots...
+	stall := []net.Conn{from("127.0.0.2"), from("127.0.0.2")}
+	checkFor(t, 5*time.Second, func() error {
+		// ...so a third, from elsewhere, is closed before its hello.
+		if c := from("127.0.0.3"); !closedAtOnce(c) {
+			return errors.New("third handshake not refused")
+		}
+		return nil
+	})
+	for _, c := range stall {
+		c.Close()
+	}
+	checkFor(t, 5*time.Second, func() error { // the slots come back
+		if v := refused("node_limit"); v < 1 {
+			return fmt.Errorf("node_limit refusals %v", v)
+		}
+		return nil
+	})
+	// 127.0.0.2 has its burst of 20, then is over its rate.
+	for range 18 {
+		from("127.0.0.2").Close()
+	}
+	checkFor(t, 5*time.Second, func() error {
+		if c := from("127.0.0.2"); !closedAtOnce(c) {
+			return errors.New("handshake past the address rate not refused")
+		}
+		return nil
+	})
+	if v := refused("address_rate"); v < 1 {
+		t.Errorf("address_rate refusals %v", v)
+	}
+	produce(t, prod, "odds", ch, `{"n":1}`)
+	for {
+		if _, data, _, ok := pubOf(bystander.mustNext()); ok && data["n"] == float64(1) {
+			break
+		}
+	}
+}
