@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -602,6 +603,25 @@ func TestHelmChartOptions(t *testing.T) {
 			if _, ok := sec.StringData[ref.Key]; !ok || ref.Name != sec.Metadata.Name {
 				t.Errorf("%s needs key %q of Secret %q; the chart's Secret %q has %v", e.Name, ref.Key, ref.Name, sec.Metadata.Name, sec.StringData)
 			}
+		}
+	}
+
+	// Another release in another namespace: the names, the seed and the
+	// Secret follow the release.
+	out, err := helm(t, "template", "blue", chart, "--namespace", "prod", "--kube-version", "1.30.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blue := decodeObjects(t, out)
+	var bdep deploymentSpec
+	blue["Deployment/blue-edgerelay"].decode(t, &bdep)
+	if cm := blue["ConfigMap/blue-edgerelay"]; cm == nil || blue["Service/blue-edgerelay-gossip"] == nil ||
+		!strings.Contains(cm.Data["relay.yaml"], "- blue-edgerelay-gossip.prod.svc.cluster.local:7946\n") {
+		t.Errorf("release blue in prod: objects %v", slices.Sorted(maps.Keys(blue)))
+	}
+	for _, e := range bdep.Template.Spec.Containers[0].Env {
+		if ref := e.ValueFrom.SecretKeyRef; ref != nil && ref.Name != "blue-edgerelay" {
+			t.Errorf("release blue: %s from Secret %q", e.Name, ref.Name)
 		}
 	}
 
