@@ -555,7 +555,8 @@ func TestHelmChartDrain(t *testing.T) {
 }
 
 // TestHelmChartRefuses: values that would break the pod spec's agreement
-// with the relay fail at helm template, naming the value.
+// with the relay, or are not values of the chart, fail at helm template
+// (by the templates or values.schema.json), naming the value.
 func TestHelmChartRefuses(t *testing.T) {
 	for set, want := range map[string]string{
 		"config.listen=:9000":                 "config.listen is set by the chart",
@@ -563,8 +564,9 @@ func TestHelmChartRefuses(t *testing.T) {
 		"config.cluster.secret_key=abc":       "config.cluster.secret_key comes from the Secret",
 		"config.websocket.max_connections=10": "capacity.connections",
 		"drain.shutdownTimeout=10":            "drain.shutdownTimeout 10 is less than drain.lbDelay + drain.period",
-		"drain.lbDelay=2.5":                   "drain.lbDelay: 2.5 must be",
-		"drain.margin=-1":                     "drain.margin: -1 must be a whole number of seconds, 0 or more",
+		"drain.lbDelay=2.5":                   "at '/drain/lbDelay': got string, want integer", // values.schema.json
+		"drain.margin=-1":                     "at '/drain/margin': minimum",
+		"capacty.connections=5":               "additional properties 'capacty' not allowed",
 	} {
 		_, err := helm(t, templateArgs(set)...)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -33,8 +33,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-Drain timing, in whole seconds. preStop sleeps lbDelay only when the relay
-does not wait itself (drain.relayKeys false).
+Drain timing, in whole seconds (values.schema.json: integers, >= 0).
+preStop sleeps lbDelay only when the relay does not wait itself
+(drain.relayKeys false).
 */}}
 {{- define "edgerelay.preStopSeconds" -}}
 {{- if .Values.drain.relayKeys -}}0{{- else -}}{{ int .Values.drain.lbDelay }}{{- end -}}
@@ -42,20 +43,8 @@ does not wait itself (drain.relayKeys false).
 
 {{- define "edgerelay.gracePeriodSeconds" -}}
 {{- $d := .Values.drain -}}
-{{- range $k := list "lbDelay" "period" "shutdownTimeout" "margin" -}}
-{{- $v := index $d $k -}}
-{{- if not (or (kindIs "float64" $v) (kindIs "int64" $v) (kindIs "int" $v)) -}}
-{{- fail (printf "drain.%s: %v must be a number of seconds" $k $v) -}}
-{{- end -}}
-{{- if or (lt (float64 $v) 0.0) (ne (float64 $v) (float64 (int $v))) -}}
-{{- fail (printf "drain.%s: %v must be a whole number of seconds, 0 or more" $k $v) -}}
-{{- end -}}
-{{- end -}}
 {{- if lt (int $d.shutdownTimeout) (add $d.lbDelay $d.period) -}}
 {{- fail (printf "drain.shutdownTimeout %v is less than drain.lbDelay + drain.period (%v + %v)" $d.shutdownTimeout $d.lbDelay $d.period) -}}
-{{- end -}}
-{{- if lt (int $d.shutdownTimeout) 1 -}}
-{{- fail "drain.shutdownTimeout must be at least 1 (the relay refuses 0)" -}}
 {{- end -}}
 {{- add (include "edgerelay.preStopSeconds" . | int) $d.shutdownTimeout $d.margin -}}
 {{- end -}}
