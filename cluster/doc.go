@@ -28,6 +28,11 @@
 // before leaving (Node.Leave) is Left. Dead and left members stay listed
 // for Config.ForgetAfter.
 //
+// Query asks every other alive member a question and collects the
+// answers until a deadline (query.go): the relay's cluster-wide presence.
+// The answers come from a QueryFunc set before Start; queries waiting,
+// answers being computed and message sizes are bounded.
+//
 // With Config.Bind empty gossip is off: Start opens nothing, Members
 // lists the local node alone and Alone is true.
 //
@@ -45,5 +50,7 @@
 // then Node.mu, and Node never calls memberlist with Node.mu held. Hooks
 // run with Node.mu held, one at a time and in order: they must not block
 // and must not call the Node. The StatusFunc is called without locks,
-// from the node's goroutine.
+// from the node's goroutine. A QueryFunc runs on a goroutine per query,
+// without locks; Query blocks its caller until its context is done or
+// every member asked has answered.
 package cluster

@@ -36,6 +36,8 @@ type Node struct {
 	ml   *memberlist.Memberlist // set by Start, then read-only
 	addr string                 // advertised gossip address, set by Start
 
+	q queries // query.go
+
 	localMeta atomic.Pointer[[]byte] // what memberlist gossips (NodeMeta)
 	joining   atomic.Bool            // a join goroutine runs
 	joins     atomic.Int64           // join attempts made (tests)
@@ -73,6 +75,7 @@ func New(cfg Config, status StatusFunc, hooks Hooks, log *slog.Logger) (*Node, e
 		tick:    min(time.Second, cfg.UpdateInterval, cfg.RetryInterval),
 		members: map[string]*Member{},
 		counts:  Counts{Alone: true},
+		q:       queries{slots: make(chan struct{}, maxQueryHandlers), pending: map[uint64]chan []byte{}},
 		stop:    make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
@@ -463,7 +466,7 @@ func (g gossip) NodeMeta(limit int) []byte {
 	return b
 }
 
-func (gossip) NotifyMsg([]byte)                     {}
+func (g gossip) NotifyMsg(b []byte)                 { g.n.notifyMsg(b) }
 func (gossip) GetBroadcasts(_, _ int) [][]byte      { return nil }
 func (gossip) LocalState(bool) []byte               { return nil }
 func (gossip) MergeRemoteState([]byte, bool)        {}

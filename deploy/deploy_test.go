@@ -107,6 +107,7 @@ func testConfig(brokers []string) relay.Config {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Kafka.Brokers = brokers
 	cfg.Ingest.ProbeInterval = 100 * time.Millisecond
+	cfg.Ingest.LagInterval = 100 * time.Millisecond // the watch's series soon
 	cfg.Ingest.Topics = append(cfg.Ingest.Topics, ingest.Topic{Name: "results", ChannelTemplate: "bets:#{key}"})
 	cfg.WebSocket.PingInterval = 0
 	return cfg
@@ -243,7 +244,7 @@ func TestMetricNamesExist(t *testing.T) {
 	send(`{"id":3,"rpc":{"method":"bet","data":{"bet_id":"b1","channel":"odds:football:epl:m1:1x2","selection":"home","odds":2,"stake":1}}}`)
 	checkFor(t, 20*time.Second, func() error {
 		_, body := r.get(t, "/metrics")
-		for _, s := range []string{"edgerelay_kafka_lag_records{", `edgerelay_bets_total{result="unauthorized"}`,
+		for _, s := range []string{"edgerelay_kafka_lag_records{", "edgerelay_kafka_last_record_age_seconds{", `edgerelay_bets_total{result="unauthorized"}`,
 			"edgerelay_delivery_latency_seconds_count", `edgerelay_kafka_records_total{topic="results"}`} {
 			if !strings.Contains(body, s) {
 				return fmt.Errorf("no %s yet", s)

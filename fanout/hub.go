@@ -351,6 +351,22 @@ func (h *Hub) Subscribe(name string, s Subscriber, fn func(st *State)) error {
 	return nil
 }
 
+// Subscribers calls fn for each subscriber of the channel called name
+// and returns how many there were. fn runs with the channel's lock held
+// (publishing to the channel waits meanwhile): it must not block and must
+// not call the Hub.
+func (h *Hub) Subscribers(name string, fn func(Subscriber)) int {
+	ch := h.lockChannel(name, false)
+	if ch == nil {
+		return 0
+	}
+	defer ch.mu.Unlock()
+	for s := range ch.subs {
+		fn(s)
+	}
+	return len(ch.subs)
+}
+
 // Unsubscribe removes s from the channel called name. It reports whether s
 // was subscribed.
 func (h *Hub) Unsubscribe(name string, s Subscriber) bool {

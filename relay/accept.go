@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -95,6 +96,13 @@ type prefixConn struct {
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (a *acceptor) handshake(nc net.Conn) {
+	if a.srv.tls != nil {
+		tc, ok := a.handshakeTLS(nc)
+		if !ok {
+			return
+		}
+		nc = tc
+	}
 	nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	br := bufio.NewReaderSize(nc, 4096)
 	line, err := peekRequestStart(br, len("GET ")+len(a.srv.cfg.WebSocket.Path)+1)
@@ -257,7 +265,13 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 	if n := br.Buffered(); n > 0 {
 		initial, _ = br.Peek(n)
 	}
-	fd, err := detach(nc)
+	var fd int
+	if tc, ok := nc.(*tls.Conn); ok {
+		tc.SetDeadline(time.Time{})
+		fd, err = s.bridgeTLS(tc)
+	} else {
+		fd, err = detach(nc)
+	}
 	if err != nil {
 		s.log.Warn("detaching upgraded connection", "err", err)
 		nc.Close()

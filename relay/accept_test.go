@@ -26,3 +26,23 @@ func FuzzRequestHead(f *testing.F) {
 		strictHead(head)
 	})
 }
+
+// TestAdmissionFileShare: the derived connection cap counts what one
+// connection holds of the open-file limit (three for a TLS WebSocket).
+func TestAdmissionFileShare(t *testing.T) {
+	files := fileLimitConns()
+	if files == 0 {
+		t.Skip("no open-file limit")
+	}
+	ws := DefaultConfig().WebSocket
+	ws.MaxConnections = 0
+	for _, per := range []int{1, tlsFilesPerConn} {
+		if got := newAdmission(ws, per).maxConns; got != max(files/per, 1) {
+			t.Errorf("%d files per connection: cap %d, want %d of %d", per, got, files/per, files)
+		}
+	}
+	ws.MaxConnections = 7
+	if got := newAdmission(ws, tlsFilesPerConn).maxConns; got != 7 {
+		t.Errorf("configured cap 7 became %d", got)
+	}
+}

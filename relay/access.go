@@ -57,16 +57,20 @@ const (
 	readToken         = "token"
 )
 
-// readRule is the rule of channel's namespace: anyone when not listed.
-func (s *Server) readRule(channel string) string {
+// namespaceOf returns the configuration of channel's namespace; an
+// unlisted namespace is readable by anyone and has no presence.
+func (s *Server) namespaceOf(channel string) NamespaceConfig {
 	ns := namespace(channel)
 	for _, n := range s.cfg.Channels.Namespaces {
 		if n.Name == ns {
-			return n.Read
+			return n
 		}
 	}
-	return readAnyone
+	return NamespaceConfig{Name: ns, Read: readAnyone}
 }
+
+// readRule is the rule of channel's namespace: anyone when not listed.
+func (s *Server) readRule(channel string) string { return s.namespaceOf(channel).Read }
 
 // mayRead is the one access rule for every surface (WebSocket subscribe
 // and history, REST, server-side subscriptions): may user ("" anonymous)

@@ -35,10 +35,13 @@ const (
 // eighth of a smaller limit.
 const reservedFiles = 128
 
-func newAdmission(ws WebSocketConfig) *admission {
+// newAdmission builds the caps; filesPerConn is what one connection holds
+// of the open-file limit (1, or 3 for a TLS WebSocket: tls.go), for the
+// cap derived when websocket.max_connections is 0.
+func newAdmission(ws WebSocketConfig, filesPerConn int) *admission {
 	a := &admission{maxConns: ws.MaxConnections, maxPerAddr: ws.MaxConnectionsPerAddress, perAddr: map[string]int{}}
-	if a.maxConns == 0 {
-		a.maxConns = fileLimitConns()
+	if n := fileLimitConns(); a.maxConns == 0 && n > 0 {
+		a.maxConns = max(n/filesPerConn, 1)
 	}
 	if ws.UpgradesPerSecondPerAddress > 0 {
 		a.rate = ratelimit.New(ws.UpgradesPerSecondPerAddress, ws.UpgradesBurstPerAddress, maxRateAddresses)

@@ -63,7 +63,11 @@ func (s *Server) startCluster(addr net.Addr) error {
 	if tcp, ok := addr.(*net.TCPAddr); ok {
 		port = strconv.Itoa(tcp.Port)
 	}
-	s.publicURL = "ws://" + net.JoinHostPort(host, port) + s.cfg.WebSocket.Path
+	scheme := "ws://"
+	if s.tls != nil {
+		scheme = "wss://"
+	}
+	s.publicURL = scheme + net.JoinHostPort(host, port) + s.cfg.WebSocket.Path
 	return s.cluster.Start()
 }
 

@@ -35,30 +35,60 @@ func (r *testRelay) cluster(t *testing.T) clusterView {
 	return v
 }
 
+// startRelays starts n relays named relay-1… gossiping on 127.0.0.1…n,
+// seeded with relay-1, from base (edited per relay by edit, if not nil),
+// and waits until each lists all n alive.
+func startRelays(t *testing.T, n int, base relay.Config, edit func(i int, cfg *relay.Config)) []*testRelay {
+	t.Helper()
+	var relays []*testRelay
+	var seed string
+	for i := 1; i <= n; i++ {
+		cfg := base
+		cfg.Node = fmt.Sprintf("relay-%d", i)
+		cfg.Cluster.Bind = fmt.Sprintf("127.0.0.%d:0", i)
+		if seed != "" {
+			cfg.Cluster.Seeds = []string{seed}
+		}
+		if edit != nil {
+			edit(i, &cfg)
+		}
+		relays = append(relays, startRelay(t, cfg))
+		if i == 1 {
+			checkFor(t, 10*time.Second, func() error {
+				v := relays[0].cluster(t)
+				if len(v.Members) != 1 || v.Members[0].Address == "" {
+					return fmt.Errorf("relay-1 lists %+v", v.Members)
+				}
+				seed = v.Members[0].Address
+				return nil
+			})
+		}
+	}
+	checkFor(t, 20*time.Second, func() error {
+		for _, r := range relays {
+			alive := 0
+			for _, m := range r.cluster(t).Members {
+				if m.State == "alive" {
+					alive++
+				}
+			}
+			if alive != n {
+				return fmt.Errorf("%s lists %d alive of %d", r.cluster(t).Self, alive, n)
+			}
+		}
+		return nil
+	})
+	return relays
+}
+
 // TestClusterOfThreeRelays runs three relays gossiping on 127.0.0.1–3
 // and checks that /v1/cluster on each lists all three, alive, with their
 // public URLs; that one shut down is listed as left; and that a relay
 // without cluster.bind lists itself alone.
 func TestClusterOfThreeRelays(t *testing.T) {
 	kafka := newKafka(t)
-	start := func(i int, seeds []string) *testRelay {
-		cfg := testConfig(kafka.ListenAddrs())
-		cfg.Node = fmt.Sprintf("relay-%d", i)
-		cfg.Cluster.Bind = fmt.Sprintf("127.0.0.%d:0", i)
-		cfg.Cluster.Seeds = seeds
-		return startRelay(t, cfg)
-	}
-	r1 := start(1, nil)
-	var seed string
-	checkFor(t, 10*time.Second, func() error {
-		v := r1.cluster(t)
-		if len(v.Members) != 1 || v.Members[0].Address == "" {
-			return fmt.Errorf("relay-1 lists %+v", v.Members)
-		}
-		seed = v.Members[0].Address
-		return nil
-	})
-	relays := []*testRelay{r1, start(2, []string{seed}), start(3, []string{seed})}
+	relays := startRelays(t, 3, testConfig(kafka.ListenAddrs()), nil)
+	r1 := relays[0]
 	checkFor(t, 20*time.Second, func() error {
 		for i, r := range relays {
 			v := r.cluster(t)

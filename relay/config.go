@@ -49,6 +49,7 @@ type Config struct {
 	Bets      bets.Config        `yaml:"bets"`
 	Overload  OverloadConfig     `yaml:"overload"`
 	Cluster   cluster.Config     `yaml:"cluster"`
+	TLS       TLSConfig          `yaml:"tls"`
 }
 
 // HTTPConfig bounds the plain-HTTP side of the listener (/metrics,
@@ -123,9 +124,26 @@ type ChannelsConfig struct {
 	// anyone. Personal channels (with '#') are their owner's whatever
 	// their namespace says.
 	Namespaces []NamespaceConfig `yaml:"namespaces"`
+	// Presence bounds presence and presence_stats (presence.go), served
+	// for namespaces with presence: true.
+	Presence PresenceConfig `yaml:"presence"`
 }
 
-// NamespaceConfig is one namespace's read rule.
+// PresenceConfig bounds the cost of presence queries.
+type PresenceConfig struct {
+	// MaxClients: "presence" (the client list) answers 106 for a channel
+	// with more subscribers than this, cluster-wide; presence_stats has
+	// no such bound.
+	MaxClients int `yaml:"max_clients"`
+	// Timeout is how long a query waits for the other members; a member
+	// that does not answer in time is left out of the sums.
+	Timeout time.Duration `yaml:"timeout"`
+	// Cache: an answer is reused for this long for the same channel and
+	// kind, and concurrent asks share one query.
+	Cache time.Duration `yaml:"cache"`
+}
+
+// NamespaceConfig is one namespace's read rule and presence.
 type NamespaceConfig struct {
 	Name string `yaml:"name"`
 	// Read is anyone, authenticated (a connection or REST request with a
@@ -133,6 +151,9 @@ type NamespaceConfig struct {
 	// token (a subscription token naming the channel, checked at
 	// subscribe; never over REST).
 	Read string `yaml:"read"`
+	// Presence serves presence and presence_stats for the namespace's
+	// channels (to those who may read them), summed over the cluster.
+	Presence bool `yaml:"presence"`
 }
 
 // WebSocketConfig configures the client endpoint.
@@ -206,6 +227,7 @@ func DefaultConfig() Config {
 			MaxChannels:    hub.MaxChannels,
 			MaxCachedBytes: ByteSize(hub.MaxCachedBytes),
 			IdleTTL:        24 * time.Hour,
+			Presence:       PresenceConfig{MaxClients: 100, Timeout: 500 * time.Millisecond, Cache: time.Second},
 		},
 		HTTP: HTTPConfig{
 			ReadHeaderTimeout: 10 * time.Second,
@@ -245,6 +267,7 @@ func DefaultConfig() Config {
 			UnreadyAfter:  time.Second,
 		},
 		Cluster: cluster.DefaultConfig(),
+		TLS:     TLSConfig{ReloadCheck: time.Second},
 	}
 }
 
@@ -282,6 +305,15 @@ func (c *Config) Validate() error {
 	}
 	if ch.MaxNameLength < 1 || ch.MaxNameLength > 1024 {
 		bad("channels.max_name_length", "%d is outside 1..1024", ch.MaxNameLength)
+	}
+	if p := ch.Presence; p.MaxClients < 0 || p.MaxClients > 10_000 {
+		bad("channels.presence.max_clients", "%d is outside 0..10000", p.MaxClients)
+	}
+	if p := ch.Presence; p.Timeout < 10*time.Millisecond || p.Timeout > 10*time.Second {
+		bad("channels.presence.timeout", "must be between 10ms and 10s")
+	}
+	if p := ch.Presence; p.Cache < 0 {
+		bad("channels.presence.cache", "must not be negative (0: no cache)")
 	}
 	if ch.MaxChannels < 1 {
 		bad("channels.max_channels", "must be at least 1")
@@ -393,6 +425,9 @@ func (c *Config) Validate() error {
 		bad("websocket.deflate.min_bytes", "must not be negative")
 	}
 	if err := c.Cluster.Validate("cluster"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.TLS.Validate("tls"); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,7 +65,13 @@ type testRelay struct {
 	addr string
 	stop context.CancelFunc
 	done chan error
+	// tls is the client side of a relay with tls on (useTLS): the CA it
+	// trusts. nil: plain ws:// and http://.
+	tls *tls.Config
 }
+
+// useTLS makes the helpers speak wss:// and https:// to r, trusting ca.
+func (r *testRelay) useTLS(ca *testCA) { r.tls = &tls.Config{RootCAs: ca.pool} }
 
 func testConfig(brokers []string) relay.Config {
 	cfg := relay.DefaultConfig()
@@ -110,11 +117,20 @@ func startRelayLog(t testing.TB, cfg relay.Config, log *slog.Logger) *testRelay 
 	return r
 }
 
-func (r *testRelay) url() string { return "ws://" + r.addr + "/connection/websocket" }
+func (r *testRelay) url() string {
+	if r.tls != nil {
+		return "wss://" + r.addr + "/connection/websocket"
+	}
+	return "ws://" + r.addr + "/connection/websocket"
+}
 
 func (r *testRelay) get(t testing.TB, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + r.addr + path)
+	scheme, cl := "http://", http.DefaultClient
+	if r.tls != nil {
+		scheme, cl = "https://", &http.Client{Transport: &http.Transport{TLSClientConfig: r.tls}}
+	}
+	resp, err := cl.Get(scheme + r.addr + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +196,18 @@ type wsClient struct {
 
 func dial(t testing.TB, url string) *wsClient {
 	t.Helper()
-	conn, _, _, err := ws.Dial(context.Background(), url)
+	return dialWith(t, ws.Dialer{}, url)
+}
+
+// dial connects to r's WebSocket endpoint, over TLS if r has it on.
+func (r *testRelay) dial(t testing.TB) *wsClient {
+	t.Helper()
+	return dialWith(t, ws.Dialer{TLSConfig: r.tls}, r.url())
+}
+
+func dialWith(t testing.TB, d ws.Dialer, url string) *wsClient {
+	t.Helper()
+	conn, _, _, err := d.Dial(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}

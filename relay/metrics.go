@@ -56,6 +56,10 @@ type metrics struct {
 	kafkaRecords *prometheus.CounterVec
 	kafkaSkipped *prometheus.CounterVec
 	kafkaLag     *prometheus.GaugeVec
+	// The partition watch and Kafka errors (ingest.HealthHooks).
+	kafkaRecordAge *prometheus.GaugeVec
+	kafkaRecreated *prometheus.CounterVec
+	kafkaErrors    *prometheus.CounterVec
 	// Broker reachability as ingest's probe sees it (ingest.ProbeHooks).
 	kafkaReachable   prometheus.Gauge
 	kafkaProbeErrors prometheus.Counter
@@ -99,9 +103,10 @@ func BuildInfo() (version, commit, goVersion string) {
 }
 
 var (
-	_ ingest.Hooks      = (*metrics)(nil)
-	_ ingest.ProbeHooks = (*metrics)(nil)
-	_ engine.Hooks      = (*metrics)(nil)
+	_ ingest.Hooks       = (*metrics)(nil)
+	_ ingest.ProbeHooks  = (*metrics)(nil)
+	_ ingest.HealthHooks = (*metrics)(nil)
+	_ engine.Hooks       = (*metrics)(nil)
 )
 
 func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
@@ -154,7 +159,14 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts(f("auth_failures_total", "Connect tokens refused, by reason: no_token, expired, invalid.")), []string{"reason"}),
 		kafkaRecords: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
 		kafkaSkipped: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_skipped_total", "Kafka records not published, by topic and reason.")), []string{"topic", "reason"}),
-		kafkaLag:     prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records", "Records between the last consumed offset and the high watermark, per partition.")), []string{"topic", "partition"}),
+		kafkaLag: prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_lag_records",
+			"Records between the next offset to consume and the partition's committed end offset (last stable offset): after each fetch with records, and every ingest.lag_interval (so it keeps rising while ingest is stuck).")), []string{"topic", "partition"}),
+		kafkaRecordAge: prometheus.NewGaugeVec(prometheus.GaugeOpts(f("kafka_last_record_age_seconds",
+			"Now minus the timestamp of the last record consumed from the partition, every ingest.lag_interval: rises while ingest is stuck, and on a partition nobody produces to.")), []string{"topic", "partition"}),
+		kafkaRecreated: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_topic_recreated_total",
+			"Topics found deleted and created again while consumed (a new topic ID); each is read afresh from ingest.start under a new epoch.")), []string{"topic"}),
+		kafkaErrors: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_errors_total",
+			"Failed Kafka operations of ingest, by op: connect (dial, TLS, SASL), fetch (errors a fetch returned), list_offsets (the lag watch).")), []string{"op"}),
 		kafkaReachable: prometheus.NewGauge(prometheus.GaugeOpts(f("kafka_reachable",
 			"1 when a Kafka broker answered the last reachability probe (ingest.probe_interval), 0 otherwise (from start until one answers)."))),
 		kafkaProbeErrors: prometheus.NewCounter(prometheus.CounterOpts(f("kafka_probe_errors_total",
@@ -179,6 +191,9 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 	for _, reason := range []string{"file_limit", "memory", "other"} {
 		m.acceptErrors.WithLabelValues(reason)
 	}
+	for _, op := range ingest.ErrorOps {
+		m.kafkaErrors.WithLabelValues(string(op))
+	}
 	stat := func(get func(fanout.Stats) float64) func() float64 {
 		return func() float64 { return get(hub.Stats()) }
 	}
@@ -187,7 +202,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency, m.ingestAge,
 		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.connectionsRefused, m.notJSON, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
-		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag, m.kafkaReachable, m.kafkaProbeErrors, buildInfo,
+		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag, m.kafkaRecordAge, m.kafkaRecreated, m.kafkaErrors, m.kafkaReachable, m.kafkaProbeErrors, buildInfo,
 		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels", "Channels held in the registry.")), stat(func(s fanout.Stats) float64 { return float64(s.Channels) })),
@@ -221,6 +236,20 @@ func (m *metrics) OnLag(topic string, partition int32, lag int64, age time.Durat
 	m.kafkaLag.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(lag))
 	m.ingestAge.Observe(age.Seconds())
 }
+
+// OnPosition is the lag watch's view of a partition (ingest.HealthHooks).
+func (m *metrics) OnPosition(topic string, partition int32, lag int64, last time.Time) {
+	p := strconv.Itoa(int(partition))
+	m.kafkaLag.WithLabelValues(topic, p).Set(float64(lag))
+	if !last.IsZero() {
+		m.kafkaRecordAge.WithLabelValues(topic, p).Set(time.Since(last).Seconds())
+	}
+	m.kafkaRecreated.WithLabelValues(topic) // shown at 0, so that increase() sees the first
+}
+
+func (m *metrics) OnTopicRecreated(topic string) { m.kafkaRecreated.WithLabelValues(topic).Inc() }
+
+func (m *metrics) OnKafkaError(op ingest.ErrorOp) { m.kafkaErrors.WithLabelValues(string(op)).Inc() }
 
 // OnProbe is ingest's reachability probe result (ingest.ProbeHooks).
 func (m *metrics) OnProbe(err error) {

@@ -47,14 +47,16 @@ func TestCentrifugeSDK(t *testing.T) {
 		name     string
 		encoding string
 		delta    bool
+		tls      bool // wss://, through the relay's own TLS (tls.go)
 	}{
-		{"json", "json", false},
-		{"json+delta", "json", true},
-		{"protobuf", "protobuf", false},
-		{"protobuf+delta", "protobuf", true},
+		{"json", "json", false, false},
+		{"json+delta", "json", true, false},
+		{"protobuf", "protobuf", false, false},
+		{"protobuf+delta", "protobuf", true, false},
+		{"protobuf+wss", "protobuf", false, true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { testSDK(t, tt.encoding, tt.delta) })
+		t.Run(tt.name, func(t *testing.T) { testSDK(t, tt.encoding, tt.delta, tt.tls) })
 	}
 }
 
@@ -91,7 +93,7 @@ type sdkEvent struct {
 	line string // as printed
 }
 
-func testSDK(t *testing.T, encoding string, withDelta bool) {
+func testSDK(t *testing.T, encoding string, withDelta, overTLS bool) {
 	const (
 		live        = 120 // live updates after the cached value
 		recover     = 20  // produced while the SDK's socket is down
@@ -103,7 +105,14 @@ func testSDK(t *testing.T, encoding string, withDelta bool) {
 	kafka := newBetsKafka(t)
 	cfg := betsConfig(kafka.ListenAddrs())
 	cfg.Channels.HistorySize = historySize
+	var ca *testCA
+	if overTLS {
+		ca = withTLS(t, &cfg)
+	}
 	r := startRelay(t, cfg)
+	if ca != nil {
+		r.useTLS(ca)
+	}
 	prod := newProducer(t, kafka.ListenAddrs())
 	const ch = "odds:football:epl:sdk-1:1x2"
 	cached := produce(t, prod, "odds", ch, sdkValue(0))
@@ -115,6 +124,9 @@ func testSDK(t *testing.T, encoding string, withDelta bool) {
 		"LIVE="+strconv.Itoa(live), "RECOVER="+strconv.Itoa(recover), "TOKEN="+token(t, user, time.Hour), "BET_ID="+betID)
 	if withDelta {
 		cmd.Env = append(cmd.Env, "DELTA=1")
+	}
+	if ca != nil {
+		cmd.Env = append(cmd.Env, "NODE_EXTRA_CA_CERTS="+ca.file)
 	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

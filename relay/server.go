@@ -3,6 +3,7 @@ package relay
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -63,7 +64,12 @@ type Server struct {
 	verifier *auth.Verifier // nil: tokens are not checked
 	desk     *bets.Desk     // nil: bets are off
 
+	tls                *tls.Config // the listener's TLS (tls.go); nil: plain TCP
+	tlsHandshakeErrors prometheus.Counter
+	tlsBridged         prometheus.Gauge
+
 	cluster   *cluster.Node // membership (cluster.go); gossip off without cluster.bind
+	presence  *presence     // presence and presence_stats (presence.go)
 	publicURL string        // the WebSocket URL gossiped, set by Serve
 }
 
@@ -87,10 +93,18 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		HistorySize:    cfg.Channels.HistorySize,
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
-	s.admission = newAdmission(cfg.WebSocket)
+	filesPerConn := 1
+	if cfg.TLS.Enabled() {
+		filesPerConn = tlsFilesPerConn
+	}
+	s.admission = newAdmission(cfg.WebSocket, filesPerConn)
+	if err := s.newListenerTLS(); err != nil {
+		return nil, err
+	}
 	if s.cluster, err = s.newCluster(); err != nil {
 		return nil, err
 	}
+	s.presence = s.newPresence()
 	ws := cfg.WebSocket
 	if s.engine, err = engine.New(engine.Config{
 		Writers:            ws.Writers,

@@ -267,8 +267,10 @@ func (c *session) handleCommand(cmd *protocol.Command) error {
 		return c.handleRefresh(cmd.ID, cmd.Refresh)
 	case "sub_refresh":
 		c.handleSubRefresh(cmd.ID, cmd.SubRefresh)
-	case "presence", "presence_stats":
-		c.replyError(cmd.ID, protocol.ErrNotAvailable.WithMessage(method+" is not supported"))
+	case "presence":
+		c.handlePresence(cmd.ID, cmd.Presence, true)
+	case "presence_stats":
+		c.handlePresence(cmd.ID, cmd.PresenceStats, false)
 	case "send":
 		// Asynchronous messages have no reply and no use here yet.
 	default:

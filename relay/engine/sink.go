@@ -60,6 +60,9 @@ func (c *Conn) NewSink(channel string, form fanout.Form, conflated Counter) *Sin
 // Channel is the sink's channel.
 func (s *Sink) Channel() string { return s.channel }
 
+// Handler returns the Handler of the sink's connection.
+func (s *Sink) Handler() Handler { return s.c.h }
+
 // Sent is the latest publication queued to the client for the channel:
 // what the client has been sent, or will be, last. Any goroutine.
 func (s *Sink) Sent() *fanout.Publication { return s.sent.Load() }

@@ -29,12 +29,19 @@
 // records arrived meanwhile, the partition is read from where the listing
 // put its start window instead, so no record since start is skipped.
 //
+// A watch (watch.go) lists the partitions' committed end offsets and the
+// topics' IDs every Config.LagInterval, apart from fetching: it reports lag and
+// the last record's age while ingest is stuck, and it restarts a topic
+// that was deleted and created again, under a new epoch.
+//
 // # Concurrency
 //
 // Run polls and publishes from one goroutine, so records of one partition are
-// published in offset order. Ready may be called from any goroutine. Hooks
-// are called from Run's goroutine (OnRecord, OnSkip, OnLag) and must not
-// block.
+// published in offset order; it runs the probe and the watch in two more.
+// Ready may be called from any goroutine. Hooks are called from Run's
+// goroutine (OnRecord, OnSkip, OnLag, OnConflated) and must not block;
+// HealthHooks and ProbeHooks say where they are called from. Lock order:
+// posMu is never held while taking catchMu, nor catchMu while taking posMu.
 package ingest
 
 import (
@@ -45,6 +52,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +60,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgerelay/edgerelay/fanout"
@@ -77,6 +86,11 @@ type Config struct {
 	// ProbeInterval is how often broker reachability is checked for
 	// readiness.
 	ProbeInterval time.Duration `yaml:"probe_interval"`
+	// LagInterval is how often the partitions' end offsets and the
+	// topics' IDs are listed: lag and record age are reported from them
+	// also while no fetch returns records, and a topic deleted and
+	// created again is noticed (see watch.go).
+	LagInterval time.Duration `yaml:"lag_interval"`
 
 	// Conflation when the hub falls behind (set by the relay from its
 	// overload settings, not from YAML): when a fetched batch's records
@@ -118,6 +132,7 @@ func DefaultConfig() Config {
 		CatchUpTimeout: time.Minute,
 		MaxValueBytes:  128 << 10,
 		ProbeInterval:  2 * time.Second,
+		LagInterval:    5 * time.Second,
 	}
 }
 
@@ -161,6 +176,9 @@ func (c Config) Validate(prefix string) error {
 	if c.ProbeInterval <= 0 {
 		errs = append(errs, fmt.Errorf("%s.probe_interval: must be positive", prefix))
 	}
+	if c.LagInterval <= 0 {
+		errs = append(errs, fmt.Errorf("%s.lag_interval: must be positive", prefix))
+	}
 	return errors.Join(errs...)
 }
 
@@ -184,8 +202,8 @@ const (
 type Hooks interface {
 	OnRecord(topic string, partition int32)
 	OnSkip(topic string, reason SkipReason)
-	// OnLag reports, per fetched batch, the records behind the high
-	// watermark and the age of the batch's newest record (now minus its
+	// OnLag reports, per fetched batch, the records behind the last
+	// stable offset and the age of the batch's newest record (now minus its
 	// timestamp) as ingest starts publishing it: how late Kafka and
 	// ingest hand values to the hub.
 	OnLag(topic string, partition int32, lag int64, age time.Duration)
@@ -193,6 +211,37 @@ type Hooks interface {
 	// channel came in the same batch while ingest was behind.
 	OnConflated(channel string)
 }
+
+// HealthHooks, when Hooks also implement it, observe the partition watch
+// (every Config.LagInterval) and Kafka errors. Called from the watch's
+// goroutine, Run's, or the Kafka client's (OnKafkaError); must be safe
+// for concurrent use and must not block.
+type HealthHooks interface {
+	// OnPosition reports a partition's lag (its committed end offset,
+	// the last stable offset, minus the next offset to consume) and the
+	// timestamp of the last record consumed from it (zero if none yet),
+	// also while ingest is stuck.
+	OnPosition(topic string, partition int32, lag int64, last time.Time)
+	// OnTopicRecreated reports a topic deleted and created again (or, on
+	// a broker without topic IDs, whose offsets went backwards): its
+	// consumption restarted from Config.Start, under a new epoch.
+	OnTopicRecreated(topic string)
+	// OnKafkaError reports a failed broker connection, fetch or listing.
+	OnKafkaError(op ErrorOp)
+}
+
+// ErrorOp names what failed in OnKafkaError; used as a metric label.
+type ErrorOp string
+
+// Kafka operations whose failures are counted.
+const (
+	OpConnect ErrorOp = "connect"      // dialing a broker, TLS or SASL
+	OpFetch   ErrorOp = "fetch"        // an error PollFetches returned
+	OpList    ErrorOp = "list_offsets" // the watch's metadata or end offsets
+)
+
+// ErrorOps lists every ErrorOp, for metrics that show each at 0.
+var ErrorOps = []ErrorOp{OpConnect, OpFetch, OpList}
 
 // ProbeHooks, when Hooks also implement it, observe every reachability
 // probe (every ProbeInterval): err is nil when a broker answered. Called
@@ -250,6 +299,30 @@ type Ingester struct {
 	chans   []string
 	lastOf  map[string]int
 	checked map[topicPartition]bool
+
+	// Streams (posMu; see watch.go): Run records each partition's
+	// position per batch, the watch reads them. ids holds the ID of the
+	// topic being consumed, from its first batch or listing; gen counts a
+	// partition's restarts of offsets under one ID; suspect holds topics
+	// whose fetches failed with UNKNOWN_TOPIC_ID since the last listing,
+	// suspectSince since when listings keep finding them so.
+	posMu        sync.Mutex
+	pos          map[topicPartition]position
+	ids          map[string][16]byte
+	gen          map[topicPartition]int
+	suspect      map[string]bool
+	suspectSince map[string]time.Time
+	names        []string    // the topics, for listings
+	health       HealthHooks // nil if hooks do not implement it
+
+	fetchLog, connectLog, listLog logEvery
+}
+
+// position is where Run is in a partition: the next offset to read and
+// the timestamp of the last record read.
+type position struct {
+	next int64
+	last time.Time
 }
 
 type topicPartition struct {
@@ -289,13 +362,18 @@ func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength 
 		kgo.MetadataMaxAge(30*time.Second),
 		kgo.FetchMaxWait(time.Second),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), // positions past transaction markers (handlePartition)
 	)
+	in := &Ingester{cfg: cfg, pub: pub, hooks: hooks, log: log, templates: templates, binary: binary, maxName: maxNameLength,
+		consumed: map[topicPartition]int64{}, started: time.Now(), names: names}
+	in.initStreams()
+	opts = append(opts, kgo.WithHooks(connectHook{in}))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	return &Ingester{cfg: cfg, client: cl, pub: pub, hooks: hooks, log: log, templates: templates, binary: binary, maxName: maxNameLength,
-		consumed: map[topicPartition]int64{}, started: time.Now()}, nil
+	in.client = cl
+	return in, nil
 }
 
 // Ready reports whether a broker answered the last reachability probe and
@@ -366,8 +444,8 @@ func (in *Ingester) checkCaughtUp() {
 	case behind == 0:
 		in.log.Info("start window read; cache is current", "partitions", len(in.targets), "took", time.Since(in.started).Round(time.Millisecond))
 	case time.Since(in.started) > in.cfg.CatchUpTimeout:
-		// A transaction marker at the end of a partition is never
-		// returned as a record, so a partition can look behind forever.
+		// A partition can look behind for good if its end moved
+		// back (records deleted, a truncated log).
 		in.log.Warn("start window not fully read within ingest.catch_up_timeout; reporting ready", "partitions_behind", behind)
 	default:
 		return
@@ -387,9 +465,10 @@ func (in *Ingester) LastError() string {
 // Run consumes until ctx is done, then closes the client. Broker outages are
 // retried forever; Run returns only when ctx is done.
 func (in *Ingester) Run(ctx context.Context) error {
-	defer in.client.Close()
-	go in.probe(ctx)
-	var lastLog time.Time
+	var bg sync.WaitGroup
+	defer func() { bg.Wait(); in.client.Close() }()
+	bg.Go(func() { in.probe(ctx) })
+	bg.Go(func() { in.watch(ctx) })
 	for {
 		fetches := in.client.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -401,9 +480,12 @@ func (in *Ingester) Run(ctx context.Context) error {
 			}
 			msg := fmt.Sprintf("%s[%d]: %v", topic, partition, err)
 			in.lastErr.Store(&msg)
-			if time.Since(lastLog) > 10*time.Second {
-				lastLog = time.Now()
-				in.log.Warn("kafka fetch error; retrying", "topic", topic, "partition", partition, "err", err)
+			in.kafkaError(OpFetch)
+			if errors.Is(err, kerr.UnknownTopicID) {
+				in.suspectRecreated(topic)
+			}
+			if n, ok := in.fetchLog.allow(); ok {
+				in.log.Warn("kafka fetch error; retrying", "topic", topic, "partition", partition, "err", err, "suppressed", n)
 			}
 		})
 		fetches.EachTopic(func(t kgo.FetchTopic) {
@@ -415,10 +497,42 @@ func (in *Ingester) Run(ctx context.Context) error {
 }
 
 func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchPartition) {
-	if len(p.Records) == 0 || in.rewound(topic, p) {
+	if len(p.Records) == 0 {
 		return
 	}
-	epoch := Epoch(topic, id, p.Partition)
+	epoch, current := in.streamOf(topic, id, p)
+	if !current {
+		return
+	}
+	// Transaction markers come as control records (kgo.KeepControlRecords)
+	// so that a partition ending in one is read to its end, with no lag
+	// left: they move the position, nothing else.
+	next := p.Records[len(p.Records)-1].Offset + 1
+	p.Records = slices.DeleteFunc(p.Records, func(r *kgo.Record) bool { return r.Attrs.IsControl() })
+	var lastTime time.Time // of the last record read; zero: as before
+	if n := len(p.Records); n > 0 {
+		if in.rewound(topic, p) {
+			return
+		}
+		age := in.publishBatch(p, epoch)
+		lastTime = p.Records[n-1].Timestamp
+		in.hooks.OnLag(topic, p.Partition, max(p.LastStableOffset-next, 0), age)
+	}
+	in.advance(topic, id, p.Partition, position{next: next, last: lastTime})
+	if !in.caughtUp.Load() {
+		in.catchMu.Lock()
+		if in.consumed != nil {
+			in.consumed[topicPartition{topic, p.Partition}] = next
+		}
+		in.catchMu.Unlock()
+		in.checkCaughtUp()
+	}
+}
+
+// publishBatch publishes the records of one fetched partition (none of
+// them control records) and returns the age of the newest as publishing
+// began.
+func (in *Ingester) publishBatch(p *kgo.FetchPartition, epoch string) time.Duration {
 	in.chans = in.chans[:0]
 	for _, r := range p.Records {
 		in.chans = append(in.chans, in.channelOf(r))
@@ -457,16 +571,7 @@ func (in *Ingester) handlePartition(topic string, id [16]byte, p *kgo.FetchParti
 	if behind {
 		clear(in.lastOf)
 	}
-	last := p.Records[len(p.Records)-1].Offset
-	in.hooks.OnLag(topic, p.Partition, max(p.HighWatermark-last-1, 0), age)
-	if !in.caughtUp.Load() {
-		in.catchMu.Lock()
-		if in.consumed != nil {
-			in.consumed[topicPartition{topic, p.Partition}] = last + 1
-		}
-		in.catchMu.Unlock()
-		in.checkCaughtUp()
-	}
+	return age
 }
 
 // rewound checks a partition's first batch against where reading it had to

@@ -106,6 +106,7 @@ func TestBatchConflation(t *testing.T) {
 			cfg.Conflate = func(ch string) bool { return !strings.HasPrefix(ch, "bets:") }
 			pub, hooks := &collect{}, &countHooks{}
 			in := &Ingester{cfg: cfg, pub: pub, hooks: hooks, maxName: 255}
+			in.initStreams()
 			in.caughtUp.Store(true)
 			p := &kgo.FetchPartition{Partition: 0}
 			ts := time.Now().Add(-time.Hour) // age alone does not matter: a backlog read after an outage

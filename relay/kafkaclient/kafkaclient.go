@@ -23,8 +23,14 @@ type Config struct {
 	Brokers     []string      `yaml:"brokers"`
 	ClientID    string        `yaml:"client_id"`
 	DialTimeout time.Duration `yaml:"dial_timeout"`
-	TLS         TLSConfig     `yaml:"tls"`
-	SASL        SASLConfig    `yaml:"sasl"`
+	// Rack is this node's rack (zone) for Kafka's fetch-from-follower
+	// (KIP-392): with a broker-side replica selector
+	// (replica.selector.class=RackAwareReplicaSelector), each node reads
+	// from a replica in its own rack instead of every node reading the
+	// partition leaders. "": the leaders.
+	Rack string     `yaml:"rack"`
+	TLS  TLSConfig  `yaml:"tls"`
+	SASL SASLConfig `yaml:"sasl"`
 }
 
 // TLSConfig enables TLS to the brokers.
@@ -91,6 +97,9 @@ func (c Config) Opts() ([]kgo.Opt, error) {
 	}
 	if c.DialTimeout > 0 {
 		opts = append(opts, kgo.DialTimeout(c.DialTimeout))
+	}
+	if c.Rack != "" {
+		opts = append(opts, kgo.Rack(c.Rack))
 	}
 	if c.TLS.Enabled {
 		tc, err := c.TLS.config()

@@ -12,8 +12,8 @@ type Command struct {
 	RPC           *RPCRequest         `json:"rpc,omitempty"`
 	Ping          *struct{}           `json:"ping,omitempty"`
 	Publish       *struct{}           `json:"publish,omitempty"`
-	Presence      *struct{}           `json:"presence,omitempty"`
-	PresenceStats *struct{}           `json:"presence_stats,omitempty"`
+	Presence      *ChannelRequest     `json:"presence,omitempty"`
+	PresenceStats *ChannelRequest     `json:"presence_stats,omitempty"`
 	History       *HistoryRequest     `json:"history,omitempty"`
 	Send          *struct{}           `json:"send,omitempty"`
 	Refresh       *RefreshRequest     `json:"refresh,omitempty"`
@@ -80,10 +80,14 @@ type SubRefreshRequest struct {
 	Token   string `json:"token"`
 }
 
-// UnsubscribeRequest is the "unsubscribe" command.
-type UnsubscribeRequest struct {
+// ChannelRequest is a command whose only parameter is a channel:
+// unsubscribe, presence, presence_stats.
+type ChannelRequest struct {
 	Channel string `json:"channel"`
 }
+
+// UnsubscribeRequest is the "unsubscribe" command.
+type UnsubscribeRequest = ChannelRequest
 
 // RPCRequest is the "rpc" command.
 type RPCRequest struct {

@@ -3,6 +3,8 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -66,17 +68,19 @@ const (
 	cmdSubRefresh    = 15
 
 	// Reply
-	replyID          = 1
-	replyError       = 2
-	replyPush        = 4
-	replyConnect     = 5
-	replySubscribe   = 6
-	replyUnsubscribe = 7
-	replyHistory     = 11
-	replyPing        = 12
-	replyRPC         = 13
-	replyRefresh     = 14
-	replySubRefresh  = 15
+	replyID            = 1
+	replyError         = 2
+	replyPush          = 4
+	replyConnect       = 5
+	replySubscribe     = 6
+	replyUnsubscribe   = 7
+	replyPresence      = 9
+	replyPresenceStats = 10
+	replyHistory       = 11
+	replyPing          = 12
+	replyRPC           = 13
+	replyRefresh       = 14
+	replySubRefresh    = 15
 
 	// Push
 	pushID        = 1
@@ -217,6 +221,25 @@ func encodeReply(b []byte, r *Reply) []byte {
 		m = pbString(m, 2, h.Epoch)
 		m = pbUint(m, 3, h.Offset)
 		b = pbMessage(b, replyHistory, m)
+	}
+	if p := r.Presence; p != nil {
+		var m []byte
+		for _, id := range slices.Sorted(maps.Keys(p.Presence)) { // deterministic bytes
+			ci := p.Presence[id]
+			var e, v []byte
+			v = pbString(v, 1, ci.User)
+			v = pbString(v, 2, ci.Client)
+			e = pbString(e, 1, id)
+			e = pbMessage(e, 2, v)
+			m = pbMessage(m, 1, e)
+		}
+		b = pbMessage(b, replyPresence, m)
+	}
+	if p := r.PresenceStats; p != nil {
+		var m []byte
+		m = pbUint(m, 1, uint64(p.NumClients))
+		m = pbUint(m, 2, uint64(p.NumUsers))
+		b = pbMessage(b, replyPresenceStats, m)
 	}
 	if r.Ping != nil {
 		b = pbMessage(b, replyPing, nil)
@@ -464,13 +487,13 @@ func decodeCommand(b []byte, c *Command) error {
 		case cmdSubscribe:
 			return message(f, &c.Subscribe, decodeSubscribe)
 		case cmdUnsubscribe:
-			return message(f, &c.Unsubscribe, decodeUnsubscribe)
+			return message(f, &c.Unsubscribe, decodeChannelRequest)
 		case cmdPublish:
 			return message(f, &c.Publish, skipMessage)
 		case cmdPresence:
-			return message(f, &c.Presence, skipMessage)
+			return message(f, &c.Presence, decodeChannelRequest)
 		case cmdPresenceStats:
-			return message(f, &c.PresenceStats, skipMessage)
+			return message(f, &c.PresenceStats, decodeChannelRequest)
 		case cmdHistory:
 			return message(f, &c.History, decodeHistory)
 		case cmdPing:
@@ -536,7 +559,7 @@ func decodeSubscribe(b []byte, r *SubscribeRequest) error {
 	})
 }
 
-func decodeUnsubscribe(b []byte, r *UnsubscribeRequest) error {
+func decodeChannelRequest(b []byte, r *ChannelRequest) error {
 	return walk(b, func(f *field) error {
 		if f.num == 1 {
 			return f.string(&r.Channel)

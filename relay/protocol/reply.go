@@ -4,16 +4,18 @@ import "encoding/json"
 
 // Reply answers one command. Exactly one of Error or a result is set.
 type Reply struct {
-	ID          uint32            `json:"id,omitempty"`
-	Error       *Error            `json:"error,omitempty"`
-	Connect     *ConnectResult    `json:"connect,omitempty"`
-	Subscribe   *SubscribeResult  `json:"subscribe,omitempty"`
-	Unsubscribe *struct{}         `json:"unsubscribe,omitempty"`
-	RPC         *RPCResult        `json:"rpc,omitempty"`
-	History     *HistoryResult    `json:"history,omitempty"`
-	Ping        *struct{}         `json:"ping,omitempty"`
-	Refresh     *RefreshResult    `json:"refresh,omitempty"`
-	SubRefresh  *SubRefreshResult `json:"sub_refresh,omitempty"`
+	ID            uint32               `json:"id,omitempty"`
+	Error         *Error               `json:"error,omitempty"`
+	Connect       *ConnectResult       `json:"connect,omitempty"`
+	Subscribe     *SubscribeResult     `json:"subscribe,omitempty"`
+	Unsubscribe   *struct{}            `json:"unsubscribe,omitempty"`
+	RPC           *RPCResult           `json:"rpc,omitempty"`
+	History       *HistoryResult       `json:"history,omitempty"`
+	Presence      *PresenceResult      `json:"presence,omitempty"`
+	PresenceStats *PresenceStatsResult `json:"presence_stats,omitempty"`
+	Ping          *struct{}            `json:"ping,omitempty"`
+	Refresh       *RefreshResult       `json:"refresh,omitempty"`
+	SubRefresh    *SubRefreshResult    `json:"sub_refresh,omitempty"`
 	// Push is a push in a batch of replies (a server-side subscription's
 	// subscribe push and cached value); it has no ID.
 	Push *Push `json:"push,omitempty"`
@@ -93,6 +95,24 @@ type HistoryResult struct {
 	Publications []Publication `json:"publications,omitempty"`
 	Epoch        string        `json:"epoch,omitempty"`
 	Offset       uint64        `json:"offset,omitempty"`
+}
+
+// PresenceResult is the reply to "presence": the channel's subscribers
+// by client id.
+type PresenceResult struct {
+	Presence map[string]ClientInfo `json:"presence"`
+}
+
+// ClientInfo is one subscriber in a presence reply.
+type ClientInfo struct {
+	User   string `json:"user"`
+	Client string `json:"client"`
+}
+
+// PresenceStatsResult is the reply to "presence_stats".
+type PresenceStatsResult struct {
+	NumClients uint32 `json:"num_clients"`
+	NumUsers   uint32 `json:"num_users"`
 }
 
 // RPCResult is the reply to "rpc".

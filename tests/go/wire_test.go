@@ -205,6 +205,14 @@ func TestProtobufRepliesDecodeWithGeneratedCode(t *testing.T) {
 			&cp.Reply{Push: &cp.Push{Channel: wireChannel, Subscribe: &cp.Subscribe{Recoverable: true, Epoch: "e-1", Offset: 9}}}, true},
 		{"publication push in a reply batch", &protocol.Reply{Push: &protocol.Push{Channel: wireChannel, Pub: &protocol.Publication{Data: []byte(`{"v":1}`), Offset: 9}}},
 			&cp.Reply{Push: &cp.Push{Channel: wireChannel, Pub: &cp.Publication{Data: cp.Raw(`{"v":1}`), Offset: 9}}}, true},
+		{"presence", &protocol.Reply{ID: 13, Presence: &protocol.PresenceResult{Presence: map[string]protocol.ClientInfo{
+			"c-1": {User: "alice", Client: "c-1"}, "c-2": {User: "", Client: "c-2"}}}},
+			&cp.Reply{Id: 13, Presence: &cp.PresenceResult{Presence: map[string]*cp.ClientInfo{
+				"c-1": {User: "alice", Client: "c-1"}, "c-2": {Client: "c-2"}}}}, false},
+		{"presence empty", &protocol.Reply{ID: 14, Presence: &protocol.PresenceResult{}},
+			&cp.Reply{Id: 14, Presence: &cp.PresenceResult{}}, true},
+		{"presence stats", &protocol.Reply{ID: 15, PresenceStats: &protocol.PresenceStatsResult{NumClients: 70000, NumUsers: 3}},
+			&cp.Reply{Id: 15, PresenceStats: &cp.PresenceStatsResult{NumClients: 70000, NumUsers: 3}}, true},
 		{"refresh", &protocol.Reply{ID: 12, Refresh: &protocol.RefreshResult{Client: "c-1", Version: "v1", Expires: true, TTL: 3600}},
 			&cp.Reply{Id: 12, Refresh: &cp.RefreshResult{Client: "c-1", Version: "v1", Expires: true, Ttl: 3600}}, true},
 	}
@@ -281,9 +289,9 @@ func TestProtobufCommandsFromGeneratedCode(t *testing.T) {
 		{"publish", &cp.Command{Id: 12, Publish: &cp.PublishRequest{Channel: wireChannel, Data: cp.Raw(`{"odds":1}`)}},
 			&protocol.Command{ID: 12, Publish: &struct{}{}}},
 		{"presence", &cp.Command{Id: 13, Presence: &cp.PresenceRequest{Channel: wireChannel}},
-			&protocol.Command{ID: 13, Presence: &struct{}{}}},
+			&protocol.Command{ID: 13, Presence: &protocol.ChannelRequest{Channel: wireChannel}}},
 		{"presence stats", &cp.Command{Id: 14, PresenceStats: &cp.PresenceStatsRequest{Channel: wireChannel}},
-			&protocol.Command{ID: 14, PresenceStats: &struct{}{}}},
+			&protocol.Command{ID: 14, PresenceStats: &protocol.ChannelRequest{Channel: wireChannel}}},
 		{"refresh", &cp.Command{Id: 15, Refresh: &cp.RefreshRequest{Token: token}},
 			&protocol.Command{ID: 15, Refresh: &protocol.RefreshRequest{Token: token}}},
 		{"sub refresh", &cp.Command{Id: 16, SubRefresh: &cp.SubRefreshRequest{Channel: wireChannel, Token: token}},

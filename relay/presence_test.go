@@ -1,0 +1,149 @@
+package relay_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgerelay/edgerelay/relay"
+)
+
+// TestClusterPresence: presence and presence_stats of a channel are
+// summed over three relays as subscribers join and leave; the list is
+// served up to channels.presence.max_clients; a namespace without
+// presence, and a channel the client may not read, are refused.
+func TestClusterPresence(t *testing.T) {
+	kafka := newKafka(t)
+	base := testConfig(kafka.ListenAddrs())
+	base.Auth.HMACSecrets = []string{testSecret}
+	base.Channels.Namespaces = []relay.NamespaceConfig{{Name: "odds", Read: "anyone", Presence: true}}
+	base.Channels.Presence.Cache = 100 * time.Millisecond
+	base.Channels.Presence.MaxClients = 3
+	relays := startRelays(t, 3, base, nil)
+	const ch = "odds:football:epl:presence-1:1x2"
+
+	// who: client id → user, of every subscriber, across the nodes.
+	who := map[string]string{}
+	subscribe := func(r *testRelay, user string) *wsClient {
+		t.Helper()
+		c := r.dial(t)
+		c.send(`{"id":1,"connect":{"token":"` + token(t, user, time.Hour) + `"}}`)
+		rep := c.mustNext()
+		id, _ := rep["connect"].(map[string]any)["client"].(string)
+		c.send(`{"id":2,"subscribe":{"channel":"` + ch + `"}}`)
+		if rep := c.mustNext(); rep["subscribe"] == nil {
+			t.Fatalf("subscribe: %v", rep)
+		}
+		who[id] = user
+		return c
+	}
+	a1 := subscribe(relays[0], "alice")
+	subscribe(relays[0], "bob")
+	subscribe(relays[1], "alice") // alice again, on another node
+
+	asker := relays[2].dial(t) // not subscribed, on a node with no subscriber
+	asker.connect()
+	id := 10
+	ask := func(method string) map[string]any {
+		t.Helper()
+		id++
+		asker.send(fmt.Sprintf(`{"id":%d,"%s":{"channel":"%s"}}`, id, method, ch))
+		for {
+			rep := asker.mustNext()
+			if rep["id"] == float64(id) {
+				return rep
+			}
+		}
+	}
+	stats := func(clients, users int) {
+		t.Helper()
+		checkFor(t, 10*time.Second, func() error {
+			rep := ask("presence_stats")
+			ps, _ := rep["presence_stats"].(map[string]any)
+			if ps == nil || ps["num_clients"] != float64(clients) || ps["num_users"] != float64(users) {
+				return fmt.Errorf("presence_stats %v, want %d clients, %d users", rep, clients, users)
+			}
+			return nil
+		})
+	}
+	// Users are counted per node and summed: alice, on two nodes, twice
+	// (docs/protocol.md, "Presence").
+	stats(3, 3)
+
+	rep := ask("presence")
+	list, _ := rep["presence"].(map[string]any)["presence"].(map[string]any)
+	var got, want []string
+	for id, ci := range list {
+		info := ci.(map[string]any)
+		got = append(got, id+"="+info["user"].(string)+"/"+info["client"].(string))
+	}
+	for id, user := range who {
+		want = append(want, id+"="+user+"/"+id)
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("presence %v\nwant %v", got, want)
+	}
+
+	// The npm SDK, both builds, asks the same of the third node.
+	dir := jsTestDir(t)
+	for _, encoding := range []string{"json", "protobuf"} {
+		cmd := exec.Command("node", "presence.mjs")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "EDGERELAY_URL="+relays[2].url(), "CHANNEL="+ch, "ENCODING="+encoding, "TOKEN="+token(t, "dave", time.Hour))
+		cmd.Stderr = os.Stderr
+		b, err := cmd.Output()
+		var res struct {
+			Event   string
+			Stats   struct{ NumClients, NumUsers int }
+			Clients []struct{ ID, User, Client string }
+		}
+		json.Unmarshal(b, &res)
+		var ids []string
+		for _, c := range res.Clients {
+			if who[c.ID] != c.User || c.Client != c.ID {
+				t.Errorf("%s: client %+v", encoding, c)
+			}
+			ids = append(ids, c.ID)
+		}
+		if err != nil || res.Event != "presence" || res.Stats.NumClients != 3 || res.Stats.NumUsers != 3 || len(ids) != 3 {
+			t.Errorf("%s SDK: %v %s", encoding, err, b)
+		}
+	}
+
+	// Past max_clients the list is refused; the stats are not.
+	subscribe(relays[2], "carol")
+	stats(4, 4)
+	checkFor(t, 10*time.Second, func() error { // once the cached list expires
+		if rep := ask("presence"); errorCode(rep) != 106 {
+			return fmt.Errorf("presence of 4 subscribers with max_clients 3: %v, want error 106", rep)
+		}
+		return nil
+	})
+
+	// Leaving: an unsubscribe and a closed connection.
+	a1.send(`{"id":3,"unsubscribe":{"channel":"` + ch + `"}}`)
+	a1.mustNext()
+	stats(3, 3)
+
+	asker.send(`{"id":90,"presence_stats":{"channel":"scores:football:x"}}`,
+		`{"id":91,"presence":{"channel":"odds:#alice"}}`)
+	for range 2 {
+		rep := asker.mustNext()
+		switch want := map[float64]int{90: 108, 91: 103}[rep["id"].(float64)]; {
+		case errorCode(rep) != want:
+			t.Errorf("reply %v, want error %d", rep, want)
+		}
+	}
+
+	_, body := relays[2].get(t, "/metrics")
+	if metric(body, `edgerelay_presence_requests_total{kind="presence_stats",result="complete"}`) < 1 {
+		t.Errorf("presence metrics:\n%s", grep(body, "edgerelay_presence"))
+	}
+}
