@@ -124,8 +124,9 @@ func (o *k8sObject) decode(t *testing.T, v any) {
 
 type probe struct {
 	HTTPGet struct {
-		Path string `yaml:"path"`
-		Port string `yaml:"port"`
+		Path   string `yaml:"path"`
+		Port   string `yaml:"port"`
+		Scheme string `yaml:"scheme"`
 	} `yaml:"httpGet"`
 }
 
@@ -147,6 +148,10 @@ type container struct {
 			} `yaml:"secretKeyRef"`
 		} `yaml:"valueFrom"`
 	} `yaml:"env"`
+	VolumeMounts []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+	} `yaml:"volumeMounts"`
 	LivenessProbe  probe `yaml:"livenessProbe"`
 	ReadinessProbe probe `yaml:"readinessProbe"`
 	StartupProbe   probe `yaml:"startupProbe"`
@@ -171,9 +176,13 @@ type podSpec struct {
 	} `yaml:"securityContext"`
 	Containers []container `yaml:"containers"`
 	Volumes    []struct {
+		Name      string `yaml:"name"`
 		ConfigMap struct {
 			Name string `yaml:"name"`
 		} `yaml:"configMap"`
+		Secret struct {
+			SecretName string `yaml:"secretName"`
+		} `yaml:"secret"`
 	} `yaml:"volumes"`
 }
 
@@ -240,6 +249,26 @@ type chartRelay struct {
 	loadErr error
 }
 
+// mounted names the volume the container sees file at: "configMap <name>",
+// "secret <name>" or "".
+func (r chartRelay) mounted(file string) string {
+	for _, m := range r.c.VolumeMounts {
+		if filepath.Dir(file) != m.MountPath {
+			continue
+		}
+		for _, v := range r.pod.Volumes {
+			switch {
+			case v.Name != m.Name:
+			case v.ConfigMap.Name != "":
+				return "configMap " + v.ConfigMap.Name
+			case v.Secret.SecretName != "":
+				return "secret " + v.Secret.SecretName
+			}
+		}
+	}
+	return ""
+}
+
 var testGossipKey = base64.StdEncoding.EncodeToString(make([]byte, 32))
 
 // loadRendered loads the ConfigMap's relay.yaml with the container's env
@@ -255,8 +284,8 @@ func loadRendered(t *testing.T, objs map[string]*k8sObject) chartRelay {
 	}
 	r.c = r.pod.Containers[0]
 	cm := objs["ConfigMap/edgerelay"]
-	if cm == nil || len(r.pod.Volumes) != 1 || r.pod.Volumes[0].ConfigMap.Name != "edgerelay" {
-		t.Fatalf("ConfigMap edgerelay not rendered or not mounted (%+v)", r.pod.Volumes)
+	if cm == nil || r.mounted("/etc/edgerelay/relay.yaml") != "configMap edgerelay" {
+		t.Fatalf("ConfigMap edgerelay not rendered or not mounted at /etc/edgerelay (%+v)", r.pod.Volumes)
 	}
 	path := filepath.Join(t.TempDir(), "relay.yaml")
 	os.WriteFile(path, []byte(cm.Data["relay.yaml"]), 0o644)
@@ -321,8 +350,8 @@ func TestHelmChart(t *testing.T) {
 	}
 	for name, p := range map[string]probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe, "startup": c.StartupProbe} {
 		want := map[string]string{"liveness": "/healthz", "readiness": "/readyz", "startup": "/healthz"}[name]
-		if p.HTTPGet.Port != "http" || p.HTTPGet.Path != want {
-			t.Errorf("%s probe %+v, want %s on port http", name, p.HTTPGet, want)
+		if p.HTTPGet.Port != "http" || p.HTTPGet.Path != want || p.HTTPGet.Scheme != "HTTP" {
+			t.Errorf("%s probe %+v, want HTTP %s on port http", name, p.HTTPGet, want)
 		}
 	}
 
@@ -464,7 +493,7 @@ func selects(sel, labels map[string]string) bool {
 }
 
 // quantity parses the Kubernetes quantities the chart writes: 711Mi, 2Gi,
-// in bytes; CPU in millicores: 762m, and 2 (cores) as 2000.
+// in bytes; CPU in millicores: 1500m, and 2 (cores) as 2000.
 func quantity(t *testing.T, q string) int64 {
 	t.Helper()
 	mult := int64(1)
@@ -563,6 +592,7 @@ func TestHelmChartRefuses(t *testing.T) {
 		"config.cluster.seeds[0]=a:1":         "config.cluster.seeds is set by the chart",
 		"config.cluster.secret_key=abc":       "config.cluster.secret_key comes from the Secret",
 		"config.websocket.max_connections=10": "capacity.connections",
+		"config.tls.cert_file=/x":             "config.tls is set by the chart",
 		"drain.shutdownTimeout=10":            "drain.shutdownTimeout 10 is less than drain.lbDelay + drain.period",
 		"drain.lbDelay=2.5":                   "at '/drain/lbDelay': got string, want integer", // values.schema.json
 		"drain.margin=-1":                     "at '/drain/margin': minimum",
@@ -606,6 +636,33 @@ func TestHelmChartOptions(t *testing.T) {
 				t.Errorf("%s needs key %q of Secret %q; the chart's Secret %q has %v", e.Name, ref.Key, ref.Name, sec.Metadata.Name, sec.StringData)
 			}
 		}
+	}
+
+	// TLS on the relay: the certificate files come from the Secret's
+	// volume, and the probes and the scrape speak HTTPS.
+	tlsObjs := render(t, "tls.secretName=relay-tls", "serviceMonitor.enabled=true")
+	tr := loadRendered(t, tlsObjs)
+	if tr.loadErr != nil {
+		t.Fatalf("with tls.secretName: %v", tr.loadErr)
+	}
+	for _, f := range []string{tr.cfg.TLS.CertFile, tr.cfg.TLS.KeyFile} {
+		if tr.mounted(f) != "secret relay-tls" {
+			t.Errorf("tls file %q is not in the volume of Secret relay-tls (%+v)", f, tr.pod.Volumes)
+		}
+	}
+	for _, p := range []probe{tr.c.LivenessProbe, tr.c.ReadinessProbe, tr.c.StartupProbe} {
+		if p.HTTPGet.Scheme != "HTTPS" {
+			t.Errorf("probe %+v with TLS on the listener", p.HTTPGet)
+		}
+	}
+	var tsm struct {
+		Endpoints []struct {
+			Scheme string `yaml:"scheme"`
+		} `yaml:"endpoints"`
+	}
+	tlsObjs["ServiceMonitor/edgerelay"].decode(t, &tsm)
+	if len(tsm.Endpoints) != 1 || tsm.Endpoints[0].Scheme != "https" {
+		t.Errorf("ServiceMonitor endpoints %+v with TLS on the listener", tsm.Endpoints)
 	}
 
 	// Another release in another namespace: the names, the seed and the

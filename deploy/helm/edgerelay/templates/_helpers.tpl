@@ -59,7 +59,7 @@ Resources: .Values.resources verbatim, or computed from .Values.capacity
 {{- else -}}
 {{- $c := .Values.capacity -}}
 {{- $mem := add 64 (int $c.cacheMiB) (div (add (mul (int $c.connections) 8) 1023) 1024) -}}
-{{- $cpu := add 250 (div (mul (int64 $c.deliveriesPerSecond) 1000) 390000) -}}
+{{- $cpu := add 250 (div (mul (int64 $c.deliveriesPerSecond) 1000) 80000) -}}
 requests:
   cpu: {{ printf "%dm" $cpu }}
   memory: {{ printf "%dMi" $mem }}
@@ -73,7 +73,7 @@ relay.yaml: .Values.config with the keys the chart owns set from the values.
 */}}
 {{- define "edgerelay.config" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) -}}
-{{- range $k := list "listen" "node" "shutdown_timeout" -}}
+{{- range $k := list "listen" "node" "shutdown_timeout" "tls" -}}
 {{- if hasKey $cfg $k }}{{ fail (printf "config.%s is set by the chart; remove it from config" $k) }}{{ end -}}
 {{- end -}}
 {{- $cluster := get $cfg "cluster" | default dict -}}
@@ -102,6 +102,9 @@ relay.yaml: .Values.config with the keys the chart owns set from the values.
 {{- $_ := set $cluster "seeds" (list (printf "%s-gossip.%s.svc.%s:%d" (include "edgerelay.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.ports.gossip))) -}}
 {{- if .Values.drain.relayKeys -}}
 {{- $_ := set $cluster "drain" (dict "lb_delay" (printf "%ds" (int .Values.drain.lbDelay)) "period" (printf "%ds" (int .Values.drain.period))) -}}
+{{- end -}}
+{{- if .Values.tls.secretName -}}
+{{- $_ := set $cfg "tls" (dict "cert_file" "/etc/edgerelay-tls/tls.crt" "key_file" "/etc/edgerelay-tls/tls.key") -}}
 {{- end -}}
 {{- $_ := set $cfg "cluster" $cluster -}}
 {{- $_ := set $ws "max_connections" (int .Values.capacity.connections) -}}
