@@ -73,8 +73,10 @@ func (c *Config) Enabled() bool { return c.Bind != "" }
 // memberlist's 512 bytes.
 const MaxPublicURLBytes = 256
 
-// Validate reports every invalid field, each error naming it under prefix
-// ("cluster.bind: ..."). Name may be empty here (the embedder fills it).
+// Validate reports every invalid field. Each error reads
+// "<prefix>.<key>: <message>" ("cluster.bind: ..."), key a YAML path under
+// prefix, so that the relay can name the line or variable that set it.
+// Name may be empty here (the embedder fills it).
 func (c Config) Validate(prefix string) error {
 	var errs []error
 	bad := func(field, format string, args ...any) {

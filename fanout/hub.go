@@ -446,6 +446,41 @@ func (h *Hub) Channels(prefix string, limit int) []ChannelInfo {
 	return out
 }
 
+// Busiest returns the n channels with the most subscribers among those
+// holding a cached publication (names from the feed, not from clients),
+// most subscribed first, ties by name. It walks every channel: O(channels
+// × n).
+func (h *Hub) Busiest(n int) []ChannelInfo {
+	if n <= 0 {
+		return nil
+	}
+	top := make([]ChannelInfo, 0, n+1)
+	less := func(a, b ChannelInfo) bool {
+		return a.Subscribers > b.Subscribers || a.Subscribers == b.Subscribers && a.Name < b.Name
+	}
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for name, ch := range s.m {
+			ch.mu.Lock()
+			c := ChannelInfo{Name: name, Last: ch.last, Subscribers: len(ch.subs)}
+			ch.mu.Unlock()
+			if c.Last == nil || c.Subscribers == 0 || len(top) == n && !less(c, top[n-1]) {
+				continue
+			}
+			j := sort.Search(len(top), func(j int) bool { return less(c, top[j]) })
+			top = append(top, ChannelInfo{})
+			copy(top[j+1:], top[j:])
+			top[j] = c
+			if len(top) > n {
+				top = top[:n]
+			}
+		}
+		s.mu.RUnlock()
+	}
+	return top
+}
+
 // Stats returns the Hub's current counters.
 func (h *Hub) Stats() Stats {
 	return Stats{

@@ -532,3 +532,46 @@ func TestHistoryOff(t *testing.T) {
 		t.Fatalf("history without HistorySize: %+v", st)
 	}
 }
+
+// TestBusiestAndSubscribers: Busiest ranks cached channels by subscribers
+// (ties by name) and leaves out channels no feed wrote to; Subscribers
+// walks one channel's set.
+func TestBusiestAndSubscribers(t *testing.T) {
+	h := newTestHub(nil)
+	subs := map[string]int{"odds:a": 3, "odds:b": 5, "odds:c": 3, "odds:d": 1, "odds:e": 0}
+	for ch, n := range subs {
+		h.Publish(pub(ch, 1, `{}`))
+		for range n {
+			h.Subscribe(ch, &recorder{}, nil)
+		}
+	}
+	for range 9 { // many subscribers, never published: a client's name
+		h.Subscribe("odds:made-up", &recorder{}, nil)
+	}
+	names := func(cs []ChannelInfo) (out []string) {
+		for _, c := range cs {
+			out = append(out, fmt.Sprintf("%s=%d", c.Name, c.Subscribers))
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		n    int
+		want string
+	}{
+		{0, "[]"},
+		{1, "[odds:b=5]"},
+		{3, "[odds:b=5 odds:a=3 odds:c=3]"},
+		{10, "[odds:b=5 odds:a=3 odds:c=3 odds:d=1]"},
+	} {
+		if got := fmt.Sprint(names(h.Busiest(tt.n))); got != tt.want {
+			t.Errorf("Busiest(%d) = %s, want %s", tt.n, got, tt.want)
+		}
+	}
+	seen := 0
+	if n := h.Subscribers("odds:b", func(Subscriber) { seen++ }); n != 5 || seen != 5 {
+		t.Errorf("Subscribers(odds:b) = %d, walked %d; want 5", n, seen)
+	}
+	if n := h.Subscribers("odds:none", func(Subscriber) { seen++ }); n != 0 {
+		t.Errorf("Subscribers of an unknown channel = %d", n)
+	}
+}

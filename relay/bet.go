@@ -4,8 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgerelay/edgerelay/relay/auth"
 	"github.com/edgerelay/edgerelay/relay/bets"
@@ -94,7 +98,7 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 		reject("connection_in_flight", bets.ErrTooManyBets)
 		return
 	}
-	b := &bets.Bet{Request: req, User: c.user, ReceivedAt: time.Now(), Latest: s.hub.Last(req.Channel)}
+	b := &bets.Bet{Request: req, User: c.user, ReceivedAt: time.Now(), ConnectedAt: time.Unix(0, c.born), Latest: s.hub.Last(req.Channel)}
 	if i := c.findSub(req.Channel); i >= 0 {
 		b.Seen = c.subs[i].Sent()
 	}
@@ -109,10 +113,15 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 	})
 }
 
-// betHooks feeds the desk's events to the metrics.
-type betHooks struct{ m *metrics }
+// betHooks feeds the desk's events to the metrics and the log.
+type betHooks struct {
+	m   *metrics
+	log *slog.Logger
+	// lastReaderLog rate-limits reader errors to one line per 10s.
+	lastReaderLog atomic.Int64
+}
 
-func (h betHooks) OnBet(reason string, ack time.Duration) {
+func (h *betHooks) OnBet(reason string, ack time.Duration) {
 	if reason == "" {
 		h.m.bets.WithLabelValues("accepted").Inc()
 		h.m.betAck.Observe(ack.Seconds())
@@ -121,7 +130,34 @@ func (h betHooks) OnBet(reason string, ack time.Duration) {
 	h.m.bets.WithLabelValues(reason).Inc()
 }
 
-func (h betHooks) OnInFlight(d int) { h.m.betsInFlight.Add(float64(d)) }
+func (h *betHooks) OnInFlight(d int) { h.m.betsInFlight.Add(float64(d)) }
+
+func (h *betHooks) OnReaderError(err error) {
+	now := time.Now().UnixNano()
+	if last := h.lastReaderLog.Load(); now-last > int64(10*time.Second) && h.lastReaderLog.CompareAndSwap(last, now) {
+		h.log.Warn("bets dedup reader: reading the bets topic back failed; retrying (retries across nodes may produce twice meanwhile)", "err", err)
+	}
+}
+
+// registerDeskMetrics registers the gauges and counters read from the desk.
+func registerDeskMetrics(reg *prometheus.Registry, desk *bets.Desk) {
+	f := func(name, help string, v func(bets.DedupStats) int64) prometheus.Collector {
+		opts := prometheus.Opts{Namespace: "edgerelay", Name: name, Help: help}
+		get := func() float64 { return float64(v(desk.DedupStats())) }
+		if strings.HasSuffix(name, "_total") {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts(opts), get)
+		}
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts(opts), get)
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "edgerelay", Name: "bets_remembered",
+			Help: "Bet answers kept for retries (bounded by bets.dedup_max_entries)."}, func() float64 { return float64(desk.Remembered()) }),
+		f("bets_dedup_records_total", "Records of the bets topic read back by the dedup reader.", func(s bets.DedupStats) int64 { return s.Read }),
+		f("bets_dedup_lag_records", "Records of the bets topic the dedup reader is behind the high watermarks, over all partitions.", func(s bets.DedupStats) int64 { return s.Lag }),
+		f("bets_dedup_waits_total", "Bets that waited for the dedup reader to catch up (the first new bet of a connection) and it did.", func(s bets.DedupStats) int64 { return s.CaughtUp }),
+		f("bets_dedup_wait_timeouts_total", "Bets that waited for the dedup reader past bets.dedup_sync_timeout and were produced anyway.", func(s bets.DedupStats) int64 { return s.TimedOut }),
+	)
+}
 
 // newVerifier builds the token verifier from the auth section.
 func newVerifier(a AuthConfig) (*auth.Verifier, error) {

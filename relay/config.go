@@ -1,19 +1,13 @@
 package relay
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"reflect"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/edgerelay/edgerelay/cluster"
 	"github.com/edgerelay/edgerelay/fanout"
@@ -50,6 +44,10 @@ type Config struct {
 	Overload  OverloadConfig     `yaml:"overload"`
 	Cluster   cluster.Config     `yaml:"cluster"`
 	TLS       TLSConfig          `yaml:"tls"`
+
+	// origin is where LoadConfig and SetFlag found each value, and what
+	// they could not read (configload.go); nil for a Config built in code.
+	origin *configOrigin
 }
 
 // HTTPConfig bounds the plain-HTTP side of the listener (/metrics,
@@ -141,6 +139,11 @@ type PresenceConfig struct {
 	// Cache: an answer is reused for this long for the same channel and
 	// kind, and concurrent asks share one query.
 	Cache time.Duration `yaml:"cache"`
+	// Busiest is how many channels edgerelay_channel_subscribers_busiest
+	// shows: those with the most subscribers cluster-wide (0: off).
+	Busiest int `yaml:"busiest"`
+	// BusiestInterval is how often that gauge is recomputed.
+	BusiestInterval time.Duration `yaml:"busiest_interval"`
 }
 
 // NamespaceConfig is one namespace's read rule and presence.
@@ -227,7 +230,7 @@ func DefaultConfig() Config {
 			MaxChannels:    hub.MaxChannels,
 			MaxCachedBytes: ByteSize(hub.MaxCachedBytes),
 			IdleTTL:        24 * time.Hour,
-			Presence:       PresenceConfig{MaxClients: 100, Timeout: 500 * time.Millisecond, Cache: time.Second},
+			Presence:       PresenceConfig{MaxClients: 100, Timeout: 500 * time.Millisecond, Cache: time.Second, Busiest: 10, BusiestInterval: 10 * time.Second},
 		},
 		HTTP: HTTPConfig{
 			ReadHeaderTimeout: 10 * time.Second,
@@ -271,9 +274,10 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every invalid field, each error naming the field by its
-// YAML path.
-func (c *Config) Validate() error {
+// validateValues reports every invalid value, each error reading
+// "<yaml path>: <message>" (Validate looks the path up to name the line or
+// variable that set it).
+func (c *Config) validateValues() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
@@ -311,6 +315,12 @@ func (c *Config) Validate() error {
 	}
 	if p := ch.Presence; p.Timeout < 10*time.Millisecond || p.Timeout > 10*time.Second {
 		bad("channels.presence.timeout", "must be between 10ms and 10s")
+	}
+	if p := ch.Presence; p.Busiest < 0 || p.Busiest > 100 {
+		bad("channels.presence.busiest", "%d is outside 0..100", p.Busiest)
+	}
+	if p := ch.Presence; p.Busiest > 0 && p.BusiestInterval < time.Second {
+		bad("channels.presence.busiest_interval", "must be at least 1s")
 	}
 	if p := ch.Presence; p.Cache < 0 {
 		bad("channels.presence.cache", "must not be negative (0: no cache)")
@@ -433,45 +443,6 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// LoadConfig starts from DefaultConfig, reads the YAML file at path (if path
-// is not empty; unknown keys are errors), then applies environment
-// variables named EDGERELAY_<YAML_PATH> (for example
-// EDGERELAY_KAFKA_BROKERS=a:9092,b:9092 or EDGERELAY_WEBSOCKET_PING_INTERVAL=15s).
-// It does not validate: callers apply flags first, then call Validate.
-// EDGERELAY_ variables that name no setting are returned, for a warning
-// (Kubernetes injects EDGERELAY_PORT and the like for a Service named
-// edgerelay).
-func LoadConfig(path string, environ []string) (Config, []string, error) {
-	cfg := DefaultConfig()
-	if path != "" {
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			return cfg, nil, fmt.Errorf("config: %w", err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, nil, fmt.Errorf("config %s: %w", path, err)
-		}
-	}
-	env := map[string]string{}
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "EDGERELAY_") {
-			env[k] = v
-		}
-	}
-	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "EDGERELAY", "", env); err != nil {
-		return cfg, nil, err
-	}
-	unknown := make([]string, 0, len(env))
-	for k := range env {
-		unknown = append(unknown, k)
-	}
-	sort.Strings(unknown)
-	cfg.Node = DefaultNode(cfg.Node)
-	return cfg, unknown, nil
-}
-
 // DefaultNode returns node, or the host name when node is "" (node: "" in
 // the file, EDGERELAY_NODE=""): the node name in logs, connect replies,
 // bet records and the cluster is never empty.
@@ -483,88 +454,6 @@ func DefaultNode(node string) string {
 		return host
 	}
 	return "edgerelay"
-}
-
-var durationType = reflect.TypeOf(time.Duration(0))
-
-// applyEnv sets the fields of v (a struct) from env, consuming the keys it
-// uses. yamlPath is the dotted path used in error messages.
-func applyEnv(v reflect.Value, prefix, yamlPath string, env map[string]string) error {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if tag == "" || tag == "-" {
-			continue
-		}
-		name := prefix + "_" + strings.ToUpper(tag)
-		path := strings.TrimPrefix(yamlPath+"."+tag, ".")
-		fv := v.Field(i)
-		if fv.Kind() == reflect.Struct {
-			if err := applyEnv(fv, name, path, env); err != nil {
-				return err
-			}
-			continue
-		}
-		s, ok := env[name]
-		if !ok {
-			continue
-		}
-		delete(env, name)
-		if err := setFromString(fv, s); err != nil {
-			return fmt.Errorf("config: %s (%s): %w", name, path, err)
-		}
-	}
-	return nil
-}
-
-func setFromString(fv reflect.Value, s string) error {
-	if fv.Type() == durationType {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return err
-		}
-		fv.SetInt(int64(d))
-		return nil
-	}
-	if fv.Type() == reflect.TypeOf(ByteSize(0)) {
-		b, err := ParseByteSize(s)
-		if err != nil {
-			return err
-		}
-		fv.SetInt(int64(b))
-		return nil
-	}
-	switch fv.Kind() {
-	case reflect.String:
-		fv.SetString(s)
-	case reflect.Bool:
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return err
-		}
-		fv.SetBool(b)
-	case reflect.Int, reflect.Int32, reflect.Int64:
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return err
-		}
-		fv.SetInt(n)
-	case reflect.Slice:
-		if fv.Type().Elem().Kind() != reflect.String {
-			return fmt.Errorf("cannot be set from the environment; use the config file")
-		}
-		var parts []string
-		for _, p := range strings.Split(s, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				parts = append(parts, p)
-			}
-		}
-		fv.Set(reflect.ValueOf(parts))
-	default:
-		return fmt.Errorf("cannot be set from the environment")
-	}
-	return nil
 }
 
 // ByteSize is a size in bytes that reads "65536", "64KiB", "1MiB".

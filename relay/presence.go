@@ -1,11 +1,14 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,9 +43,18 @@ import (
 // presenceQuery is what a node asks the others; presenceAnswer is what
 // each node (and the sum) says. JSON, over the cluster's query messages.
 type presenceQuery struct {
-	Channel string `json:"ch"`
+	Channel string `json:"ch,omitempty"`
 	List    bool   `json:"l,omitempty"`
 	Max     int    `json:"m,omitempty"` // the list's bound: past it only counts
+	// Top asks instead for the node's Top most subscribed channels
+	// (the busiest-channels gauge).
+	Top int `json:"top,omitempty"`
+}
+
+// channelCount is one channel of a node's busiest.
+type channelCount struct {
+	Name string `json:"n"`
+	Subs int    `json:"s"`
 }
 
 type presenceAnswer struct {
@@ -75,6 +87,8 @@ type presence struct {
 	s       *Server
 	queries *prometheus.CounterVec   // by kind and result
 	latency *prometheus.HistogramVec // cluster queries, by kind
+	// busiestGauge: edgerelay_channel_subscribers_busiest (nil: off)
+	busiestGauge *prometheus.GaugeVec
 
 	mu      sync.Mutex
 	entries map[presenceKey]*presenceEntry
@@ -93,6 +107,11 @@ func (s *Server) newPresence() *presence {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}, []string{"kind"}),
 	}
 	s.metrics.reg.MustRegister(p.queries, p.latency)
+	if s.cfg.Channels.Presence.Busiest > 0 {
+		p.busiestGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "edgerelay", Name: "channel_subscribers_busiest",
+			Help: "Subscribers of the channels.presence.busiest channels with the most, summed over every node of the cluster (every node reports the same figures: use max by (channel))."}, []string{"channel"})
+		s.metrics.reg.MustRegister(p.busiestGauge)
+	}
 	s.cluster.SetQueryHandler(p.answerQuery)
 	return p
 }
@@ -136,7 +155,14 @@ func (p *presence) local(channel string, list bool, max int) presenceAnswer {
 // answerQuery is the cluster.QueryFunc: another member asks.
 func (p *presence) answerQuery(req []byte) []byte {
 	var q presenceQuery
-	if json.Unmarshal(req, &q) != nil || fanout.ValidateName(q.Channel, p.s.cfg.Channels.MaxNameLength) != nil {
+	if json.Unmarshal(req, &q) != nil {
+		return nil
+	}
+	if q.Top > 0 {
+		b, _ := json.Marshal(p.localBusiest(min(q.Top, 3*maxBusiest)))
+		return b
+	}
+	if fanout.ValidateName(q.Channel, p.s.cfg.Channels.MaxNameLength) != nil {
 		return nil
 	}
 	b, _ := json.Marshal(p.local(q.Channel, q.List, min(q.Max, p.s.cfg.Channels.Presence.MaxClients)))
@@ -252,6 +278,73 @@ func (p *presence) sweepLocked(now time.Time) {
 	for k, e := range p.entries {
 		if e.done && now.After(e.expires) {
 			delete(p.entries, k)
+		}
+	}
+}
+
+// maxBusiest bounds channels.presence.busiest.
+const maxBusiest = 100
+
+func (p *presence) localBusiest(n int) []channelCount {
+	var out []channelCount
+	for _, c := range p.s.hub.Busiest(n) {
+		out = append(out, channelCount{c.Name, c.Subscribers})
+	}
+	return out
+}
+
+// busiest keeps edgerelay_channel_subscribers_busiest{channel}: the
+// channels.presence.busiest channels with the most subscribers summed
+// over the cluster. Each node reports its own 3N busiest and the sums
+// are ranked, so a channel that is in no node's 3N but in the cluster's N
+// is missed: exact for the hot channels it is meant for. Runs until ctx
+// is done.
+func (p *presence) busiest(ctx context.Context) {
+	cfg := p.s.cfg.Channels.Presence
+	n, gauge := cfg.Busiest, p.busiestGauge
+	if n == 0 {
+		return
+	}
+	shown := map[string]bool{}
+	t := time.NewTicker(cfg.BusiestInterval)
+	defer t.Stop()
+	for {
+		sums := map[string]int{}
+		for _, c := range p.localBusiest(3 * n) {
+			sums[c.Name] += c.Subs
+		}
+		req, _ := json.Marshal(presenceQuery{Top: 3 * n})
+		qctx, cancel := context.WithTimeout(ctx, p.s.cfg.Channels.Presence.Timeout)
+		answers, _, _ := p.s.cluster.Query(qctx, req)
+		cancel()
+		for _, b := range answers {
+			var cs []channelCount
+			json.Unmarshal(b, &cs)
+			for _, c := range cs {
+				if fanout.ValidateName(c.Name, p.s.cfg.Channels.MaxNameLength) == nil {
+					sums[c.Name] += c.Subs
+				}
+			}
+		}
+		top := slices.SortedFunc(maps.Keys(sums), func(a, b string) int {
+			return cmp.Or(cmp.Compare(sums[b], sums[a]), strings.Compare(a, b))
+		})
+		top = top[:min(n, len(top))]
+		now := map[string]bool{}
+		for _, ch := range top {
+			gauge.WithLabelValues(ch).Set(float64(sums[ch]))
+			now[ch] = true
+		}
+		for ch := range shown {
+			if !now[ch] {
+				gauge.DeleteLabelValues(ch)
+			}
+		}
+		shown = now
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

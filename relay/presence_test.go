@@ -24,8 +24,18 @@ func TestClusterPresence(t *testing.T) {
 	base.Channels.Namespaces = []relay.NamespaceConfig{{Name: "odds", Read: "anyone", Presence: true}}
 	base.Channels.Presence.Cache = 100 * time.Millisecond
 	base.Channels.Presence.MaxClients = 3
+	base.Channels.Presence.Busiest, base.Channels.Presence.BusiestInterval = 2, time.Second
 	relays := startRelays(t, 3, base, nil)
 	const ch = "odds:football:epl:presence-1:1x2"
+	// The busiest-channels gauge ranks channels with a value from Kafka.
+	prod := newProducer(t, kafka.ListenAddrs())
+	const quiet = "odds:football:epl:presence-2:1x2"
+	for _, c := range []string{ch, quiet} {
+		off := produce(t, prod, "odds", c, `{"v":1}`)
+		for _, r := range relays {
+			r.waitCached(t, c, off)
+		}
+	}
 
 	// who: client id → user, of every subscriber, across the nodes.
 	who := map[string]string{}
@@ -89,6 +99,22 @@ func TestClusterPresence(t *testing.T) {
 	sort.Strings(want)
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("presence %v\nwant %v", got, want)
+	}
+
+	// Every node's gauge shows the cluster-wide figures, busiest first.
+	relays[1].dial(t) // a connection without subscriptions counts nowhere
+	quietSub := relays[2].dial(t)
+	quietSub.connect()
+	quietSub.send(`{"id":2,"subscribe":{"channel":"` + quiet + `"}}`)
+	quietSub.mustNext()
+	for _, r := range relays {
+		checkFor(t, 15*time.Second, func() error {
+			_, body := r.get(t, "/metrics")
+			if a, b := metric(body, `edgerelay_channel_subscribers_busiest{channel="`+ch+`"}`), metric(body, `edgerelay_channel_subscribers_busiest{channel="`+quiet+`"}`); a != 3 || b != 1 {
+				return fmt.Errorf("busiest: %s", grep(body, "edgerelay_channel_subscribers_busiest"))
+			}
+			return nil
+		})
 	}
 
 	// The npm SDK, both builds, asks the same of the third node.

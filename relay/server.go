@@ -139,12 +139,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Bets.Enabled {
-		if s.desk, err = bets.NewDesk(cfg.Bets, kopts, cfg.Node, betHooks{s.metrics}); err != nil {
+		if s.desk, err = bets.NewDesk(cfg.Bets, kopts, cfg.Node, &betHooks{m: s.metrics, log: log.With("component", "bets")}); err != nil {
 			return nil, err
 		}
-		desk := s.desk
-		s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "edgerelay", Name: "bets_remembered",
-			Help: "Bet answers kept for retries (bounded by bets.dedup_max_entries)."}, func() float64 { return float64(desk.Remembered()) }))
+		registerDeskMetrics(s.metrics.reg, s.desk)
 	}
 	s.routes()
 	return s, nil
@@ -180,6 +178,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() { s.ingest.Run(bg) })
 	wg.Go(func() { s.hub.Run(bg) })
 	wg.Go(func() { s.heartbeat(bg) })
+	wg.Go(func() { s.presence.busiest(bg) })
+	if s.desk != nil {
+		wg.Go(func() { s.desk.Run(bg) }) // the dedup reader
+	}
 
 	hl := newHTTPListener(ln.Addr())
 	acc := &acceptor{srv: s, ln: ln, http: hl}

@@ -35,6 +35,9 @@ import (
 // tlsFilesPerConn: a TLS WebSocket holds its TCP socket and the pair.
 const tlsFilesPerConn = 3
 
+// bridgeBuffer is the send buffer of the engine's end of a TLS bridge.
+const bridgeBuffer = 32 << 10
+
 // TLSConfig turns TLS on for the listener when both files are set.
 type TLSConfig struct {
 	// CertFile is a PEM certificate chain, leaf first; KeyFile its PEM
@@ -174,10 +177,10 @@ func serverTLS(r *certReloader) *tls.Config {
 func (s *Server) bridgeTLS(tc *tls.Conn) (int, error) {
 	s.tlsBridged.Inc()
 	// The engine decides when a client is too slow (stall_timeout, then
-	// the close frame's write_timeout); the bridge's own deadline only
-	// ends a bridge the engine has already given up on.
+	// the close frame's write_timeout); the bridge's own deadline, twice
+	// that, only ends a bridge the engine has already given up on.
 	ws := s.cfg.WebSocket
-	fd, err := tlsBridge(tc, ws.StallTimeout+ws.WriteTimeout, s.tlsBridged.Dec)
+	fd, err := tlsBridge(tc, 2*(ws.StallTimeout+ws.WriteTimeout), s.tlsBridged.Dec)
 	if err != nil {
 		s.tlsBridged.Dec()
 	}
@@ -207,6 +210,11 @@ func tlsBridge(tc *tls.Conn, writeTimeout time.Duration, closed func()) (int, er
 		pc.Close()
 		return -1, err
 	}
+	// A small pair buffer: once the client stops reading and the bridge
+	// blocks on it, the engine sees a full socket within a frame or two,
+	// so its stall clock starts then (not after the pair's default
+	// couple of hundred KiB) and it, not the bridge, judges the client.
+	unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, bridgeBuffer)
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {

@@ -3,10 +3,12 @@ package bets
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,7 +25,7 @@ import (
 )
 
 // Config configures bet taking. The zero value of a field means its
-// default, except Enabled.
+// default, except Enabled and DedupAcrossNodes.
 type Config struct {
 	Enabled bool   `yaml:"enabled"`
 	Topic   string `yaml:"topic"` // default "bets"
@@ -53,6 +55,14 @@ type Config struct {
 	// 1,000,000, about 250 MB). Past it the oldest answers are forgotten
 	// before their window ends.
 	DedupMaxEntries int `yaml:"dedup_max_entries"`
+	// DedupAcrossNodes: read the topic's idempotency headers back, so a
+	// retry on any node gets the original answer (default true; the
+	// relay's Kafka user then needs read access to Topic).
+	DedupAcrossNodes bool `yaml:"dedup_across_nodes"`
+	// DedupSyncTimeout bounds how long the first new bet of a connection
+	// waits for the reader to have read every record acknowledged before
+	// the connection opened (default 1s); past it the bet is produced.
+	DedupSyncTimeout time.Duration `yaml:"dedup_sync_timeout"`
 	// SuspendedField and SuspendedValues: a bet is refused when the
 	// market's cached publication has this top-level field with one of
 	// these string values (defaults "status" and suspended, closed).
@@ -91,13 +101,17 @@ func DefaultConfig() Config {
 		BurstPerUser:             20,
 		DedupWindow:              10 * time.Minute,
 		DedupMaxEntries:          1_000_000,
+		DedupAcrossNodes:         true,
+		DedupSyncTimeout:         time.Second,
 		SuspendedField:           "status",
 		SuspendedValues:          []string{"suspended", "closed"},
 		MarketPrefixes:           []string{"odds:"},
 	}
 }
 
-// Validate reports invalid fields, named under prefix.
+// Validate reports invalid fields, named under prefix. Each error reads
+// "<prefix>.<key>: <message>", key a YAML path under prefix, so that the
+// relay can name the line or variable that set it.
 func (c *Config) Validate(prefix string) error {
 	var errs []error
 	bad := func(field, msg string) { errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, field, msg)) }
@@ -123,7 +137,7 @@ func (c *Config) Validate(prefix string) error {
 		bad("max_in_flight", "must be at least max_in_flight_per_connection")
 	}
 	if c.RatePerUser <= 0 || c.BurstPerUser < 1 {
-		bad("rate_per_user", "rate_per_user must be positive and burst_per_user at least 1")
+		bad("rate_per_user", "must be positive, with burst_per_user at least 1")
 	}
 	if len(c.MarketPrefixes) == 0 || slices.Contains(c.MarketPrefixes, "") {
 		bad("market_prefixes", "at least one, none empty")
@@ -133,6 +147,9 @@ func (c *Config) Validate(prefix string) error {
 	}
 	if c.DedupMaxEntries < c.MaxInFlight {
 		bad("dedup_max_entries", "must be at least max_in_flight")
+	}
+	if c.DedupAcrossNodes && (c.DedupSyncTimeout < 10*time.Millisecond || c.DedupSyncTimeout > c.Timeout) {
+		bad("dedup_sync_timeout", "must be within 10ms..bets.timeout")
 	}
 	return errors.Join(errs...)
 }
@@ -171,6 +188,9 @@ type Bet struct {
 	Request
 	User       string
 	ReceivedAt time.Time
+	// ConnectedAt is when the bet's connection was opened (zero: the bet
+	// does not wait for the dedup reader; see Config.DedupSyncTimeout).
+	ConnectedAt time.Time
 	// Seen is the latest publication of the market this connection was
 	// sent; Latest the market's cached one when the bet arrived. Either
 	// may be nil.
@@ -195,22 +215,27 @@ type Done func(Result, *protocol.Error)
 type Hooks interface {
 	OnBet(reason string, ackLatency time.Duration)
 	OnInFlight(delta int)
+	// OnReaderError reports a failure of the dedup reader (listing or
+	// fetching the topic), which it retries.
+	OnReaderError(err error)
 }
 
 // Desk is a node's bet producer.
 type Desk struct {
 	cfg    Config
 	node   string
+	kopts  []kgo.Opt
 	client *kgo.Client
 	hooks  Hooks
+	rd     *reader // nil without Config.DedupAcrossNodes
 
 	inflight atomic.Int64
-	seed     maphash.Seed
 
 	// susp memoizes the suspension rule per channel for its latest
 	// publication (*suspMemo), so a storm of bets parses it once.
 	susp sync.Map
 
+	// mu is never held while taking rd.mu, nor the other way round.
 	mu      sync.Mutex
 	entries map[string]*entry // user + "\x00" + bet id
 	// order holds entries oldest first (from head), for Sweep and the
@@ -230,6 +255,7 @@ type entry struct {
 	key     string
 	sum     uint64 // of the request, to tell a retry from a reused id
 	done    bool
+	remote  bool // learnt from the topic, not produced here
 	result  Result
 	expires time.Time
 	waiters []Done
@@ -249,8 +275,12 @@ func NewDesk(cfg Config, kopts []kgo.Opt, node string, hooks Hooks) (*Desk, erro
 	if err != nil {
 		return nil, fmt.Errorf("bets: %w", err)
 	}
-	return &Desk{cfg: cfg, node: node, client: cl, hooks: hooks, seed: maphash.MakeSeed(),
-		entries: map[string]*entry{}, limits: ratelimit.New(cfg.RatePerUser, cfg.BurstPerUser, maxRateUsers)}, nil
+	d := &Desk{cfg: cfg, node: node, kopts: kopts, client: cl, hooks: hooks,
+		entries: map[string]*entry{}, limits: ratelimit.New(cfg.RatePerUser, cfg.BurstPerUser, maxRateUsers)}
+	if cfg.DedupAcrossNodes {
+		d.rd = newReader()
+	}
+	return d, nil
 }
 
 // Close stops the producer, failing what it still holds.
@@ -259,23 +289,12 @@ func (d *Desk) Close() { d.client.Close() }
 // Place takes a bet; done gets the answer (see Done).
 func (d *Desk) Place(b *Bet, done Done) {
 	key := b.User + "\x00" + b.BetID
-	sum := maphash.Bytes(d.seed, b.Raw)
+	sum := sha256.Sum256(b.Raw)
 	now := b.ReceivedAt
 	d.mu.Lock()
-	if e := d.entries[key]; e != nil && now.Before(e.expires) {
-		switch {
-		case e.sum != sum:
-			d.mu.Unlock()
-			d.reject(done, "id_reused", ErrIDReused)
-		case e.done:
-			r := e.result
-			d.mu.Unlock()
-			d.hooks.OnBet("duplicate", 0)
-			done(r, nil)
-		default:
-			e.waiters = append(e.waiters, done)
-			d.mu.Unlock()
-		}
+	if answer := d.knownLocked(key, sumOf(sum), now, done); answer != nil {
+		d.mu.Unlock()
+		answer()
 		return
 	}
 	if !d.limits.Allow(b.User, now) {
@@ -294,13 +313,48 @@ func (d *Desk) Place(b *Bet, done Done) {
 		return
 	}
 	d.hooks.OnInFlight(1)
-	e := &entry{key: key, sum: sum, expires: now.Add(d.cfg.DedupWindow), waiters: []Done{done}}
-	d.mu.Lock()
-	d.entries[key] = e
-	d.order = append(d.order, e)
-	if len(d.entries) > d.cfg.DedupMaxEntries {
-		d.trimLocked(func(*entry) bool { return len(d.entries) > d.cfg.DedupMaxEntries })
+	if d.rd != nil && d.rd.hold(held{b, key, sum, done}) {
+		return // syncLoop calls produce
 	}
+	d.produce(b, key, sum, done)
+}
+
+// knownLocked returns what to do, once d.mu is released, with a bet whose
+// (user, bet id) is remembered, or nil if it is not. d.mu must be held.
+func (d *Desk) knownLocked(key string, sum uint64, now time.Time, done Done) func() {
+	e := d.entries[key]
+	if e == nil || !now.Before(e.expires) {
+		return nil
+	}
+	switch {
+	case e.sum != sum:
+		return func() { d.reject(done, "id_reused", ErrIDReused) }
+	case e.done:
+		r, reason := e.result, "duplicate"
+		if e.remote {
+			reason = "duplicate_remote"
+		}
+		return func() { d.hooks.OnBet(reason, 0); done(r, nil) }
+	default:
+		e.waiters = append(e.waiters, done)
+		return func() {}
+	}
+}
+
+// produce writes an admitted bet (counted in inflight) unless the retry
+// memory has learnt of it meanwhile (from the reader, or a concurrent Place
+// of the same bet).
+func (d *Desk) produce(b *Bet, key string, sum [sha256.Size]byte, done Done) {
+	d.mu.Lock()
+	if answer := d.knownLocked(key, sumOf(sum), b.ReceivedAt, done); answer != nil {
+		d.mu.Unlock()
+		d.inflight.Add(-1)
+		d.hooks.OnInFlight(-1)
+		answer()
+		return
+	}
+	e := &entry{key: key, sum: sumOf(sum), expires: b.ReceivedAt.Add(d.cfg.DedupWindow), waiters: []Done{done}}
+	d.insertLocked(e)
 	d.mu.Unlock()
 
 	// The client hears within Timeout even if Kafka never answers; the
@@ -308,12 +362,31 @@ func (d *Desk) Place(b *Bet, done Done) {
 	// instead of producing a second record.
 	timer := time.AfterFunc(d.cfg.Timeout, func() { d.timeout(e) })
 	start := time.Now()
-	d.client.Produce(context.Background(), d.record(b), func(r *kgo.Record, err error) {
+	d.client.Produce(context.Background(), d.record(b, sum), func(r *kgo.Record, err error) {
 		timer.Stop()
 		d.inflight.Add(-1)
 		d.hooks.OnInFlight(-1)
 		d.finish(key, e, r, err, time.Since(start))
 	})
+}
+
+// insertLocked remembers e, forgetting the oldest answers past
+// DedupMaxEntries. d.mu must be held.
+func (d *Desk) insertLocked(e *entry) {
+	d.entries[e.key] = e
+	d.order = append(d.order, e)
+	if len(d.entries) > d.cfg.DedupMaxEntries {
+		d.trimLocked(func(*entry) bool { return len(d.entries) > d.cfg.DedupMaxEntries })
+	}
+}
+
+// sumOf is the part of a request's SHA-256 the retry memory keeps.
+func sumOf(sum [sha256.Size]byte) uint64 { return binary.BigEndian.Uint64(sum[:8]) }
+
+// resultOf is the answer a record gives, the same whether this node
+// produced it or read it back: Kafka keeps timestamps in milliseconds.
+func resultOf(r *kgo.Record, betID string) Result {
+	return Result{BetID: betID, Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, ReceivedAt: time.UnixMilli(r.Timestamp.UnixMilli()).UTC()}
 }
 
 func (d *Desk) reject(done Done, reason string, err *protocol.Error) {
@@ -340,7 +413,13 @@ func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.
 	d.mu.Lock()
 	waiters := e.waiters
 	e.waiters = nil
-	if err != nil {
+	switch {
+	case err != nil && e.done:
+		// The reader found the record (a delivery timeout after all):
+		// the answer stands.
+		d.mu.Unlock()
+		return
+	case err != nil:
 		if d.entries[key] == e {
 			delete(d.entries, key) // failed: a retry produces again
 		}
@@ -349,9 +428,10 @@ func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.
 			d.reject(w, "kafka_error", ErrUnavailable.WithMessage(err.Error()))
 		}
 		return
+	case !e.done: // else the reader answered from the record already
+		e.done = true
+		e.result = resultOf(r, string(r.Headers[0].Value))
 	}
-	e.done = true
-	e.result = Result{BetID: string(r.Headers[0].Value), Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, ReceivedAt: r.Timestamp}
 	res := e.result
 	d.mu.Unlock()
 	d.hooks.OnBet("", took)
@@ -411,17 +491,21 @@ func (d *Desk) Sweep(now time.Time) {
 	d.limits.Sweep(now)
 }
 
-// trimLocked forgets entries oldest first while more(oldest) holds. It
-// stops at an entry still waiting for Kafka: those are bounded by
-// MaxInFlight and must stay to answer retries.
+// trimLocked forgets entries oldest first while more(oldest) holds. An
+// entry still waiting for Kafka is kept (those are bounded by MaxInFlight
+// and must stay to answer retries): it moves behind the others.
 func (d *Desk) trimLocked(more func(*entry) bool) {
-	for d.head < len(d.order) {
+	for n := len(d.order) - d.head; n > 0 && d.head < len(d.order); n-- {
 		e := d.order[d.head]
 		if d.entries[e.key] == e {
-			if !e.done || !more(e) {
+			if !more(e) {
 				break
 			}
-			delete(d.entries, e.key)
+			if e.done {
+				delete(d.entries, e.key)
+			} else {
+				d.order = append(d.order, e)
+			}
 		}
 		d.order[d.head] = nil
 		d.head++
@@ -441,7 +525,7 @@ func (d *Desk) Remembered() int {
 }
 
 // record is the Kafka record of a bet; docs/bets.md documents it.
-func (d *Desk) record(b *Bet) *kgo.Record {
+func (d *Desk) record(b *Bet, sum [sha256.Size]byte) *kgo.Record {
 	value := struct {
 		BetID      string          `json:"bet_id"`
 		User       string          `json:"user"`
@@ -467,6 +551,7 @@ func (d *Desk) record(b *Bet) *kgo.Record {
 			{Key: "node", Value: []byte(d.node)},
 			{Key: "received-at", Value: []byte(recv)},
 			{Key: "idempotency-key", Value: []byte(b.User + "/" + b.BetID)},
+			{Key: "bet-sha256", Value: hex.AppendEncode(nil, sum[:])}, // the reader tells a retry from a reused id by it
 			{Key: "odds-seen", Value: positionHeader(b.Seen)},
 			{Key: "odds-latest", Value: positionHeader(b.Latest)},
 			{Key: "content-type", Value: []byte("application/json")},

@@ -16,18 +16,31 @@ type nopHooks struct{}
 
 func (nopHooks) OnBet(string, time.Duration) {}
 func (nopHooks) OnInFlight(int)              {}
+func (nopHooks) OnReaderError(error)         {}
 
 func newTestDesk(t *testing.T, cfg Config) *Desk {
 	t.Helper()
-	kafka, err := kfake.NewCluster(kfake.SeedTopics(1, "bets"))
+	return newDeskOn(t, cfg, newTestKafka(t, 1).ListenAddrs(), "n1")
+}
+
+// newTestKafka is a kfake broker with a bets topic of that many partitions.
+func newTestKafka(t testing.TB, partitions int) *kfake.Cluster {
+	t.Helper()
+	kafka, err := kfake.NewCluster(kfake.SeedTopics(int32(partitions), "bets"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(kafka.Close)
+	return kafka
+}
+
+// newDeskOn is a Desk of node on brokers, not running its reader.
+func newDeskOn(t testing.TB, cfg Config, brokers []string, node string) *Desk {
+	t.Helper()
 	if err := cfg.Validate("bets"); err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDesk(cfg, []kgo.Opt{kgo.SeedBrokers(kafka.ListenAddrs()...)}, "n1", nopHooks{})
+	d, err := NewDesk(cfg, []kgo.Opt{kgo.SeedBrokers(brokers...)}, node, nopHooks{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,25 +48,37 @@ func newTestDesk(t *testing.T, cfg Config) *Desk {
 	return d
 }
 
-// place places a bet and waits for its answer.
-func place(t *testing.T, d *Desk, id string, latest *fanout.Publication, at time.Time) (Result, *protocol.Error) {
+// testBet is a bet of user "u" on odds:m, received at.
+func testBet(t testing.TB, id string, latest *fanout.Publication, at time.Time) *Bet {
 	t.Helper()
 	raw := fmt.Appendf(nil, `{"bet_id":%q,"channel":"odds:m","selection":"home","odds":2,"stake":1}`, id)
 	req, err := Parse(raw, 4096, 255)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &Bet{Request: req, User: "u", ReceivedAt: at, Latest: latest}
+}
+
+// place places a bet and waits for its answer.
+func place(t *testing.T, d *Desk, id string, latest *fanout.Publication, at time.Time) (Result, *protocol.Error) {
+	t.Helper()
+	return placeBet(t, d, testBet(t, id, latest, at))
+}
+
+// placeBet places b and waits for its answer.
+func placeBet(t testing.TB, d *Desk, b *Bet) (Result, *protocol.Error) {
+	t.Helper()
 	type answer struct {
 		r Result
 		e *protocol.Error
 	}
 	ch := make(chan answer, 1)
-	d.Place(&Bet{Request: req, User: "u", ReceivedAt: at, Latest: latest}, func(r Result, e *protocol.Error) { ch <- answer{r, e} })
+	d.Place(b, func(r Result, e *protocol.Error) { ch <- answer{r, e} })
 	select {
 	case a := <-ch:
 		return a.r, a.e
 	case <-time.After(10 * time.Second):
-		t.Fatalf("bet %s: no answer", id)
+		t.Fatalf("bet %s: no answer", b.BetID)
 		return Result{}, nil
 	}
 }

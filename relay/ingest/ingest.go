@@ -136,7 +136,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate checks c; errors name the field under prefix.
+// Validate checks c. Each error reads "<prefix>.<key>: <message>", key a
+// YAML path under prefix (topics[1].name), so that the relay can name the
+// line or variable that set it.
 func (c Config) Validate(prefix string) error {
 	var errs []error
 	if len(c.Topics) == 0 {

@@ -56,7 +56,9 @@ func DefaultConfig() Config {
 	return Config{Brokers: []string{"127.0.0.1:9092"}, ClientID: "edgerelay", DialTimeout: 5 * time.Second}
 }
 
-// Validate checks c; errors name the field under prefix (e.g. "kafka").
+// Validate checks c. Each error reads "<prefix>.<key>: <message>" (prefix
+// e.g. "kafka"), key a YAML path under prefix, so that the relay can name
+// the line or variable that set it.
 func (c Config) Validate(prefix string) error {
 	var errs []error
 	if len(c.Brokers) == 0 {

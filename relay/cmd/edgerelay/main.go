@@ -1,6 +1,7 @@
 // Command edgerelay runs the edge relay.
 //
 //	edgerelay serve --config relay.yaml   production: connect to your Kafka
+//	edgerelay config check --config f    every problem of serve's configuration
 //	edgerelay dev                         embedded Kafka, odds simulator, demo board
 //	edgerelay simulate --brokers k:9092   the dev odds simulator, against your Kafka
 //	edgerelay version                     (or --version) the stamped version and commit
@@ -41,6 +42,8 @@ const usage = `usage: edgerelay <command> [flags]
 
 commands:
   serve    run the relay against your Kafka (--config relay.yaml)
+  config   "config check": read the configuration as serve would (same
+           flags) and list every problem; exit 2 if there is one
   dev      run with an embedded Kafka, an odds simulator and a demo board
   simulate run dev mode's odds and scores simulator against your Kafka (--brokers)
   health   GET a relay's /healthz (or --url); exit 0 on 200 (a container
@@ -61,6 +64,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(ctx, os.Args[2:])
+	case "config":
+		err = configCheck(os.Args[2:])
 	case "dev":
 		err = runDev(ctx, os.Args[2:])
 	case "simulate":
@@ -101,16 +106,14 @@ func (c *common) register(fs *flag.FlagSet, defaultListen string) {
 func (c *common) load() (relay.Config, *slog.Logger, error) {
 	cfg, unknown, err := relay.LoadConfig(c.config, os.Environ())
 	if err != nil {
-		return cfg, nil, fmt.Errorf("%w: %v", errConfig, err)
+		return cfg, nil, fmt.Errorf("%w:\n%v", errConfig, err)
 	}
-	if c.listen != "" {
-		cfg.Listen = c.listen
-	}
-	if c.brokers != "" {
-		cfg.Kafka.Brokers = strings.Split(c.brokers, ",")
-	}
-	if c.logLevel != "" {
-		cfg.LogLevel = c.logLevel
+	for _, f := range []struct{ flag, path, value string }{
+		{"--listen", "listen", c.listen}, {"--brokers", "kafka.brokers", c.brokers}, {"--log-level", "log_level", c.logLevel},
+	} {
+		if f.value != "" {
+			cfg.SetFlag(f.flag, f.path, f.value)
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, fmt.Errorf("%w:\n%v", errConfig, err)
@@ -128,13 +131,18 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-func serve(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+// serveFlags parses the flags of serve (and config check) into c.
+func serveFlags(name string, args []string) *common {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
 	var c common
 	c.register(fs, "")
 	fs.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka seed brokers (overrides kafka.brokers)")
 	fs.Parse(args)
-	cfg, log, err := c.load()
+	return &c
+}
+
+func serve(ctx context.Context, args []string) error {
+	cfg, log, err := serveFlags("serve", args).load()
 	if err != nil {
 		return err
 	}
@@ -147,6 +155,19 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	return srv.Serve(ctx, ln)
+}
+
+// configCheck is "edgerelay config check": load and validate as serve
+// would, without serving.
+func configCheck(args []string) error {
+	if len(args) == 0 || args[0] != "check" {
+		return fmt.Errorf("usage: edgerelay config check [--config relay.yaml] [serve's flags]")
+	}
+	if _, _, err := serveFlags("config check", args[1:]).load(); err != nil {
+		return err
+	}
+	fmt.Println("configuration ok")
+	return nil
 }
 
 // health is a probe for images without a shell: exit status 0 when url
