@@ -665,6 +665,14 @@ func TestHelmChartOptions(t *testing.T) {
 		t.Errorf("ServiceMonitor endpoints %+v with TLS on the listener", tsm.Endpoints)
 	}
 
+	// A file setting from a mounted Secret (extraVolumes, extraVolumeMounts).
+	kt := loadRendered(t, render(t, "extraVolumes[0].name=kafka-tls", "extraVolumes[0].secret.secretName=kafka-client-tls",
+		"extraVolumeMounts[0].name=kafka-tls", "extraVolumeMounts[0].mountPath=/etc/kafka-tls",
+		"config.kafka.tls.enabled=true", "config.kafka.tls.ca_file=/etc/kafka-tls/ca.crt"))
+	if kt.loadErr != nil || kt.mounted(kt.cfg.Kafka.TLS.CAFile) != "secret kafka-client-tls" {
+		t.Errorf("kafka.tls.ca_file %q not mounted from Secret kafka-client-tls (%v; %+v)", kt.cfg.Kafka.TLS.CAFile, kt.loadErr, kt.pod.Volumes)
+	}
+
 	// Another release in another namespace: the names, the seed and the
 	// Secret follow the release.
 	out, err := helm(t, "template", "blue", chart, "--namespace", "prod", "--kube-version", "1.30.0")
