@@ -190,6 +190,7 @@ func newKafka(t *testing.T) *kfake.Cluster {
 
 // startRelay serves cfg on an ephemeral port until the test ends.
 func startRelay(t *testing.T, cfg relay.Config) (*relay.Server, string) {
+	cfg.Cluster.Drain.LBDelay, cfg.Cluster.Drain.Period = 0, 0 // a test relay stops at once (drain_test.go times drains)
 	srv, err := relay.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -49,11 +49,25 @@ type Config struct {
 	// ForgetAfter is how long a dead or left member stays listed (and,
 	// if it failed, is retried).
 	ForgetAfter time.Duration `yaml:"forget_after"`
+	// Drain is how the node hands its clients to the others when it
+	// stops; it applies with gossip off too.
+	Drain DrainConfig `yaml:"drain"`
 
 	// Memberlist, if set, adjusts the memberlist configuration (based on
 	// memberlist.DefaultLANConfig) before the node starts: tests shorten
 	// probe intervals with it. Not a configuration key.
 	Memberlist func(*memberlist.Config) `yaml:"-"`
+}
+
+// DrainConfig times a graceful drain (SIGTERM, or POST /v1/drain in the
+// relay): the node announces that it is draining, keeps accepting for
+// LBDelay while the load balancer notices, then closes its clients in
+// waves spread evenly over Period, so that the other members see a ramp of
+// reconnects rather than a storm. Zero values are allowed: 0 LBDelay
+// closes at once, 0 Period closes every client in one wave.
+type DrainConfig struct {
+	LBDelay time.Duration `yaml:"lb_delay"`
+	Period  time.Duration `yaml:"period"`
 }
 
 // DefaultConfig returns a configuration with gossip off and the intervals
@@ -63,6 +77,7 @@ func DefaultConfig() Config {
 		RetryInterval:  10 * time.Second,
 		UpdateInterval: 5 * time.Second,
 		ForgetAfter:    10 * time.Minute,
+		Drain:          DrainConfig{LBDelay: 5 * time.Second, Period: 10 * time.Second},
 	}
 }
 
@@ -123,6 +138,12 @@ func (c Config) Validate(prefix string) error {
 	}
 	if c.ForgetAfter <= 0 {
 		bad("forget_after", "must be positive")
+	}
+	if c.Drain.LBDelay < 0 {
+		bad("drain.lb_delay", "must not be negative (0: no delay)")
+	}
+	if c.Drain.Period < 0 {
+		bad("drain.period", "must not be negative (0: every client at once)")
 	}
 	return errors.Join(errs...)
 }

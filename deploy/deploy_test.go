@@ -104,6 +104,7 @@ func newKafka(t *testing.T) *kfake.Cluster {
 
 func testConfig(brokers []string) relay.Config {
 	cfg := relay.DefaultConfig()
+	cfg.Cluster.Drain.LBDelay, cfg.Cluster.Drain.Period = 0, 0 // a test relay stops at once (drain_test.go times drains)
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Kafka.Brokers = brokers
 	cfg.Ingest.ProbeInterval = 100 * time.Millisecond

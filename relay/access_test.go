@@ -3,7 +3,6 @@ package relay_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,17 +16,10 @@ import (
 // getAs is a GET of path with token as its bearer token ("" none).
 func (r *testRelay) getAs(t testing.TB, path, token string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+r.addr+path, nil)
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		token = "Bearer " + token
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return r.request(t, http.MethodGet, path, token)
 }
 
 // TestPersonalDataEverySurface: a bettor's personal channel is served only

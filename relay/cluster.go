@@ -36,7 +36,7 @@ func (s *Server) newCluster() (*cluster.Node, error) {
 func (s *Server) clusterStatus() cluster.Status {
 	state := cluster.StateReady
 	switch {
-	case s.shuttingDown.Load():
+	case s.draining.Load():
 		state = cluster.StateDraining
 	case s.overloaded.Load():
 		state = cluster.StateOverloaded

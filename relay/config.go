@@ -29,7 +29,9 @@ type Config struct {
 	Node string `yaml:"node"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
-	// ShutdownTimeout bounds the graceful drain on SIGTERM.
+	// ShutdownTimeout bounds the graceful drain on SIGTERM (or POST
+	// /v1/drain): cluster.drain.lb_delay, then cluster.drain.period, then
+	// the last clients' close; at least the sum of the two.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Debug serves /debug/pprof/ and POST /debug/gc on the listener.
 	Debug bool `yaml:"debug"`
@@ -65,6 +67,10 @@ type HTTPConfig struct {
 	// a proxy that hides client addresses, every client shares one.
 	RatePerAddress  float64 `yaml:"rate_per_address"`
 	BurstPerAddress int     `yaml:"burst_per_address"`
+	// OperatorToken is the secret operator endpoints (POST /v1/drain)
+	// want as "Authorization: Bearer <token>"; "": those endpoints answer
+	// 403.
+	OperatorToken string `yaml:"operator_token"`
 }
 
 // OverloadConfig is what the node does when it cannot write every update
@@ -222,7 +228,7 @@ func DefaultConfig() Config {
 		Listen:          ":8000",
 		Node:            host,
 		LogLevel:        "info",
-		ShutdownTimeout: 10 * time.Second,
+		ShutdownTimeout: 20 * time.Second,
 		Kafka:           kafkaclient.DefaultConfig(),
 		Ingest:          ingest.DefaultConfig(),
 		Channels: ChannelsConfig{
@@ -294,8 +300,13 @@ func (c *Config) validateValues() error {
 	default:
 		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
-	if c.ShutdownTimeout <= 0 {
+	if d := c.Cluster.Drain; c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
+	} else if c.ShutdownTimeout < d.LBDelay+d.Period {
+		bad("shutdown_timeout", "%v is less than cluster.drain.lb_delay + cluster.drain.period (%v + %v)", c.ShutdownTimeout, d.LBDelay, d.Period)
+	}
+	if t := c.HTTP.OperatorToken; t != "" && len(t) < minOperatorToken {
+		bad("http.operator_token", "shorter than %d bytes (generate one with: openssl rand -base64 32)", minOperatorToken)
 	}
 	if err := c.Kafka.Validate("kafka"); err != nil {
 		errs = append(errs, err)

@@ -54,6 +54,15 @@ func TestLoadConfig(t *testing.T) {
 		{name: "invalid values", file: write("bad.yaml", "listen: nowhere\nlog_level: loud\nkafka:\n  brokers: []\n  sasl:\n    mechanism: kerberos\ningest:\n  topics: []\nwebsocket:\n  path: ws\n  ping_interval: 10ms\n"),
 			wantErr: "listen: \"nowhere\" has no port|log_level: \"loud\"|kafka.brokers: at least one|kafka.sasl.mechanism: \"kerberos\"|ingest.topics: at least one|websocket.path: \"ws\"|websocket.ping_interval"},
 		{name: "negative writers", env: []string{"EDGERELAY_WEBSOCKET_WRITERS=-1"}, wantErr: "websocket.writers"},
+		{name: "drain from env", env: []string{"EDGERELAY_CLUSTER_DRAIN_LB_DELAY=0s", "EDGERELAY_CLUSTER_DRAIN_PERIOD=30s", "EDGERELAY_SHUTDOWN_TIMEOUT=35s", "EDGERELAY_HTTP_OPERATOR_TOKEN=0123456789abcdef"},
+			check: func(t *testing.T, c Config) {
+				if d := c.Cluster.Drain; d.LBDelay != 0 || d.Period != 30*time.Second || c.ShutdownTimeout != 35*time.Second || c.HTTP.OperatorToken != "0123456789abcdef" {
+					t.Fatalf("drain from env: %+v %v %q", d, c.ShutdownTimeout, c.HTTP.OperatorToken)
+				}
+			}},
+		{name: "drain longer than shutdown", env: []string{"EDGERELAY_CLUSTER_DRAIN_PERIOD=16s"}, wantErr: "shutdown_timeout: 20s is less than cluster.drain.lb_delay + cluster.drain.period (5s + 16s)"},
+		{name: "negative drain", env: []string{"EDGERELAY_CLUSTER_DRAIN_LB_DELAY=-1s", "EDGERELAY_CLUSTER_DRAIN_PERIOD=-1s"}, wantErr: "cluster.drain.lb_delay: must not be negative|cluster.drain.period: must not be negative"},
+		{name: "short operator token", env: []string{"EDGERELAY_HTTP_OPERATOR_TOKEN=secret"}, wantErr: "http.operator_token: shorter than 16 bytes"},
 		{name: "template", file: write("tmpl.yaml", "ingest:\n  topics:\n    - name: odds\n      channel_template: \"odds:{id}\"\n"), wantErr: "ingest.topics[0].channel_template"},
 	}
 	for _, tt := range tests {

@@ -1,7 +1,7 @@
 // Package relay is the edgerelay server: configuration, wiring, the
 // WebSocket endpoint speaking the Centrifugo client protocol, the HTTP
-// surface (/metrics, /healthz, /readyz, /v1/channels, /v1/cluster) and
-// graceful shutdown. Kafka ingest lives in relay/ingest, the protocol encoding in
+// surface (/metrics, /healthz, /readyz, /v1/channels, /v1/cluster,
+// /v1/drain) and the graceful drain (drain.go). Kafka ingest lives in relay/ingest, the protocol encoding in
 // relay/protocol, the socket engine (epoll, queues, writers, WebSocket
 // framing) in relay/engine, channels and fan-out in package fanout.
 //
@@ -16,8 +16,9 @@
 //
 // With cluster.bind set the node is also a member of a gossip cluster
 // (package cluster; the wiring is cluster.go): it gossips its state, URL
-// and load, lists the members at /v1/cluster, and leaves on shutdown
-// before it closes its clients. Nothing on the data path depends on it.
+// and load (draining, from the start of a drain), lists the members at
+// /v1/cluster, and leaves once the drain has closed its clients. Nothing
+// on the data path depends on it.
 //
 // # Concurrency
 //

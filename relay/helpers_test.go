@@ -76,6 +76,8 @@ func (r *testRelay) useTLS(ca *testCA) { r.tls = &tls.Config{RootCAs: ca.pool} }
 func testConfig(brokers []string) relay.Config {
 	cfg := relay.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
+	cfg.Cluster.Drain.LBDelay, cfg.Cluster.Drain.Period = 0, 0 // a test relay stops at once (drain_test.go times drains)
+	cfg.ShutdownTimeout = 10 * time.Second                     // within startRelay's 15 s, with a client that never reads
 	cfg.Node = "test-node"
 	cfg.Kafka.Brokers = brokers
 	cfg.Ingest.ProbeInterval = 100 * time.Millisecond
@@ -131,6 +133,23 @@ func (r *testRelay) get(t testing.TB, path string) (int, string) {
 		scheme, cl = "https://", &http.Client{Transport: &http.Transport{TLSClientConfig: r.tls}}
 	}
 	resp, err := cl.Get(scheme + r.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// request sends method path with the Authorization header authorization
+// ("": none).
+func (r *testRelay) request(t testing.TB, method, path, authorization string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+r.addr+path, nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -132,6 +134,29 @@ func (s *Server) restUser(w http.ResponseWriter, r *http.Request) (user string, 
 	return who.user, true
 }
 
+// minOperatorToken is the shortest http.operator_token accepted.
+const minOperatorToken = 16
+
+// operator checks that an operator request carries "Authorization: Bearer
+// <http.operator_token>", compared in constant time (of hashes, so that
+// not even the length leaks), and answers it if not: 403 when no token is
+// configured, 401 for a missing or wrong one.
+func (s *Server) operator(w http.ResponseWriter, r *http.Request) bool {
+	want := s.cfg.HTTP.OperatorToken
+	if want == "" {
+		writeJSON(w, http.StatusForbidden, errorView{"operator endpoints disabled: set http.operator_token"})
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	g, k := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	if !ok || subtle.ConstantTimeCompare(g[:], k[:]) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="edgerelay operator"`)
+		writeJSON(w, http.StatusUnauthorized, errorView{"Authorization: want Bearer and the operator token (http.operator_token)"})
+		return false
+	}
+	return true
+}
+
 // maxRateAddresses bounds the client addresses whose REST rate buckets are
 // held at once.
 const maxRateAddresses = 100_000
@@ -171,8 +196,8 @@ func addressKey(remote string) string {
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	switch {
-	case s.shuttingDown.Load():
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "shutting down"})
+	case s.draining.Load():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "draining"})
 	case !s.ingest.Ready():
 		reason := "kafka brokers not reachable"
 		if e := s.ingest.LastError(); e != "" {

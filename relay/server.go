@@ -47,7 +47,13 @@ type Server struct {
 	mu    sync.Mutex
 	conns map[*session]struct{}
 
-	shuttingDown atomic.Bool
+	// draining: a drain started (drain.go); shuttingDown: past its
+	// lb_delay, upgrades are refused.
+	draining       atomic.Bool
+	shuttingDown   atomic.Bool
+	drainOnce      sync.Once
+	drainRequested chan struct{} // closed by POST /v1/drain
+	drainMetrics   *drainMetrics
 
 	// overloaded: connections waited past overload.unready_after for a
 	// writer in the last heartbeat period (/readyz says so).
@@ -79,7 +85,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	cfg.Node = DefaultNode(cfg.Node) // "" = the host name, as LoadConfig does
-	s := &Server{cfg: cfg, log: log, conns: map[*session]struct{}{}, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: log, conns: map[*session]struct{}{}, mux: http.NewServeMux(),
+		drainRequested: make(chan struct{})}
 	var err error
 	if s.compressor, err = engine.NewCompressor(cfg.WebSocket.Deflate.Level, int(cfg.WebSocket.Deflate.MinBytes)); err != nil {
 		return nil, err
@@ -101,6 +108,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := s.newListenerTLS(); err != nil {
 		return nil, err
 	}
+	s.drainMetrics = newDrainMetrics(s.metrics.reg)
 	if s.cluster, err = s.newCluster(); err != nil {
 		return nil, err
 	}
@@ -156,13 +164,15 @@ func (s *Server) Hub() *fanout.Hub { return s.hub }
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Ready reports whether the node should receive new clients: Kafka is
-// reachable and the node is not shutting down.
-func (s *Server) Ready() bool { return !s.shuttingDown.Load() && s.ingest.Ready() }
+// reachable and the node is not draining.
+func (s *Server) Ready() bool { return !s.draining.Load() && s.ingest.Ready() }
 
-// Serve runs the relay on ln until ctx is done, then shuts down gracefully:
-// it stops accepting, leaves the cluster, tells every client to reconnect elsewhere (disconnect
-// 3001 "shutdown"), waits for them to go (at most shutdown_timeout) and stops
-// Kafka ingest.
+// Serve runs the relay on ln until ctx is done or an operator asks for a
+// drain (POST /v1/drain), then drains (drain.go): it says it is draining,
+// waits cluster.drain.lb_delay, tells every client to reconnect elsewhere
+// (disconnect 3001 "shutdown") in waves over cluster.drain.period, leaves
+// the cluster, waits for the clients to go (all of it within
+// shutdown_timeout), stops Kafka ingest and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.startCluster(ln.Addr()); err != nil {
 		return err
@@ -198,16 +208,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	var err error
 	select {
 	case <-ctx.Done():
+	case <-s.drainRequested:
 	case err = <-served:
 	}
-	s.shuttingDown.Store(true)
-	ln.Close()
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	s.drain(err == nil, deadline)
 	s.leaveCluster()
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	ln.Close()
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	hs.Shutdown(sctx)
 	hl.Close()
-	s.drain(sctx)
+	if left := s.waitConns(time.Until(deadline)); left > 0 {
+		s.log.Warn("shutdown timeout with connections still open", "count", left)
+	}
 	s.engine.CloseAll()
 	s.waitConns(time.Second)
 	s.engine.Stop()
@@ -220,22 +234,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = nil
 	}
 	return err
-}
-
-// drain disconnects every client with "shutdown" and waits until they are
-// gone or ctx is done.
-func (s *Server) drain(ctx context.Context) {
-	s.mu.Lock()
-	n := len(s.conns)
-	for c := range s.conns {
-		c.disconnect(protocol.DisconnectShutdown)
-	}
-	s.mu.Unlock()
-	s.log.Info("draining connections", "count", n)
-	deadline, _ := ctx.Deadline()
-	if left := s.waitConns(time.Until(deadline)); left > 0 {
-		s.log.Warn("shutdown timeout with connections still open", "count", left)
-	}
 }
 
 // waitConns waits up to d for all connections to be gone and returns how
@@ -255,6 +253,11 @@ func (s *Server) waitConns(d time.Duration) int {
 
 func (s *Server) routes() {
 	s.mux.HandleFunc("GET "+s.cfg.WebSocket.Path, func(w http.ResponseWriter, r *http.Request) {
+		if s.shuttingDown.Load() { // the acceptor hands upgrades here while draining
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusServiceUnavailable, errorView{"draining: connect to another node"})
+			return
+		}
 		// Upgrades are taken by the acceptor on fresh connections only.
 		writeJSON(w, http.StatusBadRequest, errorView{"open a new connection for the WebSocket upgrade"})
 	})
@@ -269,6 +272,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /v1/channels/{name}", s.limitREST(s.handleChannel))
 	s.mux.HandleFunc("GET /v1/channels", s.limitREST(s.handleChannels))
 	s.mux.HandleFunc("GET /v1/cluster", s.limitREST(s.handleCluster))
+	s.mux.HandleFunc("POST /v1/drain", s.limitREST(s.handleDrain))
 	if s.cfg.Debug {
 		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

@@ -354,6 +354,11 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		// The cached value is what the client holds: the base of the
 		// first patch, what a bet can say it saw.
 		sub.Subscribed(st.Last)
+		if res.Recovered && st.Last != nil && req.Offset > protoOffset(st.Last) {
+			// The client is ahead of this node (it resumed from another
+			// that had read further): what it holds is not sent again.
+			sub.HoldsThrough(int64(req.Offset) - 1)
+		}
 		c.reply(&protocol.Reply{ID: id, Subscribe: res})
 		// Flush under the channel lock: the next publication of this
 		// channel must be queued after this reply.
@@ -393,7 +398,11 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 	res.Offset = protoOffset(last)
 	sameEpoch := req.Recover && req.Epoch == last.Epoch
 	if sameEpoch && req.Offset >= res.Offset {
+		// Nothing missed. A client ahead of this node (it resumed from
+		// one that had read further) keeps its position; the
+		// publications it holds are not pushed again (Sink.HoldsThrough).
 		res.Recovered = true
+		res.Offset = req.Offset
 		return res
 	}
 	if sameEpoch && req.Offset > 0 {

@@ -94,6 +94,7 @@ func startDevKafka(t *testing.T, opts Options) (addr, kafka string) {
 	}
 	cfg := relay.DefaultConfig()
 	cfg.Listen = ln.Addr().String()
+	cfg.Cluster.Drain.LBDelay, cfg.Cluster.Drain.Period = 0, 0 // a test relay stops at once (drain_test.go times drains)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan string, 1)

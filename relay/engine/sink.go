@@ -40,6 +40,12 @@ type Sink struct {
 	base    *fanout.Publication
 	held    *fanout.Frame
 	heldSeq uint64
+
+	// holdsThrough: the client already holds the channel's publications
+	// up to this Kafka offset (it recovered from a node ahead of this
+	// one); Deliver drops those. -1: none. Under the hub's channel lock
+	// (set in the Subscribe callback, read by Deliver).
+	holdsThrough int64
 }
 
 var _ fanout.Subscriber = (*Sink)(nil)
@@ -54,7 +60,7 @@ func (c *Conn) NewSink(channel string, form fanout.Form, conflated Counter) *Sin
 	if c.cfg.Deflate.Accepted {
 		form |= FormDeflate
 	}
-	return &Sink{c: c, channel: channel, form: form, conflated: conflated}
+	return &Sink{c: c, channel: channel, form: form, conflated: conflated, holdsThrough: -1}
 }
 
 // Channel is the sink's channel.
@@ -78,6 +84,14 @@ func (s *Sink) Subscribed(last *fanout.Publication) {
 	s.sent.Store(last)
 }
 
+// HoldsThrough records that the client already holds the channel's
+// publications up to Kafka offset through, past the value Subscribed
+// recorded (it resumed from a node further ahead in the stream than this
+// one): Deliver drops those instead of sending them twice, each becoming
+// what the client holds. Call it from the hub's Subscribe callback, after
+// Subscribed.
+func (s *Sink) HoldsThrough(through int64) { s.holdsThrough = through }
+
 func (s *Sink) delta() bool { return s.form&FormKinds == FormDeltaFull }
 
 // Deliver queues u for the client (Conn.deliver), or, while a frame of the
@@ -85,6 +99,10 @@ func (s *Sink) delta() bool { return s.form&FormKinds == FormDeltaFull }
 // publication is never swapped in: it is queued after the held frame.
 // The hub calls it with the channel's lock held; it does not block.
 func (s *Sink) Deliver(u *fanout.Update) {
+	if u.Pub.Pos.Offset <= s.holdsThrough {
+		s.c.holdsAlready(s, u.Pub)
+		return
+	}
 	// (Binary updates go the long way, where a missing form is seen at
 	// once: a held frame is settled only with an update it can encode.)
 	if !u.Pub.Priority && !u.Pub.Binary {
@@ -95,6 +113,17 @@ func (s *Sink) Deliver(u *fanout.Update) {
 		}
 	}
 	s.c.deliver(s, u)
+}
+
+// holdsAlready records p, which the client has from another node, as what
+// it holds: the base of the next patch.
+func (c *Conn) holdsAlready(s *Sink, p *fanout.Publication) {
+	c.mu.Lock()
+	if s.delta() {
+		s.base = p
+	}
+	c.mu.Unlock()
+	s.sent.Store(p)
 }
 
 // pick returns form f of u, the uncompressed one if the client limited

@@ -71,6 +71,7 @@ const testSecret = "edgerelay-tests-go-secret-of-32-bytes!"
 
 func testConfig(brokers []string) relay.Config {
 	cfg := relay.DefaultConfig()
+	cfg.Cluster.Drain.LBDelay, cfg.Cluster.Drain.Period = 0, 0 // a test relay stops at once (drain_test.go times drains)
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Node = "tests-go"
 	cfg.Kafka.Brokers = brokers

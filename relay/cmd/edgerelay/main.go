@@ -60,6 +60,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts the drain; a second one gets the default
+	// action, so that an impatient operator stops the process at once.
+	context.AfterFunc(ctx, stop)
 	var err error
 	switch os.Args[1] {
 	case "serve":
