@@ -376,16 +376,19 @@ func TestHelmChart(t *testing.T) {
 			t.Errorf("secret.env %s: env %s from key %q, want %q", s.Key, name, refs[name], s.SecretKey)
 		}
 	}
-	if cfg.Cluster.SecretKey != testGossipKey || len(cfg.Auth.HMACSecrets) != 1 || !strings.HasPrefix(cfg.Kafka.SASL.Password, "secret-kafka-sasl-password") {
-		t.Errorf("Secret env did not reach cluster.secret_key, auth.hmac_secrets, kafka.sasl.password: %q %q %q",
-			cfg.Cluster.SecretKey, cfg.Auth.HMACSecrets, cfg.Kafka.SASL.Password)
+	if cfg.Cluster.SecretKey != testGossipKey || len(cfg.Auth.HMACSecrets) != 1 || !strings.HasPrefix(cfg.Kafka.SASL.Password, "secret-kafka-sasl-password") ||
+		!strings.HasPrefix(cfg.HTTP.OperatorToken, "secret-operator-token") {
+		t.Errorf("Secret env did not reach cluster.secret_key, auth.hmac_secrets, kafka.sasl.password, http.operator_token: %q %q %q %q",
+			cfg.Cluster.SecretKey, cfg.Auth.HMACSecrets, cfg.Kafka.SASL.Password, cfg.HTTP.OperatorToken)
 	}
 
-	// Drain: the grace period covers the preStop sleep, then
-	// shutdown_timeout (which holds lb_delay + period), then the margin.
+	// Drain: the relay waits lb_delay itself (no preStop sleep), and the
+	// grace period covers shutdown_timeout (which holds lb_delay + period)
+	// and the margin.
 	pre := c.Lifecycle.PreStop.Sleep.Seconds
-	if pre != v.Drain.LBDelay || cfg.ShutdownTimeout != time.Duration(v.Drain.ShutdownTimeout)*time.Second {
-		t.Errorf("preStop %ds, shutdown_timeout %v; values drain %+v", pre, cfg.ShutdownTimeout, v.Drain)
+	if !v.Drain.RelayKeys || pre != 0 || cfg.ShutdownTimeout != time.Duration(v.Drain.ShutdownTimeout)*time.Second ||
+		cfg.Cluster.Drain.LBDelay != time.Duration(v.Drain.LBDelay)*time.Second || cfg.Cluster.Drain.Period != time.Duration(v.Drain.Period)*time.Second {
+		t.Errorf("preStop %ds, shutdown_timeout %v, cluster.drain %+v; values drain %+v", pre, cfg.ShutdownTimeout, cfg.Cluster.Drain, v.Drain)
 	}
 	checkGrace(t, pod.TerminationGracePeriodSeconds, pre, cfg, v.Drain.LBDelay, v.Drain.Period, v.Drain.Margin)
 
@@ -454,6 +457,7 @@ func TestHelmChart(t *testing.T) {
 	run.Listen, run.Kafka.Brokers = "127.0.0.1:0", k.ListenAddrs()
 	run.Cluster.Bind, run.Cluster.Advertise, run.Cluster.Seeds = "127.0.0.1:0", "", nil
 	run.Ingest.ProbeInterval = 100 * time.Millisecond
+	run.Cluster.Drain.LBDelay, run.Cluster.Drain.Period = 0, 0 // stop at once (relay/drain_test.go times drains)
 	tr := startRelay(t, run)
 	checkFor(t, 20*time.Second, func() error {
 		for _, path := range []string{c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path, c.StartupProbe.HTTPGet.Path} {
@@ -512,17 +516,10 @@ func quantity(t *testing.T, q string) int64 {
 	return n * mult
 }
 
-// relayHasDrainKeys says whether this relay knows cluster.drain (the
-// drain work adds it); found by the YAML tags, so that this file compiles
-// with and without it.
-func relayHasDrainKeys() bool {
-	f, ok := reflect.TypeOf(relay.Config{}.Cluster).FieldByName("Drain")
-	return ok && f.Tag.Get("yaml") == "drain"
-}
-
-// TestHelmChartDrain renders the drain settings both ways: as a preStop
-// sleep for relays without the drain keys (the default), and as
-// cluster.drain.lb_delay / period in the relay configuration.
+// TestHelmChartDrain renders the drain settings both ways: as
+// cluster.drain.lb_delay / period in the relay configuration (the
+// default), and as a preStop sleep for relay images from before the drain
+// keys (drain.relayKeys false), where the keys are not rendered.
 func TestHelmChartDrain(t *testing.T) {
 	for _, tc := range []struct {
 		name                           string
@@ -547,36 +544,28 @@ func TestHelmChartDrain(t *testing.T) {
 			if err := yaml.Unmarshal([]byte(raw), &rendered); err != nil {
 				t.Fatal(err)
 			}
+			if r.loadErr != nil {
+				t.Fatalf("relay refuses the configuration: %v", r.loadErr)
+			}
+			pre := r.c.Lifecycle.PreStop.Sleep.Seconds
 			if !tc.relayKeys {
-				if r.loadErr != nil {
-					t.Fatalf("relay refuses the configuration: %v", r.loadErr)
+				if rendered.Cluster.Drain != nil || pre != tc.lbDelay {
+					t.Errorf("cluster.drain %v rendered, preStop sleep %ds; want none and %ds", rendered.Cluster.Drain, pre, tc.lbDelay)
 				}
-				if rendered.Cluster.Drain != nil || r.c.Lifecycle.PreStop.Sleep.Seconds != tc.lbDelay {
-					t.Errorf("cluster.drain %v rendered, preStop sleep %ds; want none and %ds", rendered.Cluster.Drain, r.c.Lifecycle.PreStop.Sleep.Seconds, tc.lbDelay)
+				// A relay that has the keys uses its defaults after the
+				// sleep: they fit too (Validate checked shutdown_timeout).
+				if def := relay.DefaultConfig().Cluster.Drain; r.cfg.Cluster.Drain != def {
+					t.Errorf("cluster.drain %+v, want the relay's defaults %+v", r.cfg.Cluster.Drain, def)
 				}
-				checkGrace(t, r.pod.TerminationGracePeriodSeconds, r.c.Lifecycle.PreStop.Sleep.Seconds, r.cfg, tc.lbDelay, tc.period, tc.mar)
+				checkGrace(t, r.pod.TerminationGracePeriodSeconds, pre, r.cfg, tc.lbDelay, tc.period, tc.mar)
 				return
 			}
 			want := map[string]string{"lb_delay": fmt.Sprintf("%ds", tc.lbDelay), "period": fmt.Sprintf("%ds", tc.period)}
-			if !reflect.DeepEqual(rendered.Cluster.Drain, want) || r.c.Lifecycle.PreStop.Sleep.Seconds != 0 {
-				t.Errorf("cluster.drain %v, preStop sleep %ds; want %v and no sleep", rendered.Cluster.Drain, r.c.Lifecycle.PreStop.Sleep.Seconds, want)
+			if !reflect.DeepEqual(rendered.Cluster.Drain, want) || pre != 0 {
+				t.Errorf("cluster.drain %v, preStop sleep %ds; want %v and no sleep", rendered.Cluster.Drain, pre, want)
 			}
-			if !relayHasDrainKeys() {
-				// Until the drain keys are in the relay, it must refuse
-				// them, which is why drain.relayKeys is false by default.
-				if r.loadErr == nil || !strings.Contains(r.loadErr.Error(), "drain") {
-					t.Fatalf("a relay without cluster.drain loaded it: %v", r.loadErr)
-				}
-				t.Logf("this relay has no cluster.drain keys yet (%v); the chart's default keeps drain.relayKeys false", r.loadErr)
-				r.cfg.ShutdownTimeout = time.Duration(tc.shutdown) * time.Second
-			} else {
-				if r.loadErr != nil {
-					t.Fatalf("relay refuses the configuration: %v", r.loadErr)
-				}
-				d := reflect.ValueOf(r.cfg.Cluster).FieldByName("Drain")
-				if got := [2]time.Duration{time.Duration(d.FieldByName("LBDelay").Int()), time.Duration(d.FieldByName("Period").Int())}; got != [2]time.Duration{time.Duration(tc.lbDelay) * time.Second, time.Duration(tc.period) * time.Second} {
-					t.Errorf("relay read cluster.drain %v", got)
-				}
+			if d := r.cfg.Cluster.Drain; d.LBDelay != time.Duration(tc.lbDelay)*time.Second || d.Period != time.Duration(tc.period)*time.Second {
+				t.Errorf("relay read cluster.drain %+v", d)
 			}
 			checkGrace(t, r.pod.TerminationGracePeriodSeconds, 0, r.cfg, tc.lbDelay, tc.period, tc.mar)
 		})
