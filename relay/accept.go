@@ -96,14 +96,16 @@ type prefixConn struct {
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func (a *acceptor) handshake(nc net.Conn) {
+	// One deadline for the TLS handshake, the request line and the headers.
+	deadline := time.Now().Add(handshakeTimeout)
 	if a.srv.tls != nil {
-		tc, ok := a.handshakeTLS(nc)
+		tc, ok := a.handshakeTLS(nc, deadline)
 		if !ok {
 			return
 		}
 		nc = tc
 	}
-	nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	nc.SetReadDeadline(deadline)
 	br := bufio.NewReaderSize(nc, 4096)
 	line, err := peekRequestStart(br, len("GET ")+len(a.srv.cfg.WebSocket.Path)+1)
 	if err != nil && len(line) == 0 {
@@ -266,9 +268,10 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 		initial, _ = br.Peek(n)
 	}
 	var fd int
+	var unbridge func()
 	if tc, ok := nc.(*tls.Conn); ok {
 		tc.SetDeadline(time.Time{})
-		fd, err = s.bridgeTLS(tc)
+		fd, unbridge, err = s.bridgeTLS(tc)
 	} else {
 		fd, err = detach(nc)
 	}
@@ -277,13 +280,16 @@ func (a *acceptor) upgrade(nc net.Conn, br *bufio.Reader) {
 		nc.Close()
 		return
 	}
-	c := &session{srv: s, born: time.Now().UnixNano(), codec: codec, addr: addr}
+	c := &session{srv: s, born: time.Now().UnixNano(), codec: codec, addr: addr, unbridge: unbridge}
 	rand.Read(c.id[:])
 	c.id[6] = c.id[6]&0x0f | 0x40
 	c.id[8] = c.id[8]&0x3f | 0x80
 	c.ec = s.engine.NewConn(fd, engine.ConnConfig{Binary: codec.Binary(), WrongFrameType: wrongFrameType(codec), Deflate: deflate}, c)
 	if registered = s.addConn(c, initial); !registered {
 		unix.Close(fd)
+		if unbridge != nil {
+			unbridge() // no Closed will come to end it
+		}
 	}
 }
 

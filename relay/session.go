@@ -25,6 +25,9 @@ type session struct {
 	born  int64          // unix nanos at upgrade
 	codec protocol.Codec // the encoding, set at upgrade
 	addr  string         // the client's address key (admission)
+	// unbridge ends the TLS bridge of a connection to a TLS listener
+	// (tls.go); nil for plain TCP.
+	unbridge func()
 
 	// poller
 	user    string         // from the connect token; "" is anonymous
@@ -74,6 +77,9 @@ func (c *session) Closed() {
 		c.srv.hub.Unsubscribe(sub.Channel(), sub)
 	}
 	c.subs, c.replies = nil, nil
+	if c.unbridge != nil {
+		c.unbridge() // before the admission slot is given back
+	}
 	c.srv.removeConn(c)
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,31 +72,39 @@ func (c TLSConfig) Validate(prefix string) error {
 
 // certReloader holds the listener's certificate and reloads it when the
 // files change. Safe for concurrent use: GetCertificate runs on every
-// handshake goroutine.
+// handshake goroutine. One handshake at a time looks at the files (mu);
+// the others meanwhile serve the certificate held, so that a slow or hung
+// disk delays one handshake, not all.
 type certReloader struct {
 	certFile, keyFile string
 	every             time.Duration
 	log               *slog.Logger
 	onReload          func(ok bool, cert *tls.Certificate)
 
-	mu      sync.Mutex
-	cert    *tls.Certificate
+	cert atomic.Pointer[tls.Certificate]
+
+	mu      sync.Mutex   // held while the files are looked at
 	stamp   [2]fileStamp // cert, key as last loaded (or last failed)
 	checked time.Time
 }
 
-// fileStamp identifies a version of a file without reading it.
+// fileStamp identifies a version of a file without reading it: the file
+// the path leads to (device and inode: a symlink pointed elsewhere, as a
+// Kubernetes Secret volume's ..data is, or a rename over it), its
+// modification time and size (a rewrite in place), and its change time
+// (a chmod or chown that makes an unreadable key readable).
 type fileStamp struct {
-	mod  time.Time
-	size int64
+	dev, ino    uint64
+	mod, change int64 // unix nanos
+	size        int64
 }
 
 func stampOf(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return fileStamp{}, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
-	return fileStamp{fi.ModTime(), fi.Size()}, nil
+	return fileStamp{dev: uint64(st.Dev), ino: uint64(st.Ino), mod: st.Mtim.Nano(), change: st.Ctim.Nano(), size: st.Size}, nil
 }
 
 // newCertReloader loads the pair once; a pair that does not load is an
@@ -103,14 +112,16 @@ func stampOf(path string) (fileStamp, error) {
 func newCertReloader(c TLSConfig, log *slog.Logger, onReload func(ok bool, cert *tls.Certificate)) (*certReloader, error) {
 	r := &certReloader{certFile: c.CertFile, keyFile: c.KeyFile, every: c.ReloadCheck, log: log, onReload: onReload}
 	stamp, err := r.stamps()
+	var cert *tls.Certificate
 	if err == nil {
-		r.cert, err = loadPair(c.CertFile, c.KeyFile)
+		cert, err = loadPair(c.CertFile, c.KeyFile)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
+	r.cert.Store(cert)
 	r.stamp, r.checked = stamp, time.Now()
-	onReload(true, r.cert)
+	onReload(true, cert)
 	return r, nil
 }
 
@@ -142,28 +153,30 @@ func loadPair(certFile, keyFile string) (*tls.Certificate, error) {
 // that fails to load (a renewal half written, a key that does not match)
 // is logged, counted and retried once either file changes again.
 func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	r.mu.Lock()
+	if !r.mu.TryLock() {
+		return r.cert.Load(), nil // another handshake is looking at the files
+	}
 	defer r.mu.Unlock()
 	now := time.Now()
 	if now.Sub(r.checked) < r.every {
-		return r.cert, nil
+		return r.cert.Load(), nil
 	}
 	r.checked = now
 	stamp, err := r.stamps()
 	if err != nil || stamp == r.stamp {
-		return r.cert, nil // a file missing for a moment mid-rename: keep serving
+		return r.cert.Load(), nil // a file missing for a moment mid-rename: keep serving
 	}
 	r.stamp = stamp
 	cert, err := loadPair(r.certFile, r.keyFile)
 	if err != nil {
 		r.log.Warn("tls certificate not reloaded; serving the previous one", "cert_file", r.certFile, "err", err)
 		r.onReload(false, nil)
-		return r.cert, nil
+		return r.cert.Load(), nil
 	}
-	r.cert = cert
+	r.cert.Store(cert)
 	r.log.Info("tls certificate reloaded", "cert_file", r.certFile, "subject", cert.Leaf.Subject.String(), "not_after", cert.Leaf.NotAfter)
 	r.onReload(true, cert)
-	return r.cert, nil
+	return cert, nil
 }
 
 // serverTLS is the listener's tls.Config: TLS 1.2 and up, HTTP/1.1 only
@@ -174,17 +187,17 @@ func serverTLS(r *certReloader) *tls.Config {
 }
 
 // bridgeTLS is tlsBridge, counted in edgerelay_tls_bridged_connections.
-func (s *Server) bridgeTLS(tc *tls.Conn) (int, error) {
+func (s *Server) bridgeTLS(tc *tls.Conn) (int, func(), error) {
 	s.tlsBridged.Inc()
 	// The engine decides when a client is too slow (stall_timeout, then
 	// the close frame's write_timeout); the bridge's own deadline, twice
 	// that, only ends a bridge the engine has already given up on.
 	ws := s.cfg.WebSocket
-	fd, err := tlsBridge(tc, 2*(ws.StallTimeout+ws.WriteTimeout), s.tlsBridged.Dec)
+	fd, abort, err := tlsBridge(tc, 2*(ws.StallTimeout+ws.WriteTimeout), s.tlsBridged.Dec)
 	if err != nil {
 		s.tlsBridged.Dec()
 	}
-	return fd, err
+	return fd, abort, err
 }
 
 // tlsBridge gives the engine a socket for an upgraded TLS connection: it
@@ -192,23 +205,26 @@ func (s *Server) bridgeTLS(tc *tls.Conn) (int, error) {
 // the caller) and copies between the other end and tc until either side
 // ends, then closes both and calls closed. writeTimeout bounds each write
 // to the client, so a client that stops reading cannot hold the bridge for
-// ever once the engine has given up on it.
-func tlsBridge(tc *tls.Conn, writeTimeout time.Duration, closed func()) (int, error) {
+// ever once the engine has given up on it. abort ends the bridge at once,
+// without a close_notify and without blocking (the session calls it on the
+// poller when the engine has let go of the connection, so that a bridge
+// never outlives its admission slot); it may be called more than once.
+func tlsBridge(tc *tls.Conn, writeTimeout time.Duration, closed func()) (fd int, abort func(), err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return -1, nil, err
 	}
 	f := os.NewFile(uintptr(fds[1]), "tls-bridge")
 	pc, err := net.FileConn(f) // dups the descriptor into Go's netpoller
 	f.Close()
 	if err != nil {
 		unix.Close(fds[0])
-		return -1, err
+		return -1, nil, err
 	}
 	if err := unix.SetNonblock(fds[0], true); err != nil {
 		unix.Close(fds[0])
 		pc.Close()
-		return -1, err
+		return -1, nil, err
 	}
 	// A small pair buffer: once the client stops reading and the bridge
 	// blocks on it, the engine sees a full socket within a frame or two,
@@ -242,28 +258,40 @@ func tlsBridge(tc *tls.Conn, writeTimeout time.Duration, closed func()) (int, er
 	}()
 	// Engine to client: frames. The engine closing its end (a close frame
 	// sent, a slow client dropped) reads as EOF here once the bytes before
-	// it are written.
+	// it are written. Then, as the engine does on a TCP socket, the bridge
+	// shuts only its write side (close_notify, then a FIN) and leaves the
+	// client's hang-up to the other goroutine: closing the socket with the
+	// client's input unread would reset it and lose what is not sent yet.
+	// The engine's close deadline bounds the wait (kill, then the
+	// session's abort).
 	go func() {
-		defer stop()
 		buf := make([]byte, 16<<10)
 		for {
 			n, err := pc.Read(buf)
 			if n > 0 {
 				tc.SetWriteDeadline(time.Now().Add(writeTimeout))
 				if _, werr := tc.Write(buf[:n]); werr != nil {
+					stop()
 					return
 				}
 			}
 			if err != nil {
 				if errors.Is(err, io.EOF) {
 					tc.SetWriteDeadline(time.Now().Add(writeTimeout))
-					tc.CloseWrite() // close_notify
+					if tc.CloseWrite() == nil { // close_notify
+						if cw, ok := tc.NetConn().(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+							return // FIN sent
+						}
+					}
 				}
+				stop()
 				return
 			}
 		}
 	}()
-	return fds[0], nil
+	// Closing the TCP socket first makes tc.Close's close_notify fail at
+	// once instead of waiting up to 5 s on a full connection.
+	return fds[0], func() { tc.NetConn().Close(); stop() }, nil
 }
 
 // newListenerTLS builds the listener's TLS config (nil when tls is off)
@@ -279,7 +307,7 @@ func (s *Server) newListenerTLS() error {
 		"Certificate pair loads, by result: ok (the first load and every change picked up) or error (a changed pair that did not load; the previous one is still served).")), []string{"result"})
 	expiry := prometheus.NewGauge(prometheus.GaugeOpts(f("certificate_expiry_timestamp_seconds", "NotAfter of the certificate being served, as a Unix time.")))
 	s.tlsHandshakeErrors = prometheus.NewCounter(prometheus.CounterOpts(f("handshake_errors_total",
-		"TLS handshakes that failed or timed out (websocket.handshake: 10 s for the handshake, request line and headers).")))
+		"TLS handshakes that failed, timed out (10 s for the handshake, request line and headers) or sent more than 16 KiB before completing.")))
 	s.tlsBridged = prometheus.NewGauge(prometheus.GaugeOpts(f("bridged_connections",
 		"TLS WebSockets open, each bridged to the engine by two goroutines and a socket pair (three descriptors with its TCP socket).")))
 	reloads.WithLabelValues("error")
@@ -299,14 +327,17 @@ func (s *Server) newListenerTLS() error {
 	return nil
 }
 
-// handshakeTLS completes the TLS handshake on nc within the handshake
-// timeout. A plain-HTTP request to the TLS port is answered 400 as
-// net/http does, so that a misconfigured client learns why.
-func (a *acceptor) handshakeTLS(nc net.Conn) (*tls.Conn, bool) {
-	nc.SetDeadline(time.Now().Add(handshakeTimeout))
-	tc := tls.Server(nc, a.srv.tls)
+// handshakeTLS completes the TLS handshake on nc by deadline, the one
+// the request line and headers then have too. A plain-HTTP request to the
+// TLS port is answered 400 as net/http does, so that a misconfigured
+// client learns why.
+func (a *acceptor) handshakeTLS(nc net.Conn, deadline time.Time) (*tls.Conn, bool) {
+	nc.SetDeadline(deadline)
+	bc := &boundedConn{Conn: nc, left: maxHandshakeInput}
+	tc := tls.Server(bc, a.srv.tls)
 	err := tc.Handshake()
 	if err == nil {
+		bc.left = -1 // before any other goroutine reads tc
 		nc.SetWriteDeadline(time.Time{})
 		return tc, true
 	}
@@ -314,10 +345,55 @@ func (a *acceptor) handshakeTLS(nc net.Conn) (*tls.Conn, bool) {
 	var rhe tls.RecordHeaderError
 	if errors.As(err, &rhe) && rhe.Conn != nil && looksLikeHTTP(rhe.RecordHeader[:]) {
 		io.WriteString(nc, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nthis port speaks TLS: use https:// or wss://\n")
+		// A close with the rest of the request unread would be a reset,
+		// which can drop the answer: send a FIN, read what follows for a
+		// moment (as net/http does after an error reply), then close.
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
+		}
 	}
 	a.srv.log.Debug("tls handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 	nc.Close()
 	return nil, false
+}
+
+// maxHandshakeInput bounds what a client may send before its TLS
+// handshake is complete. crypto/tls takes a ClientHello of up to 64 KiB and
+// keeps the buffer it grew for it as long as the connection lives; real
+// clients send a few KiB at most (a post-quantum key share, a
+// HelloRetryRequest's second hello, a session ticket included).
+const maxHandshakeInput = 16 << 10
+
+var errHandshakeInput = errors.New("tls handshake larger than 16 KiB")
+
+// boundedConn is a connection whose reads fail once left bytes are read
+// (left < 0: no bound). Read by one goroutine at a time, as tls.Conn does.
+type boundedConn struct {
+	net.Conn
+	left int
+}
+
+// CloseWrite shuts the write side of the TCP connection (FIN).
+func (c *boundedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+func (c *boundedConn) Read(p []byte) (int, error) {
+	switch {
+	case c.left < 0:
+		return c.Conn.Read(p)
+	case c.left == 0:
+		return 0, errHandshakeInput
+	case len(p) > c.left:
+		p = p[:c.left]
+	}
+	n, err := c.Conn.Read(p)
+	c.left -= n
+	return n, err
 }
 
 func looksLikeHTTP(hdr []byte) bool {

@@ -245,7 +245,12 @@ func TestTLSCertificateReload(t *testing.T) {
 // descriptors) goes with it.
 func TestTLSSlowClient(t *testing.T) {
 	r, kafka, _, _ := startTLSRelay(t, func(cfg *relay.Config) {
-		cfg.WebSocket.StallTimeout, cfg.WebSocket.WriteTimeout = time.Second, time.Second
+		// The bridge's own deadline (stall_timeout + write_timeout from its
+		// blocked write) must come well after the engine's verdict (the
+		// stall, measured from the first heartbeat sweep, 1 s apart, that
+		// finds the queue waiting): with both at 1 s the bridge often won
+		// and the client was never counted as slow.
+		cfg.WebSocket.StallTimeout, cfg.WebSocket.WriteTimeout = time.Second, 5*time.Second
 		cfg.Ingest.MaxValueBytes = 64 << 10
 	})
 	prod := newProducer(t, kafka.ListenAddrs())
