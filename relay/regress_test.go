@@ -115,6 +115,19 @@ func TestRepliesBoundedByQueueLimit(t *testing.T) {
 	if int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc) > 10*int64(cfg.WebSocket.MaxQueueBytes) {
 		t.Errorf("queue grew far past max_queue_bytes=%d without a slow disconnect", cfg.WebSocket.MaxQueueBytes)
 	}
+	// Its hang-up, not the close deadline (websocket.write_timeout, as
+	// its close frame usually waits behind unread replies), ends the
+	// session: the
+	// engine no longer handles the commands of a closing connection
+	// (they kept its poller busy for seconds, past the shutdown timeout
+	// on a loaded machine; relay/engine TestNoMessageAfterEngineClose).
+	c.conn.Close()
+	checkFor(t, cfg.WebSocket.WriteTimeout/2, func() error {
+		if _, body := r.get(t, "/metrics"); metric(body, "edgerelay_connections") != 0 {
+			return fmt.Errorf("the closed client's session is still there")
+		}
+		return nil
+	})
 }
 
 // A short HTTP/1.0 request (HAProxy-style health check) is shorter than the

@@ -22,7 +22,10 @@ type Handler interface {
 	// the connection's (ConnConfig.Binary); a text message is valid
 	// UTF-8. msg is the engine's: valid only during the call, copy what
 	// is kept. Message returns false when the connection is closing: the
-	// engine then reads and drops all further input.
+	// engine then reads and drops all further input. It does so as well,
+	// without being told, once the connection is closing for any other
+	// reason (Conn.Close from any goroutine, a slow close, a failed
+	// write): no Message comes after that, even within one read.
 	Message(msg []byte, binary bool) bool
 	// Violation reports that the engine is closing the connection with
 	// code because the client broke the WebSocket protocol or sent the

@@ -14,7 +14,11 @@
 // message, reassembled and inflated, to the Conn's Handler. Protocol
 // violations close with the WebSocket codes (1002, 1007, 1009); a message
 // of the other frame type (ConnConfig.Binary) closes with the code and
-// reason the session gave (ConnConfig.WrongFrameType).
+// reason the session gave (ConnConfig.WrongFrameType). Once a connection
+// is closing, whoever closed it, its input is no longer handled: the
+// poller leaves it in the kernel until the client hangs up or the close
+// deadline shuts the socket (see Timeouts), and serves its other
+// connections meanwhile.
 //
 // Input is bounded per client: a poller reads at most readBudget (256
 // KiB) of one connection per turn, then serves the others before it comes

@@ -79,7 +79,7 @@ func parseHeader(b []byte) (h ws.Header, size int, ok bool) {
 // consume handles the bytes read from the socket: complete messages are
 // handled, an incomplete frame is kept for the next read.
 func (c *Conn) consume(data []byte) {
-	if c.discard {
+	if c.discard || c.stopIfClosing() {
 		return
 	}
 	if len(c.partial) > 0 {
@@ -270,9 +270,28 @@ func (c *Conn) frame(h ws.Header, payload []byte) {
 		c.fail(ws.StatusInvalidFramePayloadData, errInvalidUTF8)
 		return
 	}
-	if !c.h.Message(msg, c.cfg.Binary) {
+	if !c.h.Message(msg, c.cfg.Binary) || c.stopIfClosing() {
 		c.discard = true
 	}
+}
+
+// stopIfClosing reports whether the connection is closing, and if so
+// drops its input from now on (discard). A close the Handler did not ask
+// for, so did not answer with false from Message, is seen here: the slow
+// close of a queue past Config.MaxQueueBytes (often during Message, as
+// the session queues a reply), a close from another goroutine, or a
+// writer's failed write. Without it the poller went on handing a closed
+// connection's whole backlog to its Handler, everything sent to it
+// dropped, and served no other event meanwhile, the client's hang-up
+// among them.
+func (c *Conn) stopIfClosing() bool {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		c.discard = true
+	}
+	return closing
 }
 
 // fail closes the connection with a WebSocket-level close code and ignores
