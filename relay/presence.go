@@ -82,6 +82,11 @@ type presenceEntry struct {
 // swept, and if none are, asks are answered 106 until some expire.
 const maxPresenceEntries = 10_000
 
+// maxPresenceQueries bounds the uncached asks being answered at once (each
+// a walk of the channel's subscribers and a cluster query of up to
+// channels.presence.timeout): past it, asks for other channels get 111.
+const maxPresenceQueries = 64
+
 // presence is a node's presence service. Safe for concurrent use.
 type presence struct {
 	s       *Server
@@ -90,9 +95,10 @@ type presence struct {
 	// busiestGauge: edgerelay_channel_subscribers_busiest (nil: off)
 	busiestGauge *prometheus.GaugeVec
 
-	mu      sync.Mutex
-	entries map[presenceKey]*presenceEntry
-	swept   time.Time
+	mu       sync.Mutex
+	entries  map[presenceKey]*presenceEntry
+	swept    time.Time
+	inFlight int // uncached asks being answered
 }
 
 func (s *Server) newPresence() *presence {
@@ -200,6 +206,12 @@ func (p *presence) ask(channel string, list bool, done func(presenceAnswer, *pro
 			return a, protocol.ErrLimitExceeded.WithMessage("too many channels asked about at once; try again shortly"), true
 		}
 	}
+	if p.inFlight >= maxPresenceQueries {
+		p.mu.Unlock()
+		p.queries.WithLabelValues(kind, "refused").Inc()
+		return a, protocol.ErrTooManyRequests.WithMessage("too many presence queries in progress on this node; try again shortly"), true
+	}
+	p.inFlight++
 	entry = &presenceEntry{}
 	p.entries[key] = entry
 	p.mu.Unlock()
@@ -210,6 +222,7 @@ func (p *presence) ask(channel string, list bool, done func(presenceAnswer, *pro
 		p.latency.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 		p.queries.WithLabelValues(kind, result).Inc()
 		p.mu.Lock()
+		p.inFlight--
 		entry.done, entry.answer, entry.expires = true, a, time.Now().Add(cfg.Cache)
 		waiters := entry.waiters
 		entry.waiters = nil

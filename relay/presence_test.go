@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgerelay/edgerelay/cluster"
 	"github.com/edgerelay/edgerelay/relay"
 )
 
@@ -171,5 +172,79 @@ func TestClusterPresence(t *testing.T) {
 	_, body := relays[2].get(t, "/metrics")
 	if metric(body, `edgerelay_presence_requests_total{kind="presence_stats",result="complete"}`) < 1 {
 		t.Errorf("presence metrics:\n%s", grep(body, "edgerelay_presence"))
+	}
+}
+
+// TestPresenceBounds: with a member that never answers, each uncached ask
+// waits channels.presence.timeout; past 64 at once, asks for more channels
+// get 111, and a subscriber on the node keeps receiving.
+func TestPresenceBounds(t *testing.T) {
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.Channels.Namespaces = []relay.NamespaceConfig{{Name: "odds", Read: "anyone", Presence: true}}
+	cfg.Channels.Presence.Timeout = 3 * time.Second
+	r := startRelays(t, 1, cfg, nil)[0]
+	// A member without a query handler: it never answers.
+	mute := cluster.DefaultConfig()
+	mute.Name, mute.Bind, mute.Seeds = "mute", "127.0.0.2:0", []string{r.cluster(t).Members[0].Address}
+	mute.PublicURL = "ws://mute.example:8000/connection/websocket"
+	n, err := cluster.New(mute, func() cluster.Status { return cluster.Status{State: cluster.StateReady} }, nil, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Shutdown)
+	checkFor(t, 10*time.Second, func() error {
+		if v := r.cluster(t); len(v.Members) != 2 || v.Members[0].State != "alive" || v.Members[1].State != "alive" {
+			return fmt.Errorf("members %+v", v.Members)
+		}
+		return nil
+	})
+
+	prod := newProducer(t, kafka.ListenAddrs())
+	const feed = "scores:bounds"
+	r.waitCached(t, feed, produce(t, prod, "scores", feed, `{"n":0}`))
+	bystander := r.dial(t)
+	bystander.connect()
+	bystander.send(`{"id":2,"subscribe":{"channel":"` + feed + `"}}`)
+	bystander.mustNext()
+
+	asker := r.dial(t)
+	asker.connect()
+	var cmds []string
+	for i := range 80 {
+		cmds = append(cmds, fmt.Sprintf(`{"id":%d,"presence_stats":{"channel":"odds:bounds:%d"}}`, 100+i, i))
+	}
+	asker.send(cmds...)
+	busy := 0
+	for range 80 - 64 { // answered at once; the 64 others wait for the mute member
+		rep := asker.mustNext()
+		if errorCode(rep) == 111 {
+			busy++
+		}
+	}
+	if busy != 80-64 {
+		t.Errorf("%d asks got 111, want %d", busy, 80-64)
+	}
+	produce(t, prod, "scores", feed, `{"n":1}`)
+	for {
+		if _, data, _, ok := pubOf(bystander.mustNext()); ok && data["n"] == float64(1) {
+			break
+		}
+	}
+	answered := 0
+	for range 64 { // at the timeout: the local count, the mute member left out
+		if rep := asker.mustNext(); rep["presence_stats"] != nil {
+			answered++
+		}
+	}
+	if answered != 64 {
+		t.Errorf("%d of 64 waiting asks answered", answered)
+	}
+	_, body := r.get(t, "/metrics")
+	if v := metric(body, `edgerelay_presence_requests_total{kind="presence_stats",result="partial"}`); v != 64 {
+		t.Errorf("partial answers %v, want 64", v)
 	}
 }
