@@ -44,7 +44,7 @@ func (c *Conn) replaceLocked(f *fanout.Frame) int {
 	if stale > 0 {
 		j := stop
 		for i := stop; i < len(c.queue); i++ {
-			if i < last && c.queue[i].Pub.Channel == ch {
+			if q := c.queue[i].Pub; i < last && q.Channel == ch && q.Key == key {
 				c.queued -= len(c.queue[i].Bytes)
 				continue
 			}
