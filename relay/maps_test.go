@@ -1,10 +1,18 @@
 package relay_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgerelay/edgerelay/relay"
+	"github.com/edgerelay/edgerelay/relay/ingest"
 )
 
 // mapSubscribe sends a map subscribe of phase with the extra JSON fields
@@ -175,4 +183,64 @@ func TestMapErrors(t *testing.T) {
 	if !strings.Contains(body, "edgerelay_map_bytes") {
 		t.Error("no edgerelay_map_bytes")
 	}
+}
+
+// TestKeyedTopicMap: a compacted topic as a map. The topic's channel
+// template puts every record key under one map channel
+// (standings:epl:{key}, rule prefix "standings:", depth 1); a record with
+// a null value (a Kafka tombstone) removes its key, pushed as removed, and
+// forgets the entry's channel's cached value. A tombstone of a channel in
+// no map is skipped as before (invalid_json).
+func TestKeyedTopicMap(t *testing.T) {
+	kafka := newKafka(t, kfake.SeedTopics(1, "standings"))
+	cfg := mapsConfig(kafka.ListenAddrs(), 10)
+	cfg.Channels.Maps.Rules = []relay.MapRuleConfig{{Prefix: "standings:", Depth: 1}}
+	cfg.Ingest.Topics = append(cfg.Ingest.Topics, ingest.Topic{Name: "standings", ChannelTemplate: "standings:epl:{key}"})
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+	rec := func(topic, key, value string) {
+		t.Helper()
+		r := &kgo.Record{Topic: topic, Key: []byte(key)}
+		if value != "" {
+			r.Value = []byte(value)
+		}
+		if err := prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec("standings", "arsenal", `{"pts":3}`)
+	rec("standings", "chelsea", `{"pts":1}`)
+	const m = "standings:epl"
+	waitMap(t, r, m, 2, 2)
+
+	c := r.dial(t)
+	c.connect()
+	res := mapSubscribe(t, c, 2, m, 2, "")
+	if st, _ := res["state"].([]any); len(st) != 2 || st[0].(map[string]any)["key"] != "arsenal" {
+		t.Fatalf("state %v", res)
+	}
+	if res := mapSubscribe(t, c, 3, m, 1, fmt.Sprintf(`"epoch":%q,"offset":%d`, res["epoch"], num(res["offset"]))); num(res["phase"]) != 0 {
+		t.Fatalf("stream: %v", res)
+	}
+	rec("standings", "chelsea", "") // tombstone
+	push := c.mustNext()["push"].(map[string]any)
+	if pub := push["pub"].(map[string]any); pub["key"] != "chelsea" || pub["removed"] != true || push["channel"] != m || pub["data"] != nil {
+		t.Fatalf("push %v, want chelsea removed", push)
+	}
+	waitMap(t, r, m, 1, 3)
+	if r.srv.Hub().Last("standings:epl:chelsea") != nil {
+		t.Error("the removed entry's channel still has a cached value")
+	}
+	// A tombstone of a channel in no map.
+	notMap := &kgo.Record{Topic: "scores", Key: []byte("scores:a"), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte("scores:a")}}}
+	if err := prod.ProduceSync(context.Background(), notMap).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		_, body := r.get(t, "/metrics")
+		if got := metric(body, `edgerelay_kafka_records_skipped_total{reason="invalid_json",topic="scores"}`); got != 1 {
+			return fmt.Errorf("scores tombstone skipped as invalid_json: %v", got)
+		}
+		return nil
+	})
 }
