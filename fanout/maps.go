@@ -92,6 +92,10 @@ type mapState struct {
 
 	mu      sync.Mutex
 	entries map[string]*Publication // live entries and tombstones (Removed)
+	// log holds the entries' publications in offset order, and superseded
+	// ones until compacted (at twice the entries): what changed since a
+	// position costs a search and the changes, not a scan of the map.
+	log []*Publication
 	keys    []string                // live keys, sorted
 	tombs   int
 	// pruned: positions before this protocol offset are unrecoverable
@@ -222,6 +226,7 @@ func (h *Hub) setEntry(m *mapState, key string, p *Publication, removed bool) []
 	m.bytes += grown
 	h.maps.bytes.Add(grown)
 	m.entries[key] = mp
+	m.logChange(mp)
 	switch {
 	case !live && !removed:
 		i, _ := slices.BinarySearch(m.keys, key)
@@ -253,6 +258,24 @@ func (h *Hub) setEntry(m *mapState, key string, p *Publication, removed bool) []
 	return nil
 }
 
+// logChange adds mp to m's log, in offset order. m.mu held.
+func (m *mapState) logChange(mp *Publication) {
+	if n := len(m.log); n > 0 && m.log[n-1].Pos.Offset > mp.Pos.Offset {
+		i := sort.Search(n, func(i int) bool { return m.log[i].Pos.Offset > mp.Pos.Offset })
+		m.log = slices.Insert(m.log, i, mp) // a partition read again
+	} else {
+		m.log = append(m.log, mp)
+	}
+	if len(m.log) > 2*len(m.entries)+16 {
+		m.compactLog()
+	}
+}
+
+// compactLog drops superseded publications from m's log. m.mu held.
+func (m *mapState) compactLog() {
+	m.log = slices.DeleteFunc(m.log, func(p *Publication) bool { return m.entries[p.Key] != p })
+}
+
 // goLocal switches m to a node-local epoch, renumbering its entries.
 func (h *Hub) goLocal(m *mapState) {
 	m.local = true
@@ -269,6 +292,10 @@ func (h *Hub) goLocal(m *mapState) {
 		q.Pos, q.Epoch = Position{Offset: int64(m.seq) - 1}, m.epoch
 		m.entries[k] = &q
 	}
+	m.log = m.log[:0]
+	for _, k := range keys {
+		m.log = append(m.log, m.entries[k])
+	}
 	m.top = m.seq
 }
 
@@ -284,6 +311,7 @@ func (h *Hub) pruneTombstones(m *mapState) {
 		}
 	}
 	m.tombs = 0
+	m.compactLog()
 }
 
 // markFull marks m full and drops its subscribers, returning them.
@@ -368,13 +396,13 @@ func (v *MapView) Since(epoch string, offset uint64) ([]*Publication, bool) {
 	if epoch != m.epoch || (m.pruned > 0 && offset < m.pruned) {
 		return nil, false
 	}
+	i := sort.Search(len(m.log), func(i int) bool { return uint64(m.log[i].Pos.Offset)+1 > offset })
 	var out []*Publication
-	for _, e := range m.entries {
-		if uint64(e.Pos.Offset)+1 > offset {
-			out = append(out, e)
+	for _, p := range m.log[i:] {
+		if m.entries[p.Key] == p {
+			out = append(out, p)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Pos.Offset < out[j].Pos.Offset })
 	return out, true
 }
 

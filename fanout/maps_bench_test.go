@@ -97,3 +97,21 @@ func BenchmarkMapPublish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMapCatchUp: what changed since a position, in a 10,000-key
+// map whose last 100 changes came after it (a reconnecting client).
+func BenchmarkMapCatchUp(b *testing.B) {
+	const n = 10000
+	h := filledMap(b, n)
+	for i := range 100 {
+		h.Publish(entryPub("odds:f:m1:k"+strconv.Itoa(i*7), "e", int64(n+i), marketData))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ViewMap("odds:f:m1", func(v *MapView) {
+			if got, ok := v.Since("e", n); !ok || len(got) != 100 {
+				b.Fatalf("%d changes, want 100", len(got))
+			}
+		})
+	}
+}
