@@ -41,8 +41,12 @@ import (
 // key that would pass a map's bound is refused and the map is marked
 // full: from then on it refuses subscribers (ErrMapFull), and its current
 // subscribers are dropped and named to Config.OnMapFull, which tells the
-// clients. Nothing is truncated silently. A map is created by its first
-// entry or subscriber, and lives as long as the Hub (bounded by MaxMaps).
+// clients. Nothing is truncated silently. Only maps that have held an
+// entry count toward MaxMaps, and they live as long as the Hub; a map
+// only subscribed to (empty) is bounded by the subscriptions and removed
+// with its last subscriber. At MaxMaps, a new map's first entry is
+// refused (NoRoom), and so is a view of a map holding no entries
+// (ErrTooManyMaps): Kafka may have entries for it.
 //
 // # Concurrency
 //
@@ -67,7 +71,7 @@ var (
 
 // MapStats are the map counters of Stats.
 type MapStats struct {
-	Maps     int64  // maps on this node
+	Maps     int64  // maps holding entries (bounded by MaxMaps)
 	Entries  int64  // live entries over all maps
 	Bytes    int64  // bytes charged to maps
 	Refused  uint64 // entries refused because their map was full
@@ -79,6 +83,7 @@ type mapRegistry struct {
 	mu sync.RWMutex
 	m  map[string]*mapState
 
+	filled   atomic.Int64 // maps holding entries (bounded by MaxMaps)
 	entries  atomic.Int64
 	bytes    atomic.Int64
 	refused  atomic.Uint64
@@ -95,19 +100,21 @@ type mapState struct {
 	// log holds the entries' publications in offset order, and superseded
 	// ones until compacted (at twice the entries): what changed since a
 	// position costs a search and the changes, not a scan of the map.
-	log []*Publication
-	keys    []string                // live keys, sorted
-	tombs   int
+	log   []*Publication
+	keys  []string // live keys, sorted
+	tombs int
 	// pruned: positions before this protocol offset are unrecoverable
 	// (tombstones forgotten), 0: none.
-	pruned uint64
-	epoch  string
-	local  bool   // epoch and offsets are this node's (see Positions)
-	seq    uint64 // local offsets handed out; updates delivered
-	top    uint64 // protocol offset of the newest change
-	bytes  int64
-	full   bool
-	subs   map[Subscriber]struct{}
+	pruned  uint64
+	epoch   string
+	local   bool   // epoch and offsets are this node's (see Positions)
+	seq     uint64 // local offsets handed out; updates delivered
+	top     uint64 // protocol offset of the newest change
+	bytes   int64
+	full    bool
+	filled  bool // counted in maps.filled
+	removed bool // set, under maps.mu and mu, when removed from the registry
+	subs    map[Subscriber]struct{}
 }
 
 // MapOf returns the map and key channel belongs to under the first rule
@@ -140,31 +147,48 @@ func entrySize(key string, p *Publication) int64 {
 	return int64(2*len(key)+len(p.Data)) + overhead
 }
 
-// lockMap returns the map called name, locked, creating it if create. It
-// returns ErrTooManyMaps when creating would pass MaxMaps.
-func (h *Hub) lockMap(name string, create bool) (*mapState, error) {
+// lockMap returns the map called name, locked, creating it if create
+// (nil if there is none and create is false).
+func (h *Hub) lockMap(name string, create bool) *mapState {
 	r := &h.maps
-	r.mu.RLock()
-	m := r.m[name]
-	r.mu.RUnlock()
-	if m == nil {
-		if !create {
-			return nil, nil
-		}
-		r.mu.Lock()
-		if m = r.m[name]; m == nil {
-			if len(r.m) >= h.cfg.MaxMaps {
-				r.mu.Unlock()
-				r.noRoom.Add(1)
-				return nil, fmt.Errorf("%w: %d maps on this node", ErrTooManyMaps, h.cfg.MaxMaps)
+	for {
+		r.mu.RLock()
+		m := r.m[name]
+		r.mu.RUnlock()
+		if m == nil {
+			if !create {
+				return nil
 			}
-			m = &mapState{name: name, entries: map[string]*Publication{}, subs: map[Subscriber]struct{}{}}
-			r.m[name] = m
+			r.mu.Lock()
+			if m = r.m[name]; m == nil {
+				m = &mapState{name: name, entries: map[string]*Publication{}, subs: map[Subscriber]struct{}{}}
+				r.m[name] = m
+			}
+			r.mu.Unlock()
 		}
-		r.mu.Unlock()
+		m.mu.Lock()
+		if !m.removed {
+			return m
+		}
+		m.mu.Unlock() // removed between lookup and lock: look again
 	}
+}
+
+// removeMapIfEmpty removes m if it has neither entries nor subscribers.
+func (h *Hub) removeMapIfEmpty(m *mapState) {
+	r := &h.maps
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	m.mu.Lock()
-	return m, nil
+	defer m.mu.Unlock()
+	if m.removed || len(m.entries) > 0 || len(m.subs) > 0 {
+		return
+	}
+	m.removed = true
+	delete(r.m, m.name)
+	if m.filled {
+		r.filled.Add(-1)
+	}
 }
 
 // publishMap sets the entry channel p places in a map, if any; removed
@@ -174,12 +198,9 @@ func (h *Hub) publishMap(p *Publication, removed bool) {
 	if !ok {
 		return
 	}
-	m, err := h.lockMap(name, true)
-	if err != nil {
-		return // counted in NoRoom
-	}
+	m := h.lockMap(name, true)
 	dropped := h.setEntry(m, key, p, removed)
-	m.mu.Unlock()
+	h.unlockMap(m) // removed if refused for want of room
 	if len(dropped) > 0 && h.cfg.OnMapFull != nil {
 		h.cfg.OnMapFull(name, dropped)
 	}
@@ -191,6 +212,17 @@ func (h *Hub) setEntry(m *mapState, key string, p *Publication, removed bool) []
 	old := m.entries[key]
 	if old == nil && removed {
 		return nil // nothing to remove
+	}
+	if !m.filled {
+		// Only maps that have held entries count toward MaxMaps: the
+		// empty maps subscribers wait on are bounded by their
+		// subscriptions.
+		if h.maps.filled.Add(1) > int64(h.cfg.MaxMaps) {
+			h.maps.filled.Add(-1)
+			h.maps.noRoom.Add(1)
+			return nil
+		}
+		m.filled = true
 	}
 	if m.epoch == "" && !m.local {
 		m.epoch = p.Epoch
@@ -414,9 +446,18 @@ func (h *Hub) ViewMap(name string, fn func(v *MapView)) error {
 	if err != nil {
 		return err
 	}
-	defer m.mu.Unlock()
+	defer h.unlockMap(m)
 	fn(&MapView{m: m, cfg: &h.cfg})
 	return nil
+}
+
+// unlockMap unlocks m, removing it if it holds nothing.
+func (h *Hub) unlockMap(m *mapState) {
+	empty := len(m.entries) == 0 && len(m.subs) == 0
+	m.mu.Unlock()
+	if empty {
+		h.removeMapIfEmpty(m)
+	}
 }
 
 func (h *Hub) openMap(name string) (*mapState, error) {
@@ -426,13 +467,15 @@ func (h *Hub) openMap(name string) (*mapState, error) {
 	if !h.IsMap(name) {
 		return nil, fmt.Errorf("%w: %s", ErrNotMap, name)
 	}
-	m, err := h.lockMap(name, true)
-	if err != nil {
-		return nil, err
-	}
-	if m.full {
+	m := h.lockMap(name, true)
+	switch {
+	case m.full:
 		m.mu.Unlock()
 		return nil, fmt.Errorf("%w: %s", ErrMapFull, name)
+	case !m.filled && h.maps.filled.Load() >= int64(h.cfg.MaxMaps):
+		// Kafka may hold entries this node had no room for.
+		m.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d maps on this node", ErrTooManyMaps, h.cfg.MaxMaps)
 	}
 	return m, nil
 }
@@ -445,7 +488,7 @@ func (h *Hub) SubscribeMap(name string, s Subscriber, fn func(v *MapView) bool) 
 	if err != nil {
 		return err
 	}
-	defer m.mu.Unlock()
+	defer h.unlockMap(m)
 	if _, dup := m.subs[s]; dup {
 		return fmt.Errorf("%w: %s", ErrAlreadySubscribed, name)
 	}
@@ -459,11 +502,11 @@ func (h *Hub) SubscribeMap(name string, s Subscriber, fn func(v *MapView) bool) 
 // UnsubscribeMap removes s from the map called name and reports whether
 // it was subscribed.
 func (h *Hub) UnsubscribeMap(name string, s Subscriber) bool {
-	m, _ := h.lockMap(name, false)
+	m := h.lockMap(name, false)
 	if m == nil {
 		return false
 	}
-	defer m.mu.Unlock()
+	defer h.unlockMap(m)
 	_, ok := m.subs[s]
 	if ok {
 		delete(m.subs, s)
@@ -475,10 +518,7 @@ func (h *Hub) UnsubscribeMap(name string, s Subscriber) bool {
 // MapStats returns the map counters.
 func (h *Hub) MapStats() MapStats {
 	r := &h.maps
-	r.mu.RLock()
-	n := len(r.m)
-	r.mu.RUnlock()
-	return MapStats{Maps: int64(n), Entries: r.entries.Load(), Bytes: r.bytes.Load(), Refused: r.refused.Load(),
+	return MapStats{Maps: r.filled.Load(), Entries: r.entries.Load(), Bytes: r.bytes.Load(), Refused: r.refused.Load(),
 		NoRoom: r.noRoom.Load(), FullMaps: r.fullMaps.Load()}
 }
 
@@ -492,7 +532,7 @@ func (h *Hub) Subscribed(name string, s Subscriber) bool {
 			return true
 		}
 	}
-	m, _ := h.lockMap(name, false)
+	m := h.lockMap(name, false)
 	if m == nil {
 		return false
 	}

@@ -137,6 +137,20 @@ func TestMapBounds(t *testing.T) {
 		c.MaxMaps, c.MaxMapEntries = 2, 3
 		c.OnMapFull = func(_ string, d []Subscriber) { dropped = append(dropped, d...) }
 	})
+	// Maps subscribers wait on, empty, do not count toward MaxMaps, and go
+	// with their last subscriber.
+	var waiting recorder
+	for i := range 5 {
+		name := fmt.Sprintf("odds:f:empty%d", i)
+		if err := h.SubscribeMap(name, &waiting, func(*MapView) bool { return true }); err != nil {
+			t.Fatal(err)
+		}
+		h.UnsubscribeMap(name, &waiting)
+		h.ViewMap(name, func(*MapView) {})
+	}
+	if n := len(h.maps.m); n != 0 {
+		t.Fatalf("%d empty maps left in the registry", n)
+	}
 	const m = "odds:f:m1"
 	for i := range 3 {
 		h.Publish(entryPub(fmt.Sprintf("%s:k%d", m, i), "e", int64(i), `{}`))
@@ -159,7 +173,7 @@ func TestMapBounds(t *testing.T) {
 	if err := h.ViewMap("scores:x", func(*MapView) {}); !errors.Is(err, ErrNotMap) {
 		t.Errorf("not a map: %v", err)
 	}
-	if s := h.MapStats(); s.Maps != 2 || s.Entries != 4 || s.Refused != 1 || s.NoRoom != 2 || s.FullMaps != 1 {
+	if s := h.MapStats(); s.Maps != 2 || s.Entries != 4 || s.Refused != 1 || s.NoRoom != 1 || s.FullMaps != 1 {
 		t.Errorf("stats %+v", s)
 	}
 }
@@ -169,7 +183,8 @@ func TestMapBounds(t *testing.T) {
 func TestMapTombstonesForgotten(t *testing.T) {
 	h := mapHub(func(c *Config) { c.MaxMapEntries = 2 })
 	const m = "odds:f:m1"
-	off := int64(0)
+	h.Publish(entryPub(m+":stays", "e", 0, `{}`))
+	off := int64(1)
 	for i := range 3 {
 		k := fmt.Sprintf("%s:k%d", m, i)
 		h.Publish(entryPub(k, "e", off, `{}`))
@@ -177,11 +192,17 @@ func TestMapTombstonesForgotten(t *testing.T) {
 		off += 2
 	}
 	h.ViewMap(m, func(v *MapView) {
-		if _, ok := v.Since("e", 2); ok {
+		if _, ok := v.Since("e", 3); ok {
 			t.Error("recovered across forgotten removals")
 		}
-		if _, ok := v.Since("e", 6); !ok {
+		if _, ok := v.Since("e", 7); !ok {
 			t.Error("the newest position does not recover")
+		}
+	})
+	h.PublishRemoval(entryPub(m+":stays", "e", off, ""))
+	h.ViewMap(m, func(v *MapView) {
+		if got, ok := v.Since("e", uint64(off)); v.Len() != 0 || !ok || mapKeys(got) != "stays-" {
+			t.Errorf("after the last removal: %d entries, since %s %v", v.Len(), mapKeys(got), ok)
 		}
 	})
 	if err := h.PublishRemoval(entryPub("scores:x", "e", 1, "")); !errors.Is(err, ErrNotMap) {

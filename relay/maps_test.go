@@ -164,15 +164,24 @@ func TestMapErrors(t *testing.T) {
 	check(8, `{"id":%d,"subscribe":{"channel":"`+full+`","type":1,"phase":2}}`, 106)
 	check(9, `{"id":%d,"subscribe":{"channel":"`+full+`","type":1,"phase":1}}`, 106)
 
-	// max_maps 2: the full map and one more; a third is refused.
-	mapSubscribe(t, c, 10, "odds:football:epl:second", 2, "")
-	check(11, `{"id":%d,"subscribe":{"channel":"odds:football:epl:third","type":1,"phase":2}}`, 106)
+	// Maps only subscribed to, empty, do not count toward max_maps.
+	for i := 10; i < 14; i++ {
+		mapSubscribe(t, c, i, fmt.Sprintf("odds:football:epl:empty-%d", i), 2, "")
+	}
+	// max_maps 2: the full map and one more from Kafka; a third is
+	// refused, and subscribing to any map not held then answers 106.
+	produceEntries(t, prod, "odds:football:epl:second", []mapChange{{key: "a", value: "{}"}})
+	third := []mapChange{{key: "a", value: "{}"}}
+	produceEntries(t, prod, "odds:football:epl:third", third)
+	waitMap(t, r, "odds:football:epl:second", 1, 0)
+	r.waitCached(t, "odds:football:epl:third:a", int64(third[0].offset-1))
+	check(20, `{"id":%d,"subscribe":{"channel":"odds:football:epl:third","type":1,"phase":2}}`, 106)
 
 	_, body := r.get(t, "/metrics")
 	for series, want := range map[string]float64{
 		"edgerelay_maps":                      2,
 		"edgerelay_maps_full":                 1,
-		"edgerelay_map_entries":               5,
+		"edgerelay_map_entries":               6,
 		"edgerelay_map_entries_refused_total": 1,
 		"edgerelay_maps_refused_total":        1,
 	} {

@@ -197,7 +197,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts(f("deliveries_total", "Publication pushes handed to connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Deliveries) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts(f("channels_evicted_idle_total", "Channels evicted after channels.idle_ttl without subscribers or updates.")), stat(func(s fanout.Stats) float64 { return float64(s.EvictedIdle) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts(f("channels_evicted_capacity_total", "Idle channels evicted to stay under channels.max_channels or max_cached_bytes.")), stat(func(s fanout.Stats) float64 { return float64(s.EvictedCap) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("maps", "Map channels on this node (bounded by channels.maps.max_maps).")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.Maps) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("maps", "Map channels holding entries on this node (bounded by channels.maps.max_maps).")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.Maps) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("map_entries", "Live entries of all maps.")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.Entries) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("map_bytes", "Bytes charged to maps (each bounded by channels.maps.max_bytes).")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.Bytes) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("maps_full", "Maps that passed channels.maps.max_entries or max_bytes (they refuse subscribers).")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.FullMaps) })),
