@@ -420,7 +420,10 @@ func (v *MapView) Page(cursor string, limit, maxBytes int) (entries []*Publicati
 // and whether that is all that changed: false when epoch is another
 // stream's or the removals since were forgotten. An empty epoch at offset
 // 0 asks for every entry (a client whose snapshot found the map empty).
-func (v *MapView) Since(epoch string, offset uint64) ([]*Publication, bool) {
+//
+// At most max are returned (a page and one more tells whether another
+// page follows): the cost is that of the changes returned.
+func (v *MapView) Since(epoch string, offset uint64, max int) ([]*Publication, bool) {
 	m := v.m
 	if epoch == "" && offset == 0 {
 		epoch = m.epoch
@@ -431,6 +434,9 @@ func (v *MapView) Since(epoch string, offset uint64) ([]*Publication, bool) {
 	i := sort.Search(len(m.log), func(i int) bool { return uint64(m.log[i].Pos.Offset)+1 > offset })
 	var out []*Publication
 	for _, p := range m.log[i:] {
+		if len(out) == max {
+			break
+		}
 		if m.entries[p.Key] == p {
 			out = append(out, p)
 		}

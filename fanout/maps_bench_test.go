@@ -109,7 +109,7 @@ func BenchmarkMapCatchUp(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h.ViewMap("odds:f:m1", func(v *MapView) {
-			if got, ok := v.Since("e", n); !ok || len(got) != 100 {
+			if got, ok := v.Since("e", n, 1<<20); !ok || len(got) != 100 {
 				b.Fatalf("%d changes, want 100", len(got))
 			}
 		})

@@ -105,14 +105,17 @@ func TestMapPositions(t *testing.T) {
 		t.Errorf("delivered %s", got)
 	}
 	h.ViewMap(m, func(v *MapView) {
-		since, ok := v.Since("e1", 13) // after c (offset 12)
+		since, ok := v.Since("e1", 13, 1<<20) // after c (offset 12)
 		if !ok || mapKeys(since) != "d,b-,a" {
 			t.Errorf("since 13: %s %v", mapKeys(since), ok)
 		}
-		if _, ok := v.Since("e2", 13); ok {
+		if page, _ := v.Since("e1", 13, 2); mapKeys(page) != "d,b-" {
+			t.Errorf("since 13, at most 2: %s", mapKeys(page))
+		}
+		if _, ok := v.Since("e2", 13, 1<<20); ok {
 			t.Error("since another epoch: ok")
 		}
-		if all, ok := v.Since("", 0); !ok || len(all) != 4 {
+		if all, ok := v.Since("", 0, 1<<20); !ok || len(all) != 4 {
 			t.Errorf("since the start: %d %v", len(all), ok)
 		}
 	})
@@ -122,7 +125,7 @@ func TestMapPositions(t *testing.T) {
 		if !v.Local() || !strings.HasPrefix(v.Epoch(), "local-") || v.Top() != 5 {
 			t.Errorf("after a second stream: local %v epoch %q top %d", v.Local(), v.Epoch(), v.Top())
 		}
-		if _, ok := v.Since("e1", 13); ok {
+		if _, ok := v.Since("e1", 13, 1<<20); ok {
 			t.Error("a Kafka position still recovers in a local map")
 		}
 	})
@@ -192,16 +195,16 @@ func TestMapTombstonesForgotten(t *testing.T) {
 		off += 2
 	}
 	h.ViewMap(m, func(v *MapView) {
-		if _, ok := v.Since("e", 3); ok {
+		if _, ok := v.Since("e", 3, 1<<20); ok {
 			t.Error("recovered across forgotten removals")
 		}
-		if _, ok := v.Since("e", 7); !ok {
+		if _, ok := v.Since("e", 7, 1<<20); !ok {
 			t.Error("the newest position does not recover")
 		}
 	})
 	h.PublishRemoval(entryPub(m+":stays", "e", off, ""))
 	h.ViewMap(m, func(v *MapView) {
-		if got, ok := v.Since("e", uint64(off)); v.Len() != 0 || !ok || mapKeys(got) != "stays-" {
+		if got, ok := v.Since("e", uint64(off), 1<<20); v.Len() != 0 || !ok || mapKeys(got) != "stays-" {
 			t.Errorf("after the last removal: %d entries, since %s %v", v.Len(), mapKeys(got), ok)
 		}
 	})

@@ -63,7 +63,7 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 		var live bool
 		err = c.srv.hub.SubscribeMap(req.Channel, sub, func(v *fanout.MapView) bool {
 			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top()}
-			changed, ok := v.Since(req.Epoch, req.Offset)
+			changed, ok := v.Since(req.Epoch, req.Offset, limit+1)
 			switch {
 			case !ok && req.Recover:
 				c.replyError(id, protocol.ErrUnrecoverable.WithMessage("the map's position is of another epoch or older than its forgotten removals"))
