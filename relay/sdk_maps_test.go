@@ -97,6 +97,7 @@ type mapEvent struct {
 	Recovered     bool            `json:"recovered"`
 	WasRecovering bool            `json:"was_recovering"`
 	Recoverable   bool            `json:"recoverable"`
+	Code          int             `json:"code"`
 	line          string
 }
 
@@ -289,5 +290,70 @@ func testSDKMaps(t *testing.T, encoding string, otherNode bool) {
 	}
 	if s := subscribed[1]; !s.Recovered || !s.WasRecovering || s.Epoch != subscribed[0].Epoch {
 		t.Errorf("after the reconnect: %s, want recovered in epoch %q", s.line, subscribed[0].Epoch)
+	}
+}
+
+// TestSDKMapFull: a map passing channels.maps.max_entries while the SDK is
+// subscribed ends the subscription with the documented unsubscribe code
+// 2100 (the SDK's "unsubscribed" event, no resubscribe), and subscribing
+// again is refused with 106. Both builds.
+func TestSDKMapFull(t *testing.T) {
+	for _, encoding := range []string{"json", "protobuf"} {
+		t.Run(encoding, func(t *testing.T) {
+			const mapName = "odds:football:epl:match-full"
+			dir := jsTestDir(t)
+			kafka := newKafka(t)
+			cfg := mapsConfig(kafka.ListenAddrs(), 4)
+			cfg.Channels.Maps.MaxEntries = 10
+			r := startRelay(t, cfg)
+			prod := newProducer(t, kafka.ListenAddrs())
+			entries := make([]mapChange, 10)
+			for i := range entries {
+				k := fmt.Sprintf("m%d", i)
+				entries[i] = mapChange{key: k, value: marketValue(k, 0)}
+			}
+			produceEntries(t, prod, mapName, entries)
+			waitMap(t, r, mapName, 10, entries[9].offset)
+
+			cmd := exec.Command("node", "maps.mjs")
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "MAP="+mapName, "PAGE=4", "ENCODING="+encoding,
+				"LIVE=1000", "RECOVER=0", "EXPECT_FULL=1")
+			cmd.Stderr = os.Stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			var codes []int
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				var e mapEvent
+				if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+					t.Fatalf("maps.mjs printed %q", sc.Text())
+				}
+				switch e.Event {
+				case "sync":
+					if len(e.Entries) != 10 {
+						t.Fatalf("sync of %d entries, want 10", len(e.Entries))
+					}
+					produceEntries(t, prod, mapName, []mapChange{{key: "one-too-many", value: "{}"}})
+				case "unsubscribed":
+					codes = append(codes, e.Code)
+				case "fail":
+					t.Fatalf("maps.mjs: %s", e.Msg)
+				}
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("maps.mjs: %v", err)
+			}
+			if fmt.Sprint(codes) != "[2100 106]" {
+				t.Fatalf("unsubscribed with codes %v, want [2100 106]", codes)
+			}
+		})
 	}
 }
