@@ -249,9 +249,9 @@ func DefaultConfig() Config {
 			MaxNameLength:  hub.MaxNameLength,
 			MaxChannels:    hub.MaxChannels,
 			MaxCachedBytes: ByteSize(hub.MaxCachedBytes),
+			Maps:           MapsConfig{MaxMaps: hub.MaxMaps, MaxEntries: hub.MaxMapEntries, MaxBytes: ByteSize(hub.MaxMapBytes), PageSize: 100},
 			IdleTTL:        24 * time.Hour,
 			Presence:       PresenceConfig{MaxClients: 100, Timeout: 500 * time.Millisecond, Cache: time.Second},
-			Maps:           MapsConfig{MaxMaps: hub.MaxMaps, MaxEntries: hub.MaxMapEntries, MaxBytes: ByteSize(hub.MaxMapBytes), PageSize: 100},
 		},
 		HTTP: HTTPConfig{
 			ReadHeaderTimeout: 10 * time.Second,
