@@ -217,8 +217,13 @@ type Publisher interface {
 	// KeepsHistory says whether Append keeps anything: if not, ingest
 	// does not build publications for conflated records.
 	KeepsHistory() bool
-	// PublishRemoval applies a tombstone (a record with a null value) of
-	// a map entry's channel; it fails for a channel in no map.
+}
+
+// Remover is what a Publisher also implements to take tombstones (records
+// with a null value) of map entries' channels: PublishRemoval fails for a
+// channel in no map. *fanout.Hub implements it. Without it, a tombstone
+// counts as not JSON.
+type Remover interface {
 	PublishRemoval(p *fanout.Publication) error
 }
 
@@ -521,7 +526,7 @@ func (in *Ingester) handle(r *kgo.Record, channel, epoch string) {
 		// nothing to remove, and counts as not JSON).
 		p := &fanout.Publication{Channel: channel, Pos: fanout.Position{Stream: r.Topic, Partition: r.Partition, Offset: r.Offset},
 			Epoch: epoch, Time: r.Timestamp, Priority: in.isPriority(r), Removed: true}
-		if err := in.pub.PublishRemoval(p); err != nil {
+		if rm, ok := in.pub.(Remover); !ok || rm.PublishRemoval(p) != nil {
 			in.hooks.OnSkip(r.Topic, SkipInvalidJSON)
 		}
 		return

@@ -70,10 +70,9 @@ func TestValidate(t *testing.T) {
 
 type collect struct{ pubs, appended []*fanout.Publication }
 
-func (c *collect) Publish(p *fanout.Publication) error        { c.pubs = append(c.pubs, p); return nil }
-func (c *collect) Append(p *fanout.Publication) error         { c.appended = append(c.appended, p); return nil }
-func (c *collect) KeepsHistory() bool                         { return true }
-func (c *collect) PublishRemoval(p *fanout.Publication) error { return fanout.ErrNotMap }
+func (c *collect) Publish(p *fanout.Publication) error { c.pubs = append(c.pubs, p); return nil }
+func (c *collect) Append(p *fanout.Publication) error  { c.appended = append(c.appended, p); return nil }
+func (c *collect) KeepsHistory() bool                  { return true }
 
 type countHooks struct{ conflated int }
 

@@ -28,9 +28,8 @@ func (c *syncCollect) Publish(p *fanout.Publication) error {
 	c.offs = append(c.offs, p.Pos.Offset)
 	return nil
 }
-func (c *syncCollect) Append(*fanout.Publication) error         { return nil }
-func (c *syncCollect) KeepsHistory() bool                       { return false }
-func (c *syncCollect) PublishRemoval(*fanout.Publication) error { return fanout.ErrNotMap }
+func (c *syncCollect) Append(*fanout.Publication) error { return nil }
+func (c *syncCollect) KeepsHistory() bool               { return false }
 
 func (c *syncCollect) offsets() []int64 {
 	c.mu.Lock()
