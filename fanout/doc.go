@@ -30,6 +30,15 @@
 // times subscriptions per connection; a channel with neither a value nor a
 // subscriber is removed at once. Evictions are counted in Stats.
 //
+// Maps (Config.Maps, maps.go): a channel may also be an entry of a map
+// channel, a keyed collection of the channels below it. Publish sets the
+// entry too, PublishRemoval (a Kafka tombstone) removes it, and map
+// subscribers (SubscribeMap) get each change as an Update whose
+// Publication has the map's name and the entry's Key. A map pages its
+// entries by key and answers "what changed since this position" from its
+// entries themselves, each once (a compacted log), bounded by
+// Config.MaxMaps, MaxMapEntries and MaxMapBytes.
+//
 // # Concurrency
 //
 // All Hub methods are safe for concurrent use. Publishes to one channel are
@@ -40,8 +49,10 @@
 // an Update and encode its forms later from another goroutine (Update.Frame
 // is safe for concurrent use), so the Encoder must be too.
 //
-// Lock order: shard.mu, then channel.mu. Nothing else is held while either
-// is taken.
+// Lock order: shard.mu, then channel.mu; maps' registry lock, then a
+// map's. A map's lock is never taken with a channel's held (Publish
+// releases the channel first). Deliver to a map's subscribers runs with
+// the map's lock held, under the same rules.
 //
 // This package imports nothing but the standard library (a test enforces
 // it), so it can be tested and benchmarked without Kafka or a network.

@@ -37,6 +37,19 @@ type Config struct {
 	// for clients to catch up from (0, the default: none, only the cached
 	// value). History counts toward MaxCachedBytes.
 	HistorySize int
+	// Maps are the rules that make channels maps of the channels below
+	// them (see MapRule; none by default).
+	Maps []MapRule
+	// MaxMaps caps the maps on this node (default 10,000), MaxMapEntries
+	// the live entries of one map (default 10,000) and MaxMapBytes the
+	// bytes charged to one map (default 16 MiB); see maps.go, "Bounds".
+	MaxMaps       int
+	MaxMapEntries int
+	MaxMapBytes   int64
+	// OnMapFull is told the subscribers a map dropped when it became full
+	// (nil: nobody is told). It runs on the publishing goroutine with no
+	// lock held and must not block.
+	OnMapFull func(mapName string, dropped []Subscriber)
 	// Now returns the current time (default time.Now); tests replace it.
 	Now func() time.Time
 }
@@ -49,6 +62,9 @@ func DefaultConfig() Config {
 		MaxCachedBytes: 256 << 20,
 		IdleTTL:        time.Hour,
 		MaxNameLength:  DefaultMaxNameLength,
+		MaxMaps:        10_000,
+		MaxMapEntries:  10_000,
+		MaxMapBytes:    16 << 20,
 		Now:            time.Now,
 	}
 }
@@ -72,6 +88,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = d.Now
+	}
+	if c.MaxMaps <= 0 {
+		c.MaxMaps = d.MaxMaps
+	}
+	if c.MaxMapEntries <= 0 {
+		c.MaxMapEntries = d.MaxMapEntries
+	}
+	if c.MaxMapBytes <= 0 {
+		c.MaxMapBytes = d.MaxMapBytes
 	}
 }
 
@@ -109,6 +134,9 @@ type Hub struct {
 
 	overCap chan struct{} // wakes the evictor; capacity 1
 	lastID  atomic.Uint32 // the last channel id handed out
+
+	maps      mapRegistry
+	localBase uint64 // makes local map epochs unique to this Hub
 }
 
 type shard struct {
@@ -142,6 +170,8 @@ func New(cfg Config) *Hub {
 	for i := range h.shards {
 		h.shards[i].m = make(map[string]*channel)
 	}
+	h.maps.m = map[string]*mapState{}
+	h.localBase = uint64(time.Now().UnixNano())
 	return h
 }
 
@@ -222,6 +252,37 @@ func (h *Hub) Publish(p *Publication) error {
 	if grown > h.cfg.MaxCachedBytes {
 		h.signalOverCap()
 	}
+	if len(h.cfg.Maps) > 0 {
+		h.publishMap(p, false)
+	}
+	return nil
+}
+
+// PublishRemoval removes the map entry channel p.Channel stands for (see
+// MapRule), delivering the removal to the map's subscribers, and forgets
+// the channel's cached value: a Kafka tombstone. p.Data is ignored. A
+// channel in no map is left alone: ErrNotMap.
+func (h *Hub) PublishRemoval(p *Publication) error {
+	if err := ValidateName(p.Channel, h.cfg.MaxNameLength); err != nil {
+		return err
+	}
+	if _, _, ok := h.MapOf(p.Channel); !ok {
+		return fmt.Errorf("%w: %s is in none", ErrNotMap, p.Channel)
+	}
+	if ch := h.lockChannel(p.Channel, false); ch != nil {
+		if ch.last != nil {
+			h.cachedBytes.Add(-ch.last.size())
+			h.cached.Add(-1)
+			ch.last = nil
+		}
+		empty := len(ch.subs) == 0 && len(ch.hist) == 0
+		ch.mu.Unlock()
+		if empty {
+			h.removeIfEmpty(ch)
+		}
+	}
+	h.publications.Add(1)
+	h.publishMap(p, true)
 	return nil
 }
 
@@ -372,20 +433,22 @@ func (h *Hub) Subscribers(name string, fn func(Subscriber)) int {
 func (h *Hub) Unsubscribe(name string, s Subscriber) bool {
 	ch := h.lockChannel(name, false)
 	if ch == nil {
-		return false
+		return h.UnsubscribeMap(name, s)
 	}
 	_, ok := ch.subs[s]
-	if ok {
-		delete(ch.subs, s)
-		h.subscriptions.Add(-1)
-		ch.active.Store(h.cfg.Now().UnixNano())
+	if !ok {
+		ch.mu.Unlock()
+		return h.UnsubscribeMap(name, s)
 	}
+	delete(ch.subs, s)
+	h.subscriptions.Add(-1)
+	ch.active.Store(h.cfg.Now().UnixNano())
 	empty := len(ch.subs) == 0 && ch.last == nil
 	ch.mu.Unlock()
 	if empty {
 		h.removeIfEmpty(ch) // holds nothing: do not wait for a sweep
 	}
-	return ok
+	return true
 }
 
 // removeIfEmpty removes ch if it has neither subscribers nor a value.

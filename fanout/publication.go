@@ -33,6 +33,10 @@ type Publication struct {
 	// Binary says Data is opaque bytes, not known to be JSON: an encoder
 	// that needs JSON must check it and may have no form for it.
 	Binary bool
+	// Key and Removed: in a map's publication (see MapRule), the entry's
+	// key, and that the change removes it. Empty in a channel's.
+	Key     string
+	Removed bool
 }
 
 // size is what a cached publication is charged against Config.MaxCachedBytes.
@@ -41,7 +45,7 @@ func (p *Publication) size() int64 {
 		return 0
 	}
 	const overhead = 160 // struct, strings' headers, map entry
-	return int64(len(p.Channel) + len(p.Data) + len(p.Pos.Stream) + len(p.Epoch) + overhead)
+	return int64(len(p.Channel) + len(p.Key) + len(p.Data) + len(p.Pos.Stream) + len(p.Epoch) + overhead)
 }
 
 // Frame is one update encoded once for the wire and shared by every

@@ -131,6 +131,29 @@ type ChannelsConfig struct {
 	// Presence bounds presence and presence_stats (presence.go), served
 	// for namespaces with presence: true.
 	Presence PresenceConfig `yaml:"presence"`
+	// Maps are the map channels (docs/protocol.md, "Map subscriptions").
+	Maps MapsConfig `yaml:"maps"`
+}
+
+// MapsConfig defines the map channels and bounds them.
+type MapsConfig struct {
+	// Rules: a channel starting with Prefix is a map whose entries are the
+	// channels Depth segments below it.
+	Rules []MapRuleConfig `yaml:"rules"`
+	// MaxMaps per node, MaxEntries and MaxBytes per map: past them, the
+	// documented errors of docs/protocol.md.
+	MaxMaps    int      `yaml:"max_maps"`
+	MaxEntries int      `yaml:"max_entries"`
+	MaxBytes   ByteSize `yaml:"max_bytes"`
+	// PageSize is the state page's size when the client asks for none,
+	// and the most entries a state or stream page holds.
+	PageSize int `yaml:"page_size"`
+}
+
+// MapRuleConfig is one map rule.
+type MapRuleConfig struct {
+	Prefix string `yaml:"prefix"`
+	Depth  int    `yaml:"depth"`
 }
 
 // PresenceConfig bounds the cost of presence queries.
@@ -235,6 +258,7 @@ func DefaultConfig() Config {
 			MaxNameLength:  hub.MaxNameLength,
 			MaxChannels:    hub.MaxChannels,
 			MaxCachedBytes: ByteSize(hub.MaxCachedBytes),
+			Maps:           MapsConfig{MaxMaps: hub.MaxMaps, MaxEntries: hub.MaxMapEntries, MaxBytes: ByteSize(hub.MaxMapBytes), PageSize: 100},
 			IdleTTL:        24 * time.Hour,
 			Presence:       PresenceConfig{MaxClients: 100, Timeout: 500 * time.Millisecond, Cache: time.Second, Busiest: 10, BusiestInterval: 10 * time.Second},
 		},
@@ -338,6 +362,14 @@ func (c *Config) validateValues() error {
 	}
 	if ch.MaxChannels < 1 {
 		bad("channels.max_channels", "must be at least 1")
+	}
+	for i, r := range ch.Maps.Rules {
+		if r.Prefix == "" || r.Depth < 1 || r.Depth > 8 {
+			bad(fmt.Sprintf("channels.maps.rules[%d]", i), "needs a prefix and a depth of 1..8")
+		}
+	}
+	if m := ch.Maps; m.MaxMaps < 1 || m.MaxEntries < 1 || m.MaxBytes < 1<<10 || m.PageSize < 1 || m.PageSize > 10_000 {
+		bad("channels.maps", "max_maps and max_entries must be at least 1, max_bytes at least 1KiB, page_size within 1..10000")
 	}
 	if ch.IdleTTL < 0 {
 		bad("channels.idle_ttl", "must not be negative (0 keeps idle channels)")

@@ -85,12 +85,15 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 	p := u.Pub
 	codec := formCodec(f)
 	data := p.Data
-	if p.Binary && !codec.Binary() {
+	if p.Binary && !codec.Binary() && !p.Removed {
 		jd := u.Frame(formJSONData)
 		if jd == nil {
 			return nil // the engine closes this client: 3506
 		}
 		data = jd.Bytes
+	}
+	if p.Key != "" {
+		return mapFrame(codec, p, data, f)
 	}
 	var id uint32
 	if f&formCompact != 0 {
@@ -124,6 +127,23 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 		b = codec.AppendDeltaPush(b, p.Channel, id, raw.Bytes, protoOffset(p), true)
 	}
 	return &fanout.Frame{Bytes: engine.FinishFrame(b, messageHead(codec)), Pub: p, Form: f}
+}
+
+// mapFrame is the push of one change of a map entry: a map subscription
+// has neither deltas nor channel compaction, so its only form is the
+// plain one (plus deflate), built as a reply push by the codec.
+func mapFrame(codec protocol.Codec, p *fanout.Publication, data []byte, f fanout.Form) *fanout.Frame {
+	b := make([]byte, engine.MaxHeader, engine.MaxHeader+len(data)+len(p.Channel)+len(p.Key)+64)
+	b = append(b, codec.AppendReply(nil, &protocol.Reply{Push: &protocol.Push{Channel: p.Channel, Pub: mapPublication(p, data)}})...)
+	return &fanout.Frame{Bytes: engine.FinishFrame(b, messageHead(codec)), Pub: p, Form: f}
+}
+
+// mapPublication is a map entry's change as the client sees it.
+func mapPublication(p *fanout.Publication, data []byte) *protocol.Publication {
+	if p.Removed {
+		data = nil
+	}
+	return &protocol.Publication{Data: data, Offset: protoOffset(p), Key: p.Key, Removed: p.Removed, Binary: p.Binary}
 }
 
 // jsonData is formJSONData: p's data for a JSON client, compacted if it

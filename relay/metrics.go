@@ -212,6 +212,12 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		prometheus.NewCounterFunc(prometheus.CounterOpts(f("deliveries_total", "Publication pushes handed to connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Deliveries) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts(f("channels_evicted_idle_total", "Channels evicted after channels.idle_ttl without subscribers or updates.")), stat(func(s fanout.Stats) float64 { return float64(s.EvictedIdle) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts(f("channels_evicted_capacity_total", "Idle channels evicted to stay under channels.max_channels or max_cached_bytes.")), stat(func(s fanout.Stats) float64 { return float64(s.EvictedCap) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("maps", "Map channels holding entries on this node (bounded by channels.maps.max_maps).")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.Maps) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("map_entries", "Live entries of all maps.")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.Entries) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("map_bytes", "Bytes charged to maps (each bounded by channels.maps.max_bytes).")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.Bytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("maps_full", "Maps that passed channels.maps.max_entries or max_bytes (they refuse subscribers).")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.FullMaps) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts(f("map_entries_refused_total", "New map entries refused because their map was full.")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.Refused) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts(f("maps_refused_total", "Maps not created because channels.maps.max_maps was reached.")), mapStat(hub, func(s fanout.MapStats) float64 { return float64(s.NoRoom) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("ready", "1 when /readyz reports ready.")), func() float64 {
 			if ready() {
 				return 1
@@ -302,4 +308,8 @@ func (m *metrics) OnWrite(n int, frames []*fanout.Frame, now time.Time) {
 			}
 		}
 	}
+}
+
+func mapStat(hub *fanout.Hub, get func(fanout.MapStats) float64) func() float64 {
+	return func() float64 { return get(hub.MapStats()) }
 }

@@ -100,6 +100,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		IdleTTL:        cmp.Or(cfg.Channels.IdleTTL, -1), // 0: never
 		MaxNameLength:  cfg.Channels.MaxNameLength,
 		HistorySize:    cfg.Channels.HistorySize,
+		Maps:           mapRules(cfg.Channels.Maps.Rules),
+		MaxMaps:        cfg.Channels.Maps.MaxMaps,
+		MaxMapEntries:  cfg.Channels.Maps.MaxEntries,
+		MaxMapBytes:    int64(cfg.Channels.Maps.MaxBytes),
+		OnMapFull:      s.mapFull,
 	})
 	s.metrics = newMetrics(s.hub, s.Ready)
 	filesPerConn := 1

@@ -322,24 +322,12 @@ func (c *session) handleConnect(cmd *protocol.Command) error {
 }
 
 func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
-	if c.findSub(req.Channel) >= 0 {
-		c.replyError(id, protocol.ErrAlreadySubscribed)
+	if req.Type != protocol.SubscribeTypeStream {
+		c.handleMapSubscribe(id, req)
 		return
 	}
-	var subExp time.Time
-	if req.Token != "" {
-		exp, perr := c.srv.verifySubToken(req.Token, c.user, req.Channel)
-		if perr != nil {
-			c.replyError(id, perr)
-			return
-		}
-		subExp = exp
-	}
-	if !c.mayRead(id, req.Channel, req.Token != "") {
-		return
-	}
-	if len(c.subs) >= c.srv.cfg.WebSocket.MaxSubscriptions {
-		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
+	subExp, ok := c.admitSubscribe(id, req)
+	if !ok {
 		return
 	}
 	delta := req.Delta == "fossil"
@@ -379,6 +367,33 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		c.addSub(sub)
 		c.setSubExpiry(req.Channel, subExp)
 	}
+}
+
+// admitSubscribe checks that the client may subscribe as req asks,
+// replying with the error if not, and returns its subscription token's
+// expiry (zero: none).
+func (c *session) admitSubscribe(id uint32, req *protocol.SubscribeRequest) (time.Time, bool) {
+	if c.findSub(req.Channel) >= 0 {
+		c.replyError(id, protocol.ErrAlreadySubscribed)
+		return time.Time{}, false
+	}
+	var subExp time.Time
+	if req.Token != "" {
+		exp, perr := c.srv.verifySubToken(req.Token, c.user, req.Channel)
+		if perr != nil {
+			c.replyError(id, perr)
+			return time.Time{}, false
+		}
+		subExp = exp
+	}
+	if !c.mayRead(id, req.Channel, req.Token != "") {
+		return time.Time{}, false
+	}
+	if len(c.subs) >= c.srv.cfg.WebSocket.MaxSubscriptions {
+		c.replyError(id, protocol.ErrLimitExceeded.WithMessage(fmt.Sprintf("at most %d subscriptions per connection", c.srv.cfg.WebSocket.MaxSubscriptions)))
+		return time.Time{}, false
+	}
+	return subExp, true
 }
 
 // subscribeResult builds the subscribe reply. The channel is a recoverable

@@ -19,15 +19,15 @@ import (
 // frame is never replaced nor dropped. It returns how many queued frames
 // f stands for: 0 if there was none to replace (f must be queued).
 func (c *Conn) replaceLocked(f *fanout.Frame) int {
-	ch := f.Pub.Channel
+	ch, key := f.Pub.Channel, f.Pub.Key // a map's entries conflate each by itself
 	last, stale, stop := -1, 0, c.fixedLocked()
 	for i := len(c.queue) - 1; i >= stop; i-- {
 		q := c.queue[i].Pub
-		if q == nil || (q.Channel == ch && q.Priority) {
+		if q == nil || (q.Channel == ch && q.Key == key && q.Priority) {
 			stop = i + 1
 			break
 		}
-		if q.Channel != ch {
+		if q.Channel != ch || q.Key != key {
 			continue
 		}
 		if last < 0 {
@@ -44,7 +44,7 @@ func (c *Conn) replaceLocked(f *fanout.Frame) int {
 	if stale > 0 {
 		j := stop
 		for i := stop; i < len(c.queue); i++ {
-			if i < last && c.queue[i].Pub.Channel == ch {
+			if q := c.queue[i].Pub; i < last && q.Channel == ch && q.Key == key {
 				c.queued -= len(c.queue[i].Bytes)
 				continue
 			}

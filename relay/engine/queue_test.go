@@ -64,7 +64,9 @@ func TestQueueFixedFrames(t *testing.T) {
 // a reply, a priority frame of the channel, or frames under way. Other
 // channels' frames and the order of what stays are untouched. Queues are
 // written as frames separated by spaces: a channel name, "!" before it for
-// a priority frame, "r" for a reply; the new frame is "new".
+// a priority frame, "r" for a reply, "/key" after it for a map entry's
+// change; the new frame is "new", of channel b (and key, if set). A map's
+// keys conflate each by itself.
 func TestReplaceLatest(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -72,16 +74,20 @@ func TestReplaceLatest(t *testing.T) {
 		inflight int
 		want     string // "" : nothing replaced
 		n        int
+		key      string
 	}{
-		{"newest only", "a b", 0, "a new", 1},
-		{"older stale ones dropped", "b a b c b", 0, "a c new", 3},
-		{"priority of the channel is a barrier", "b !b b a b", 0, "b !b a new", 2},
-		{"priority of another channel is not", "b !a b", 0, "!a new", 2},
-		{"reply is a barrier", "b r b", 0, "b r new", 1},
-		{"reply after the channel's frames", "b r", 0, "", 0},
-		{"in flight frames stay", "b b b", 1, "b new", 2},
-		{"all in flight", "b b", 2, "", 0},
-		{"no frame of the channel", "a c", 0, "", 0},
+		{"a map key conflates only with itself", "b/x b/y b b/x", 0, "b/y b new", 2, "x"},
+		{"a removal of the key is a barrier", "b/x !b/x b/x", 0, "b/x !b/x new", 1, "x"},
+		{"the channel's frames are not a map key's", "b/x b/y", 0, "", 0, ""},
+		{"newest only", "a b", 0, "a new", 1, ""},
+		{"older stale ones dropped", "b a b c b", 0, "a c new", 3, ""},
+		{"priority of the channel is a barrier", "b !b b a b", 0, "b !b a new", 2, ""},
+		{"priority of another channel is not", "b !a b", 0, "!a new", 2, ""},
+		{"reply is a barrier", "b r b", 0, "b r new", 1, ""},
+		{"reply after the channel's frames", "b r", 0, "", 0, ""},
+		{"in flight frames stay", "b b b", 1, "b new", 2, ""},
+		{"all in flight", "b b", 2, "", 0, ""},
+		{"no frame of the channel", "a c", 0, "", 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,13 +95,14 @@ func TestReplaceLatest(t *testing.T) {
 			for _, name := range strings.Fields(tt.queue) {
 				f := &fanout.Frame{Bytes: []byte(name)}
 				if name != "r" {
-					f.Pub = &fanout.Publication{Channel: strings.TrimPrefix(name, "!"), Priority: name[0] == '!'}
+					ch, key, _ := strings.Cut(strings.TrimPrefix(name, "!"), "/")
+					f.Pub = &fanout.Publication{Channel: ch, Key: key, Priority: name[0] == '!'}
 				}
 				c.queue = append(c.queue, f)
 				c.queued += len(f.Bytes)
 			}
 			before := c.queued
-			n := c.replaceLocked(&fanout.Frame{Bytes: []byte("new"), Pub: &fanout.Publication{Channel: "b"}})
+			n := c.replaceLocked(&fanout.Frame{Bytes: []byte("new"), Pub: &fanout.Publication{Channel: "b", Key: tt.key}})
 			want := tt.want
 			if want == "" {
 				want = tt.queue

@@ -14,7 +14,9 @@
 // {topic} and {partition} filled in, if the topic has one; else the record
 // key. A record with no usable channel, an invalid channel name, or a value
 // that is not JSON (the client protocol carries JSON) is counted and
-// skipped. Only committed records are read (read_committed isolation).
+// skipped. A record with a null value (a tombstone) of a channel that is a
+// map's entry removes the entry (fanout.Hub.PublishRemoval); of another
+// channel it counts as not JSON. Only committed records are read (read_committed isolation).
 //
 // When the hub falls behind (a fetched batch spans more than
 // Config.ConflateAfter of record timestamps), only each channel's last record of the batch is
@@ -266,6 +268,14 @@ type Publisher interface {
 	// KeepsHistory says whether Append keeps anything: if not, ingest
 	// does not build publications for conflated records.
 	KeepsHistory() bool
+}
+
+// Remover is what a Publisher also implements to take tombstones (records
+// with a null value) of map entries' channels: PublishRemoval fails for a
+// channel in no map. *fanout.Hub implements it. Without it, a tombstone
+// counts as not JSON.
+type Remover interface {
+	PublishRemoval(p *fanout.Publication) error
 }
 
 // Ingester consumes the source topics.
@@ -560,7 +570,7 @@ func (in *Ingester) publishBatch(p *kgo.FetchPartition, epoch string) time.Durat
 			if in.caughtUp.Load() { // reading the start window is not overload
 				in.hooks.OnConflated(ch)
 			}
-			if in.pub.KeepsHistory() {
+			if in.pub.KeepsHistory() && r.Value != nil {
 				if p := in.publication(r, ch, epoch, false); p != nil {
 					in.pub.Append(p)
 				}
@@ -618,6 +628,16 @@ func Epoch(topic string, id [16]byte, partition int32) string {
 
 func (in *Ingester) handle(r *kgo.Record, channel, epoch string) {
 	in.hooks.OnRecord(r.Topic, r.Partition)
+	if r.Value == nil && channel != "" {
+		// A tombstone: it removes a map entry (a channel in no map has
+		// nothing to remove, and counts as not JSON).
+		p := &fanout.Publication{Channel: channel, Pos: fanout.Position{Stream: r.Topic, Partition: r.Partition, Offset: r.Offset},
+			Epoch: epoch, Time: r.Timestamp, Priority: in.isPriority(r), Removed: true}
+		if rm, ok := in.pub.(Remover); !ok || rm.PublishRemoval(p) != nil {
+			in.hooks.OnSkip(r.Topic, SkipInvalidJSON)
+		}
+		return
+	}
 	if p := in.publication(r, channel, epoch, true); p != nil {
 		if err := in.pub.Publish(p); err != nil {
 			in.hooks.OnSkip(r.Topic, SkipInvalidChannel)

@@ -44,7 +44,24 @@ type SubscribeRequest struct {
 	// Flag is a bit set; FlagChannelCompaction asks for pushes that carry
 	// the channel's numeric id instead of its name.
 	Flag int64 `json:"flag,omitempty"`
+	// Type is SubscribeTypeMap for a map subscription (0: a stream);
+	// Phase, Cursor and Limit page it (docs/protocol.md, "Map
+	// subscriptions").
+	Type   int32  `json:"type,omitempty"`
+	Phase  int32  `json:"phase,omitempty"`
+	Cursor string `json:"cursor,omitempty"`
+	Limit  int32  `json:"limit,omitempty"`
 }
+
+// Subscription types and map phases.
+const (
+	SubscribeTypeStream = 0
+	SubscribeTypeMap    = 1
+
+	PhaseLive   = 0
+	PhaseStream = 1
+	PhaseState  = 2
+)
 
 // HistoryRequest is the "history" command: a channel's publications,
 // oldest first (newest first if Reverse), after Since if set, at most Limit

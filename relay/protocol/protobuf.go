@@ -83,16 +83,19 @@ const (
 	replySubRefresh    = 15
 
 	// Push
-	pushID        = 1
-	pushChannel   = 2
-	pushPub       = 4
-	pushSubscribe = 9
+	pushID          = 1
+	pushChannel     = 2
+	pushPub         = 4
+	pushUnsubscribe = 7
+	pushSubscribe   = 9
 
 	// Publication
-	pubData   = 4
-	pubOffset = 6
-	pubTags   = 7
-	pubDelta  = 8
+	pubData    = 4
+	pubOffset  = 6
+	pubTags    = 7
+	pubDelta   = 8
+	pubKey     = 11
+	pubRemoved = 12
 )
 
 // Tags of the push hot path, precomputed (all fields below 16: one byte).
@@ -210,6 +213,10 @@ func encodeReply(b []byte, r *Reply) []byte {
 		m = pbBool(m, 12, s.WasRecovering)
 		m = pbBool(m, 13, s.Delta)
 		m = pbUint(m, 14, uint64(s.ID))
+		m = pbUint(m, 15, uint64(s.Type))
+		m = pbUint(m, 16, uint64(s.Phase))
+		m = pbString(m, 17, s.Cursor)
+		m = appendPublications(m, 18, s.State)
 		b = pbMessage(b, replySubscribe, m)
 	}
 	if r.Unsubscribe != nil {
@@ -261,6 +268,9 @@ func encodeReply(b []byte, r *Reply) []byte {
 			sm = pbBool(sm, 6, sp.Positioned)
 			m = pbMessage(m, pushSubscribe, sm)
 		}
+		if u := p.Unsubscribe; u != nil {
+			m = pbMessage(m, pushUnsubscribe, pbString(pbUint(nil, 2, uint64(u.Code)), 3, u.Reason))
+		}
 		b = pbMessage(b, replyPush, m)
 	}
 	if f := r.SubRefresh; f != nil {
@@ -285,6 +295,8 @@ func appendPublications(b []byte, num protowire.Number, pubs []Publication) []by
 		for k, v := range p.Tags {
 			m = pbMessage(m, pubTags, pbString(pbString(nil, 1, k), 2, v))
 		}
+		m = pbString(m, pubKey, p.Key)
+		m = pbBool(m, pubRemoved, p.Removed)
 		b = pbMessage(b, num, m)
 	}
 	return b
@@ -554,6 +566,14 @@ func decodeSubscribe(b []byte, r *SubscribeRequest) error {
 			return f.string(&r.Delta)
 		case 14:
 			return f.int64(&r.Flag)
+		case 15:
+			return f.int32(&r.Type)
+		case 16:
+			return f.int32(&r.Phase)
+		case 17:
+			return f.string(&r.Cursor)
+		case 18:
+			return f.int32(&r.Limit)
 		}
 		return nil
 	})

@@ -120,6 +120,8 @@ func FuzzProtobufDecodeCommands(f *testing.F) {
 	f.Add(pbDelimited(pbCommand(3, cmdRPC, pbString(pbBytes(nil, 1, []byte(`{}`)), 2, "bet"))))
 	f.Add(pbDelimited(pbCommand(4, cmdHistory, pbMessage(pbString(nil, 1, "c"), 8, pbUint(nil, 1, 3)))))
 	f.Add([]byte{0x02, 0x0b, 0x0c})
+	// a map subscribe: type 1, phase 2, cursor, limit
+	f.Add(pbDelimited(pbCommand(5, cmdSubscribe, pbUint(pbString(pbUint(pbUint(pbString(nil, 1, "odds:m"), 15, 1), 16, 2), 17, "k"), 18, 100))))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		n := 0
 		Protobuf.DecodeCommands(msg, func(c *Command) error {

@@ -25,9 +25,17 @@ type Reply struct {
 // subscribe push announcing a server-side subscription (one the client
 // did not ask for: the connection token's channels claim).
 type Push struct {
-	Channel   string         `json:"channel"`
-	Pub       *Publication   `json:"pub,omitempty"`
-	Subscribe *SubscribePush `json:"subscribe,omitempty"`
+	Channel     string           `json:"channel"`
+	Pub         *Publication     `json:"pub,omitempty"`
+	Subscribe   *SubscribePush   `json:"subscribe,omitempty"`
+	Unsubscribe *UnsubscribePush `json:"unsubscribe,omitempty"`
+}
+
+// UnsubscribePush ends a subscription from the server side: below 2500
+// the SDKs unsubscribe for good, from 2500 on they subscribe again.
+type UnsubscribePush struct {
+	Code   uint32 `json:"code"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // SubscribePush announces a server-side subscription and its stream
@@ -87,6 +95,13 @@ type SubscribeResult struct {
 	// ID is the channel's number for channel compaction (subscribe flag
 	// 1): pushes then carry "id" instead of "channel".
 	ID uint32 `json:"id,omitempty"`
+	// Map subscriptions: Type echoes the request's, Phase is the phase
+	// this reply belongs to (PhaseLive: subscribed), Cursor the next
+	// state page's ("" after the last), State the page's entries.
+	Type   int32         `json:"type,omitempty"`
+	Phase  int32         `json:"phase,omitempty"`
+	Cursor string        `json:"cursor,omitempty"`
+	State  []Publication `json:"state,omitempty"`
 }
 
 // HistoryResult is the reply to "history": the publications asked for and
@@ -125,6 +140,10 @@ type Publication struct {
 	Data   json.RawMessage   `json:"data"`
 	Offset uint64            `json:"offset,omitempty"`
 	Tags   map[string]string `json:"tags,omitempty"`
+	// Key and Removed: a map entry's key, and that the publication
+	// removes it.
+	Key     string `json:"key,omitempty"`
+	Removed bool   `json:"removed,omitempty"`
 	// Binary: Data is not known to be JSON (see Codec.Accepts); never
 	// encoded.
 	Binary bool `json:"-"`

@@ -205,6 +205,24 @@ func TestProtobufRepliesDecodeWithGeneratedCode(t *testing.T) {
 			&cp.Reply{Push: &cp.Push{Channel: wireChannel, Subscribe: &cp.Subscribe{Recoverable: true, Epoch: "e-1", Offset: 9}}}, true},
 		{"publication push in a reply batch", &protocol.Reply{Push: &protocol.Push{Channel: wireChannel, Pub: &protocol.Publication{Data: []byte(`{"v":1}`), Offset: 9}}},
 			&cp.Reply{Push: &cp.Push{Channel: wireChannel, Pub: &cp.Publication{Data: cp.Raw(`{"v":1}`), Offset: 9}}}, true},
+		{"map state page", &protocol.Reply{ID: 20, Subscribe: &protocol.SubscribeResult{
+			Epoch: "e-1", Offset: 44, Type: 1, Phase: 2, Cursor: "ou", State: []protocol.Publication{
+				{Data: odds1, Offset: 40, Key: "1x2"}, {Data: odds2, Offset: 44, Key: "ou"}}}},
+			&cp.Reply{Id: 20, Subscribe: &cp.SubscribeResult{
+				Epoch: "e-1", Offset: 44, Type: 1, Phase: 2, Cursor: "ou", State: []*cp.Publication{
+					{Data: odds1, Offset: 40, Key: "1x2"}, {Data: odds2, Offset: 44, Key: "ou"}}}}, true},
+		{"map live", &protocol.Reply{ID: 21, Subscribe: &protocol.SubscribeResult{
+			Recoverable: true, Recovered: true, WasRecovering: true, Epoch: "e-1", Offset: 46, Type: 1, Phase: 0,
+			Publications: []protocol.Publication{{Offset: 45, Key: "btts", Removed: true}, {Data: odds1, Offset: 46, Key: "1x2"}}}},
+			&cp.Reply{Id: 21, Subscribe: &cp.SubscribeResult{
+				Recoverable: true, Recovered: true, WasRecovering: true, Epoch: "e-1", Offset: 46, Type: 1,
+				Publications: []*cp.Publication{{Offset: 45, Key: "btts", Removed: true}, {Data: odds1, Offset: 46, Key: "1x2"}}}}, true},
+		{"map entry push", &protocol.Reply{Push: &protocol.Push{Channel: "odds:football:epl:match-123", Pub: &protocol.Publication{Data: odds1, Offset: 47, Key: "1x2"}}},
+			&cp.Reply{Push: &cp.Push{Channel: "odds:football:epl:match-123", Pub: &cp.Publication{Data: odds1, Offset: 47, Key: "1x2"}}}, true},
+		{"map removal push", &protocol.Reply{Push: &protocol.Push{Channel: "odds:football:epl:match-123", Pub: &protocol.Publication{Offset: 48, Key: "1x2", Removed: true}}},
+			&cp.Reply{Push: &cp.Push{Channel: "odds:football:epl:match-123", Pub: &cp.Publication{Offset: 48, Key: "1x2", Removed: true}}}, true},
+		{"unsubscribe push", &protocol.Reply{Push: &protocol.Push{Channel: "odds:football:epl:match-123", Unsubscribe: &protocol.UnsubscribePush{Code: 2100, Reason: "map over its limit"}}},
+			&cp.Reply{Push: &cp.Push{Channel: "odds:football:epl:match-123", Unsubscribe: &cp.Unsubscribe{Code: 2100, Reason: "map over its limit"}}}, true},
 		{"presence", &protocol.Reply{ID: 13, Presence: &protocol.PresenceResult{Presence: map[string]protocol.ClientInfo{
 			"c-1": {User: "alice", Client: "c-1"}, "c-2": {User: "", Client: "c-2"}}}},
 			&cp.Reply{Id: 13, Presence: &cp.PresenceResult{Presence: map[string]*cp.ClientInfo{
@@ -267,7 +285,11 @@ func TestProtobufCommandsFromGeneratedCode(t *testing.T) {
 			Tf: &cp.FilterNode{Op: "", Key: "k", Cmp: "eq", Val: "v"}, Type: 1, Limit: 5, Asc: true}},
 			&protocol.Command{ID: 3, Subscribe: &protocol.SubscribeRequest{
 				Channel: wireChannel, Token: "sub-token", Recover: true, Epoch: "e1e21a88-4", Offset: 1<<64 - 1,
-				Data: json.RawMessage(`{}`), Positioned: true, Recoverable: true, JoinLeave: true, Delta: "fossil", Flag: 1}}},
+				Data: json.RawMessage(`{}`), Positioned: true, Recoverable: true, JoinLeave: true, Delta: "fossil", Flag: 1, Type: 1, Limit: 5}}},
+		{"subscribe map state page", &cp.Command{Id: 3, Subscribe: &cp.SubscribeRequest{
+			Channel: "odds:football:epl:match-123", Type: 1, Phase: 2, Cursor: "1x2", Limit: 100, Epoch: "e-1", Offset: 9}},
+			&protocol.Command{ID: 3, Subscribe: &protocol.SubscribeRequest{
+				Channel: "odds:football:epl:match-123", Type: 1, Phase: 2, Cursor: "1x2", Limit: 100, Epoch: "e-1", Offset: 9}}},
 		{"subscribe negative flag", &cp.Command{Id: 4, Subscribe: &cp.SubscribeRequest{Channel: "odds:a", Flag: -2}},
 			&protocol.Command{ID: 4, Subscribe: &protocol.SubscribeRequest{Channel: "odds:a", Flag: -2}}},
 		{"unsubscribe", &cp.Command{Id: 5, Unsubscribe: &cp.UnsubscribeRequest{Channel: wireChannel}},
