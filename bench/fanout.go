@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -209,9 +210,12 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	for _, n := range nodes {
 		n.usage = relayUsage(n.url, n.metrics)
 		n.fig.RelayResources = n.usage.source
-		var err error
-		if n.rssBefore, err = relayRSSAfterGC(n.metrics, n.usage); err != nil {
-			fmt.Fprintf(log, "edgebench: %s%v (memory per connection will not be reported)\n", n.log, err)
+	}
+	gcErrs := make([]error, len(nodes))
+	eachNode(nodes, func(i int, n *relayNode) { n.rssBefore, gcErrs[i] = relayRSSAfterGC(n.metrics, n.usage) })
+	for i, err := range gcErrs {
+		if err != nil {
+			fmt.Fprintf(log, "edgebench: %s%v (memory per connection will not be reported)\n", nodes[i].log, err)
 		}
 	}
 	rep.RelayResources = nodes[0].usage.source
@@ -294,13 +298,13 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	}
 	rep.ConnectAll = time.Since(started)
 	fmt.Fprintf(log, "edgebench: %d clients subscribed in %v\n", connected, rep.ConnectAll.Round(time.Millisecond))
-	for _, n := range nodes {
+	eachNode(nodes, func(_ int, n *relayNode) {
 		if n.rssBefore > 0 {
 			if after, err := relayRSSAfterGC(n.metrics, n.usage); err == nil {
 				n.rssIdle = after
 			}
 		}
-	}
+	})
 	if connected == 0 {
 		return nil, fmt.Errorf("no client could connect to %s (is the relay there?)", strings.Join(urls, ", "))
 	}
@@ -411,6 +415,16 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	rep.Max = rep.Clients.Latency.Max
 	rep.ConnectP50, rep.ConnectP99 = rep.Clients.Connect.Quantile(0.5), rep.Clients.Connect.Quantile(0.99)
 	return rep, nil
+}
+
+// eachNode runs f for every relay at once (each waits half a second
+// after its GC) and returns when all are done.
+func eachNode(nodes []*relayNode, f func(int, *relayNode)) {
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { f(i, n) })
+	}
+	wg.Wait()
 }
 
 // sampleRSS takes one reading of the relay's resident set during the feed.
