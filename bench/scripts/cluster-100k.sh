@@ -39,7 +39,7 @@ fi
 
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT
-"$out/edgebench" broker --port "$kport" >"$out/cluster-broker.log" 2>&1 &
+"$out/edgebench" broker --port "$kport" --topics odds,scores,bets >"$out/cluster-broker.log" 2>&1 &
 pids+=($!)
 wait_port "$kport"
 urls=()
