@@ -62,8 +62,16 @@ for _ in $(seq 300); do (($(alive) == relays)) && break; sleep 0.1; done
 echo "cluster: $(alive) of $relays relays alive in GET /v1/cluster on relay-1" >&2
 (($(alive) == relays)) || { curl -s "127.0.0.1:$((hbase + 1))/v1/cluster" >&2; exit 1; }
 
-# The members' own view during the run (gossiped connection counts), every 5 s.
+# The members' own view during the run (gossiped connection counts), and
+# the relays' memory summed (RSS, Go heap in use, the heap size that
+# triggers the next GC), every 5 s.
 (while sleep 5; do curl -fs "127.0.0.1:$((hbase + 1))/v1/cluster" | jq -c . || true; done >"$out/cluster-view.jsonl") &
+pids+=($!)
+(while sleep 5; do
+  for i in $(seq 1 "$relays"); do curl -fs "127.0.0.1:$((hbase + i))/metrics" || true; done |
+    awk -v t="$(date +%T)" '/^process_resident_memory_bytes /{r+=$2} /^go_memstats_heap_inuse_bytes /{h+=$2}
+      /^go_memstats_next_gc_bytes /{g+=$2} END{printf "%s %.0f %.0f %.0f\n", t, r/1048576, h/1048576, g/1048576}'
+done >"$out/cluster-memory.txt") &
 pids+=($!)
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "command: edgebench fanout --conns $conns --procs $procs --ramp $ramp --channels $channels --rate $rate --duration $duration --allow-skips=false --url <$relays relays>"
@@ -74,6 +82,8 @@ status=0
     --allow-skips=false --out "$out/cluster-100k.json" 2>>"$out/cluster-100k.log" || status=$?; } 2>&1
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 # The view from relay-1 when the members gossiped the most connections.
+echo "relays' memory summed, MB, every 15 s (time RSS heap-in-use next-GC-target):"
+awk 'NR % 3 == 1 {printf "  %s\n", $0}' "$out/cluster-memory.txt"
 echo "GET /v1/cluster on relay-1 at the most connections:"
 jq -s -r 'max_by([.members[].connections] | add) | .members[] |
   "  \(.name) \(.state) connections=\(.connections) subscriptions=\(.subscriptions) load=\(.load)"' "$out/cluster-view.jsonl"
