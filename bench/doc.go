@@ -10,7 +10,10 @@
 // 127.0.0.x source address, so neither the per-process open-file cap nor the
 // ephemeral port range is the limit), waits until every client is
 // subscribed, samples the relay's memory, then produces the feed at a fixed
-// rate for a fixed time and merges what the workers measured.
+// rate for a fixed time and merges what the workers measured. A cluster
+// run names several relays: connections go round-robin over them per
+// connection, run-wide, every relay is sampled alike, and the report has
+// a part per relay besides the totals (FanoutConfig.URLs).
 //
 // Latency is measured from the time a record was meant to be sent (its
 // place in the fixed-rate schedule, written into the payload) to the time a

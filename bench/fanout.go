@@ -12,12 +12,18 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // FanoutConfig describes a fan-out run against a relay.
 type FanoutConfig struct {
-	URL      string // relay WebSocket endpoint
+	URL string // relay WebSocket endpoint (a cluster run: the first of URLs)
+	// URLs, when there are several relays (a cluster run; see SetURLs):
+	// connections go round-robin over them per connection, run-wide
+	// (client k of the run, counted over all workers, to URLs[k % len]),
+	// and the report has a part per relay (Report.Nodes).
+	URLs     []string `json:",omitempty"`
 	Brokers  []string
 	Topic    string
 	Conns    int
@@ -59,18 +65,40 @@ type FanoutConfig struct {
 
 // Report is the outcome of a fan-out run.
 type Report struct {
-	Config          FanoutConfig  `json:"config"`
-	Clients         WorkerResult  `json:"clients"`
-	Feed            FeedResult    `json:"feed"`
-	Healthy         int           `json:"healthy_clients"`
-	Expected        uint64        `json:"expected_deliveries"` // to healthy clients
-	DeliveriesPerS  float64       `json:"deliveries_per_s"`    // to healthy clients
-	P50             time.Duration `json:"p50"`
-	P99             time.Duration `json:"p99"`
-	Max             time.Duration `json:"max"`
-	RelayIdleBytes  int64         `json:"relay_rss_idle_delta_bytes"` // RSS after GC with clients minus before
-	BytesPerConn    float64       `json:"bytes_per_conn"`
-	RelayCPUSeconds float64       `json:"relay_cpu_seconds"` // during the feed
+	Config         FanoutConfig  `json:"config"`
+	Clients        WorkerResult  `json:"clients"`
+	Feed           FeedResult    `json:"feed"`
+	Healthy        int           `json:"healthy_clients"`
+	Expected       uint64        `json:"expected_deliveries"` // to healthy clients
+	DeliveriesPerS float64       `json:"deliveries_per_s"`    // to healthy clients
+	P50            time.Duration `json:"p50"`
+	P99            time.Duration `json:"p99"`
+	Max            time.Duration `json:"max"`
+	// Connect time: per client, dial → last subscribe reply (p50/p99);
+	// ConnectAll, from starting the workers until every client of every
+	// worker was subscribed (or had failed).
+	ConnectP50 time.Duration `json:"connect_p50"`
+	ConnectP99 time.Duration `json:"connect_p99"`
+	ConnectAll time.Duration `json:"connect_all"`
+	RelayFigures
+	// Nodes: a cluster run's figures per relay (FanoutConfig.URLs);
+	// RelayFigures above are then their sums (CPU, memory) and the merged
+	// latency histogram (age).
+	Nodes []NodeReport `json:"nodes,omitempty"`
+	// Verdicts.
+	Skipped          float64 `json:"skipped"` // share of expected deliveries not made (conflated or lost)
+	PriorityExpected uint64  `json:"priority_expected"`
+	PriorityRead     uint64  `json:"priority_read"`
+	FinalExpected    int     `json:"final_expected"` // healthy clients
+	FinalCorrect     int     `json:"final_correct"`  // of them, ending on their channel's last value
+}
+
+// RelayFigures is what the relay side of a run measured, of one relay or
+// (the sums) of all.
+type RelayFigures struct {
+	RelayIdleBytes  int64   `json:"relay_rss_idle_delta_bytes"` // RSS after GC with clients minus before
+	BytesPerConn    float64 `json:"bytes_per_conn"`
+	RelayCPUSeconds float64 `json:"relay_cpu_seconds"` // during the feed
 	// Age of delivered publications at the relay's socket write (Kafka
 	// timestamp → writev, edgerelay_delivery_latency_seconds over the feed,
 	// interpolated in its buckets); the client-side p50/p99 add the
@@ -88,12 +116,20 @@ type Report struct {
 	// (POST /debug/gc answered before and after the clients connected);
 	// tables print "—" for them otherwise.
 	IdleMeasured bool `json:"idle_measured"`
-	// Verdicts.
-	Skipped          float64 `json:"skipped"` // share of expected deliveries not made (conflated or lost)
-	PriorityExpected uint64  `json:"priority_expected"`
-	PriorityRead     uint64  `json:"priority_read"`
-	FinalExpected    int     `json:"final_expected"` // healthy clients
-	FinalCorrect     int     `json:"final_correct"`  // of them, ending on their channel's last value
+}
+
+// NodeReport is one relay's part of a cluster run.
+type NodeReport struct {
+	URL     string       `json:"url"`
+	Clients WorkerResult `json:"clients"` // of the clients that connected to it
+	// Client-side delivery latency and connect time of its clients.
+	P50        time.Duration `json:"p50"`
+	P99        time.Duration `json:"p99"`
+	ConnectP50 time.Duration `json:"connect_p50"`
+	ConnectP99 time.Duration `json:"connect_p99"`
+	// RelayRSS: its resident set after GC with every client subscribed.
+	RelayRSS int64 `json:"relay_rss_bytes"`
+	RelayFigures
 }
 
 // Verdict is nil when nothing was lost that must not be: every priority
@@ -129,12 +165,37 @@ func (r *Report) Verdict(allowSkips bool) error {
 	return nil
 }
 
-// RunFanout runs workers, the feed, and samples the relay.
+// relayNode is the parent's view of one relay during a run.
+type relayNode struct {
+	url, metrics string
+	usage        relayUsageSource
+	log          string // "" alone, "<url>: " in a cluster run
+	rssBefore    int64  // after GC, before the clients; 0: not measured
+	rssIdle      int64  // after GC, every client subscribed; 0: not measured
+	cpuBefore    float64
+	ageBefore    promHistogram
+	ageErr       error
+	fig          RelayFigures
+}
+
+// RunFanout runs workers, the feed, and samples the relay (every relay of
+// cfg.URLs).
 func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, error) {
 	rep := &Report{Config: cfg}
-	metricsURL, err := metricsURLOf(cfg.URL)
-	if err != nil {
-		return nil, err
+	urls := cfg.URLs
+	if len(urls) == 0 {
+		urls = []string{cfg.URL}
+	}
+	nodes := make([]*relayNode, len(urls))
+	for i, u := range urls {
+		m, err := metricsURLOf(u)
+		if err != nil {
+			return nil, err
+		}
+		nodes[i] = &relayNode{url: u, metrics: m}
+		if len(cfg.URLs) > 0 {
+			nodes[i].log = u + ": "
+		}
 	}
 	var odds *OddsFeed
 	channels := make([]string, cfg.Channels)
@@ -146,12 +207,18 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		channels = odds.Channels()
 		rep.Config.Channels = len(channels)
 	}
-	usage := relayUsage(cfg.URL, metricsURL)
-	rep.RelayResources = usage.source
-	rssBefore, err := relayRSSAfterGC(metricsURL, usage)
-	if err != nil {
-		fmt.Fprintf(log, "edgebench: %v (memory per connection will not be reported)\n", err)
+	for _, n := range nodes {
+		n.usage = relayUsage(n.url, n.metrics)
+		n.fig.RelayResources = n.usage.source
 	}
+	gcErrs := make([]error, len(nodes))
+	eachNode(nodes, func(i int, n *relayNode) { n.rssBefore, gcErrs[i] = relayRSSAfterGC(n.metrics, n.usage) })
+	for i, err := range gcErrs {
+		if err != nil {
+			fmt.Fprintf(log, "edgebench: %s%v (memory per connection will not be reported)\n", nodes[i].log, err)
+		}
+	}
+	rep.RelayResources = nodes[0].usage.source
 
 	wctx, stopWorkers := context.WithCancel(ctx)
 	defer stopWorkers()
@@ -164,12 +231,13 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	var workers []*worker
 	per := cfg.Conns / cfg.Procs
 	stalledTotal := int(float64(cfg.Conns) * cfg.Stalled)
+	started := time.Now()
 	for i := 0; i < cfg.Procs; i++ {
 		n := per
 		if i == cfg.Procs-1 {
 			n = cfg.Conns - per*(cfg.Procs-1)
 		}
-		wc := WorkerConfig{URL: cfg.URL, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
+		wc := WorkerConfig{URL: cfg.URL, URLs: cfg.URLs, First: per * i, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
 			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, Protobuf: cfg.Protobuf,
 			ReconnectEvery: cfg.ReconnectEvery, ChannelsPerClient: cfg.ChannelsPerClient, Popular: cfg.Popular,
 			DeltaShare: cfg.DeltaShare, DeflateShare: cfg.DeflateShare, ProtobufShare: cfg.ProtobufShare}
@@ -228,29 +296,39 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			return nil, ctx.Err()
 		}
 	}
-	if rssBefore > 0 {
-		if after, err := relayRSSAfterGC(metricsURL, usage); err == nil {
-			rep.RelayIdleBytes = after - rssBefore
-			rep.BytesPerConn = float64(rep.RelayIdleBytes) / float64(cfg.Conns)
-			rep.IdleMeasured = true
+	rep.ConnectAll = time.Since(started)
+	fmt.Fprintf(log, "edgebench: %d clients subscribed in %v\n", connected, rep.ConnectAll.Round(time.Millisecond))
+	eachNode(nodes, func(_ int, n *relayNode) {
+		if n.rssBefore > 0 {
+			if after, err := relayRSSAfterGC(n.metrics, n.usage); err == nil {
+				n.rssIdle = after
+			}
 		}
-	}
+	})
 	if connected == 0 {
-		return nil, fmt.Errorf("no client could connect to %s (is the relay there?)", cfg.URL)
+		return nil, fmt.Errorf("no client could connect to %s (is the relay there?)", strings.Join(urls, ", "))
 	}
-	_, cpuBefore, _ := usage.read()
-	ageBefore, ageErr := scrapeHistogram(metricsURL, "edgerelay_delivery_latency_seconds")
+	for _, n := range nodes {
+		_, n.cpuBefore, _ = n.usage.read()
+		n.ageBefore, n.ageErr = scrapeHistogram(n.metrics, "edgerelay_delivery_latency_seconds")
+	}
 	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
 	sampled := make(chan struct{})
 	feedDone := make(chan struct{})
 	go func() { // relay memory during the feed
 		defer close(sampled)
 		for {
-			if v, _, err := usage.read(); err == nil {
-				if rep.RelayRSSStart == 0 {
-					rep.RelayRSSStart = int64(v)
+			var sum int64
+			read := 0
+			for _, n := range nodes {
+				if v, _, err := n.usage.read(); err == nil {
+					n.fig.sampleRSS(v)
+					sum += v
+					read++
 				}
-				rep.RelayRSSMax, rep.RelayRSSEnd = max(rep.RelayRSSMax, int64(v)), int64(v)
+			}
+			if read == len(nodes) {
+				rep.sampleRSS(sum)
 			}
 			select {
 			case <-feedDone:
@@ -259,6 +337,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			}
 		}
 	}()
+	var err error
 	if cfg.NoFeed {
 		err = waitUntil(ctx, time.Now().Add(cfg.Duration), new(time.Duration))
 	} else {
@@ -271,10 +350,22 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		return nil, err
 	}
 	time.Sleep(time.Second) // let the last records arrive
-	_, cpuAfter, _ := usage.read()
-	rep.RelayCPUSeconds = cpuAfter - cpuBefore
-	if ageAfter, err := scrapeHistogram(metricsURL, "edgerelay_delivery_latency_seconds"); err == nil && ageErr == nil {
-		age := ageAfter.since(ageBefore)
+	var age promHistogram
+	ageOK := true
+	for _, n := range nodes {
+		_, cpuAfter, _ := n.usage.read()
+		n.fig.RelayCPUSeconds = cpuAfter - n.cpuBefore
+		rep.RelayCPUSeconds += n.fig.RelayCPUSeconds
+		ageAfter, err := scrapeHistogram(n.metrics, "edgerelay_delivery_latency_seconds")
+		if err != nil || n.ageErr != nil {
+			ageOK = false
+			continue
+		}
+		d := ageAfter.since(n.ageBefore)
+		n.fig.RelayAgeP50, n.fig.RelayAgeP99 = d.quantile(0.5), d.quantile(0.99)
+		age = age.plus(d)
+	}
+	if ageOK {
 		rep.RelayAgeP50, rep.RelayAgeP99 = age.quantile(0.5), age.quantile(0.99)
 	}
 	stopWorkers()
@@ -287,6 +378,32 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		}
 		w.cmd.Wait()
 	}
+	rep.IdleMeasured = true
+	for i, n := range nodes {
+		if n.rssIdle == 0 {
+			rep.IdleMeasured = false
+			continue
+		}
+		n.fig.IdleMeasured = true
+		n.fig.RelayIdleBytes = n.rssIdle - n.rssBefore
+		rep.RelayIdleBytes += n.fig.RelayIdleBytes
+		if len(cfg.URLs) > 0 && rep.Clients.Nodes[i].Connected > 0 {
+			n.fig.BytesPerConn = float64(n.fig.RelayIdleBytes) / float64(rep.Clients.Nodes[i].Connected)
+		}
+	}
+	if rep.IdleMeasured {
+		rep.BytesPerConn = float64(rep.RelayIdleBytes) / float64(cfg.Conns)
+	} else {
+		rep.RelayIdleBytes = 0
+	}
+	for i, n := range nodes {
+		if len(cfg.URLs) == 0 {
+			break
+		}
+		c := rep.Clients.Nodes[i]
+		rep.Nodes = append(rep.Nodes, NodeReport{URL: n.url, Clients: c, RelayRSS: n.rssIdle, RelayFigures: n.fig,
+			P50: c.Latency.Quantile(0.5), P99: c.Latency.Quantile(0.99), ConnectP50: c.Connect.Quantile(0.5), ConnectP99: c.Connect.Quantile(0.99)})
+	}
 	rep.Healthy = rep.Clients.Connected - stalledTotal/cfg.Procs*cfg.Procs
 	rep.DeliveriesPerS = float64(rep.Clients.Received) / cfg.Duration.Seconds()
 	if !cfg.NoFeed {
@@ -296,7 +413,26 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	rep.P50 = rep.Clients.Latency.Quantile(0.5)
 	rep.P99 = rep.Clients.Latency.Quantile(0.99)
 	rep.Max = rep.Clients.Latency.Max
+	rep.ConnectP50, rep.ConnectP99 = rep.Clients.Connect.Quantile(0.5), rep.Clients.Connect.Quantile(0.99)
 	return rep, nil
+}
+
+// eachNode runs f for every relay at once (each waits half a second
+// after its GC) and returns when all are done.
+func eachNode(nodes []*relayNode, f func(int, *relayNode)) {
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { f(i, n) })
+	}
+	wg.Wait()
+}
+
+// sampleRSS takes one reading of the relay's resident set during the feed.
+func (f *RelayFigures) sampleRSS(v int64) {
+	if f.RelayRSSStart == 0 {
+		f.RelayRSSStart = v
+	}
+	f.RelayRSSMax, f.RelayRSSEnd = max(f.RelayRSSMax, v), v
 }
 
 // judge fills the verdict fields from the clients' per-channel results
@@ -435,7 +571,38 @@ func (r *Report) Markdown() string {
 		r.DeliveriesPerS, r.Expected, r.P50, r.P99, r.Max, r.Clients.Gaps, r.Clients.OutOfOrder, r.Clients.BadDeltas,
 		perDelivery, r.idleCell(), r.RelayCPUSeconds, r.Clients.Closes, r.Skipped*100, r.PriorityRead, r.PriorityExpected,
 		r.FinalCorrect, r.FinalExpected, r.rssCell(), r.ageCell(r.RelayAgeP50)+"/"+r.ageCell(r.RelayAgeP99))
+	b.WriteString(r.NodesMarkdown())
 	return b.String()
+}
+
+// NodesMarkdown renders a cluster run's figures per relay and in total as
+// a table (after a blank line); "" for a run against one relay.
+func (r *Report) NodesMarkdown() string {
+	if len(r.Nodes) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n| relay | conns | failed | connect p50 | connect p99 | delivery p50 | delivery p99 | gaps | duplicates | relay RSS MB | relay B/conn idle | relay CPU s | relay age p50/p99 |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	var rss int64
+	for _, n := range r.Nodes {
+		rss += n.RelayRSS
+		fmt.Fprintf(&b, "| %s | %d | %d | %v | %v | %v | %v | %d | %d | %s | %s | %.1f | %s |\n", n.URL, n.Clients.Connected, n.Clients.Failed,
+			n.ConnectP50, n.ConnectP99, n.P50, n.P99, n.Clients.Gaps, n.Clients.Duplicates, mbCell(n.RelayRSS), n.idleCell(),
+			n.RelayCPUSeconds, n.ageCell(n.RelayAgeP50)+"/"+n.ageCell(n.RelayAgeP99))
+	}
+	fmt.Fprintf(&b, "| all %d (every client subscribed in %v) | %d | %d | %v | %v | %v | %v | %d | %d | %s | %s | %.1f | %s |\n", len(r.Nodes),
+		r.ConnectAll.Round(time.Millisecond), r.Clients.Connected, r.Clients.Failed, r.ConnectP50, r.ConnectP99, r.P50, r.P99,
+		r.Clients.Gaps, r.Clients.Duplicates, mbCell(rss), r.idleCell(), r.RelayCPUSeconds, r.ageCell(r.RelayAgeP50)+"/"+r.ageCell(r.RelayAgeP99))
+	return b.String()
+}
+
+// mbCell is a byte count in MB, or "—" for 0 (not measured).
+func mbCell(v int64) string {
+	if v == 0 {
+		return unmeasured
+	}
+	return fmt.Sprintf("%.1f", float64(v)/(1<<20))
 }
 
 // unmeasured is what tables print for a figure the run did not measure,
@@ -443,7 +610,7 @@ func (r *Report) Markdown() string {
 const unmeasured = "—"
 
 // idleCell is relay bytes per idle connection, or "—".
-func (r *Report) idleCell() string {
+func (r *RelayFigures) idleCell() string {
 	if !r.IdleMeasured {
 		return unmeasured
 	}
@@ -451,7 +618,7 @@ func (r *Report) idleCell() string {
 }
 
 // ageCell is a relay-side age, or "—" when /metrics could not be read.
-func (r *Report) ageCell(d time.Duration) string {
+func (r *RelayFigures) ageCell(d time.Duration) string {
 	if d == 0 {
 		return unmeasured
 	}
@@ -459,7 +626,7 @@ func (r *Report) ageCell(d time.Duration) string {
 }
 
 // rssCell is the relay's RSS start/max/end in MB, or "—".
-func (r *Report) rssCell() string {
+func (r *RelayFigures) rssCell() string {
 	if r.RelayRSSMax == 0 {
 		return unmeasured
 	}

@@ -106,3 +106,19 @@ func (h promHistogram) quantile(q float64) time.Duration {
 func seconds(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond / 10)
 }
+
+// plus is h and o together: the same histogram of two relays (same
+// buckets), or h alone when o is empty and the reverse.
+func (h promHistogram) plus(o promHistogram) promHistogram {
+	if len(h.count) == 0 {
+		return o
+	}
+	if len(o.count) != len(h.count) {
+		return h
+	}
+	s := promHistogram{le: h.le, count: make([]float64, len(h.count))}
+	for i := range h.count {
+		s.count[i] = h.count[i] + o.count[i]
+	}
+	return s
+}

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"bufio"
+	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +50,18 @@ func TestHistogramQuantile(t *testing.T) {
 		if _, err := parseHistogram(bufio.NewScanner(strings.NewReader(bad)), "x_seconds"); err == nil {
 			t.Errorf("parseHistogram(%q): no error", bad)
 		}
+	}
+}
+
+// TestHistogramPlus: two relays' histograms add bucket by bucket; an
+// empty one adds nothing.
+func TestHistogramPlus(t *testing.T) {
+	a := promHistogram{le: []float64{0.01, 0.1, math.Inf(1)}, count: []float64{1, 3, 4}}
+	b := promHistogram{le: a.le, count: []float64{5, 5, 6}}
+	if got := a.plus(b); !slices.Equal(got.count, []float64{6, 8, 10}) {
+		t.Fatalf("a+b = %v", got.count)
+	}
+	if got := (promHistogram{}).plus(a).plus(promHistogram{}); !slices.Equal(got.count, a.count) {
+		t.Fatalf("0+a+0 = %v", got.count)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -18,8 +19,10 @@ type Scenario struct {
 	Name        string `yaml:"name"`
 	Description string `yaml:"description"`
 	// URL and Brokers default to edgerelay dev's; edgebench run flags
-	// override them.
-	URL     string   `yaml:"url"`
+	// override them. URL is one relay's WebSocket endpoint or, for a
+	// cluster, several: a YAML list or a comma-separated string (see
+	// FanoutConfig.URLs for how connections are spread).
+	URL     URLList  `yaml:"url"`
 	Brokers []string `yaml:"brokers"`
 	Topic   string   `yaml:"topic"`
 	Steps   []Step   `yaml:"steps"`
@@ -67,7 +70,7 @@ func LoadScenario(path string) (*Scenario, error) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	sc := &Scenario{URL: "ws://127.0.0.1:8000/connection/websocket", Brokers: []string{"127.0.0.1:9092"}, Topic: "odds"}
+	sc := &Scenario{URL: URLList{"ws://127.0.0.1:8000/connection/websocket"}, Brokers: []string{"127.0.0.1:9092"}, Topic: "odds"}
 	if err := dec.Decode(sc); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -120,11 +123,13 @@ func RunScenario(ctx context.Context, sc *Scenario, log io.Writer) ([]StepResult
 		if size == 0 {
 			size = 300
 		}
-		rep, err := RunFanout(ctx, FanoutConfig{URL: sc.URL, Brokers: sc.Brokers, Topic: sc.Topic, Conns: s.Conns, Procs: s.Procs,
+		fc := FanoutConfig{Brokers: sc.Brokers, Topic: sc.Topic, Conns: s.Conns, Procs: s.Procs,
 			Channels: s.Channels, Stalled: s.Stalled, Ramp: s.Ramp, Rate: s.Rate, Size: size, Duration: s.Duration,
 			Delta: s.Delta, Deflate: s.Deflate, Protobuf: s.Protobuf, PriorityEvery: s.Priority, ReconnectEvery: s.ReconnectEvery,
 			ChannelsPerClient: s.ChannelsPerClient, Popular: s.Popular, DeltaShare: s.DeltaShare, DeflateShare: s.DeflateShare,
-			ProtobufShare: s.ProtobufShare, Matches: s.Matches, Move: s.Move}, log)
+			ProtobufShare: s.ProtobufShare, Matches: s.Matches, Move: s.Move}
+		fc.SetURLs(sc.URL)
+		rep, err := RunFanout(ctx, fc, log)
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", s.Name, err)
 		}
@@ -153,5 +158,71 @@ func ScenarioMarkdown(results []StepResult) string {
 			rep.Skipped*100, rep.Clients.Duplicates, rep.Clients.OutOfOrder, rep.PriorityRead, rep.PriorityExpected,
 			rep.FinalCorrect, rep.FinalExpected, reconnects, rep.idleCell(), rep.RelayCPUSeconds, rep.ageCell(rep.RelayAgeP99), r.Verdict)
 	}
+	for _, r := range results { // cluster steps: per relay
+		if t := r.Report.NodesMarkdown(); t != "" {
+			fmt.Fprintf(&b, "\n%s, per relay:\n%s", r.Step.Name, t)
+		}
+	}
 	return b.String()
+}
+
+// URLList is one or more relay WebSocket endpoints. In YAML it is a
+// string (comma-separated for several) or a list of strings.
+type URLList []string
+
+// UnmarshalYAML reads a string or a list of strings, each checked by
+// ParseURLs.
+func (l *URLList) UnmarshalYAML(n *yaml.Node) error {
+	var parts []string
+	switch n.Kind {
+	case yaml.ScalarNode:
+		parts = []string{n.Value}
+	case yaml.SequenceNode:
+		if err := n.Decode(&parts); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("line %d: url: a string or a list of strings", n.Line)
+	}
+	urls, err := ParseURLs(strings.Join(parts, ","))
+	if err != nil {
+		return fmt.Errorf("line %d: url: %w", n.Line, err)
+	}
+	*l = urls
+	if len(*l) == 0 {
+		return fmt.Errorf("line %d: url: empty", n.Line)
+	}
+	return nil
+}
+
+// ParseURLs splits a comma-separated list of relay WebSocket endpoints
+// (spaces around commas allowed); each must be a ws:// or wss:// URL with
+// a host, and none may repeat.
+func ParseURLs(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for p := range strings.SplitSeq(s, ",") {
+		p = strings.TrimSpace(p)
+		u, err := url.Parse(p)
+		switch {
+		case err != nil:
+			return nil, err
+		case u.Scheme != "ws" && u.Scheme != "wss" || u.Host == "":
+			return nil, fmt.Errorf("%q: want ws://host:port/path or wss://…", p)
+		case seen[p]:
+			return nil, fmt.Errorf("%q listed twice", p)
+		}
+		seen[p] = true
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// SetURLs points the run at one relay (URL) or, with several, a cluster
+// (URL the first, URLs all of them).
+func (c *FanoutConfig) SetURLs(urls []string) {
+	c.URL, c.URLs = urls[0], nil
+	if len(urls) > 1 {
+		c.URLs = urls
+	}
 }

@@ -23,7 +23,14 @@ import (
 
 // WorkerConfig is one swarm worker's share of a run.
 type WorkerConfig struct {
-	URL      string   `json:"url"`
+	URL string `json:"url"`
+	// URLs, when set, are the relays of a cluster run: the worker's client
+	// i connects to URLs[(First+i) % len(URLs)], First being the run-wide
+	// index of its first client, so that connections go round-robin over
+	// the relays per connection, across all workers; the result then has
+	// a part per relay (WorkerResult.Nodes).
+	URLs     []string `json:"urls,omitempty"`
+	First    int      `json:"first,omitempty"`
 	Source   string   `json:"source"` // local IP to connect from, e.g. 127.0.0.3
 	Conns    int      `json:"conns"`
 	Channels []string `json:"channels"` // client i subscribes to Channels[i%len], or a mix (below)
@@ -90,6 +97,13 @@ type WorkerResult struct {
 	// the socket to the subscribe reply; clients that could not come back.
 	Reconnect       Histogram `json:"reconnect"`
 	ReconnectFailed int       `json:"reconnect_failed"`
+	// Connect is, per client, the time from dialling to the last
+	// subscribe reply of its first session.
+	Connect Histogram `json:"connect"`
+	// Nodes, in a cluster run (WorkerConfig.URLs), is the same per relay,
+	// in URLs' order: the clients that connected (or tried) to it. Series,
+	// Connects and FirstError are only in the total.
+	Nodes []WorkerResult `json:"nodes,omitempty"`
 }
 
 // seriesSink collects a worker's per-second histograms; clients hand over
@@ -171,6 +185,52 @@ func (r *WorkerResult) Add(o *WorkerResult) {
 	r.Latency.Merge(&o.Latency)
 	r.Reconnect.Merge(&o.Reconnect)
 	r.ReconnectFailed += o.ReconnectFailed
+	r.Connect.Merge(&o.Connect)
+	for i := range o.Nodes {
+		for len(r.Nodes) <= i {
+			r.Nodes = append(r.Nodes, WorkerResult{})
+		}
+		r.Nodes[i].Add(&o.Nodes[i])
+	}
+}
+
+// addClient adds what client c measured (all but Connected and Failed).
+func (r *WorkerResult) addClient(c *clientResult) {
+	if r.Closes == nil {
+		r.Closes, r.Channels = map[string]int{}, map[string]*ChannelResult{}
+	}
+	if c.close != "" {
+		r.Closes[c.close]++
+	}
+	if c.subscribed {
+		r.Connect.Record(c.connectTook)
+	}
+	if c.stalled {
+		return
+	}
+	r.Received += c.received
+	r.Gaps += c.gaps
+	r.OutOfOrder += c.outOfOrder
+	r.Duplicates += c.duplicates
+	r.BadDeltas += c.badDeltas
+	r.WireBytes += c.wireBytes
+	r.Reconnect.Merge(&c.reconnect)
+	if c.reconnectFailed {
+		r.ReconnectFailed++
+	}
+	if c.subscribed {
+		for _, s := range c.subs {
+			cr := r.Channels[s.name]
+			if cr == nil {
+				cr = &ChannelResult{Last: map[int64]int{}}
+				r.Channels[s.name] = cr
+			}
+			cr.Clients++
+			cr.Last[s.lastSeq]++
+			cr.Priority += s.priority
+		}
+	}
+	r.Latency.Merge(&c.latency)
 }
 
 // RunWorker opens cfg.Conns clients, calls ready once every client is
@@ -244,6 +304,12 @@ func runWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			defer wg.Done()
 			c := &results[i]
 			c.stalled = i < cfg.Stalled
+			c.url = cfg.URL
+			if len(cfg.URLs) > 0 {
+				c.node = (cfg.First + i) % len(cfg.URLs)
+				c.url = cfg.URLs[c.node]
+			}
+			c.dialled = time.Now()
 			c.sink = sink
 			c.allReady = allReady
 			c.delta = cfg.Delta || share(i, cfg.DeltaShare)
@@ -277,11 +343,18 @@ func runWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 	}
 	allReady.at = time.Now()
 	close(allReady.ch)
+	total.Nodes = make([]WorkerResult, len(cfg.URLs))
 	for i := range results {
+		n := &WorkerResult{} // the client's relay's part, or a throwaway
+		if len(cfg.URLs) > 0 {
+			n = &total.Nodes[results[i].node]
+		}
 		if results[i].subscribed {
 			total.Connected++
+			n.Connected++
 		} else {
 			total.Failed++
+			n.Failed++
 		}
 	}
 	ready(total.Connected, total.Failed)
@@ -290,35 +363,10 @@ func runWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 	total.Series, total.Connects = sink.series, sink.connects
 	for i := range results {
 		c := &results[i]
-		if c.close != "" {
-			total.Closes[c.close]++
+		total.addClient(c)
+		if len(cfg.URLs) > 0 {
+			total.Nodes[c.node].addClient(c)
 		}
-		if c.stalled {
-			continue
-		}
-		total.Received += c.received
-		total.Gaps += c.gaps
-		total.OutOfOrder += c.outOfOrder
-		total.Duplicates += c.duplicates
-		total.BadDeltas += c.badDeltas
-		total.WireBytes += c.wireBytes
-		total.Reconnect.Merge(&c.reconnect)
-		if c.reconnectFailed {
-			total.ReconnectFailed++
-		}
-		if c.subscribed {
-			for _, s := range c.subs {
-				cr := total.Channels[s.name]
-				if cr == nil {
-					cr = &ChannelResult{Last: map[int64]int{}}
-					total.Channels[s.name] = cr
-				}
-				cr.Clients++
-				cr.Last[s.lastSeq]++
-				cr.Priority += s.priority
-			}
-		}
-		total.Latency.Merge(&c.latency)
 	}
 	return total
 }
@@ -376,6 +424,10 @@ func channelsOf(cfg WorkerConfig, i int) []string {
 }
 
 type clientResult struct {
+	url            string // the relay it connects to
+	node           int    // its index in WorkerConfig.URLs
+	dialled        time.Time
+	connectTook    time.Duration // dialled → subscribed, first session
 	stalled        bool
 	subscribed     bool
 	received       uint64
@@ -438,7 +490,7 @@ func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, s
 // With ReconnectEvery it drops the socket itself at storm n (counted from
 // when every client of the worker subscribed).
 func (c *clientResult) session(ctx context.Context, d ws.Dialer, cfg WorkerConfig, once func(), n int) error {
-	conn, _, hs, err := d.Dial(ctx, cfg.URL)
+	conn, _, hs, err := d.Dial(ctx, c.url)
 	if err != nil {
 		return err
 	}
@@ -778,6 +830,7 @@ func (c *clientResult) subscribeReply(s *chanState, value []byte, now time.Time)
 		c.reconnect.Record(now.Sub(time.Unix(0, at)))
 	} else if !c.subscribed {
 		c.sink.connected(now.Unix())
+		c.connectTook = now.Sub(c.dialled)
 	}
 	c.subscribed = true
 }

@@ -2,6 +2,7 @@
 //
 //	edgebench broker  --port 9092                 a standalone embedded Kafka (kfake) for local runs
 //	edgebench fanout  --url ws://… --conns 15000   clients over several processes + a timed feed
+//	                  --url ws://a…,ws://b…        the same over a cluster, figures per relay
 //	edgebench bets    --url ws://… --rate 20000    a bet storm: accepted bets/s and reply latency
 //	edgebench run     bench/scenarios/smoke.yaml   a scenario file's steps, a table and a verdict
 //	edgebench report  --html r.html a.json b.json  summary table and charts of saved results
@@ -111,7 +112,8 @@ func broker(ctx context.Context, args []string) error {
 func fanout(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("fanout", flag.ExitOnError)
 	var cfg bench.FanoutConfig
-	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8000/connection/websocket", "relay WebSocket endpoint (its /metrics and /debug/gc are on the same host)")
+	urls := fs.String("url", "ws://127.0.0.1:8000/connection/websocket", "relay WebSocket endpoint (its /metrics and /debug/gc are on the same host); "+
+		"several, comma-separated, for a cluster: connections round-robin over them, figures per relay and in total")
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka seed brokers the relay reads")
 	fs.StringVar(&cfg.Topic, "topic", "odds", "topic to feed")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "client connections")
@@ -130,6 +132,9 @@ func fanout(ctx context.Context, args []string) error {
 	out := fs.String("out", "", "also write the JSON report here")
 	fs.Parse(args)
 	cfg.Brokers = strings.Split(*brokers, ",")
+	if err := setURLs(&cfg, *urls); err != nil {
+		return err
+	}
 	if cfg.Conns < cfg.Procs || cfg.Channels < 1 || cfg.Rate <= 0 {
 		return fmt.Errorf("need conns >= procs, channels >= 1, rate > 0")
 	}
@@ -199,6 +204,16 @@ func betStorm(ctx context.Context, args []string) error {
 	return nil
 }
 
+// setURLs points cfg at the --url list.
+func setURLs(cfg *bench.FanoutConfig, list string) error {
+	urls, err := bench.ParseURLs(list)
+	if err != nil {
+		return fmt.Errorf("--url: %w", err)
+	}
+	cfg.SetURLs(urls)
+	return nil
+}
+
 // report prints the Markdown table and writes rep as JSON to out, if set.
 func report(rep any, markdown, out string) error {
 	fmt.Print(markdown)
@@ -211,7 +226,7 @@ func report(rep any, markdown, out string) error {
 
 func runScenario(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
-	url := fs.String("url", "", "relay WebSocket endpoint (default: the scenario's, else edgerelay dev's)")
+	url := fs.String("url", "", "relay WebSocket endpoint, or several comma-separated for a cluster (default: the scenario's, else edgerelay dev's)")
 	brokers := fs.String("brokers", "", "Kafka seed brokers the relay reads (default: the scenario's, else 127.0.0.1:9092)")
 	out := fs.String("out", "", "also write the JSON results here")
 	fs.Usage = func() {
@@ -228,7 +243,9 @@ func runScenario(ctx context.Context, args []string) error {
 		return err
 	}
 	if *url != "" {
-		sc.URL = *url
+		if sc.URL, err = bench.ParseURLs(*url); err != nil {
+			return fmt.Errorf("--url: %w", err)
+		}
 	}
 	if *brokers != "" {
 		sc.Brokers = strings.Split(*brokers, ",")
@@ -346,7 +363,7 @@ func feedCmd(ctx context.Context, args []string) error {
 func swarmCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("swarm", flag.ExitOnError)
 	cfg := bench.FanoutConfig{NoFeed: true}
-	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8000/connection/websocket", "relay WebSocket endpoint")
+	urls := fs.String("url", "ws://127.0.0.1:8000/connection/websocket", "relay WebSocket endpoint; several, comma-separated: round-robin over them")
 	fs.IntVar(&cfg.Conns, "conns", 1000, "client connections")
 	fs.IntVar(&cfg.Procs, "procs", 4, "worker processes (each from its own 127.0.0.x address)")
 	fs.IntVar(&cfg.Channels, "channels", 1, "subscribe to bench:fanout:0..N-1 (edgebench fanout's channels)")
@@ -362,6 +379,9 @@ func swarmCmd(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long to hold the clients after all subscribed")
 	out := fs.String("out", "", "also write the JSON report here")
 	fs.Parse(args)
+	if err := setURLs(&cfg, *urls); err != nil {
+		return err
+	}
 	if cfg.Conns < cfg.Procs || (cfg.Channels < 1 && cfg.Matches < 1) || cfg.Duration <= 0 {
 		return fmt.Errorf("need conns >= procs, channels or matches >= 1, duration > 0")
 	}
