@@ -52,7 +52,10 @@ type FanoutConfig struct {
 	// ReconnectEvery: reconnect storms; ChannelsPerClient, Popular,
 	// DeltaShare, DeflateShare, ProtobufShare: the subscription mix (see
 	// WorkerConfig).
-	ReconnectEvery           time.Duration
+	ReconnectEvery time.Duration
+	// Failover: clients follow a closed or dropped socket to the next
+	// relay of URLs and recover what they missed (WorkerConfig.Failover).
+	Failover                 bool `json:",omitempty"`
 	ChannelsPerClient        int
 	Popular                  float64
 	DeltaShare, DeflateShare float64
@@ -211,6 +214,11 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		n.usage = relayUsage(n.url, n.metrics)
 		n.fig.RelayResources = n.usage.source
 	}
+	if cfg.Failover && !cfg.NoFeed && odds == nil {
+		if err := primeChannels(ctx, cfg, channels, nodes); err != nil {
+			return nil, err
+		}
+	}
 	gcErrs := make([]error, len(nodes))
 	eachNode(nodes, func(i int, n *relayNode) { n.rssBefore, gcErrs[i] = relayRSSAfterGC(n.metrics, n.usage) })
 	for i, err := range gcErrs {
@@ -239,7 +247,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		}
 		wc := WorkerConfig{URL: cfg.URL, URLs: cfg.URLs, First: per * i, Source: fmt.Sprintf("127.0.0.%d", 10+i), Conns: n, Channels: channels,
 			Stalled: stalledTotal / cfg.Procs, Ramp: cfg.Ramp, Delta: cfg.Delta, Deflate: cfg.Deflate, Protobuf: cfg.Protobuf,
-			ReconnectEvery: cfg.ReconnectEvery, ChannelsPerClient: cfg.ChannelsPerClient, Popular: cfg.Popular,
+			ReconnectEvery: cfg.ReconnectEvery, Failover: cfg.Failover, ChannelsPerClient: cfg.ChannelsPerClient, Popular: cfg.Popular,
 			DeltaShare: cfg.DeltaShare, DeflateShare: cfg.DeflateShare, ProtobufShare: cfg.ProtobufShare}
 		js, _ := json.Marshal(wc)
 		argv := cfg.Worker
@@ -417,6 +425,37 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	return rep, nil
 }
 
+// primeChannels gives every channel a value on every relay before the
+// clients subscribe (a failover run): the first subscribe reply then
+// carries the stream's epoch, which a recovering resubscribe must name
+// (the relay answers an empty channel without one). One record per
+// channel; the run's feed starts its sequence numbers at 1 again, and the
+// clients check order from the first live push.
+func primeChannels(ctx context.Context, cfg FanoutConfig, channels []string, nodes []*relayNode) error {
+	fr, err := RunFeed(ctx, FeedConfig{Brokers: cfg.Brokers, Topic: cfg.Topic, Channels: channels, Rate: float64(len(channels)) * 10,
+		Size: cfg.Size, Duration: 100 * time.Millisecond})
+	if err != nil || fr.Failed > 0 {
+		return fmt.Errorf("priming the channels: %+v, %v", fr, err)
+	}
+	last := url.PathEscape(channels[len(channels)-1])
+	for _, n := range nodes {
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			resp, err := http.Get(n.metrics + "/v1/channels/" + last)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: channel %s has no value 10 s after priming", n.url, channels[len(channels)-1])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
 // eachNode runs f for every relay at once (each waits half a second
 // after its GC) and returns when all are done.
 func eachNode(nodes []*relayNode, f func(int, *relayNode)) {
@@ -572,7 +611,21 @@ func (r *Report) Markdown() string {
 		perDelivery, r.idleCell(), r.RelayCPUSeconds, r.Clients.Closes, r.Skipped*100, r.PriorityRead, r.PriorityExpected,
 		r.FinalCorrect, r.FinalExpected, r.rssCell(), r.ageCell(r.RelayAgeP50)+"/"+r.ageCell(r.RelayAgeP99))
 	b.WriteString(r.NodesMarkdown())
+	b.WriteString(r.FailoverMarkdown())
 	return b.String()
+}
+
+// FailoverMarkdown renders a failover run's reconnects (after a blank
+// line); "" without FanoutConfig.Failover.
+func (r *Report) FailoverMarkdown() string {
+	if !r.Config.Failover {
+		return ""
+	}
+	c := &r.Clients
+	return fmt.Sprintf("\n| clients moved | reconnect p50 | reconnect p99 | reconnect max | could not reconnect | publications recovered | not recovered | missed (gaps) | duplicates | out of order |\n"+
+		"|---|---|---|---|---|---|---|---|---|---|\n| %d | %v | %v | %v | %d | %d | %d | %d | %d | %d |\n",
+		c.Moved, c.Reconnect.Quantile(0.5), c.Reconnect.Quantile(0.99), c.Reconnect.Max, c.ReconnectFailed, c.Recovered, c.NotRecovered,
+		c.Gaps, c.Duplicates, c.OutOfOrder)
 }
 
 // NodesMarkdown renders a cluster run's figures per relay and in total as

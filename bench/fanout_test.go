@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,6 +191,13 @@ func newKafka(t *testing.T) *kfake.Cluster {
 
 // startRelay serves cfg on an ephemeral port until the test ends.
 func startRelay(t *testing.T, cfg relay.Config) (*relay.Server, string) {
+	srv, addr, _ := startStoppableRelay(t, cfg)
+	return srv, addr
+}
+
+// startStoppableRelay is startRelay that stop also ends (a drain with
+// no delays: every client gets close 3001 at once), waiting for it.
+func startStoppableRelay(t *testing.T, cfg relay.Config) (*relay.Server, string, func()) {
 	cfg.Cluster.Drain.LBDelay, cfg.Cluster.Drain.Period = 0, 0 // a test relay stops at once (drain_test.go times drains)
 	srv, err := relay.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -202,8 +210,9 @@ func startRelay(t *testing.T, cfg relay.Config) (*relay.Server, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-served })
-	return srv, ln.Addr().String()
+	stop := sync.OnceFunc(func() { cancel(); <-served })
+	t.Cleanup(stop)
+	return srv, ln.Addr().String(), stop
 }
 
 // TestInjectedFaults: a feed that skips one update and repeats another

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -61,6 +62,14 @@ type WorkerConfig struct {
 	// healthy client drops its socket at the same moment and reconnects
 	// and resubscribes at once (a reconnect storm); 0: never.
 	ReconnectEvery time.Duration `json:"reconnect_every"`
+	// Failover (a cluster run, JSON clients without delta): a client
+	// whose socket the relay closes (a close frame, e.g. 3001 on drain) or
+	// that loses its TCP connection reconnects at once to the next of
+	// URLs (the one after, if that fails too, up to failoverAttempts) and
+	// resubscribes with recover:true from the epoch and offset it last
+	// read; the publications the reply recovers are checked like pushes,
+	// so gaps and duplicates count across the switch.
+	Failover bool `json:"failover,omitempty"`
 }
 
 // ChannelResult is what the healthy clients of one channel ended with.
@@ -97,6 +106,14 @@ type WorkerResult struct {
 	// the socket to the subscribe reply; clients that could not come back.
 	Reconnect       Histogram `json:"reconnect"`
 	ReconnectFailed int       `json:"reconnect_failed"`
+	// Failover (WorkerConfig.Failover): clients that moved to another
+	// relay (Reconnect then holds the time from losing the socket to the
+	// last subscribe reply), publications recovered in the subscribe
+	// replies, and subscriptions the relay answered recovered:false (it
+	// could not fill the gap; what was lost counts in Gaps).
+	Moved        int    `json:"moved,omitempty"`
+	Recovered    uint64 `json:"recovered,omitempty"`
+	NotRecovered uint64 `json:"not_recovered,omitempty"`
 	// Connect is, per client, the time from dialling to the last
 	// subscribe reply of its first session.
 	Connect Histogram `json:"connect"`
@@ -185,6 +202,9 @@ func (r *WorkerResult) Add(o *WorkerResult) {
 	r.Latency.Merge(&o.Latency)
 	r.Reconnect.Merge(&o.Reconnect)
 	r.ReconnectFailed += o.ReconnectFailed
+	r.Moved += o.Moved
+	r.Recovered += o.Recovered
+	r.NotRecovered += o.NotRecovered
 	r.Connect.Merge(&o.Connect)
 	for i := range o.Nodes {
 		for len(r.Nodes) <= i {
@@ -218,6 +238,11 @@ func (r *WorkerResult) addClient(c *clientResult) {
 	if c.reconnectFailed {
 		r.ReconnectFailed++
 	}
+	if c.moved {
+		r.Moved++
+	}
+	r.Recovered += c.recovered
+	r.NotRecovered += c.notRecovered
 	if c.subscribed {
 		for _, s := range c.subs {
 			cr := r.Channels[s.name]
@@ -266,6 +291,21 @@ func (p *workerProbe) holds(final map[string]int64) bool {
 	return true
 }
 
+// beyond reports whether some healthy client's subscription has read
+// past sequence number seq.
+func (p *workerProbe) beyond(seq int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.results {
+		for _, s := range p.results[i].subs {
+			if !p.results[i].stalled && s.held.Load() > seq {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func runWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, failed int), probe *workerProbe) WorkerResult {
 	var (
 		mu      sync.Mutex
@@ -307,14 +347,15 @@ func runWorker(ctx context.Context, cfg WorkerConfig, ready func(connected, fail
 			c.url = cfg.URL
 			if len(cfg.URLs) > 0 {
 				c.node = (cfg.First + i) % len(cfg.URLs)
-				c.url = cfg.URLs[c.node]
+				c.url, c.at = cfg.URLs[c.node], c.node
 			}
 			c.dialled = time.Now()
 			c.sink = sink
 			c.allReady = allReady
 			c.delta = cfg.Delta || share(i, cfg.DeltaShare)
-			c.deflate = cfg.Deflate || share(i+50, cfg.DeflateShare)    // offset: the two mixes overlap only partly
-			c.protobuf = cfg.Protobuf || share(i+25, cfg.ProtobufShare) // half on delta's clients, half on deflate's (at 50 % each)
+			c.deflate = cfg.Deflate || share(i+50, cfg.DeflateShare)                  // offset: the two mixes overlap only partly
+			c.protobuf = cfg.Protobuf || share(i+25, cfg.ProtobufShare)               // half on delta's clients, half on deflate's (at 50 % each)
+			c.failover = cfg.Failover && len(cfg.URLs) > 1 && !c.delta && !c.protobuf // JSON full values only
 			for _, ch := range channelsOf(cfg, i) {
 				c.subs = append(c.subs, &chanState{name: ch})
 			}
@@ -385,6 +426,10 @@ type chanState struct {
 	// the publication says delta), and the channel's compact id.
 	pbDelta bool
 	id      int64
+	// Failover: the stream position last read (subscribe reply or push),
+	// where a resubscribe recovers from.
+	epoch  string
+	offset uint64
 }
 
 func (s *chanState) setSeq(seq int64) {
@@ -450,11 +495,22 @@ type clientResult struct {
 	droppedAt       atomic.Int64 // unix nanos of the last drop; 0: none yet
 	reconnect       Histogram
 	reconnectFailed bool
-	sec             int64     // the second cur collects
-	cur             Histogram // this second's latencies, handed to sink when it is over
+	sec             int64 // the second cur collects
+	// failover (WorkerConfig.Failover): at is the index in URLs of the
+	// relay it is on now (node stays the first, for the per-relay parts)
+	failover     bool
+	at           int
+	moved        bool // it failed over at least once
+	recovered    uint64
+	notRecovered uint64
+	cur          Histogram // this second's latencies, handed to sink when it is over
 }
 
 var errClosed = errors.New("closed by server")
+
+// failoverAttempts bounds a failing-over client's connection attempts
+// after one loss (WorkerConfig.Failover).
+const failoverAttempts = 30
 
 // readiness is closed (ch) once every client of a worker subscribed; at
 // is when, written before the close.
@@ -467,8 +523,30 @@ func (c *clientResult) run(ctx context.Context, d ws.Dialer, cfg WorkerConfig, s
 	once := sync.OnceFunc(setupDone)
 	defer once()
 	defer func() { c.sink.add(c.sec, &c.cur) }()
+	attempts := 0
 	for storm := 1; ; storm++ {
 		err := c.session(ctx, d, cfg, once, storm)
+		if c.failover && ctx.Err() == nil && c.subscribed && !c.stalled && !c.dropping.Load() {
+			// The relay closed the socket or the connection dropped:
+			// on to the next relay, the lost time counted from the first
+			// loss to the subscribe reply on the one that takes it.
+			if c.subscribedAgain || c.droppedAt.Load() == 0 {
+				c.droppedAt.Store(time.Now().UnixNano())
+				c.subscribedAgain, attempts = false, 0
+			}
+			if attempts++; attempts > failoverAttempts {
+				c.reconnectFailed = true
+				return err
+			}
+			if attempts > len(cfg.URLs) {
+				time.Sleep(100 * time.Millisecond) // every relay refused: wait a little
+			}
+			c.moved = true
+			c.at = (c.at + 1) % len(cfg.URLs)
+			c.url = cfg.URLs[c.at]
+			storm-- // not a storm
+			continue
+		}
 		if ctx.Err() != nil || !c.dropping.Load() {
 			// A reconnect that failed on its own (not cut short by the
 			// end of the run) is a failure.
@@ -606,7 +684,14 @@ func (c *clientResult) subscribe(conn net.Conn) error {
 	}
 	cmds := []byte(`{"id":1,"connect":{"name":"edgebench"}}`)
 	for i, s := range c.subs {
-		cmds = fmt.Appendf(cmds, "\n{\"id\":%d,\"subscribe\":{\"channel\":%q%s}}", 2+i, s.name, opts)
+		rec := ""
+		if c.failover && (s.epoch != "" || s.offset > 0) {
+			// With no epoch (the channel was empty at the first
+			// subscribe) the relay cannot recover: it answers
+			// recovered:false with the latest value, counted as such.
+			rec = fmt.Sprintf(`,"recover":true,"epoch":%q,"offset":%d`, s.epoch, s.offset)
+		}
+		cmds = fmt.Appendf(cmds, "\n{\"id\":%d,\"subscribe\":{\"channel\":%q%s%s}}", 2+i, s.name, opts, rec)
 	}
 	return wsutil.WriteClientText(conn, cmds)
 }
@@ -624,7 +709,47 @@ var (
 	// as a string, the full value or (with "delta":true) a patch.
 	keyDeltaData = []byte(`"data":"`)
 	keyDelta     = []byte(`"delta":true`)
+	// keyOffset: a push's publication offset, after its data (failover).
+	keyOffset = []byte(`"offset":`)
 )
+
+// failoverReply takes a subscribe reply of a failing-over client (JSON,
+// full values): the first session's only sets the stream position; a
+// resubscribe's recovered publications are checked as pushes, so that a
+// gap or a duplicate across the switch counts. Then as subscribeReply.
+func (c *clientResult) failoverReply(s *chanState, line []byte, now time.Time) {
+	var r struct {
+		Subscribe struct {
+			Epoch         string `json:"epoch"`
+			Offset        uint64 `json:"offset"`
+			Recovered     bool   `json:"recovered"`
+			WasRecovering bool   `json:"was_recovering"`
+			Publications  []struct {
+				Data   json.RawMessage `json:"data"`
+				Offset uint64          `json:"offset"`
+			} `json:"publications"`
+		} `json:"subscribe"`
+	}
+	if json.Unmarshal(line, &r) != nil {
+		return
+	}
+	res := &r.Subscribe
+	if c.droppedAt.Load() != 0 && res.WasRecovering {
+		if !res.Recovered {
+			c.notRecovered++
+		}
+		for _, p := range res.Publications {
+			if res.Recovered {
+				c.recovered++
+			}
+			c.publication(s, p.Data, now)
+		}
+	}
+	if res.Epoch != "" {
+		s.epoch, s.offset = res.Epoch, max(res.Offset, s.offset)
+	}
+	c.subscribeReply(s, nil, now)
+}
 
 // rebuild returns the value a delta subscription's push carries: the data
 // string itself, or the previous value patched. nil: it did not apply.
@@ -719,6 +844,10 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 			return
 		}
 		s := c.subs[id-2]
+		if c.failover {
+			c.failoverReply(s, line, now)
+			return
+		}
 		value := line
 		if bytes.Contains(line, keyDeltaData) {
 			value = s.rebuild(line)
@@ -728,6 +857,11 @@ func (c *clientResult) line(conn net.Conn, line []byte, now time.Time) {
 		s := c.subOf(line)
 		if s == nil {
 			return
+		}
+		if c.failover {
+			if off, ok := intAfter(line[max(bytes.LastIndex(line, keyOffset), 0):], keyOffset); ok {
+				s.offset = uint64(off)
+			}
 		}
 		if s.base != nil || bytes.Contains(line, keyDeltaData) {
 			line = s.rebuild(line)

@@ -127,6 +127,8 @@ func fanout(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Delta, "delta", false, "subscribe with fossil delta (values are rebuilt and checked)")
 	fs.BoolVar(&cfg.Deflate, "deflate", false, "offer permessage-deflate")
 	fs.BoolVar(&cfg.Protobuf, "protobuf", false, "speak the Protobuf encoding (subprotocol centrifuge-protobuf, binary frames), with the same checks")
+	fs.BoolVar(&cfg.Failover, "reconnect", false, "cluster runs (JSON, no delta): a client whose socket is closed (3001 on drain) or drops "+
+		"reconnects to the next --url and resubscribes with recover:true; reconnect time, recovered publications, gaps and duplicates across the switch")
 	allowSkips := fs.Bool("allow-skips", true, "skipped updates are fine (conflation); false: every update must arrive")
 	fs.IntVar(&cfg.PriorityEvery, "priority-every", 0, "mark every n-th record priority (100: 1 %); all must arrive (0: none)")
 	out := fs.String("out", "", "also write the JSON report here")
@@ -137,6 +139,9 @@ func fanout(ctx context.Context, args []string) error {
 	}
 	if cfg.Conns < cfg.Procs || cfg.Channels < 1 || cfg.Rate <= 0 {
 		return fmt.Errorf("need conns >= procs, channels >= 1, rate > 0")
+	}
+	if cfg.Failover && (len(cfg.URLs) < 2 || cfg.Delta || cfg.Protobuf) {
+		return fmt.Errorf("--reconnect needs several --url and JSON clients without --delta")
 	}
 	rep, err := bench.RunFanout(ctx, cfg, os.Stderr)
 	if err != nil {
