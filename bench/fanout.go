@@ -361,9 +361,10 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	var age promHistogram
 	ageOK := true
 	for _, n := range nodes {
-		_, cpuAfter, _ := n.usage.read()
-		n.fig.RelayCPUSeconds = cpuAfter - n.cpuBefore
-		rep.RelayCPUSeconds += n.fig.RelayCPUSeconds
+		if _, cpuAfter, err := n.usage.read(); err == nil { // a relay that exited (drained, killed) has none
+			n.fig.RelayCPUSeconds = cpuAfter - n.cpuBefore
+			rep.RelayCPUSeconds += n.fig.RelayCPUSeconds
+		}
 		ageAfter, err := scrapeHistogram(n.metrics, "edgerelay_delivery_latency_seconds")
 		if err != nil || n.ageErr != nil {
 			ageOK = false
