@@ -238,3 +238,22 @@ func markdownTableHTML(md string) string {
 	b.WriteString("</table>")
 	return b.String()
 }
+
+// TimelineMarkdown is, per run, a table of every second of the feed:
+// deliveries, then p50, p99 and max latency of what clients read in that
+// second (seconds counted from the first with data).
+func TimelineMarkdown(runs []ReportRun) string {
+	var b strings.Builder
+	for _, r := range runs {
+		fmt.Fprintf(&b, "\n%s\n\n| s | deliveries | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n", r.Title)
+		secs, t0 := seriesSeconds(r.Rep.Clients.Series, nil)
+		for _, s := range secs {
+			h := r.Rep.Clients.Series[s]
+			if h == nil {
+				h = &Histogram{}
+			}
+			fmt.Fprintf(&b, "| %d | %d | %.1f | %.1f | %.1f |\n", s-t0, h.N, ms(h.Quantile(0.5)), ms(h.Quantile(0.99)), ms(h.Max))
+		}
+	}
+	return b.String()
+}

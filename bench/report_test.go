@@ -38,6 +38,13 @@ func TestReport(t *testing.T) {
 	if md := ReportMarkdown(runs); strings.Count(md, "\n") != 5 || !strings.Contains(md, "run.json: b") {
 		t.Fatalf("markdown:\n%s", md)
 	}
+	// The timeline: one row per second of each run, gaps filled.
+	delete(runs[0].Rep.Clients.Series, 101) // runs share rep: a quiet second
+	tl := TimelineMarkdown(runs[:1])
+	if !strings.Contains(tl, "| 0 | 10 | 5.1 | 10.0 | 10.0 |") || !strings.Contains(tl, "| 1 | 0 | 0.0 | 0.0 | 0.0 |") || !strings.Contains(tl, "| 2 | 10 |") {
+		t.Fatalf("timeline:\n%s", tl)
+	}
+	rep.Clients.Series[101] = rep.Clients.Series[100]
 	var page strings.Builder
 	if err := WriteHTML(&page, runs); err != nil {
 		t.Fatal(err)

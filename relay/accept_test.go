@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"testing"
+	"time"
 )
 
 // FuzzRequestHead: the head reader never returns more than its limit nor
@@ -44,5 +45,29 @@ func TestAdmissionFileShare(t *testing.T) {
 	ws.MaxConnections = 7
 	if got := newAdmission(ws, tlsFilesPerConn).maxConns; got != 7 {
 		t.Errorf("configured cap 7 became %d", got)
+	}
+}
+
+// TestFirstPingSpread: new connections start their ping clocks at random
+// points of one interval, so those that connected together are pinged
+// over the whole interval, not in one tick.
+func TestFirstPingSpread(t *testing.T) {
+	const now = int64(1e18)
+	if got := firstPingBase(now, 0); got != now {
+		t.Errorf("pings off: base %d, want now", got)
+	}
+	interval := 25 * time.Second
+	var perSecond [25]int
+	for range 25_000 {
+		b := firstPingBase(now, interval)
+		if b > now || b <= now-int64(interval) {
+			t.Fatalf("base %v before now: outside one interval", time.Duration(now-b))
+		}
+		perSecond[(now-b)/int64(time.Second)]++
+	}
+	for s, n := range perSecond { // about 1,000 each
+		if n < 700 || n > 1300 {
+			t.Errorf("second %d of the interval holds %d of 25,000 first pings", s, n)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"encoding/hex"
+	"math/rand/v2"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -51,6 +52,20 @@ type session struct {
 }
 
 var _ engine.Handler = (*session)(nil)
+
+// firstPingBase is the lastPing a new connection starts with: now less a
+// random part of the ping interval, so that its first ping comes somewhere
+// within the first interval and then every interval after. Clients that
+// connected together (a ramp, a reconnect storm) would otherwise all be
+// pinged, and all pong, in the same heartbeat tick every interval: on one
+// core that burst set the p99 of the seconds around it (docs/performance.md,
+// "Tail latency").
+func firstPingBase(now int64, interval time.Duration) int64 {
+	if interval <= 0 {
+		return now
+	}
+	return now - rand.Int64N(int64(interval))
+}
 
 func (c *session) clientID() string {
 	h := hex.EncodeToString(c.id[:])
@@ -303,7 +318,7 @@ func (c *session) handleConnect(cmd *protocol.Command) error {
 	}
 	c.user = who.user
 	expires, ttl := c.setExpiry(who)
-	c.lastPing.Store(time.Now().UnixNano())
+	c.lastPing.Store(firstPingBase(time.Now().UnixNano(), c.srv.cfg.WebSocket.PingInterval))
 	c.isConnected.Store(true)
 	ws := c.srv.cfg.WebSocket
 	c.reply(&protocol.Reply{ID: cmd.ID, Connect: &protocol.ConnectResult{

@@ -281,8 +281,9 @@ func runScenario(ctx context.Context, args []string) error {
 func reportCmd(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ExitOnError)
 	htmlOut := fs.String("html", "", "also write a self-contained HTML page with charts here")
+	timeline := fs.Bool("timeline", false, "also print, per run, every second's deliveries and p50/p99/max latency")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: edgebench report [--html report.html] result.json ...")
+		fmt.Fprintln(os.Stderr, "usage: edgebench report [--timeline] [--html report.html] result.json ...")
 		fs.PrintDefaults()
 	}
 	fs.Parse(args)
@@ -295,6 +296,9 @@ func reportCmd(args []string) error {
 		return err
 	}
 	fmt.Print(bench.ReportMarkdown(runs))
+	if *timeline {
+		fmt.Print(bench.TimelineMarkdown(runs))
+	}
 	if *htmlOut == "" {
 		return nil
 	}
