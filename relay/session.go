@@ -2,9 +2,9 @@ package relay
 
 import (
 	"encoding/hex"
-	"math/rand/v2"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
