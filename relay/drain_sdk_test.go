@@ -1,14 +1,10 @@
 package relay_test
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,28 +154,15 @@ func TestSDKDrain(t *testing.T) {
 	lb := startLoadBalancer(t, relays, 200*time.Millisecond)
 
 	const clients = 12
-	cmd := exec.Command("node", "drain.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+lb.url(), "CHANNELS="+strings.Join(channels, ","), "CLIENTS="+strconv.Itoa(clients))
-	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	script := startNode[sdkDrainEvent](t, dir, "drain.mjs",
+		[]string{"EDGERELAY_URL=" + lb.url(), "CHANNELS=" + strings.Join(channels, ","), "CLIENTS=" + strconv.Itoa(clients)}, nil)
+	stdin := script.stdin
 	var mu sync.Mutex
 	var events []sdkDrainEvent
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var e sdkDrainEvent
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				t.Errorf("drain.mjs printed %q", sc.Text())
-				continue
-			}
+		for e := range script.events {
 			e.at = time.Now()
 			mu.Lock()
 			events = append(events, e)

@@ -1,13 +1,10 @@
 package relay_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -187,41 +184,13 @@ func testSDKMaps(t *testing.T, encoding string, otherNode bool) {
 		}
 	}
 
-	cmd := exec.Command("node", "maps.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "MAP="+mapName, "PAGE="+strconv.Itoa(page), "ENCODING="+encoding,
-		"LIVE="+strconv.Itoa(len(liveChanges)), "RECOVER="+strconv.Itoa(len(downChanges)))
+	env := []string{"EDGERELAY_URL=" + r.url(), "MAP=" + mapName, "PAGE=" + strconv.Itoa(page), "ENCODING=" + encoding,
+		"LIVE=" + strconv.Itoa(len(liveChanges)), "RECOVER=" + strconv.Itoa(len(downChanges))}
 	if otherNode {
-		cmd.Env = append(cmd.Env, "EDGERELAY_URL2="+r2.url())
+		env = append(env, "EDGERELAY_URL2="+r2.url())
 	}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	events := make(chan mapEvent)
-	go func() {
-		defer close(events)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 4<<20)
-		for sc.Scan() {
-			var e mapEvent
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				t.Errorf("maps.mjs printed %q", sc.Text())
-				continue
-			}
-			e.line = sc.Text()
-			events <- e
-		}
-	}()
+	script := startNode(t, dir, "maps.mjs", env, func(e *mapEvent, line string) { e.line = line })
+	stdin, events := script.stdin, script.events
 
 	var subscribed []mapEvent
 	var updates []mapEvent
@@ -315,27 +284,10 @@ func TestSDKMapFull(t *testing.T) {
 			produceEntries(t, prod, mapName, entries)
 			waitMap(t, r, mapName, 10, entries[9].offset)
 
-			cmd := exec.Command("node", "maps.mjs")
-			cmd.Dir = dir
-			cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "MAP="+mapName, "PAGE=4", "ENCODING="+encoding,
-				"LIVE=1000", "RECOVER=0", "EXPECT_FULL=1")
-			cmd.Stderr = os.Stderr
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			script := startNode[mapEvent](t, dir, "maps.mjs", []string{"EDGERELAY_URL=" + r.url(), "MAP=" + mapName, "PAGE=4", "ENCODING=" + encoding,
+				"LIVE=1000", "RECOVER=0", "EXPECT_FULL=1"}, nil)
 			var codes []int
-			sc := bufio.NewScanner(stdout)
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				var e mapEvent
-				if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-					t.Fatalf("maps.mjs printed %q", sc.Text())
-				}
+			for e := range script.events {
 				switch e.Event {
 				case "sync":
 					if len(e.Entries) != 10 {
@@ -348,7 +300,7 @@ func TestSDKMapFull(t *testing.T) {
 					t.Fatalf("maps.mjs: %s", e.Msg)
 				}
 			}
-			if err := cmd.Wait(); err != nil {
+			if err := script.wait(); err != nil {
 				t.Fatalf("maps.mjs: %v", err)
 			}
 			if fmt.Sprint(codes) != "[2100 106]" {

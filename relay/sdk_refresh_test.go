@@ -1,13 +1,9 @@
 package relay_test
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -93,12 +89,10 @@ type refreshEvent struct {
 
 // refreshScript runs tests/js/refresh.mjs and keeps every line it printed.
 type refreshScript struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdin  io.Writer
-	events chan refreshEvent
-	log    []string
-	start  int64 // T of the first event
+	t *testing.T
+	*nodeScript[refreshEvent]
+	log   []string
+	start int64 // T of the first event
 }
 
 // startScript runs script (refresh.mjs, or subtoken.mjs, which prints
@@ -106,36 +100,8 @@ type refreshScript struct {
 // channel "" subscribes to nothing client-side).
 func startScript(t *testing.T, dir, script string, r *testRelay, encoding, channel, tok string) *refreshScript {
 	t.Helper()
-	cmd := exec.Command("node", script)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "ENCODING="+encoding, "CHANNEL="+channel, "TOKEN="+tok)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	s := &refreshScript{t: t, cmd: cmd, stdin: stdin, events: make(chan refreshEvent)}
-	go func() {
-		defer close(s.events)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			var e refreshEvent
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				e = refreshEvent{Event: "unparsable"}
-			}
-			e.line = sc.Text()
-			s.events <- e
-		}
-	}()
+	env := []string{"EDGERELAY_URL=" + r.url(), "ENCODING=" + encoding, "CHANNEL=" + channel, "TOKEN=" + tok}
+	s := &refreshScript{t: t, nodeScript: startNode(t, dir, script, env, func(e *refreshEvent, line string) { e.line = line })}
 	return s
 }
 
@@ -159,7 +125,7 @@ func (s *refreshScript) nextOr(tick <-chan time.Time) (e refreshEvent, ok bool) 
 			s.start = e.T
 		}
 		s.log = append(s.log, fmt.Sprintf("+%5dms %s", e.T-s.start, e.line))
-		if e.Event == "fail" || e.Event == "unparsable" {
+		if e.Event == "fail" {
 			s.t.Fatalf("refresh.mjs: %s; it printed:\n%s", e.line, s.history())
 		}
 		return e, true
@@ -193,7 +159,7 @@ func (s *refreshScript) stop() {
 	}
 	for range s.events {
 	}
-	if err := s.cmd.Wait(); err != nil {
+	if err := s.wait(); err != nil {
 		s.t.Fatalf("refresh.mjs: %v; it printed:\n%s", err, s.history())
 	}
 }

@@ -31,6 +31,59 @@ func jsTestDir(t *testing.T) string {
 	return dir
 }
 
+// nodeScript is a tests/js script running under node (startNode).
+type nodeScript[E any] struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	events <-chan E // its stdout, one JSON object a line; closed when stdout ends
+}
+
+// startNode runs `node script` in dir with env added to the test's
+// environment and its stderr on the test's, and decodes each line it
+// prints as an E (a line that is not JSON fails the test); line, if not
+// nil, is given each event with the line as printed. The script is killed
+// at the end of the test.
+func startNode[E any](t testing.TB, dir, script string, env []string, line func(e *E, text string)) *nodeScript[E] {
+	t.Helper()
+	cmd := exec.Command("node", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	events := make(chan E)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 4<<20)
+		for sc.Scan() {
+			var e E
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				t.Errorf("%s printed %q", script, sc.Text())
+				continue
+			}
+			if line != nil {
+				line(&e, sc.Text())
+			}
+			events <- e
+		}
+	}()
+	return &nodeScript[E]{cmd: cmd, stdin: stdin, events: events}
+}
+
+// wait waits for the script to exit, once its events are read.
+func (s *nodeScript[E]) wait() error { return s.cmd.Wait() }
+
 // TestCentrifugeSDK runs the unmodified npm centrifuge SDK against the
 // relay, in both of its builds: JSON (`centrifuge`) and Protobuf
 // (`centrifuge/build/protobuf`: subprotocol centrifuge-protobuf, binary
@@ -118,45 +171,16 @@ func testSDK(t *testing.T, encoding string, withDelta, overTLS bool) {
 	cached := produce(t, prod, "odds", ch, sdkValue(0))
 	r.waitCached(t, ch, cached)
 
-	cmd := exec.Command("node", "sdk.mjs")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "EDGERELAY_URL="+r.url(), "CHANNEL="+ch, "ENCODING="+encoding,
-		"LIVE="+strconv.Itoa(live), "RECOVER="+strconv.Itoa(recover), "TOKEN="+token(t, user, time.Hour), "BET_ID="+betID)
+	env := []string{"EDGERELAY_URL=" + r.url(), "CHANNEL=" + ch, "ENCODING=" + encoding,
+		"LIVE=" + strconv.Itoa(live), "RECOVER=" + strconv.Itoa(recover), "TOKEN=" + token(t, user, time.Hour), "BET_ID=" + betID}
 	if withDelta {
-		cmd.Env = append(cmd.Env, "DELTA=1")
+		env = append(env, "DELTA=1")
 	}
 	if ca != nil {
-		cmd.Env = append(cmd.Env, "NODE_EXTRA_CA_CERTS="+ca.file)
+		env = append(env, "NODE_EXTRA_CA_CERTS="+ca.file)
 	}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-
-	events := make(chan sdkEvent)
-	go func() {
-		defer close(events)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			var e sdkEvent
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				t.Errorf("sdk.mjs printed %q", sc.Text())
-				continue
-			}
-			e.line = sc.Text()
-			events <- e
-		}
-	}()
+	script := startNode(t, dir, "sdk.mjs", env, func(e *sdkEvent, line string) { e.line = line })
+	stdin, events := script.stdin, script.events
 
 	offsets := []uint64{uint64(cached) + 1} // of every publication produced, in order
 	var (
@@ -233,7 +257,7 @@ func testSDK(t *testing.T, encoding string, withDelta, overTLS bool) {
 			t.Fatalf("timed out; %d publications, last events:\n%s", len(seqs), strings.Join(last, "\n"))
 		}
 	}
-	if err := cmd.Wait(); err != nil {
+	if err := script.wait(); err != nil {
 		t.Fatalf("sdk.mjs: %v", err)
 	}
 
