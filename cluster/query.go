@@ -60,10 +60,10 @@ func (n *Node) SetQueryHandler(fn QueryFunc) { n.q.handler = fn }
 // many members were asked. With gossip off, or alone, it asks nobody and
 // returns at once.
 func (n *Node) Query(ctx context.Context, req []byte) (answers [][]byte, asked int, err error) {
-	if n.ml == nil || len(req) > MaxQueryBytes {
-		if len(req) > MaxQueryBytes {
-			return nil, 0, errors.New("cluster: query too large")
-		}
+	if len(req) > MaxQueryBytes {
+		return nil, 0, errors.New("cluster: query too large")
+	}
+	if n.ml == nil {
 		return nil, 0, nil
 	}
 	var targets []*memberlist.Node

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgerelay/edgerelay/cluster"
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/protocol"
@@ -247,7 +245,7 @@ func (p *presence) query(channel string, list bool, cfg PresenceConfig) (presenc
 	answers, asked, err := p.s.cluster.Query(ctx, req)
 	result := "complete"
 	switch {
-	case errors.Is(err, cluster.ErrBusy), err != nil:
+	case err != nil: // cluster.ErrBusy: too many queries in flight
 		p.s.log.Debug("presence query not sent", "channel", channel, "err", err)
 		result = "partial"
 	case asked == 0:
