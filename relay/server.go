@@ -283,6 +283,7 @@ func (s *Server) routes() {
 	if s.cfg.Debug {
 		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 		s.mux.HandleFunc("POST /debug/gc", func(w http.ResponseWriter, r *http.Request) {
 			runtime.GC()
 			debug.FreeOSMemory()
