@@ -229,8 +229,10 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 }
 
 // latencyBuckets cover a push's age, from Kafka to the socket: finer
-// around the 100 ms that matters for odds.
-var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .075, .1, .15, .2, .25, .5, 1, 2.5, 5, 10}
+// between 10 and 50 ms, where one burst of fan-out to a few thousand
+// subscribers ends (docs/performance.md, tail latency), and around the
+// 100 ms that matters for odds.
+var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .015, .02, .025, .03, .04, .05, .075, .1, .15, .2, .25, .5, 1, 2.5, 5, 10}
 
 func (m *metrics) OnRecord(topic string, _ int32) { m.kafkaRecords.WithLabelValues(topic).Inc() }
 
