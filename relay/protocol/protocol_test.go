@@ -134,3 +134,23 @@ func TestAppendDeltaPush(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecodePong: the empty command a client sends as a pong to each
+// server ping (every connection, every websocket.ping_interval): the most
+// frequent client message at rest.
+func BenchmarkDecodePong(b *testing.B) {
+	for _, tt := range []struct {
+		name  string
+		codec Codec
+		msg   []byte
+	}{{"json", JSON, []byte("{}")}, {"protobuf", Protobuf, []byte{0}}} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := tt.codec.DecodeCommands(tt.msg, func(c *Command) error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
