@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,7 +34,7 @@ type session struct {
 	// poller
 	user    string         // from the connect token; "" is anonymous
 	subs    []*engine.Sink // a slice is smaller than a map for the usual few
-	replies []byte         // replies of the message being handled, '\n'-separated
+	replies *[]byte        // replies of the message being handled, '\n'-separated: from replyBufs until flushed, nil at rest
 	// the command rate's bucket (websocket.commands_per_second): tokens
 	// as of cmdLast (unix nanos); below 0, commands are refused
 	cmdTokens float64
@@ -91,7 +92,7 @@ func (c *session) Closed() {
 	for _, sub := range c.subs {
 		c.srv.hub.Unsubscribe(sub.Channel(), sub)
 	}
-	c.subs, c.replies = nil, nil
+	c.subs, c.replies = nil, nil // a buffer not flushed goes to the GC, not back to the pool
 	if c.unbridge != nil {
 		c.unbridge() // before the admission slot is given back
 	}
@@ -128,7 +129,6 @@ var errSkipRest = errors.New("relay: connect failed; rest of the message skipped
 // so that it reaches the queue before the channel's next publication. It
 // reports false when the connection is being closed.
 func (c *session) handleMessage(msg []byte) bool {
-	c.replies = c.replies[:0]
 	err := c.codec.DecodeCommands(msg, c.handleBounded)
 	if errors.Is(err, protocol.ErrMalformed) {
 		c.flushReplies()
@@ -141,15 +141,24 @@ func (c *session) handleMessage(msg []byte) bool {
 }
 
 func (c *session) flushReplies() {
-	if len(c.replies) == 0 {
+	if c.replies == nil {
 		return
 	}
-	c.sendNow(c.replies)
-	c.replies = c.replies[:0]
-	if cap(c.replies) > 4<<10 {
-		c.replies = nil // an idle connection keeps no big buffer
+	b := c.replies
+	c.replies = nil
+	if len(*b) > 0 {
+		c.sendNow(*b) // copies
+	}
+	if cap(*b) <= 4<<10 { // a big one goes to the GC
+		*b = (*b)[:0]
+		replyBufs.Put(b)
 	}
 }
+
+// replyBufs are the sessions' reply buffers: a connection holds one only
+// while it handles a message (at rest it would be about 270 bytes of each
+// connection's memory; docs/performance.md, tail latency).
+var replyBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // handleBounded handles one command, then checks the replies built so
 // far: the replies of one message count against websocket.max_queue_bytes
@@ -174,7 +183,7 @@ func (c *session) handleBounded(cmd *protocol.Command) error {
 	if err := c.handleCommand(cmd); err != nil {
 		return err
 	}
-	if len(c.replies) > int(c.srv.cfg.WebSocket.MaxQueueBytes) {
+	if c.replies != nil && len(*c.replies) > int(c.srv.cfg.WebSocket.MaxQueueBytes) {
 		c.replies = nil
 		c.srv.metrics.slowDisconnects.Inc()
 		c.disconnect(protocol.DisconnectSlow)
@@ -234,7 +243,10 @@ func dataBytes(pubs []*fanout.Publication) int {
 func (c *session) sendNow(payload []byte) { c.ec.SendMessage(payload) }
 
 func (c *session) reply(r *protocol.Reply) {
-	c.replies = c.codec.AppendReply(c.replies, r)
+	if c.replies == nil {
+		c.replies = replyBufs.Get().(*[]byte)
+	}
+	*c.replies = c.codec.AppendReply(*c.replies, r)
 }
 
 func (c *session) replyError(id uint32, e *protocol.Error) {
