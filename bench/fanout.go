@@ -453,8 +453,9 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 
 // primeChannels gives every channel a value on every relay before the
 // clients subscribe (a failover run): the first subscribe reply then
-// carries the stream's epoch, which a recovering resubscribe must name
-// (the relay answers an empty channel without one). One record per
+// carries the stream's epoch, which a recovering resubscribe names (the
+// relay answers an empty channel without one; a resubscribe without
+// epoch recovers only from a position the node holds). One record per
 // channel; the run's feed starts its sequence numbers at 1 again, and the
 // clients check order from the first live push.
 func primeChannels(ctx context.Context, cfg FanoutConfig, channels []string, nodes []*relayNode) error {

@@ -444,7 +444,7 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 	}
 	res.Epoch = last.Epoch
 	res.Offset = protoOffset(last)
-	sameEpoch := req.Recover && req.Epoch == last.Epoch
+	sameEpoch := req.Recover && (req.Epoch == last.Epoch || req.Epoch == "" && seenHere(st, req.Offset))
 	if sameEpoch && req.Offset >= res.Offset {
 		// Nothing missed. A client ahead of this node (it resumed from
 		// one that had read further) keeps its position; the
@@ -463,6 +463,27 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 	res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset, Binary: last.Binary}}
 	res.Recovered = false // a gap it cannot prove empty: the latest value, recovered:false
 	return res
+}
+
+// seenHere reports whether offset (a protocol offset: Kafka's + 1) is the
+// position after one of the channel's publications this node holds, the
+// cached one or one in its history. A client that subscribed before the
+// channel's first record got a reply without epoch; the position it
+// recovers from is then of the current stream if it names one of these
+// (else it gets the latest value, not recovered, as for another epoch).
+func seenHere(st *fanout.State, offset uint64) bool {
+	if offset == 0 {
+		return false
+	}
+	if st.Last != nil && protoOffset(st.Last) == offset {
+		return true
+	}
+	for _, p := range st.History {
+		if p.Epoch == st.Last.Epoch && protoOffset(p) == offset {
+			return true
+		}
+	}
+	return false
 }
 
 // carries checks that the client's encoding can take every publication
