@@ -282,8 +282,9 @@ func reportCmd(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ExitOnError)
 	htmlOut := fs.String("html", "", "also write a self-contained HTML page with charts here")
 	timeline := fs.Bool("timeline", false, "also print, per run, every second's deliveries and p50/p99/max latency")
+	medians := fs.Bool("medians", false, "also print one row per cell: the medians over its runs (files named like tail-10-1.json, tail-10-2.json ...)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: edgebench report [--timeline] [--html report.html] result.json ...")
+		fmt.Fprintln(os.Stderr, "usage: edgebench report [--medians] [--timeline] [--html report.html] result.json ...")
 		fs.PrintDefaults()
 	}
 	fs.Parse(args)
@@ -296,6 +297,9 @@ func reportCmd(args []string) error {
 		return err
 	}
 	fmt.Print(bench.ReportMarkdown(runs))
+	if *medians {
+		fmt.Print("\n" + bench.MediansMarkdown(runs))
+	}
 	if *timeline {
 		fmt.Print(bench.TimelineMarkdown(runs))
 	}
