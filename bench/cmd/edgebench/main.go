@@ -47,6 +47,8 @@ commands:
            and a self-contained HTML page of charts
   bets     a bet storm: many authenticated clients place bets at a fixed rate
            while reading odds; accepted bets/s and reply latency percentiles
+  trace    read a relay's execution trace (/debug/pprof/trace): the writers'
+           busy periods, what else ran in the longest, GC mark phases
 
 Run "edgebench <command> -h" for flags.
 `
@@ -74,6 +76,8 @@ func main() {
 		err = feedCmd(ctx, os.Args[2:])
 	case "swarm":
 		err = swarmCmd(ctx, os.Args[2:])
+	case "trace":
+		err = traceCmd(os.Args[2:])
 	case "report":
 		err = reportCmd(os.Args[2:])
 	case "worker":
@@ -315,6 +319,33 @@ func reportCmd(args []string) error {
 		return err
 	}
 	return f.Close()
+}
+
+func traceCmd(args []string) error {
+	fs := flag.NewFlagSet("trace", flag.ExitOnError)
+	gap := fs.Duration("gap", 2*time.Millisecond, "writer runs closer than this are one busy period")
+	longest := fs.Int("longest", 10, "list this many of the longest busy periods")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: edgebench trace [--gap 2ms] [--longest 10] trace.out\n"+
+			"  (a relay with debug on: curl -o trace.out '127.0.0.1:8000/debug/pprof/trace?seconds=30')")
+		fs.PrintDefaults()
+	}
+	fs.Parse(args)
+	if fs.NArg() != 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rep, err := bench.TraceSummary(bufio.NewReader(f), bench.TraceConfig{Gap: *gap, Longest: *longest})
+	if err != nil {
+		return err
+	}
+	fmt.Print(rep.Markdown())
+	return nil
 }
 
 func feedCmd(ctx context.Context, args []string) error {
