@@ -23,6 +23,19 @@ import (
 //go:embed board.html
 var boardHTML []byte
 
+// centrifugeJS is the npm centrifuge SDK's browser build
+// (dist/centrifuge.js of the version tests/js/package-lock.json pins; MIT,
+// centrifuge.LICENSE), which the board loads from /centrifuge.js: dev mode
+// runs offline. TestVendoredSDK keeps it equal to the locked package's.
+//
+//go:embed centrifuge.js
+var centrifugeJS []byte
+
+// DevMapRule is the map rule dev mode adds when the configuration has
+// none: every match's markets (odds:<sport>:<league>:<match>:<market>)
+// are one map, odds:<sport>:<league>:<match>, which the board subscribes.
+var DevMapRule = relay.MapRuleConfig{Prefix: "odds:", Depth: 1}
+
 // favicon is the board's icon, served at /favicon.ico (SVG: every current
 // browser takes it there), so the page logs no 404.
 var favicon = []byte(`<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">` +
@@ -73,6 +86,9 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	if cfg.Channels.HistorySize == 0 {
 		cfg.Channels.HistorySize = DevHistorySize
 	}
+	if len(cfg.Channels.Maps.Rules) == 0 {
+		cfg.Channels.Maps.Rules = []relay.MapRuleConfig{DevMapRule}
+	}
 
 	srv, err := relay.New(cfg, log)
 	if err != nil {
@@ -94,6 +110,10 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	srv.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(boardHTML)
+	}))
+	srv.Handle("GET /centrifuge.js", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Write(centrifugeJS)
 	}))
 	srv.Handle("GET /favicon.ico", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "image/svg+xml")
