@@ -41,7 +41,8 @@ func (p mapPage) keys() string {
 // refusals have the documented statuses (400 bad name, limit or cursor;
 // 401/403 by the namespace rules; 404 not a map or no entries; 503 a full
 // map or a node at max_maps); a page holds no more data than half of
-// websocket.max_queue_bytes.
+// websocket.max_queue_bytes; the stream phase of a map subscribe resumes
+// from a page's position.
 func TestMapREST(t *testing.T) {
 	kafka := newKafka(t)
 	cfg := mapsConfig(kafka.ListenAddrs(), 4)
@@ -146,6 +147,22 @@ func TestMapREST(t *testing.T) {
 			}
 		})
 	}
+	// A page's position is one the stream phase resumes from: the change
+	// made after the REST page comes, and only it.
+	_, body := r.get(t, "/v1/maps/"+m+"?limit=1")
+	var first mapPage
+	if err := json.Unmarshal([]byte(body), &first); err != nil {
+		t.Fatal(err)
+	}
+	produceEntries(t, prod, m, []mapChange{{key: "k01", value: marketValue("k01", 100)}})
+	waitMap(t, r, m, 9, top+1)
+	c := r.dial(t)
+	c.connect()
+	res := mapSubscribe(t, c, 2, m, 1, fmt.Sprintf(`"epoch":%q,"offset":%d`, first.Epoch, first.Offset))
+	if pubs, _ := res["publications"].([]any); num(res["phase"]) != 0 || len(pubs) != 1 || pubs[0].(map[string]any)["key"] != "k01" {
+		t.Fatalf("stream phase from the REST page's position %s/%d: %v, want live with k01's change only", first.Epoch, first.Offset, res)
+	}
+
 	// The fifth map puts the node at max_maps: a map it holds nothing of
 	// is then 503 (Kafka may have entries it had no room for).
 	produceEntries(t, prod, "odds:fifth:x:y", []mapChange{{key: "a", value: `{"v":1}`}})
