@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,8 +32,8 @@ var boardHTML []byte
 //go:embed centrifuge.js
 var centrifugeJS []byte
 
-// DevMapRule is the map rule dev mode adds when the configuration has
-// none: every match's markets (odds:<sport>:<league>:<match>:<market>)
+// DevMapRule is the map rule dev mode adds (last) to the configuration's:
+// every match's markets (odds:<sport>:<league>:<match>:<market>)
 // are one map, odds:<sport>:<league>:<match>, which the board subscribes.
 var DevMapRule = relay.MapRuleConfig{Prefix: "odds:", Depth: 1}
 
@@ -86,8 +87,8 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	if cfg.Channels.HistorySize == 0 {
 		cfg.Channels.HistorySize = DevHistorySize
 	}
-	if len(cfg.Channels.Maps.Rules) == 0 {
-		cfg.Channels.Maps.Rules = []relay.MapRuleConfig{DevMapRule}
+	if !slices.Contains(cfg.Channels.Maps.Rules, DevMapRule) {
+		cfg.Channels.Maps.Rules = append(slices.Clip(cfg.Channels.Maps.Rules), DevMapRule)
 	}
 
 	srv, err := relay.New(cfg, log)
