@@ -1,6 +1,6 @@
 // Package relay is the edgerelay server: configuration, wiring, the
 // WebSocket endpoint speaking the Centrifugo client protocol, the HTTP
-// surface (/metrics, /healthz, /readyz, /v1/channels, /v1/cluster,
+// surface (/metrics, /healthz, /readyz, /v1/channels, /v1/maps, /v1/cluster,
 // /v1/drain) and the graceful drain (drain.go). Kafka ingest lives in relay/ingest, the protocol encoding in
 // relay/protocol, the socket engine (epoll, queues, writers, WebSocket
 // framing) in relay/engine, channels and fan-out in package fanout.
