@@ -19,7 +19,8 @@ import (
 // channelView is the REST form of a cached publication.
 type channelView struct {
 	Channel   string          `json:"channel"`
-	Data      json.RawMessage `json:"data"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	B64       []byte          `json:"b64data,omitempty"` // a value that is not JSON ("payload: binary"), base64
 	Offset    uint64          `json:"offset"`
 	Epoch     string          `json:"epoch"`
 	Position  positionView    `json:"position"`
@@ -34,10 +35,21 @@ type positionView struct {
 	Offset    int64  `json:"offset"`
 }
 
+// restData is a publication's data for a JSON reply: as JSON, or base64
+// when it is not ("payload: binary"), as Centrifugo's b64data.
+func restData(p *fanout.Publication) (data json.RawMessage, b64 []byte) {
+	if p.Binary && !json.Valid(p.Data) {
+		return nil, p.Data
+	}
+	return p.Data, nil
+}
+
 func viewOf(p *fanout.Publication) channelView {
+	data, b64 := restData(p)
 	return channelView{
 		Channel:   p.Channel,
-		Data:      p.Data,
+		Data:      data,
+		B64:       b64,
 		Offset:    protoOffset(p),
 		Epoch:     p.Epoch,
 		Position:  positionView{Topic: p.Pos.Stream, Partition: p.Pos.Partition, Offset: p.Pos.Offset},
@@ -165,11 +177,7 @@ func (s *Server) handleMap(w http.ResponseWriter, r *http.Request) {
 	page.Entries = make([]mapEntryView, len(entries))
 	for i, e := range entries {
 		page.Entries[i] = mapEntryView{Key: e.Key, Offset: protoOffset(e)}
-		if e.Binary && !json.Valid(e.Data) {
-			page.Entries[i].B64 = e.Data
-		} else {
-			page.Entries[i].Data = e.Data
-		}
+		page.Entries[i].Data, page.Entries[i].B64 = restData(e)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, page)
