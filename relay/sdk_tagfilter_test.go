@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,5 +248,53 @@ func testSDKTagFilter(t *testing.T, encoding string) {
 	}
 	if w := []string{"m0", "m5 removed", "m4"}; !slices.Equal(updates, w) {
 		t.Errorf("map updates %v, want %v", updates, w)
+	}
+}
+
+// TestTagFilterRawClient: what the SDK does not send. A subscribe with a
+// tag filter and "delta":"fossil" is answered without delta (the two
+// exclude each other, as in Centrifugo) and gets full payloads with their
+// tags; a filter 9 levels deep and one of 40 KB (past every bound) are
+// answered 107 on the same connection, which then still receives the
+// matching publications of its first subscription and nothing else.
+func TestTagFilterRawClient(t *testing.T) {
+	const channel = "odds:football:epl:match-1:1x2"
+	kafka := newKafka(t)
+	cfg := testConfig(kafka.ListenAddrs())
+	cfg.Ingest.TagHeaders = []string{"group"}
+	r := startRelay(t, cfg)
+	r.waitReady(t)
+	prod := newProducer(t, kafka.ListenAddrs())
+
+	c := r.dial(t)
+	c.connect()
+	c.send(`{"id":2,"subscribe":{"channel":"` + channel + `","delta":"fossil","tf":{"key":"group","cmp":"eq","val":"main"}}}`)
+	if rep := c.mustNext(); rep["subscribe"] == nil || rep["subscribe"].(map[string]any)["delta"] != nil {
+		t.Fatalf("subscribe reply %v, want one without delta", rep)
+	}
+	deep, _ := json.Marshal(deepFilter(8))
+	big := `{"op":"or","nodes":[` + strings.Repeat(`{"key":"k","cmp":"eq","val":"v"},`, 1300) + `{"key":"k","cmp":"ex"}]}`
+	c.send(`{"id":3,"subscribe":{"channel":"odds:a:b","tf":`+string(deep)+`}}`, `{"id":4,"subscribe":{"channel":"odds:a:c","tf":`+big+`}}`)
+	for _, id := range []float64{3, 4} {
+		rep := c.mustNext()
+		if rep["id"] != id || errorCode(rep) != 107 {
+			t.Fatalf("reply %v, want error 107 for %v", rep, id)
+		}
+	}
+	recs := []tagRecord{{channel, 1, map[string]string{"group": "side"}}, {channel, 2, map[string]string{"group": "main"}},
+		{channel, 3, nil}, {channel, 4, map[string]string{"group": "main"}}}
+	produceTagged(t, prod, recs, channel)
+	for _, want := range []float64{2, 4} {
+		rep := c.mustNext()
+		push, _ := rep["push"].(map[string]any)
+		pub, _ := push["pub"].(map[string]any)
+		data, _ := pub["data"].(map[string]any) // an object: not a delta's JSON string
+		tags, _ := pub["tags"].(map[string]any)
+		if data["seq"] != want || tags["group"] != "main" || pub["delta"] != nil {
+			t.Fatalf("push %v, want seq %v with its tags, in full", rep, want)
+		}
+	}
+	if code, body := r.get(t, "/metrics"); code != 200 || metric(body, "edgerelay_tag_filter_skipped_total") != 2 {
+		t.Errorf("edgerelay_tag_filter_skipped_total %v, want 2", metric(body, "edgerelay_tag_filter_skipped_total"))
 	}
 }
