@@ -24,8 +24,11 @@
 // ErrInvalid that says what is wrong. The bounds (MaxNodes, MaxDepth,
 // MaxVals, MaxStringBytes, MaxBytes) keep what one anonymous client can
 // make the node do per publication small and fixed: at most MaxNodes
-// leaves each look up one tag and compare at most MaxVals strings of at
-// most MaxStringBytes, without allocating.
+// leaves each look up one tag and compare it, all comparisons together
+// reading at most MaxBytes of the filter's values, at most MaxContains
+// substring searches for a short val and MaxNumeric parses of a number
+// of at most MaxNumberBytes, without allocating (BenchmarkMatch measures the
+// costliest filter the bounds allow).
 //
 // # Concurrency
 //
@@ -52,6 +55,16 @@ const (
 	MaxVals        = 32  // values of one in or nin leaf
 	MaxStringBytes = 256 // bytes of one key or value
 	MaxBytes       = 4096
+	// A substring search (ct) costs more than a comparison: a filter has
+	// at most MaxContains of them, each val at most MaxContainsBytes.
+	MaxContains      = 2
+	MaxContainsBytes = 32
+	// Numeric comparisons parse the tag each time: a filter has at most
+	// MaxNumeric of them, and a number (a numeric comparison's val, or a
+	// tag compared as one) at most MaxNumberBytes (within strconv's fast
+	// path): a longer tag is no number.
+	MaxNumeric     = 4
+	MaxNumberBytes = 20
 )
 
 // ErrInvalid wraps every error of Compile.
@@ -115,7 +128,7 @@ func Compile(n *protocol.FilterNode) (*Filter, error) {
 }
 
 type compiler struct {
-	nodes, bytes int
+	nodes, bytes, contains, numeric int
 }
 
 func (c *compiler) str(what, s string) error {
@@ -205,7 +218,18 @@ func (c *compiler) leaf(n *protocol.FilterNode) (node, error) {
 			return node{}, err
 		}
 		out.val = n.Val
+		if o == opCt {
+			if c.contains++; c.contains > MaxContains {
+				return node{}, fmt.Errorf("more than %d ct comparisons", MaxContains)
+			}
+			if len(n.Val) > MaxContainsBytes {
+				return node{}, fmt.Errorf("ct comparison with a val of %d bytes (at most %d)", len(n.Val), MaxContainsBytes)
+			}
+		}
 		if o >= opLt && o <= opGte {
+			if c.numeric++; c.numeric > MaxNumeric {
+				return node{}, fmt.Errorf("more than %d numeric comparisons", MaxNumeric)
+			}
 			f, ok := number(n.Val)
 			if !ok {
 				return node{}, fmt.Errorf("%s comparison with %q, not a decimal number", n.Cmp, n.Val)
@@ -221,7 +245,7 @@ func (c *compiler) leaf(n *protocol.FilterNode) (node, error) {
 // first, so that a tag that is not a number costs no allocation
 // (strconv's errors allocate).
 func number(s string) (float64, bool) {
-	if !decimal(s) {
+	if len(s) > MaxNumberBytes || !decimal(s) {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(s, 64)

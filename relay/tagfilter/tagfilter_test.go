@@ -19,7 +19,8 @@ func inner(op string, nodes ...protocol.FilterNode) protocol.FilterNode {
 }
 
 func TestMatch(t *testing.T) {
-	tags := map[string]string{"ticker": "AAPL", "source": "NASDAQ", "price": "150.25", "volume": "1000", "empty": "", "word": "abc"}
+	tags := map[string]string{"ticker": "AAPL", "source": "NASDAQ", "price": "150.25", "volume": "1000", "empty": "", "word": "abc",
+		"long": strings.Repeat("9", MaxNumberBytes+1)}
 	for _, tt := range []struct {
 		name string
 		f    protocol.FilterNode
@@ -58,6 +59,7 @@ func TestMatch(t *testing.T) {
 		{"lt negative", leaf("price", "lt", "-1"), false},
 		{"gt absent", leaf("nope", "gt", "1"), false},
 		{"gt not a number", leaf("word", "gt", "1"), false},
+		{"gt too long a number", leaf("long", "gt", "1"), false},
 		{"lt not a number", leaf("word", "lt", "1"), false},
 		{"lt empty", leaf("empty", "lt", "1"), false},
 		{"and", inner("and", leaf("ticker", "eq", "AAPL"), leaf("price", "gt", "100")), true},
@@ -128,6 +130,10 @@ func TestCompileRefuses(t *testing.T) {
 		{"gt with hex", leaf("k", "gt", "0x10"), "not a decimal number"},
 		{"gt with Inf", leaf("k", "gt", "Inf"), "not a decimal number"},
 		{"gt overflowing", leaf("k", "gt", "1e999"), "not a decimal number"},
+		{"gt with a long number", leaf("k", "gt", strings.Repeat("1", MaxNumberBytes+1)), "not a decimal number"},
+		{"too many numeric", inner("and", leaf("k", "gt", "1"), leaf("k", "lt", "9"), leaf("j", "gte", "1"), leaf("j", "lte", "9"), leaf("i", "gt", "0")), "more than 4 numeric"},
+		{"too many ct", inner("or", leaf("k", "ct", "a"), leaf("k", "ct", "b"), leaf("k", "ct", "c")), "more than 2 ct"},
+		{"long ct", leaf("k", "ct", strings.Repeat("a", MaxContainsBytes+1)), "ct comparison with a val of 33 bytes"},
 		{"and without children", inner("and"), "without children"},
 		{"not with two", inner("not", leaf("k", "ex", ""), leaf("k", "ex", "")), "exactly 1"},
 		{"and with key", protocol.FilterNode{Op: "and", Key: "k", Nodes: []protocol.FilterNode{leaf("k", "ex", "")}}, "with key"},
@@ -210,7 +216,7 @@ func reference(n *protocol.FilterNode, tags map[string]string) bool {
 	}
 	x, err1 := strconv.ParseFloat(v, 64)
 	y, _ := strconv.ParseFloat(n.Val, 64)
-	if !ok || err1 != nil || !decimal(v) {
+	if !ok || err1 != nil || !decimal(v) || len(v) > MaxNumberBytes {
 		return false
 	}
 	switch n.Cmp {
@@ -301,4 +307,43 @@ func varint(n int) []byte {
 		n >>= 7
 	}
 	return append(b, byte(n))
+}
+
+// BenchmarkMatch: one Match per publication and subscriber, for a typical
+// filter and for the costliest ones the bounds allow: both substring
+// searches at their worst (a 32-byte val that fails at its end, in a
+// 256-byte tag of the same byte) and every other leaf comparing 128 of the
+// MaxBytes bytes; the same with MaxNumeric numbers of MaxNumberBytes
+// digits in place of some.
+func BenchmarkMatch(b *testing.B) {
+	same := strings.Repeat("a", MaxStringBytes)
+	worst := []protocol.FilterNode{leaf("k", "ct", same[:MaxContainsBytes-1]+"b"), leaf("k", "ct", same[:MaxContainsBytes-1]+"c")}
+	for i := range MaxNodes - 3 {
+		worst = append(worst, leaf("k", "eq", same[:127]+strconv.Itoa(i%10)))
+	}
+	numeric := worst[:MaxNodes-1-MaxNumeric]
+	for range MaxNumeric {
+		numeric = append(numeric, leaf("n", "gt", "1"+strings.Repeat("0", MaxNumberBytes-1)))
+	}
+	for _, bb := range []struct {
+		name string
+		f    protocol.FilterNode
+		tags map[string]string
+	}{
+		{"typical", inner("and", leaf("group", "eq", "main"), inner("not", leaf("suspended", "ex", ""))),
+			map[string]string{"group": "main", "market": "1x2"}},
+		{"worst-strings", inner("or", worst...), map[string]string{"k": same}},
+		{"worst-numbers", inner("or", numeric...), map[string]string{"k": same, "n": "0." + strings.Repeat("9", MaxNumberBytes-2)}},
+	} {
+		f, err := Compile(&bb.f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				f.Match(bb.tags)
+			}
+		})
+	}
 }
