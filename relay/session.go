@@ -440,7 +440,8 @@ func (c *session) admitSubscribe(id uint32, req *protocol.SubscribeRequest) (tim
 // publications it matches (recovered all the same: the others are not
 // lost, the client did not want them), or the newest matching
 // publication of the history and cached value, or none. The reply's
-// offset stays the channel's.
+// offset stays the channel's. A filter runs over at most maxFilterScan
+// publications: a filtered recovery that missed more is not recovered.
 func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData int, f fanout.Filter) *protocol.SubscribeResult {
 	res := &protocol.SubscribeResult{Recoverable: true, WasRecovering: req.Recover}
 	last := st.Last
@@ -460,7 +461,7 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 		return res
 	}
 	if sameEpoch && req.Offset > 0 {
-		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok {
+		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok && (f == nil || len(missed) <= maxFilterScan) {
 			if missed = filtered(f, missed); dataBytes(missed) <= maxData {
 				res.Publications = protoPublications(missed, false)
 				res.Recovered = true

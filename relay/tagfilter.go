@@ -15,6 +15,13 @@ import (
 // all, never what the frame holds. Replies (recovery, the latest value,
 // map pages) are filtered here with the same filter.
 
+// maxFilterScan bounds the publications one subscribe reply runs a filter
+// over (a filter may cost microseconds, and the reply is built under the
+// channel's lock): a recovery that missed more is answered as if the
+// history did not reach back so far, and the latest-value fallback looks
+// at the newest maxFilterScan publications only.
+const maxFilterScan = 1000
+
 // countedFilter counts what its filter skips (tag_filter_skipped_total).
 type countedFilter struct {
 	f       *tagfilter.Filter
@@ -65,12 +72,13 @@ func filtered(f fanout.Filter, pubs []*fanout.Publication) []*fanout.Publication
 }
 
 // newestPassing is the newest publication of st that f passes: the
-// cached value, else the newest in the history; nil if none.
+// cached value, else the newest in the history (of its newest
+// maxFilterScan); nil if none.
 func newestPassing(f fanout.Filter, st *fanout.State) *fanout.Publication {
 	if st.Last != nil && passes(f, st.Last) {
 		return st.Last
 	}
-	for i := len(st.History) - 1; i >= 0; i-- {
+	for i := len(st.History) - 1; i >= max(0, len(st.History)-maxFilterScan); i-- {
 		if p := st.History[i]; p != st.Last && passes(f, p) {
 			return p
 		}
