@@ -16,7 +16,9 @@ import (
 
 // tagEvent is one line printed by tests/js/tagfilter.mjs.
 type tagEvent struct {
-	Event   string            `json:"event"`
+	Event         string `json:"event"`
+	Recovered     bool   `json:"recovered"`
+	WasRecovering bool   `json:"was_recovering"`
 	Msg     string            `json:"msg"`
 	Sub     string            `json:"sub"`
 	Seq     *int              `json:"seq"`
@@ -75,8 +77,11 @@ func deepFilter(n int) map[string]any {
 // subscription with the same filter gets a snapshot of only the matching
 // entries, then only the matching updates, and the removal of an entry
 // (a tombstone) whatever its tags. Filters past the bounds (9 levels
-// deep, 33 nodes, 33 values, a numeric comparison with a word) are
-// refused with 107 on the same connection, which keeps receiving.
+// deep, 34 nodes, 33 values, a numeric comparison with a word) are
+// refused with 107 on the same connection, which keeps receiving. Then
+// the filtered client disconnects, records are produced, and it connects
+// again: its subscription recovers (recovered:true) with exactly the
+// matching publications it missed, none twice.
 func TestSDKTagFilter(t *testing.T) {
 	for _, encoding := range []string{"json", "protobuf"} {
 		t.Run(encoding, func(t *testing.T) { testSDKTagFilter(t, encoding) })
@@ -93,6 +98,7 @@ func testSDKTagFilter(t *testing.T, encoding string) {
 	kafka := newKafka(t)
 	cfg := mapsConfig(kafka.ListenAddrs(), 100)
 	cfg.Ingest.TagHeaders = []string{"group", "suspended"}
+	cfg.Channels.HistorySize = 100
 	r := startRelay(t, cfg)
 	r.waitReady(t)
 	prod := newProducer(t, kafka.ListenAddrs())
@@ -133,14 +139,27 @@ func testSDKTagFilter(t *testing.T, encoding string) {
 		map[string]any{"key": "price", "cmp": "gt", "val": "cheap"},
 	})
 	env := []string{"EDGERELAY_URL=" + r.url(), "ENCODING=" + encoding, "CHANNEL=" + channel, "MAP=" + mapName,
-		"FILTER=" + filter, "LAST=" + strconv.Itoa(n), "HOSTILE=" + string(hostile), "HOSTILE_CHANNEL=odds:hostile:"}
+		"FILTER=" + filter, "LAST=" + strconv.Itoa(n), "HOSTILE=" + string(hostile), "HOSTILE_CHANNEL=odds:hostile:",
+		"RECOVER_LAST=" + strconv.Itoa(2*n+1)}
 	script := startNode[tagEvent](t, dir, "tagfilter.mjs", env, nil)
 
-	var stream []tagRecord
+	// One record before the subscriptions: the subscribe replies carry it
+	// (it matches) and the channel's epoch, which the recovery needs (a
+	// channel Kafka never wrote to has none yet).
+	first := []tagRecord{{channel: channel, seq: -1, tags: map[string]string{"group": "main"}}}
+	produceTagged(t, prod, first, channel)
+	r.waitCached(t, channel, -1)
+	stream := first
 	for i := range n {
 		stream = append(stream, tagRecord{channel: channel, seq: i, tags: tagsFor(i)})
 	}
 	stream = append(stream, tagRecord{channel: channel, seq: n, tags: map[string]string{"group": "main"}})
+	// Produced while "filtered" is disconnected: n+1..2n+1, recovered.
+	var missed []tagRecord
+	for i := n + 1; i <= 2*n; i++ {
+		missed = append(missed, tagRecord{channel: channel, seq: i, tags: tagsFor(i)})
+	}
+	missed = append(missed, tagRecord{channel: channel, seq: 2*n + 1, tags: map[string]string{"group": "main"}})
 	mapLive := []tagRecord{
 		{channel: mapName + ":m0", seq: 2000, tags: tagsFor(0)}, // matches
 		{channel: mapName + ":m1", seq: 2001, tags: tagsFor(1)}, // does not
@@ -148,7 +167,7 @@ func testSDKTagFilter(t *testing.T, encoding string) {
 	}
 
 	got := map[string][]tagEvent{}
-	var refused []tagEvent
+	var refused, subscribed []tagEvent
 	timeout := time.After(60 * time.Second)
 	for done := false; !done; {
 		var e tagEvent
@@ -167,13 +186,25 @@ func testSDKTagFilter(t *testing.T, encoding string) {
 		case "disconnected", "client_error", "sub_error":
 			t.Fatalf("tagfilter.mjs: %+v", e)
 		case "ready":
-			produceTagged(t, prod, stream, channel)
+			produceTagged(t, prod, stream[len(first):], channel)
 			produceTagged(t, prod, mapLive[:2], mapName)
 			// A tombstone of a side entry: a removal passes every filter.
 			produceEntries(t, prod, mapName, []mapChange{{key: "m5", removed: true}})
 			produceTagged(t, prod, mapLive[2:], mapName)
 		case "unsubscribed":
 			refused = append(refused, e)
+		case "subscribed":
+			subscribed = append(subscribed, e)
+		case "dropped":
+			produceTagged(t, prod, missed, channel)
+			r.waitCached(t, channel, -1) // (the cache only moves forward; the next line waits for the last)
+			checkFor(t, 20*time.Second, func() error {
+				if p := r.srv.Hub().Last(channel); p == nil || string(p.Data) != fmt.Sprintf(`{"seq":%d}`, 2*n+1) {
+					return fmt.Errorf("relay has not read the missed records yet")
+				}
+				return nil
+			})
+			fmt.Fprintln(script.stdin, "resume")
 		case "pub", "update", "sync":
 			got[e.Sub] = append(got[e.Sub], e)
 		case "done":
@@ -207,11 +238,35 @@ func testSDKTagFilter(t *testing.T, encoding string) {
 			want = append(want, r.seq)
 		}
 	}
+	for _, r := range missed {
+		if matches(r.tags) {
+			want = append(want, r.seq) // recovered: the matching ones, once each
+		}
+	}
+	var resubscribed bool
+	for _, e := range subscribed {
+		if e.Sub == "filtered" && e.WasRecovering {
+			resubscribed = true
+			if !e.Recovered {
+				t.Errorf("filtered subscription not recovered after the reconnect: %+v", e)
+			}
+		}
+	}
+	if !resubscribed {
+		t.Errorf("filtered subscription did not resubscribe recovering: %+v", subscribed)
+	}
 	if g := seqs(got["filtered"]); !slices.Equal(g, want) {
 		t.Errorf("filtered subscription got %v, want %v", g, want)
 	}
-	if g := seqs(got["bystander"]); !slices.Equal(g, all) {
-		t.Errorf("bystander got %v, want %v", g, all)
+	// The bystander stays connected: it has every record of the first
+	// batch, then some of the second (the script ends when the filtered
+	// subscription has recovered).
+	g := seqs(got["bystander"])
+	for _, r := range missed {
+		all = append(all, r.seq)
+	}
+	if len(g) < len(stream) || !slices.Equal(g, all[:len(g)]) {
+		t.Errorf("bystander got %v, want %v or more of %v", g, all[:len(stream)], all)
 	}
 	for _, e := range got["filtered"] {
 		if e.Tags["group"] != "main" || e.Tags["secret"] != "" || len(e.Tags) != 1 {
@@ -219,7 +274,7 @@ func testSDKTagFilter(t *testing.T, encoding string) {
 		}
 	}
 	for _, e := range got["bystander"] {
-		if w := tagsFor(*e.Seq); *e.Seq < n && (e.Tags["group"] != w["group"] || e.Tags["suspended"] != w["suspended"]) {
+		if w := tagsFor(*e.Seq); *e.Seq >= 0 && *e.Seq < n && (e.Tags["group"] != w["group"] || e.Tags["suspended"] != w["suspended"]) {
 			t.Errorf("bystander publication %d has tags %v, want %v", *e.Seq, e.Tags, w)
 		}
 	}

@@ -14,6 +14,8 @@
 //                     CHANNEL and to the map (the filter matches it)
 //      HOSTILE        a JSON array of filters the relay must refuse (107),
 //                     each on a subscription to HOSTILE_CHANNEL<i>
+//      RECOVER_LAST   the seq of the last record produced while "filtered"
+//                     is disconnected (the filter matches it)
 //
 // Two clients: "filtered" subscribes to CHANNEL and to MAP with FILTER,
 // and to each hostile filter; "bystander" subscribes to CHANNEL without a
@@ -21,7 +23,11 @@
 // or refused, each publication and map update ({"event":"pub" or
 // "update", "sub", "seq", "tags", ...}), each refusal
 // ({"event":"unsubscribed", "code"}), the map's snapshot ({"event":
-// "sync"}); {"event":"done"} once the three live subscriptions saw LAST.
+// "sync"}). Once the three live subscriptions saw LAST, "filtered"
+// disconnects ({"event":"dropped"}) and, when the Go test writes "resume"
+// on stdin (having produced records meanwhile), connects again: its
+// stream subscription recovers; {"event":"done"} once it saw RECOVER_LAST.
+import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
 
 const env = process.env;
@@ -48,23 +54,33 @@ const filtered = new Centrifuge(env.EDGERELAY_URL, { ...opts, name: 'tagfilter-t
 const bystander = new Centrifuge(env.EDGERELAY_URL, { ...opts, name: 'tagfilter-bystander' });
 for (const [name, c] of [['filtered', filtered], ['bystander', bystander]]) {
   c.on('error', (ctx) => out({ event: 'client_error', client: name, type: ctx.type, error: ctx.error }));
-  c.on('disconnected', (ctx) => out({ event: 'disconnected', client: name, code: ctx.code, reason: ctx.reason }));
+  c.on('disconnected', (ctx) => { if (running > 0) out({ event: 'disconnected', client: name, code: ctx.code, reason: ctx.reason }); });
 }
 
 let pending = 3 + hostile.length; // subscriptions to settle before "ready"
 const settled = () => { if (--pending === 0) out({ event: 'ready' }); };
 let running = 3; // live subscriptions still waiting for LAST
-const seen = (seq) => { if (seq === last && --running === 0) { out({ event: 'done' }); process.exit(0); } };
+const seen = (seq, name) => {
+  if (seq === last && --running === 0) {
+    filtered.disconnect();
+    out({ event: 'dropped' });
+    createInterface({ input: process.stdin }).on('line', (l) => { if (l.trim() === 'resume') filtered.connect(); });
+  }
+  if (name === 'filtered' && seq === Number(env.RECOVER_LAST)) { out({ event: 'done' }); process.exit(0); }
+};
 
 function stream(client, name, options) {
   const sub = client.newSubscription(env.CHANNEL, options);
-  sub.on('subscribed', (ctx) => { out({ event: 'subscribed', sub: name, recovered: ctx.recovered }); settled(); });
+  sub.on('subscribed', (ctx) => {
+    out({ event: 'subscribed', sub: name, recovered: ctx.recovered, was_recovering: ctx.wasRecovering });
+    if (running > 0) settled();
+  });
   sub.on('unsubscribed', (ctx) => fail(`${name} unsubscribed: ${ctx.code} ${ctx.reason}`));
   sub.on('error', (ctx) => out({ event: 'sub_error', sub: name, error: ctx.error }));
   sub.on('publication', (ctx) => {
     const v = decode(ctx.data);
     out({ event: 'pub', sub: name, seq: v.seq, tags: tagsOf(ctx.tags), offset: Number(ctx.offset) });
-    seen(v.seq);
+    seen(v.seq, name);
   });
   sub.subscribe();
 }
@@ -73,7 +89,7 @@ stream(filtered, 'filtered', { tagsFilter: filter });
 stream(bystander, 'bystander', {});
 
 const msub = filtered.newMapSubscription(env.MAP, { tagsFilter: filter, pageSize: 3 });
-msub.on('subscribed', () => settled());
+msub.on('subscribed', () => { if (running > 0) settled(); });
 msub.on('unsubscribed', (ctx) => fail(`map unsubscribed: ${ctx.code} ${ctx.reason}`));
 msub.on('error', (ctx) => out({ event: 'sub_error', sub: 'map', error: ctx.error }));
 msub.on('sync', (ctx) => out({
@@ -83,7 +99,7 @@ msub.on('sync', (ctx) => out({
 msub.on('update', (ctx) => {
   const v = ctx.removed ? null : decode(ctx.data);
   out({ event: 'update', sub: 'map', key: ctx.key, removed: !!ctx.removed, tags: tagsOf(ctx.tags), seq: v ? v.seq : null });
-  if (v) seen(v.seq);
+  if (v) seen(v.seq, 'map');
 });
 msub.subscribe();
 
