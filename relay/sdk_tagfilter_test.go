@@ -16,17 +16,17 @@ import (
 
 // tagEvent is one line printed by tests/js/tagfilter.mjs.
 type tagEvent struct {
-	Event         string `json:"event"`
-	Recovered     bool   `json:"recovered"`
-	WasRecovering bool   `json:"was_recovering"`
-	Msg     string            `json:"msg"`
-	Sub     string            `json:"sub"`
-	Seq     *int              `json:"seq"`
-	Tags    map[string]string `json:"tags"`
-	Key     string            `json:"key"`
-	Removed bool              `json:"removed"`
-	Code    int               `json:"code"`
-	Entries []struct {
+	Event         string            `json:"event"`
+	Recovered     bool              `json:"recovered"`
+	WasRecovering bool              `json:"was_recovering"`
+	Msg           string            `json:"msg"`
+	Sub           string            `json:"sub"`
+	Seq           *int              `json:"seq"`
+	Tags          map[string]string `json:"tags"`
+	Key           string            `json:"key"`
+	Removed       bool              `json:"removed"`
+	Code          int               `json:"code"`
+	Entries       []struct {
 		Key  string            `json:"key"`
 		Tags map[string]string `json:"tags"`
 		Seq  int               `json:"seq"`
