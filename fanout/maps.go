@@ -242,7 +242,7 @@ func (h *Hub) setEntry(m *mapState, key string, p *Publication, removed bool) []
 		return nil
 	}
 	mp := &Publication{Channel: m.name, Key: key, Data: p.Data, Pos: pos, Epoch: m.epoch, Time: p.Time,
-		Priority: p.Priority || removed, Binary: p.Binary, Removed: removed} // a removal is never conflated away
+		Priority: p.Priority || removed, Binary: p.Binary, Removed: removed, Tags: p.Tags} // a removal is never conflated away
 	if removed {
 		mp.Data = nil
 	}

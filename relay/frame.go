@@ -99,17 +99,19 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 	if f&formCompact != 0 {
 		id = u.ChannelID
 	}
+	push := protocol.PubPush{Channel: p.Channel, ID: id, Data: data, Offset: protoOffset(p), Tags: p.Tags}
 	var b []byte
 	switch f & engine.FormKinds {
 	case engine.FormPlain:
-		b = make([]byte, engine.MaxHeader, engine.MaxHeader+len(data)+len(p.Channel)+64)
-		b = codec.AppendPublicationPush(b, p.Channel, id, data, protoOffset(p))
+		b = make([]byte, engine.MaxHeader, engine.MaxHeader+len(data)+len(p.Channel)+tagsLen(p.Tags)+64)
+		b = codec.AppendPush(b, push)
 	case engine.FormDeltaFull:
 		if codec.Binary() {
 			return u.Frame(f&^engine.FormKinds | engine.FormPlain)
 		}
-		b = make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(data)+len(p.Channel)+64)
-		b = codec.AppendDeltaPush(b, p.Channel, id, data, protoOffset(p), false)
+		b = make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(data)+len(p.Channel)+2*tagsLen(p.Tags)+64)
+		push.Delta = true
+		b = codec.AppendPush(b, push)
 	default:
 		raw := u.Frame(formRawPatch)
 		if raw == nil || !codec.Binary() && (p.Binary || u.Prev.Binary) {
@@ -123,8 +125,9 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 			s.metrics.patchesSkipped.Inc()
 			return nil
 		}
-		b = make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(raw.Bytes)+len(p.Channel)+64)
-		b = codec.AppendDeltaPush(b, p.Channel, id, raw.Bytes, protoOffset(p), true)
+		b = make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(raw.Bytes)+len(p.Channel)+2*tagsLen(p.Tags)+64)
+		push.Data, push.Delta, push.Patch = raw.Bytes, true, true
+		b = codec.AppendPush(b, push)
 	}
 	return &fanout.Frame{Bytes: engine.FinishFrame(b, messageHead(codec)), Pub: p, Form: f}
 }
@@ -143,7 +146,16 @@ func mapPublication(p *fanout.Publication, data []byte) *protocol.Publication {
 	if p.Removed {
 		data = nil
 	}
-	return &protocol.Publication{Data: data, Offset: protoOffset(p), Key: p.Key, Removed: p.Removed, Binary: p.Binary}
+	return &protocol.Publication{Data: data, Offset: protoOffset(p), Tags: p.Tags, Key: p.Key, Removed: p.Removed, Binary: p.Binary}
+}
+
+// tagsLen is about what tags add to a push: their bytes and quoting.
+func tagsLen(tags map[string]string) int {
+	n := 0
+	for k, v := range tags {
+		n += len(k) + len(v) + 8
+	}
+	return n
 }
 
 // jsonData is formJSONData: p's data for a JSON client, compacted if it

@@ -49,6 +49,10 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 	if !ok {
 		return
 	}
+	filter, ok := c.tagFilter(id, req) // every phase's request carries it
+	if !ok {
+		return
+	}
 	limit, maxData := c.mapPage(req.Limit), c.maxReplyData()
 	var err error
 	switch req.Phase {
@@ -56,10 +60,13 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 		err = c.srv.hub.ViewMap(req.Channel, func(v *fanout.MapView) {
 			entries, next := v.Page(req.Cursor, limit, maxData)
 			c.replyMap(id, &protocol.SubscribeResult{Phase: protocol.PhaseState, Cursor: next, Epoch: v.Epoch(), Offset: v.Top(),
-				State: mapPublications(entries)}, false)
+				State: mapPublications(filtered(filter, entries))}, false)
 		})
 	case protocol.PhaseStream:
 		sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, false, false), nil)
+		if filter != nil {
+			sub.SetFilter(filter)
+		}
 		var live bool
 		err = c.srv.hub.SubscribeMap(req.Channel, sub, func(v *fanout.MapView) bool {
 			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top()}
@@ -74,13 +81,15 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 				c.replyMap(id, res, false)
 				return false
 			}
+			// Pages end where they would without a filter, so that the
+			// positions are the map's; the filter then takes from each.
 			if n := pageLen(changed, limit, maxData); n < len(changed) {
-				res.Publications = mapPublications(changed[:n])
-				res.Offset = res.Publications[n-1].Offset
+				res.Publications = mapPublications(filtered(filter, changed[:n]))
+				res.Offset = protoOffset(changed[n-1])
 				c.replyMap(id, res, false)
 				return false
 			}
-			res.Phase, res.Publications = protocol.PhaseLive, mapPublications(changed)
+			res.Phase, res.Publications = protocol.PhaseLive, mapPublications(filtered(filter, changed))
 			res.Recoverable, res.Recovered, res.WasRecovering = true, req.Recover, req.Recover
 			res.Expires, res.TTL = expiry(subExp)
 			if !c.replyMap(id, res, true) {

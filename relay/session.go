@@ -357,13 +357,22 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	if !ok {
 		return
 	}
-	delta := req.Delta == "fossil"
+	filter, ok := c.tagFilter(id, req)
+	if !ok {
+		return
+	}
+	// As in Centrifugo, a tag filter and deltas exclude each other: with
+	// a filter, delta is not negotiated and pushes carry full payloads.
+	delta := req.Delta == "fossil" && filter == nil
 	compact := req.Flag&protocol.FlagChannelCompaction != 0 && c.codec.ChannelIDs()
 	// Only a channel Kafka has written to names a namespace label.
 	conflated := c.srv.conflatedCounter(req.Channel, c.srv.hub.Last(req.Channel) != nil)
 	sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, delta, compact), conflated)
+	if filter != nil {
+		sub.SetFilter(filter)
+	}
 	err := c.srv.hub.Subscribe(req.Channel, sub, func(st *fanout.State) {
-		res := subscribeResult(req, st, c.maxReplyData())
+		res := subscribeResult(req, st, c.maxReplyData(), filter)
 		if !c.carries(res.Publications) {
 			return // closing with 3506
 		}
@@ -373,8 +382,11 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		res.Delta = delta
 		res.Expires, res.TTL = expiry(subExp)
 		// The cached value is what the client holds: the base of the
-		// first patch, what a bet can say it saw.
-		sub.Subscribed(st.Last)
+		// first patch, what a bet can say it saw (if its filter lets it
+		// see it).
+		if st.Last == nil || passes(filter, st.Last) {
+			sub.Subscribed(st.Last)
+		}
 		if res.Recovered && st.Last != nil && req.Offset > protoOffset(st.Last) {
 			// The client is ahead of this node (it resumed from another
 			// that had read further): what it holds is not sent again.
@@ -435,7 +447,14 @@ func (c *session) admitSubscribe(id uint32, req *protocol.SubscribeRequest) (tim
 // publications hold more than maxData bytes is not filled: the client gets
 // the latest publication, not recovered, as if the history did not reach
 // back so far.
-func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData int) *protocol.SubscribeResult {
+//
+// With a tag filter f, the reply carries only what f passes: the missed
+// publications it matches (recovered all the same: the others are not
+// lost, the client did not want them), or the newest matching
+// publication of the history and cached value, or none. The reply's
+// offset stays the channel's. A filter runs over at most maxFilterScan
+// publications: a filtered recovery that missed more is not recovered.
+func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData int, f fanout.Filter) *protocol.SubscribeResult {
 	res := &protocol.SubscribeResult{Recoverable: true, WasRecovering: req.Recover}
 	last := st.Last
 	if last == nil {
@@ -454,14 +473,18 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 		return res
 	}
 	if sameEpoch && req.Offset > 0 {
-		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok && dataBytes(missed) <= maxData {
-			res.Publications = protoPublications(missed, false)
-			res.Recovered = true
-			return res
+		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok && (f == nil || len(missed) <= maxFilterScan) {
+			if missed = filtered(f, missed); dataBytes(missed) <= maxData {
+				res.Publications = protoPublications(missed, false)
+				res.Recovered = true
+				return res
+			}
 		}
 	}
-	res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset, Binary: last.Binary}}
 	res.Recovered = false // a gap it cannot prove empty: the latest value, recovered:false
+	if p := newestPassing(f, st); p != nil {
+		res.Publications = []protocol.Publication{protoPublication(p)}
+	}
 	return res
 }
 
@@ -508,9 +531,14 @@ func protoPublications(pubs []*fanout.Publication, reverse bool) []protocol.Publ
 		if reverse {
 			j = len(pubs) - 1 - i
 		}
-		out[j] = protocol.Publication{Data: p.Data, Offset: protoOffset(p), Binary: p.Binary}
+		out[j] = protoPublication(p)
 	}
 	return out
+}
+
+// protoPublication is p as a reply carries it.
+func protoPublication(p *fanout.Publication) protocol.Publication {
+	return protocol.Publication{Data: p.Data, Offset: protoOffset(p), Tags: p.Tags, Binary: p.Binary}
 }
 
 // mayRead reports whether the client may read channel (Server.mayRead),

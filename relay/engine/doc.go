@@ -36,7 +36,9 @@
 // to, else the full payload (FormPlain, FormDeltaFull); compressed
 // (FormDeflate) unless the message is past the client's window. The
 // other form bits are the encoder's, carried through (the relay's
-// Protobuf and channel compaction bits). Queueing wakes the Conn's
+// Protobuf and channel compaction bits). A Sink with a filter
+// (Sink.SetFilter, a client's tag filter) drops the updates it does not
+// match before any of this, without taking a form. Queueing wakes the Conn's
 // writer, which sends the whole queue with one writev, without blocking,
 // serving connections with a reply or priority publication queued first;
 // what the socket does not take waits for EPOLLOUT.

@@ -91,9 +91,7 @@ func (jsonCodec) AppendReply(msg []byte, r *Reply) []byte {
 // be a valid channel name (no characters that need escaping) and data
 // valid JSON without a '\n'.
 func (jsonCodec) AppendPublicationPush(dst []byte, channel string, id uint32, data []byte, offset uint64) []byte {
-	dst = appendPushStart(dst, channel, id)
-	dst = append(dst, data...)
-	return appendPushEnd(dst, offset, false)
+	return appendJSONPush(dst, PubPush{Channel: channel, ID: id, Data: data, Offset: offset})
 }
 
 // AppendDeltaPush appends
@@ -102,39 +100,60 @@ func (jsonCodec) AppendPublicationPush(dst []byte, channel string, id uint32, da
 //
 // ("delta" only for a patch). payload must be valid UTF-8.
 func (jsonCodec) AppendDeltaPush(dst []byte, channel string, id uint32, payload []byte, offset uint64, isPatch bool) []byte {
-	dst = appendPushStart(dst, channel, id)
-	dst = AppendJSONString(dst, payload)
-	return appendPushEnd(dst, offset, isPatch)
+	return appendJSONPush(dst, PubPush{Channel: channel, ID: id, Data: payload, Offset: offset, Delta: true, Patch: isPatch})
 }
 
-func appendPushStart(dst []byte, channel string, id uint32) []byte {
-	if id != 0 {
+// AppendPush appends p as AppendPublicationPush or AppendDeltaPush do,
+// with "tags":{...} after the offset when p has tags.
+func (jsonCodec) AppendPush(dst []byte, p PubPush) []byte { return appendJSONPush(dst, p) }
+
+func appendJSONPush(dst []byte, p PubPush) []byte {
+	if p.ID != 0 {
 		dst = append(dst, `{"push":{"id":`...)
-		dst = strconv.AppendUint(dst, uint64(id), 10)
+		dst = strconv.AppendUint(dst, uint64(p.ID), 10)
 	} else {
 		dst = append(dst, `{"push":{"channel":"`...)
-		dst = append(dst, channel...)
+		dst = append(dst, p.Channel...)
 		dst = append(dst, '"')
 	}
-	return append(dst, `,"pub":{"data":`...)
-}
-
-func appendPushEnd(dst []byte, offset uint64, isPatch bool) []byte {
-	if offset != 0 {
-		dst = append(dst, `,"offset":`...)
-		dst = strconv.AppendUint(dst, offset, 10)
+	dst = append(dst, `,"pub":{"data":`...)
+	if p.Delta {
+		dst = AppendJSONString(dst, p.Data)
+	} else {
+		dst = append(dst, p.Data...)
 	}
-	if isPatch {
+	if p.Offset != 0 {
+		dst = append(dst, `,"offset":`...)
+		dst = strconv.AppendUint(dst, p.Offset, 10)
+	}
+	if len(p.Tags) > 0 {
+		dst = append(dst, `,"tags":{`...)
+		first := true
+		for k, v := range p.Tags {
+			if !first {
+				dst = append(dst, ',')
+			}
+			first = false
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = appendJSONString(dst, v)
+		}
+		dst = append(dst, '}')
+	}
+	if p.Patch {
 		dst = append(dst, `,"delta":true`...)
 	}
 	return append(dst, "}}}"...)
 }
 
 // AppendJSONString appends s as a JSON string. s must be valid UTF-8.
-func AppendJSONString(dst, s []byte) []byte {
+func AppendJSONString(dst, s []byte) []byte { return appendJSONString(dst, s) }
+
+func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
-	for _, c := range s {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
 			dst = append(dst, '\\', c)
