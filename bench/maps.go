@@ -99,8 +99,11 @@ type MapSubscribe struct {
 	Requests int             `json:"requests"` // subscribe commands of one flow
 	Times    []time.Duration `json:"times"`    // first command → subscribed, per run
 	Median   time.Duration   `json:"median"`
-	BytesIn  int64           `json:"bytes_in"`  // relay → client, frame headers included (one flow)
-	BytesOut int64           `json:"bytes_out"` // client → relay
+	// Decode: of the median run's time, the client's own decoding of the
+	// replies (encoding/json, or protowire).
+	Decode   time.Duration `json:"client_decode"`
+	BytesIn  int64         `json:"bytes_in"`  // relay → client, frame headers included (one flow)
+	BytesOut int64         `json:"bytes_out"` // client → relay
 }
 
 // MapFanoutWindow is one window of the fan-out part.
@@ -193,6 +196,7 @@ func RunMaps(ctx context.Context, cfg MapsConfig, log io.Writer) (*MapsReport, e
 			for _, enc := range cfg.Encodings {
 				s := MapSubscribe{Keys: n, Page: page, Encoding: enc}
 				var bytesIn, bytesOut []int64
+				var decodes []time.Duration
 				for range cfg.Runs {
 					c, err := dialMap(ctx, cfg.URL, enc == "protobuf")
 					if err != nil {
@@ -211,8 +215,10 @@ func RunMaps(ctx context.Context, cfg MapsConfig, log io.Writer) (*MapsReport, e
 					s.Requests = reqs
 					s.Times = append(s.Times, took)
 					bytesIn, bytesOut = append(bytesIn, c.in-c.connectIn), append(bytesOut, c.out-c.connectOut)
+					decodes = append(decodes, c.decode-c.connectDecode)
 				}
 				s.Median, s.BytesIn, s.BytesOut = median(s.Times), median(bytesIn), median(bytesOut)
+				s.Decode = decodes[slices.Index(s.Times, s.Median)]
 				fmt.Fprintf(log, "edgebench: %d keys, page %d, %s: %d requests, median %v, %d B in\n", n, page, enc, s.Requests, s.Median, s.BytesIn)
 				rep.Subscribe = append(rep.Subscribe, s)
 			}
@@ -296,10 +302,9 @@ func (rep *MapsReport) fanout(ctx context.Context, cfg MapsConfig, prod *kgo.Cli
 		}
 	}
 	sets := [2]*fanoutSet{{mode: "map"}, {mode: "channels"}}
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
+	fctx, stop := context.WithCancel(ctx) // closes every client
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { stop(); wg.Wait() }()
 	for si, set := range sets {
 		for range cfg.Subscribers {
 			c, err := dialMap(ctx, cfg.URL, false)
@@ -405,7 +410,7 @@ func (rep *MapsReport) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %d | %.1f MB | %.0f | %.1f MB | %.0f |\n", m.What, m.Entries, float64(m.RSSDelta)/1e6, m.RSSPerEntry,
 			float64(m.HeapDelta)/1e6, m.HeapPerEntry)
 	}
-	b.WriteString("\n| map keys | page | encoding | requests | subscribe time (median) | runs | bytes in | bytes out | bytes in/entry |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n| map keys | page | encoding | requests | subscribe time (median) | of it client decode | runs | bytes in | bytes out | bytes in/entry |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, s := range rep.Subscribe {
 		page := strconv.Itoa(s.Page)
 		if s.Page == 0 {
@@ -415,8 +420,8 @@ func (rep *MapsReport) Markdown() string {
 		for i, t := range s.Times {
 			runs[i] = t.Round(10 * time.Microsecond).String()
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %d | %v | %s | %d | %d | %.1f |\n", s.Keys, page, s.Encoding, s.Requests,
-			s.Median.Round(10*time.Microsecond), strings.Join(runs, ", "), s.BytesIn, s.BytesOut, float64(s.BytesIn)/float64(s.Keys))
+		fmt.Fprintf(&b, "| %d | %s | %s | %d | %v | %v | %s | %d | %d | %.1f |\n", s.Keys, page, s.Encoding, s.Requests,
+			s.Median.Round(10*time.Microsecond), s.Decode.Round(10*time.Microsecond), strings.Join(runs, ", "), s.BytesIn, s.BytesOut, float64(s.BytesIn)/float64(s.Keys))
 	}
 	if len(rep.Fanout) > 0 {
 		b.WriteString("\n| fan-out | subscribers | subscriptions each | deliveries | relay CPU s per million deliveries (median; per round) | p50 | p99 |\n|---|---|---|---|---|---|---|\n")
@@ -440,6 +445,8 @@ type mapConn struct {
 	protobuf              bool
 	in, out               int64
 	connectIn, connectOut int64 // of the connect exchange
+	// decode: time spent decoding replies other than pushes
+	decode, connectDecode time.Duration
 	nextID                uint32
 	pending               [][]byte // messages of the last frame not yet read
 	// Fan-out: the latency of the pushes read (readPushes), taken by the
@@ -480,7 +487,7 @@ func dialMap(ctx context.Context, wsURL string, protobuf bool) (*mapConn, error)
 		conn.Close()
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	c.connectIn, c.connectOut = c.in, c.out
+	c.connectIn, c.connectOut, c.connectDecode = c.in, c.out, c.decode
 	return c, nil
 }
 
@@ -559,6 +566,12 @@ func (c *mapConn) read() (id uint32, r mapReply, err error) {
 	if err != nil {
 		return 0, r, err
 	}
+	start := time.Now()
+	defer func() {
+		if !r.isPush {
+			c.decode += time.Since(start)
+		}
+	}()
 	if c.protobuf {
 		var pr pbReply
 		if _, err := pr.decode(m); err != nil {

@@ -427,7 +427,7 @@ func mapsCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Topic, "topic", "odds", "topic the relay reads (channel in the \"channel\" header)")
 	fs.StringVar(&cfg.Prefix, "prefix", "bench:map:", "the prefix of a depth-1 rule in the relay's channels.maps.rules; the run's maps are <prefix><run>-…")
 	sizes := fs.String("sizes", "1000,10000", "keys of the maps whose subscribe and memory are measured")
-	pages := fs.String("pages", "0,10", "page limits the clients ask for (0: none, the relay's channels.maps.page_size)")
+	pages := fs.String("pages", "0,25", "page limits the clients ask for (0: none, the relay's channels.maps.page_size)")
 	encodings := fs.String("encodings", "json,protobuf", "json and/or protobuf")
 	fs.IntVar(&cfg.Runs, "runs", 3, "subscribes per size, page and encoding (the median is reported)")
 	fs.IntVar(&cfg.Size, "size", 120, "value bytes of every entry and update")
