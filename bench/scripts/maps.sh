@@ -8,9 +8,8 @@
 # subscriptions each to the 20 channels of a second map of that shape, 100
 # updates/s round robin over the keys (100,000 deliveries/s to the set
 # whose map is updated), 5 s windows alternating map / channels, 3 rounds.
-# (A page of 10 on the 10,000-key map is 1,001 subscribe frames in well
-# under a second: the relay closes such a client with 3013, past
-# websocket.max_frames_per_second; docs/performance.md.)
+# (The small page is 25: the relay raises a limit under 20 on a
+# 10,000-key map, docs/protocol.md, "Map subscriptions".)
 #
 # A standalone broker and the relay (debug: true for the memory figures,
 # conflation off so that both sets get every update) as separate
