@@ -67,6 +67,8 @@ type MapsConfig struct {
 	Rate        float64
 	Window      time.Duration
 	Rounds      int
+	// FanoutProtobuf: the fan-out clients speak Protobuf (else JSON).
+	FanoutProtobuf bool
 }
 
 // MapsReport is what an edgebench maps run measured.
@@ -123,6 +125,7 @@ type MapFanoutWindow struct {
 // MapFanoutSummary is one mode over every round.
 type MapFanoutSummary struct {
 	Mode          string        `json:"mode"`
+	Encoding      string        `json:"encoding"`
 	Subscribers   int           `json:"subscribers"`
 	Subscriptions int           `json:"subscriptions_per_client"`
 	Expected      uint64        `json:"expected"`
@@ -286,6 +289,7 @@ func median[T int64 | time.Duration](v []T) T {
 // fanoutSet is one set of fan-out clients.
 type fanoutSet struct {
 	mode     string
+	encoding string
 	clients  []*mapConn
 	received atomic.Uint64
 	bad      atomic.Uint64 // pushes of the other shape (a key missing, or there)
@@ -301,13 +305,14 @@ func (rep *MapsReport) fanout(ctx context.Context, cfg MapsConfig, prod *kgo.Cli
 			return err
 		}
 	}
-	sets := [2]*fanoutSet{{mode: "map"}, {mode: "channels"}}
+	enc := map[bool]string{false: "json", true: "protobuf"}[cfg.FanoutProtobuf]
+	sets := [2]*fanoutSet{{mode: "map", encoding: enc}, {mode: "channels", encoding: enc}}
 	fctx, stop := context.WithCancel(ctx) // closes every client
 	var wg sync.WaitGroup
 	defer func() { stop(); wg.Wait() }()
 	for si, set := range sets {
 		for range cfg.Subscribers {
-			c, err := dialMap(ctx, cfg.URL, false)
+			c, err := dialMap(ctx, cfg.URL, cfg.FanoutProtobuf)
 			if err != nil {
 				return err
 			}
@@ -323,8 +328,8 @@ func (rep *MapsReport) fanout(ctx context.Context, cfg MapsConfig, prod *kgo.Cli
 			wg.Go(func() { c.readPushes(set, si == 0) })
 		}
 	}
-	fmt.Fprintf(log, "edgebench: %d map subscribers and %d subscribers of %d channels each; %d rounds of %v windows at %.0f updates/s\n",
-		cfg.Subscribers, cfg.Subscribers, cfg.Keys, cfg.Rounds, cfg.Window, cfg.Rate)
+	fmt.Fprintf(log, "edgebench: %d map subscribers and %d subscribers of %d channels each (%s); %d rounds of %v windows at %.0f updates/s\n",
+		cfg.Subscribers, cfg.Subscribers, cfg.Keys, enc, cfg.Rounds, cfg.Window, cfg.Rate)
 	for round := 1; round <= cfg.Rounds; round++ {
 		for si, set := range sets {
 			w := MapFanoutWindow{Round: round, Mode: set.mode}
@@ -364,7 +369,7 @@ func (rep *MapsReport) fanout(ctx context.Context, cfg MapsConfig, prod *kgo.Cli
 		}
 	}
 	for si, set := range sets {
-		s := MapFanoutSummary{Mode: set.mode, Subscribers: cfg.Subscribers, Subscriptions: 1}
+		s := MapFanoutSummary{Mode: set.mode, Encoding: set.encoding, Subscribers: cfg.Subscribers, Subscriptions: 1}
 		if si == 1 {
 			s.Subscriptions = cfg.Keys
 		}
@@ -424,13 +429,13 @@ func (rep *MapsReport) Markdown() string {
 			s.Median.Round(10*time.Microsecond), s.Decode.Round(10*time.Microsecond), strings.Join(runs, ", "), s.BytesIn, s.BytesOut, float64(s.BytesIn)/float64(s.Keys))
 	}
 	if len(rep.Fanout) > 0 {
-		b.WriteString("\n| fan-out | subscribers | subscriptions each | deliveries | relay CPU s per million deliveries (median; per round) | p50 | p99 |\n|---|---|---|---|---|---|---|\n")
+		b.WriteString("\n| fan-out | encoding | subscribers | subscriptions each | deliveries | relay CPU s per million deliveries (median; per round) | p50 | p99 |\n|---|---|---|---|---|---|---|---|\n")
 		for _, s := range rep.Fanout {
 			rounds := make([]string, len(s.CPUPerMillion))
 			for i, v := range s.CPUPerMillion {
 				rounds[i] = fmt.Sprintf("%.2f", v)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %d/%d | **%.2f** (%s) | %v | %v |\n", s.Mode, s.Subscribers, s.Subscriptions, s.Received, s.Expected,
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d/%d | **%.2f** (%s) | %v | %v |\n", s.Mode, s.Encoding, s.Subscribers, s.Subscriptions, s.Received, s.Expected,
 				s.Median, strings.Join(rounds, ", "), s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond))
 		}
 	}

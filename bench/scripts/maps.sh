@@ -18,6 +18,7 @@
 #
 #   bench/scripts/maps.sh                       # RUNS=3
 #   SUBSCRIBERS=2000 KEYS=50 RATE=50 bench/scripts/maps.sh
+#   SIZES=1000 PAGES=0 SUBSCRIBES=1 MAPS_FLAGS=--fanout-protobuf bench/scripts/maps.sh   # Protobuf fan-out
 source "$(dirname "$0")/common.sh"
 
 kport=${KAFKA_PORT:-29692}
@@ -46,5 +47,5 @@ for i in $(seq "${RUNS:-3}"); do
   "$out/edgebench" maps --url "ws://127.0.0.1:$hport/connection/websocket" --brokers "127.0.0.1:$kport" \
     --sizes "${SIZES:-1000,10000}" --pages "${PAGES:-0,25}" --encodings "${ENCODINGS:-json,protobuf}" --runs "${SUBSCRIBES:-3}" \
     --subscribers "${SUBSCRIBERS:-1000}" --keys "${KEYS:-20}" --rate "${RATE:-100}" --window "${WINDOW:-5s}" --rounds "${ROUNDS:-3}" \
-    --out "$out/maps-$i.json"
+    --out "$out/maps-$i.json" ${MAPS_FLAGS:-}
 done

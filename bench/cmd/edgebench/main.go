@@ -436,6 +436,7 @@ func mapsCmd(ctx context.Context, args []string) error {
 	fs.Float64Var(&cfg.Rate, "rate", 100, "fan-out: updates per second during a window")
 	fs.DurationVar(&cfg.Window, "window", 5*time.Second, "fan-out: feed duration of each window")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "fan-out: rounds, each a map window then a channels window")
+	fs.BoolVar(&cfg.FanoutProtobuf, "fanout-protobuf", false, "fan-out: the clients speak Protobuf (default JSON)")
 	out := fs.String("out", "", "also write the JSON report here")
 	fs.Parse(args)
 	cfg.Brokers = strings.Split(*brokers, ",")

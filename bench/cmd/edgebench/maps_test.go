@@ -42,7 +42,7 @@ func TestMapsScenario(t *testing.T) {
 	for _, want := range []string{
 		"| 30 | default | json | 2 |", "| 30 | default | protobuf | 2 |", "| 30 | 7 | json | 6 |", "| 30 | 7 | protobuf | 6 |",
 		"| map of 30 keys | 30 | ", "| 30 channels in no map | 30 | ",
-		"| map | 4 | 1 | 40/40 |", "| channels | 4 | 3 | 40/40 |",
+		"| map | json | 4 | 1 | 40/40 |", "| channels | json | 4 | 3 | 40/40 |",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("no row %q", want)
