@@ -464,20 +464,9 @@ func primeChannels(ctx context.Context, cfg FanoutConfig, channels []string, nod
 	if err != nil || fr.Failed > 0 {
 		return fmt.Errorf("priming the channels: %+v, %v", fr, err)
 	}
-	last := url.PathEscape(channels[len(channels)-1])
 	for _, n := range nodes {
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			resp, err := http.Get(n.metrics + "/v1/channels/" + last)
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: channel %s has no value 10 s after priming", n.url, channels[len(channels)-1])
-			}
-			time.Sleep(50 * time.Millisecond)
+		if err := waitCached(n.metrics, channels[len(channels)-1], 10*time.Second); err != nil {
+			return fmt.Errorf("priming: %w", err)
 		}
 	}
 	return nil

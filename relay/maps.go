@@ -37,6 +37,26 @@ func (c *session) mapPage(limit int32) int {
 	return int(limit)
 }
 
+// pageFloor raises a page of limit entries of a map of n so that paging
+// all of it takes at most half the frames a client may send in a second
+// (websocket.max_frames_per_second) and half its command burst
+// (commands_burst): the SDK asks for each page as the previous arrives,
+// and a small pageSize on a large map would otherwise be closed 3013 on
+// a fast link, reconnect and page again, in a loop (edgebench maps and
+// the SDK found it: docs/performance.md). At most page_size.
+func (c *session) pageFloor(limit, n int) int {
+	ws := c.srv.cfg.WebSocket
+	pages := ws.MaxFramesPerSecond
+	if ws.CommandsPerSecond > 0 && (pages == 0 || ws.CommandsBurst < pages) {
+		pages = ws.CommandsBurst
+	}
+	if pages == 0 {
+		return limit
+	}
+	pages = max(pages/2, 1)
+	return max(limit, min(c.srv.cfg.Channels.Maps.PageSize, (n+pages-1)/pages))
+}
+
 func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	if req.Type != protocol.SubscribeTypeMap {
 		c.replyError(id, protocol.ErrNotAvailable.WithMessage("only map subscriptions (type 1) are served here, not presence maps"))
@@ -58,6 +78,7 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 	switch req.Phase {
 	case protocol.PhaseState:
 		err = c.srv.hub.ViewMap(req.Channel, func(v *fanout.MapView) {
+			limit := c.pageFloor(limit, v.Len())
 			entries, next := v.Page(req.Cursor, limit, maxData)
 			c.replyMap(id, &protocol.SubscribeResult{Phase: protocol.PhaseState, Cursor: next, Epoch: v.Epoch(), Offset: v.Top(),
 				State: mapPublications(filtered(filter, entries))}, false)
@@ -70,6 +91,7 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 		var live bool
 		err = c.srv.hub.SubscribeMap(req.Channel, sub, func(v *fanout.MapView) bool {
 			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top()}
+			limit := c.pageFloor(limit, v.Len())
 			changed, ok := v.Since(req.Epoch, req.Offset, limit+1)
 			switch {
 			case !ok && req.Recover:
