@@ -16,7 +16,9 @@ import (
 // also sets the map's entry: its key is the channel's last Depth segments,
 // its value the publication. A map subscriber gets every entry's change as
 // one Update whose Publication carries the map's name as Channel and the
-// entry's key as Key (Removed for a removal, see PublishRemoval).
+// entry's key as Key (Removed for a removal, see PublishRemoval), and
+// as Prev the key's previous value (nil for a key added, re-added or
+// removed): what a per-entry delta applies to.
 //
 // # Positions
 //
@@ -282,6 +284,9 @@ func (h *Hub) setEntry(m *mapState, key string, p *Publication, removed bool) []
 	m.top = max(m.top, uint64(pos.Offset)+1)
 	if n := len(m.subs); n > 0 {
 		u := &Update{Pub: mp, Seq: m.seq, enc: h.cfg.Encoder}
+		if live && !removed {
+			u.Prev = old // the key's value a patch applies to
+		}
 		for s := range m.subs {
 			s.Deliver(u)
 		}

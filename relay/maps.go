@@ -50,19 +50,22 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 		return
 	}
 	limit, maxData := c.mapPage(req.Limit), c.maxReplyData()
+	// Per-entry deltas: every reply of the flow says so (in JSON its
+	// entries' data are then strings), and live pushes may be patches.
+	delta := req.Delta == "fossil"
 	var err error
 	switch req.Phase {
 	case protocol.PhaseState:
 		err = c.srv.hub.ViewMap(req.Channel, func(v *fanout.MapView) {
 			entries, next := v.Page(req.Cursor, limit, maxData)
 			c.replyMap(id, &protocol.SubscribeResult{Phase: protocol.PhaseState, Cursor: next, Epoch: v.Epoch(), Offset: v.Top(),
-				State: mapPublications(entries)}, false)
+				State: mapPublications(entries), Delta: delta}, false)
 		})
 	case protocol.PhaseStream:
-		sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, false, false), nil)
+		sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, delta, false), nil)
 		var live bool
 		err = c.srv.hub.SubscribeMap(req.Channel, sub, func(v *fanout.MapView) bool {
-			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top()}
+			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top(), Delta: delta}
 			changed, ok := v.Since(req.Epoch, req.Offset, limit+1)
 			switch {
 			case !ok && req.Recover:

@@ -13,6 +13,9 @@
 //      LIVE            number of updates to wait for before the socket drops
 //      RECOVER         number of updates to wait for after the reconnect
 //      ENCODING        json (default) or protobuf
+//      DELTA           if set, subscribe with delta: 'fossil' (per-entry deltas)
+//      AFTER           number of updates to wait for after the catch-up
+//                      (the Go test produces them on "recovered"), default 0
 //      EXPECT_FULL     if set, the Go test makes the map full after the sync:
 //                      print each "unsubscribed" (the 2100 push, then the
 //                      106 of subscribing again) and exit after the second
@@ -20,7 +23,8 @@
 // Sequence: subscribe; "sync" (the snapshot); LIVE "update"s; then the
 // socket is terminated ("dropped") and the reconnect held until the Go
 // test writes "resume" on stdin, having produced changes meanwhile; the
-// SDK reconnects, catches up (RECOVER updates), "done".
+// SDK reconnects, catches up (RECOVER updates), "recovered"; AFTER live
+// updates; "done" with the SDK's delta statistics (sub.deltaStats()).
 import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
 
@@ -29,6 +33,7 @@ const protobuf = env.ENCODING === 'protobuf';
 const { Centrifuge } = await import(protobuf ? 'centrifuge/build/protobuf' : 'centrifuge');
 const live = Number(env.LIVE);
 const recover = Number(env.RECOVER);
+const after = Number(env.AFTER || 0);
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const fail = (msg) => { out({ event: 'fail', msg }); process.exit(1); };
 setTimeout(() => fail('timeout'), 60000).unref();
@@ -73,7 +78,7 @@ const client = new Centrifuge(env.EDGERELAY_URL, {
 });
 client.on('error', (ctx) => out({ event: 'client_error', type: ctx.type, error: ctx.error }));
 
-const sub = client.newMapSubscription(env.MAP, { pageSize: Number(env.PAGE) });
+const sub = client.newMapSubscription(env.MAP, { pageSize: Number(env.PAGE), delta: env.DELTA ? 'fossil' : undefined });
 sub.on('subscribed', (ctx) => out({
   event: 'subscribed', recovered: ctx.recovered, was_recovering: ctx.wasRecovering, recoverable: ctx.recoverable,
   offset: ctx.streamPosition?.offset, epoch: ctx.streamPosition?.epoch, sockets: sockets.length,
@@ -98,8 +103,11 @@ sub.on('update', (ctx) => {
     dropped = true;
     sockets.at(-1).terminate();
     out({ event: 'dropped' });
-  } else if (updates === live + recover) {
-    out({ event: 'done' });
+  }
+  if (updates === live + recover && after > 0) {
+    out({ event: 'recovered' });
+  } else if (updates === live + recover + after) {
+    out({ event: 'done', delta: sub.deltaStats() });
     client.disconnect();
     process.exit(0);
   }
