@@ -30,10 +30,11 @@ func mapsConfig(brokers []string, page int) relay.Config {
 // mapChange is one record produced for a map entry: a value, or a
 // tombstone (removed).
 type mapChange struct {
-	key     string
-	value   string
-	removed bool
-	offset  uint64 // protocol offset: Kafka offset + 1
+	key      string
+	value    string
+	removed  bool
+	priority bool   // the record has the header priority: 1
+	offset   uint64 // protocol offset: Kafka offset + 1
 }
 
 // produceEntries writes one record per change, keyed by the map (so that
@@ -48,6 +49,9 @@ func produceEntries(t testing.TB, cl *kgo.Client, mapName string, changes []mapC
 		recs[i] = &kgo.Record{Topic: "odds", Key: []byte(mapName), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
 		if !c.removed {
 			recs[i].Value = []byte(c.value)
+		}
+		if c.priority {
+			recs[i].Headers = append(recs[i].Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
