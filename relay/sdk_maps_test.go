@@ -33,8 +33,9 @@ type mapChange struct {
 	key      string
 	value    string
 	removed  bool
-	priority bool   // the record has the header priority: 1
-	offset   uint64 // protocol offset: Kafka offset + 1
+	priority bool      // the record has the header priority: 1
+	at       time.Time // the record's timestamp (zero: now)
+	offset   uint64    // protocol offset: Kafka offset + 1
 }
 
 // produceEntries writes one record per change, keyed by the map (so that
@@ -50,6 +51,7 @@ func produceEntries(t testing.TB, cl *kgo.Client, mapName string, changes []mapC
 		if !c.removed {
 			recs[i].Value = []byte(c.value)
 		}
+		recs[i].Timestamp = c.at
 		if c.priority {
 			recs[i].Headers = append(recs[i].Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
 		}

@@ -1,9 +1,14 @@
 package relay_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -281,4 +286,177 @@ func TestSlowMapConflation(t *testing.T) {
 	if slowDelta.patches-patches != held || held != len(again)-1 {
 		t.Fatalf("%d of the last %d changes came as patches, want %d", slowDelta.patches-patches, len(again), held)
 	}
+}
+
+// TestSDKMapBehind: the node falls behind (overload.conflate_after: Kafka
+// batches spanning seconds of record timestamps, so ingest publishes only
+// each channel's, so each key's, last record of a batch) while an npm
+// centrifuge SDK map subscription stops reading its socket. A map
+// subscription is not held for conflation as a channel is: its queue
+// grows with 1,500 keys changing (past what per-key conflation can keep
+// under websocket.max_queue_bytes) and the relay closes it with 3008.
+// Reading again, the SDK gets the close, reconnects, recovers from the
+// position of the last change it read, and catches up compacted per key.
+// It must end with exactly the map's state (nothing missing), its changes
+// in offset order with none twice (nothing repeated across the close),
+// and each key at most once in the catch-up. The JSON build only: what
+// is tested is the relay's queue and the map's catch-up, the same for
+// both encodings (TestSDKMaps runs both), and 6 MB through the SDK takes
+// a while under -race.
+func TestSDKMapBehind(t *testing.T) {
+	const encoding = "json"
+	const mapName = "odds:behind:match-1"
+	dir := jsTestDir(t)
+	kafka := newKafka(t)
+	cfg := mapsConfig(kafka.ListenAddrs(), 100)
+	cfg.WebSocket.SoftQueueBytes = 64 << 10
+	cfg.WebSocket.MaxQueueBytes = 512 << 10
+	cfg.WebSocket.StallTimeout = time.Minute // closed for its queue, not for stalling
+	cfg.WebSocket.WriteTimeout = time.Minute // the close frame waits for the client to read
+	cfg.Overload.ConflateAfter = 20 * time.Millisecond
+	r := startRelay(t, cfg)
+	prod := newProducer(t, kafka.ListenAddrs())
+
+	m := &mapModel{name: mapName, state: map[string]mapChange{}}
+	first := make([]mapChange, 10)
+	for i := range first {
+		k := fmt.Sprintf("a%d", i)
+		first[i] = mapChange{key: k, value: marketValue(k, 0)}
+	}
+	produceEntries(t, prod, mapName, first)
+	m.apply(first)
+	waitMap(t, r, mapName, len(first), first[len(first)-1].offset)
+	live := []mapChange{{key: "a1", value: marketValue("a1", 1)}, {key: "a2", removed: true}}
+
+	// 1,500 keys of 4 KB (6 MB: more than the kernel's buffers and the
+	// queue), each set twice in a row first (ingest keeps only the last),
+	// a1 removed and added again, a3 removed; timestamps 2 ms apart.
+	var load []mapChange
+	rng := rand.New(rand.NewPCG(1, 2))
+	pad := make([]byte, 3000) // random, base64: permessage-deflate cannot shrink it much
+	for i := 0; i < 1500; i++ {
+		k := fmt.Sprintf("k%04d", i)
+		for v := 1; v <= 3; v++ {
+			value := fmt.Sprintf(`{"k":%q,"v":%d}`, k, v)
+			if v == 3 {
+				for j := range pad {
+					pad[j] = byte(rng.Uint32())
+				}
+				value = fmt.Sprintf(`{"k":%q,"v":%d,"pad":%q}`, k, v, base64.StdEncoding.EncodeToString(pad))
+			}
+			load = append(load, mapChange{key: k, value: value})
+		}
+		switch i {
+		case 500:
+			load = append(load, mapChange{key: "a1", removed: true})
+		case 900:
+			load = append(load, mapChange{key: "a1", value: marketValue("a1", 9)}, mapChange{key: "a3", removed: true})
+		}
+	}
+
+	script := startNode(t, dir, "maps.mjs", []string{"EDGERELAY_URL=" + r.url(), "MAP=" + mapName, "PAGE=100", "ENCODING=" + encoding,
+		"LIVE=" + fmt.Sprint(len(live)), "RECOVER=1000000000", "PAUSE=1"}, func(e *mapEvent, line string) {
+		e.line = line
+		if e.Event != "update" {
+			t.Log(line)
+		}
+	})
+	var updates []mapEvent
+	var subscribed []int // index in updates of each subscribe
+	var codes []int
+	held := map[string]string{}
+	timeout := time.After(90 * time.Second)
+	for done := false; !done; {
+		var e mapEvent
+		var ok bool
+		select {
+		case e, ok = <-script.events:
+			if !ok {
+				t.Fatal("maps.mjs exited early")
+			}
+		case <-timeout:
+			t.Fatalf("timed out; %d updates", len(updates))
+		}
+		switch e.Event {
+		case "sync":
+			for _, en := range e.Entries {
+				held[en.Key] = string(en.Value)
+			}
+			produceEntries(t, prod, mapName, live)
+			m.apply(live)
+		case "subscribed":
+			subscribed = append(subscribed, len(updates))
+		case "connecting":
+			codes = append(codes, e.Code)
+		case "paused":
+			stamp := time.Now().Add(-time.Minute)
+			for i := range load {
+				load[i].at = stamp.Add(time.Duration(i) * 2 * time.Millisecond)
+			}
+			produceEntries(t, prod, mapName, load)
+			m.apply(load)
+			checkFor(t, 60*time.Second, func() error {
+				_, body := r.get(t, "/metrics")
+				if metric(body, `edgerelay_disconnects_total{code="3008"}`) != 1 {
+					return fmt.Errorf("not closed as slow yet:\n%s", grep(body, "edgerelay_"))
+				}
+				if hub := sumMetric(body, "edgerelay_updates_conflated_total", `stage="hub"`); hub <= 0 {
+					return fmt.Errorf("ingest never fell behind")
+				}
+				return nil
+			})
+			if _, err := io.WriteString(script.stdin, "resume\n"); err != nil {
+				t.Fatal(err)
+			}
+		case "update":
+			updates = append(updates, e)
+			if e.Offset == load[len(load)-1].offset {
+				io.WriteString(script.stdin, "stop\n")
+			}
+		case "fail":
+			t.Fatalf("maps.mjs: %s", e.Msg)
+		case "done":
+			done = true
+		}
+	}
+	if !slices.Contains(codes, 3008) {
+		t.Errorf("the SDK reconnected after codes %v, want 3008 among them", codes)
+	}
+	if len(subscribed) != 2 {
+		t.Fatalf("subscribed %d times, want 2", len(subscribed))
+	}
+	catchUp := map[string]bool{}
+	for i, u := range updates {
+		if i > 0 && u.Offset <= updates[i-1].Offset {
+			t.Fatalf("update %s after offset %d: out of order or twice", u.line, updates[i-1].Offset)
+		}
+		if i >= subscribed[1] {
+			if catchUp[u.Key] {
+				t.Fatalf("key %s twice in the catch-up", u.Key)
+			}
+			catchUp[u.Key] = true
+		}
+		if u.Removed {
+			delete(held, u.Key)
+		} else {
+			held[u.Key] = string(u.Value)
+		}
+	}
+	equalState(t, "SDK", held, m.state)
+	t.Logf("%d updates before the close, %d in the catch-up, for %d changes", subscribed[1], len(updates)-subscribed[1], len(live)+len(load))
+}
+
+// sumMetric sums the series of a metric whose labels contain label.
+func sumMetric(body, name, label string) float64 {
+	var sum float64
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, name+"{") && strings.Contains(l, label) {
+			if i := strings.LastIndexByte(l, ' '); i > 0 {
+				if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+					sum += v
+				}
+			}
+		}
+	}
+	return sum
 }

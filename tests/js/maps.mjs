@@ -16,6 +16,11 @@
 //      DELTA           if set, subscribe with delta: 'fossil' (per-entry deltas)
 //      AFTER           number of updates to wait for after the catch-up
 //                      (the Go test produces them on "recovered"), default 0
+//      PAUSE           if set, after LIVE updates the socket is not dropped but
+//                      stops being read ("paused") until "resume" on stdin: the
+//                      relay closes it as slow (3008), the SDK reconnects and
+//                      recovers; the script prints every update (and each
+//                      "connecting" with its code) until "stop" on stdin
 //      EXPECT_FULL     if set, the Go test makes the map full after the sync:
 //                      print each "unsubscribed" (the 2100 push, then the
 //                      106 of subscribing again) and exit after the second
@@ -67,9 +72,17 @@ class TestWebSocket extends WebSocket {
 }
 let release = null;
 createInterface({ input: process.stdin }).on('line', (l) => {
-  if (l.trim() === 'resume' && release) {
+  if (l.trim() === 'resume' && env.PAUSE) {
+    const s = sockets.at(-1)._socket;
+    delete s.resume; // the socket's own again
+    s.resume();
+  } else if (l.trim() === 'resume' && release) {
     hold = null;
     release();
+  } else if (l.trim() === 'stop') {
+    out({ event: 'done' });
+    client.disconnect();
+    process.exit(0);
   }
 });
 
@@ -77,6 +90,7 @@ const client = new Centrifuge(env.EDGERELAY_URL, {
   websocket: TestWebSocket, name: 'maps-test', timeout: 10000, minReconnectDelay: 100, maxReconnectDelay: 1000,
 });
 client.on('error', (ctx) => out({ event: 'client_error', type: ctx.type, error: ctx.error }));
+client.on('connecting', (ctx) => out({ event: 'connecting', code: ctx.code, msg: ctx.reason }));
 
 const sub = client.newMapSubscription(env.MAP, { pageSize: Number(env.PAGE), delta: env.DELTA ? 'fossil' : undefined });
 sub.on('subscribed', (ctx) => out({
@@ -98,7 +112,13 @@ let updates = 0;
 sub.on('update', (ctx) => {
   out({ event: 'update', key: ctx.key, removed: !!ctx.removed, value: ctx.removed ? null : decode(ctx.data), offset: ctx.offset });
   updates++;
-  if (updates === live) {
+  if (updates === live && env.PAUSE) {
+    // ws resumes its socket whenever its parser drained: held off until "resume".
+    const s = sockets.at(-1)._socket;
+    s.pause();
+    s.resume = () => s;
+    out({ event: 'paused' });
+  } else if (updates === live) {
     hold = new Promise((resolve) => { release = resolve; });
     dropped = true;
     sockets.at(-1).terminate();
