@@ -121,7 +121,13 @@ type mapEvent struct {
 // removed: more than a stream page); the SDK reconnects (to the same or
 // to a second relay reading the same Kafka), catches up from its
 // position, recovered, and gets each change once, in offset order:
-// nothing missing, nothing twice.
+// nothing missing, nothing twice; then more live changes.
+//
+// With delta, the SDK subscribes with delta: 'fossil' (per-entry deltas)
+// and must rebuild every value: a removed key added again comes in
+// full, and after the reconnect keys it held from before the drop and
+// from the catch-up are patched; the test checks how many patches the SDK
+// decoded (sub.deltaStats()) against the changes that had a base.
 func TestSDKMaps(t *testing.T) {
 	for _, tt := range []struct {
 		name, encoding   string
