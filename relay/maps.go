@@ -69,7 +69,7 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 			changed, ok := v.Since(req.Epoch, req.Offset, limit+1)
 			switch {
 			case !ok && req.Recover:
-				c.replyError(id, protocol.ErrUnrecoverable.WithMessage("the map's position is of another epoch or older than its forgotten removals"))
+				c.replyError(id, protocol.ErrUnrecoverable.WithMessage("the map's position is of another epoch, older than its forgotten removals or than its first entry on this node"))
 				return false
 			case !ok:
 				// The epoch changed since the client's first state page:
@@ -86,10 +86,21 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 			res.Phase, res.Publications = protocol.PhaseLive, mapPublications(changed)
 			res.Recoverable, res.Recovered, res.WasRecovering = true, req.Recover, req.Recover
 			res.Expires, res.TTL = expiry(subExp)
+			ahead := req.Recover && !v.Local() && req.Offset > v.Top()
+			if ahead {
+				// The client resumed from a node that had read further: it
+				// keeps its position, and the changes it holds are not
+				// sent again (a patch of one would apply to an older value
+				// than the client's).
+				res.Offset = req.Offset
+			}
 			if !c.replyMap(id, res, true) {
 				return false
 			}
 			sub.Subscribed(nil)
+			if ahead {
+				sub.HoldsThrough(int64(req.Offset) - 1)
+			}
 			live = true
 			return true
 		})
