@@ -177,7 +177,8 @@ func (c *Conn) deliver(s *Sink, u *fanout.Update) {
 		if u.Pub.Key != "" {
 			// A map's entry: the client holds each key's previous
 			// value, as every change of a map reaches its subscribers
-			// and a conflated one is replaced by a full value (see
+			// (or is one it holds already, HoldsThrough) and a
+			// conflated one is replaced by a full value (see
 			// replaceLocked).
 			base = u.Prev
 		}
