@@ -74,6 +74,11 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 		return
 	}
 	limit, maxData := c.mapPage(req.Limit), c.maxReplyData()
+	// Per-entry deltas: every reply of the flow says so (in JSON its
+	// entries' data are then strings), and live pushes may be patches.
+	// Not with a tag filter (as for channels): a filtered subscriber
+	// misses values, so a patch against its previous one may not apply.
+	delta := req.Delta == "fossil" && filter == nil
 	var err error
 	switch req.Phase {
 	case protocol.PhaseState:
@@ -81,21 +86,21 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 			limit := c.pageFloor(limit, v.Len())
 			entries, next := v.Page(req.Cursor, limit, maxData)
 			c.replyMap(id, &protocol.SubscribeResult{Phase: protocol.PhaseState, Cursor: next, Epoch: v.Epoch(), Offset: v.Top(),
-				State: mapPublications(filtered(filter, entries))}, false)
+				State: mapPublications(filtered(filter, entries)), Delta: delta}, false)
 		})
 	case protocol.PhaseStream:
-		sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, false, false), nil)
+		sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, delta, false), nil)
 		if filter != nil {
 			sub.SetFilter(filter)
 		}
 		var live bool
 		err = c.srv.hub.SubscribeMap(req.Channel, sub, func(v *fanout.MapView) bool {
-			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top()}
+			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top(), Delta: delta}
 			limit := c.pageFloor(limit, v.Len())
 			changed, ok := v.Since(req.Epoch, req.Offset, limit+1)
 			switch {
 			case !ok && req.Recover:
-				c.replyError(id, protocol.ErrUnrecoverable.WithMessage("the map's position is of another epoch or older than its forgotten removals"))
+				c.replyError(id, protocol.ErrUnrecoverable.WithMessage("the map's position is of another epoch, older than its forgotten removals or than its first entry on this node"))
 				return false
 			case !ok:
 				// The epoch changed since the client's first state page:
@@ -114,10 +119,21 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 			res.Phase, res.Publications = protocol.PhaseLive, mapPublications(filtered(filter, changed))
 			res.Recoverable, res.Recovered, res.WasRecovering = true, req.Recover, req.Recover
 			res.Expires, res.TTL = expiry(subExp)
+			ahead := req.Recover && !v.Local() && req.Offset > v.Top()
+			if ahead {
+				// The client resumed from a node that had read further: it
+				// keeps its position, and the changes it holds are not
+				// sent again (a patch of one would apply to an older value
+				// than the client's).
+				res.Offset = req.Offset
+			}
 			if !c.replyMap(id, res, true) {
 				return false
 			}
 			sub.Subscribed(nil)
+			if ahead {
+				sub.HoldsThrough(int64(req.Offset) - 1)
+			}
 			live = true
 			return true
 		})

@@ -45,7 +45,8 @@
 //
 // Slow consumers never hold others back: past Config.SoftQueueBytes a
 // channel's queued, unwritten update gives way to its newest (latest value
-// wins; priority publications are never conflated away); past
+// wins; priority publications are never conflated away; a map entry's
+// newest change gives way per key and goes last, in offset order); past
 // Config.MaxQueueBytes, or with no write for Config.StallTimeout, the
 // connection is closed with Config.Slow. When the node itself is behind
 // (a connection waited Config.ConflateAfter for its writer), a connection

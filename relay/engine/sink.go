@@ -188,7 +188,16 @@ func (c *Conn) deliver(s *Sink, u *fanout.Update) {
 	}
 	f := full
 	if s.delta() {
-		if s.base != nil && s.base == u.Prev {
+		base := s.base
+		if u.Pub.Key != "" {
+			// A map's entry: the client holds each key's previous
+			// value, as every change of a map reaches its subscribers
+			// (or is one it holds already, HoldsThrough) and a
+			// conflated one is replaced by a full value (see
+			// replaceLocked).
+			base = u.Prev
+		}
+		if base != nil && base == u.Prev {
 			if p := c.pick(u, s.form&^FormKinds|FormPatch); p != nil {
 				f = p
 			}

@@ -58,19 +58,15 @@ func (jsonCodec) DecodeCommands(msg []byte, fn func(*Command) error) error {
 }
 
 // AppendReply appends r as JSON, after a '\n' if msg holds replies. In
-// the reply to a subscribe that negotiated deltas, publication data
-// travel as JSON strings, as the SDKs expect.
+// the reply to a subscribe that negotiated deltas, publication data (and
+// a map's state entries) travel as JSON strings, as the SDKs expect.
 func (jsonCodec) AppendReply(msg []byte, r *Reply) []byte {
 	if len(msg) > 0 {
 		msg = append(msg, '\n')
 	}
-	if s := r.Subscribe; s != nil && s.Delta && len(s.Publications) > 0 {
+	if s := r.Subscribe; s != nil && s.Delta && len(s.Publications)+len(s.State) > 0 {
 		c, sc := *r, *s
-		sc.Publications = make([]Publication, len(s.Publications))
-		for i, p := range s.Publications {
-			p.Data = AppendJSONString(nil, p.Data)
-			sc.Publications[i] = p
-		}
+		sc.Publications, sc.State = jsonStrings(s.Publications), jsonStrings(s.State)
 		c.Subscribe = &sc
 		r = &c
 	}
@@ -81,6 +77,22 @@ func (jsonCodec) AppendReply(msg []byte, r *Reply) []byte {
 		panic("protocol: encoding reply: " + err.Error())
 	}
 	return append(msg, b...)
+}
+
+// jsonStrings returns a copy of pubs with each data as a JSON string
+// (a removal's, which has none, left out).
+func jsonStrings(pubs []Publication) []Publication {
+	if len(pubs) == 0 {
+		return nil
+	}
+	out := make([]Publication, len(pubs))
+	for i, p := range pubs {
+		if !p.Removed {
+			p.Data = AppendJSONString(nil, p.Data)
+		}
+		out[i] = p
+	}
+	return out
 }
 
 // AppendPublicationPush appends

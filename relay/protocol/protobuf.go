@@ -319,6 +319,7 @@ func appendPublications(b []byte, num protowire.Number, pubs []Publication) []by
 		for k, v := range p.Tags {
 			m = pbMessage(m, pubTags, pbString(pbString(nil, 1, k), 2, v))
 		}
+		m = pbBool(m, pubDelta, p.Delta)
 		m = pbString(m, pubKey, p.Key)
 		m = pbBool(m, pubRemoved, p.Removed)
 		b = pbMessage(b, num, m)
