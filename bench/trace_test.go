@@ -12,7 +12,7 @@ import (
 // Stand-ins named as the relay's goroutines are (traceClasses), so that a
 // trace of this test has a fan-out to find.
 type (
-	writer   struct{ work chan time.Duration }
+	writer   struct{ work, done chan time.Duration }
 	Ingester struct{ w *writer }
 )
 
@@ -25,6 +25,7 @@ func (w *writer) loop(wg *sync.WaitGroup) {
 	defer wg.Done()
 	for d := range w.work {
 		spin(d)
+		w.done <- d
 	}
 }
 
@@ -32,7 +33,8 @@ func (in *Ingester) run(bursts []time.Duration) {
 	for _, d := range bursts {
 		spin(200 * time.Microsecond)
 		in.w.work <- d
-		time.Sleep(30 * time.Millisecond) // the next record comes later
+		<-in.w.done
+		time.Sleep(30 * time.Millisecond) // the next record comes well after
 	}
 	close(in.w.work)
 }
@@ -45,7 +47,7 @@ func TestTraceSummary(t *testing.T) {
 	if err := trace.Start(&buf); err != nil {
 		t.Skip("tracing unavailable:", err) // another trace is running (go test -trace)
 	}
-	w := &writer{work: make(chan time.Duration)}
+	w := &writer{work: make(chan time.Duration), done: make(chan time.Duration)}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go w.loop(&wg)

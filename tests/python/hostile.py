@@ -714,6 +714,8 @@ def drip_one(size, seg_min, seg_max, pause, drip, out, i):
     r.s.settimeout(30)
     try:
         op, rep = r.read_frame()
+        while op != CLOSE and rep == b"{}":  # a server ping: its first comes at a random point of the interval
+            op, rep = r.read_frame()
         if op == CLOSE:
             out[i] = (segments, f"close {struct.unpack('!H', rep[:2])[0]} {rep[2:].decode('utf-8', 'replace')}")
         else:
