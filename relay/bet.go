@@ -106,8 +106,7 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 		c.betsInFlight.Add(-1)
 		reply := &protocol.Reply{ID: id, Error: e}
 		if e == nil {
-			data, _ := json.Marshal(r)
-			reply.RPC = &protocol.RPCResult{Data: data}
+			reply.RPC = &protocol.RPCResult{Data: r.AppendJSON(make([]byte, 0, 128))}
 		}
 		c.sendNow(c.codec.AppendReply(nil, reply))
 	})

@@ -206,6 +206,22 @@ type Result struct {
 	ReceivedAt time.Time `json:"received_at"`
 }
 
+// AppendJSON appends r as encoding/json encodes it (the rpc reply's data),
+// without its reflection (TestRecordValueAsEncodingJSON).
+func (r Result) AppendJSON(v []byte) []byte {
+	v = append(v, `{"bet_id":`...)
+	v = appendJSONString(v, r.BetID)
+	v = append(v, `,"topic":`...)
+	v = appendJSONString(v, r.Topic)
+	v = append(v, `,"partition":`...)
+	v = strconv.AppendInt(v, int64(r.Partition), 10)
+	v = append(v, `,"offset":`...)
+	v = strconv.AppendInt(v, r.Offset, 10)
+	v = append(v, `,"received_at":`...)
+	v = appendJSONTime(v, r.ReceivedAt)
+	return append(v, '}')
+}
+
 // Done receives a bet's answer: a Result, or an error. It is called exactly
 // once, from any goroutine, and must not block.
 type Done func(Result, *protocol.Error)
@@ -526,16 +542,7 @@ func (d *Desk) Remembered() int {
 
 // record is the Kafka record of a bet; docs/bets.md documents it.
 func (d *Desk) record(b *Bet, sum [sha256.Size]byte) *kgo.Record {
-	value := struct {
-		BetID      string          `json:"bet_id"`
-		User       string          `json:"user"`
-		Node       string          `json:"node"`
-		ReceivedAt time.Time       `json:"received_at"`
-		Bet        json.RawMessage `json:"bet"`
-		OddsSeen   *Position       `json:"odds_seen"`
-		OddsLatest *Position       `json:"odds_latest"`
-	}{b.BetID, b.User, d.node, b.ReceivedAt, b.Raw, PositionOf(b.Seen), PositionOf(b.Latest)}
-	v, _ := json.Marshal(value) // plain values and valid RawMessage
+	v := appendRecordValue(make([]byte, 0, 256+2*len(b.Raw)), b, d.node)
 	key := b.User
 	if d.cfg.Key == "market" {
 		key = b.Channel
@@ -557,6 +564,83 @@ func (d *Desk) record(b *Bet, sum [sha256.Size]byte) *kgo.Record {
 			{Key: "content-type", Value: []byte("application/json")},
 		},
 	}
+}
+
+// appendRecordValue appends the JSON value of b's record, byte for byte
+// what encoding/json makes of
+//
+//	struct {
+//		BetID      string          `json:"bet_id"`
+//		User       string          `json:"user"`
+//		Node       string          `json:"node"`
+//		ReceivedAt time.Time       `json:"received_at"`
+//		Bet        json.RawMessage `json:"bet"`
+//		OddsSeen   *Position       `json:"odds_seen"`
+//		OddsLatest *Position       `json:"odds_latest"`
+//	}
+//
+// (TestRecordValueAsEncodingJSON), without its reflection: a bet's record
+// is built on the poller, for every bet.
+func appendRecordValue(v []byte, b *Bet, node string) []byte {
+	v = append(v, `{"bet_id":`...)
+	v = appendJSONString(v, b.BetID)
+	v = append(v, `,"user":`...)
+	v = appendJSONString(v, b.User)
+	v = append(v, `,"node":`...)
+	v = appendJSONString(v, node)
+	v = append(v, `,"received_at":`...)
+	v = appendJSONTime(v, b.ReceivedAt)
+	v = append(v, `,"bet":`...)
+	// Raw is compact JSON (Parse); encoding/json escapes <, >, & and
+	// U+2028/9 in a RawMessage, and so does HTMLEscape.
+	buf := bytes.NewBuffer(v)
+	json.HTMLEscape(buf, b.Raw)
+	v = buf.Bytes()
+	v = append(v, `,"odds_seen":`...)
+	v = appendPosition(v, b.Seen)
+	v = append(v, `,"odds_latest":`...)
+	v = appendPosition(v, b.Latest)
+	return append(v, '}')
+}
+
+// appendPosition appends p's Position as encoding/json would, or null.
+func appendPosition(v []byte, p *fanout.Publication) []byte {
+	if p == nil {
+		return append(v, "null"...)
+	}
+	v = append(v, `{"channel":`...)
+	v = appendJSONString(v, p.Channel)
+	v = append(v, `,"topic":`...)
+	v = appendJSONString(v, p.Pos.Stream)
+	v = append(v, `,"partition":`...)
+	v = strconv.AppendInt(v, int64(p.Pos.Partition), 10)
+	v = append(v, `,"offset":`...)
+	v = strconv.AppendInt(v, p.Pos.Offset, 10)
+	v = append(v, `,"timestamp":`...)
+	v = appendJSONTime(v, p.Time)
+	return append(v, '}')
+}
+
+// appendJSONString appends s as encoding/json quotes it: plain ASCII as
+// is, anything else through encoding/json.
+func appendJSONString(v []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(v, q...)
+		}
+	}
+	v = append(v, '"')
+	v = append(v, s...)
+	return append(v, '"')
+}
+
+// appendJSONTime appends t as time.Time's MarshalJSON does for the years
+// 0 to 9999 (where MarshalJSON fails, and the record had no value).
+func appendJSONTime(v []byte, t time.Time) []byte {
+	v = append(v, '"')
+	v = t.AppendFormat(v, time.RFC3339Nano)
+	return append(v, '"')
 }
 
 // positionHeader is "topic/partition/offset", or empty.
