@@ -116,13 +116,16 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 type betHooks struct {
 	m   *metrics
 	log *slog.Logger
+	// accepted is m.bets' accepted child, looked up once: every accepted
+	// bet counts there.
+	accepted prometheus.Counter
 	// lastReaderLog rate-limits reader errors to one line per 10s.
 	lastReaderLog atomic.Int64
 }
 
 func (h *betHooks) OnBet(reason string, ack time.Duration) {
 	if reason == "" {
-		h.m.bets.WithLabelValues("accepted").Inc()
+		h.accepted.Inc()
 		h.m.betAck.Observe(ack.Seconds())
 		return
 	}

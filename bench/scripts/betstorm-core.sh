@@ -16,8 +16,8 @@
 #   RELAY_ENV="EDGERELAY_BETS_LINGER=2ms" bench/scripts/betstorm-core.sh
 source "$(dirname "$0")/common.sh"
 
-kport=${KAFKA_PORT:-29292}
-hport=${RELAY_PORT:-28200}
+kport=${KAFKA_PORT:-29492}
+hport=${RELAY_PORT:-28400}
 relay_bin=${RELAY_BIN:-$out/edgerelay}
 dur=${DURATION:-15s}
 d=${dur%s}

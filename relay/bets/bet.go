@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/edgerelay/edgerelay/fanout"
+	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
 // Request is a bet as the client sent it (the data of rpc "bet"):
@@ -138,28 +139,16 @@ func fastTopLevel(compact *bytes.Buffer, data []byte) (vals [len(fields)]json.Ra
 	if json.Compact(compact, data) != nil {
 		return vals, false
 	}
-	b := compact.Bytes()
-	if len(b) < 2 || b[0] != '{' {
-		return vals, false
-	}
 	// Every key so far, for duplicates: on the stack up to 16, then in a
 	// map (a 4 KiB bet holds some hundreds).
 	var keyBuf [16][]byte
 	keys := keyBuf[:0]
 	var seen map[string]struct{}
-	i := 1
-	if b[i] == '}' {
-		return vals, i+1 == len(b)
-	}
-	for {
-		// b is valid compact JSON: a key is a string, then ':', a value,
-		// then ',' or '}'.
-		end := stringEnd(b, i)
-		key := b[i+1 : end-1]
+	ok = protocol.JSONMembers(compact.Bytes(), func(key, v []byte) bool {
 		if bytes.IndexByte(key, '\\') >= 0 {
 			var k string
-			if json.Unmarshal(b[i:end], &k) != nil {
-				return vals, false
+			if json.Unmarshal(fmt.Appendf(nil, `"%s"`, key), &k) != nil {
+				return false
 			}
 			key = []byte(k)
 		}
@@ -169,13 +158,13 @@ func fastTopLevel(compact *bytes.Buffer, data []byte) (vals [len(fields)]json.Ra
 			case string(key) == f:
 				field = n
 			case bytes.EqualFold(key, []byte(f)):
-				return vals, false
+				return false
 			}
 		}
 		if seen == nil && len(keys) < cap(keyBuf) {
 			for _, k := range keys {
 				if bytes.Equal(k, key) {
-					return vals, false
+					return false
 				}
 			}
 			keys = append(keys, key)
@@ -187,67 +176,16 @@ func fastTopLevel(compact *bytes.Buffer, data []byte) (vals [len(fields)]json.Ra
 				}
 			}
 			if _, dup := seen[string(key)]; dup {
-				return vals, false
+				return false
 			}
 			seen[string(key)] = struct{}{}
 		}
-		i = end + 1 // past ':'
-		vend := valueEnd(b, i)
 		if field >= 0 {
-			vals[field] = b[i:vend:vend]
+			vals[field] = v[:len(v):len(v)]
 		}
-		i = vend
-		if i >= len(b) {
-			return vals, false
-		}
-		if b[i] == '}' {
-			return vals, i+1 == len(b)
-		}
-		i++ // past ','
-	}
-}
-
-// stringEnd returns the index just past the JSON string starting at b[i]
-// (a '"'), in valid JSON.
-func stringEnd(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return len(b)
-}
-
-// valueEnd returns the index just past the JSON value starting at b[i], in
-// valid compact JSON.
-func valueEnd(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				j = stringEnd(b, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(b)
-	}
-	j := i
-	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' {
-		j++
-	}
-	return j
+		return true
+	})
+	return vals, ok
 }
 
 // topLevel returns the members of the JSON object data by key (as

@@ -542,29 +542,70 @@ func (d *Desk) Remembered() int {
 
 // record is the Kafka record of a bet; docs/bets.md documents it.
 func (d *Desk) record(b *Bet, sum [sha256.Size]byte) *kgo.Record {
-	v := appendRecordValue(make([]byte, 0, 256+2*len(b.Raw)), b, d.node)
 	key := b.User
 	if d.cfg.Key == "market" {
 		key = b.Channel
 	}
-	recv := b.ReceivedAt.UTC().Format(time.RFC3339Nano)
+	// One buffer holds the value, the key and the header values, each a
+	// capped piece of it (a piece made before the buffer grew stays in
+	// the old array, intact).
+	buf := make([]byte, 0, 640+2*len(b.Raw))
+	piece := func(start int) []byte { return buf[start:len(buf):len(buf)] }
+	buf = appendRecordValue(buf, b, d.node)
+	value := piece(0)
+	at := len(buf)
+	buf = append(buf, key...)
+	rkey := piece(at)
+	at = len(buf)
+	buf = append(buf, b.BetID...)
+	betID := piece(at)
+	at = len(buf)
+	buf = append(buf, b.User...)
+	user := piece(at)
+	at = len(buf)
+	buf = append(buf, d.node...)
+	node := piece(at)
+	at = len(buf)
+	buf = b.ReceivedAt.UTC().AppendFormat(buf, time.RFC3339Nano)
+	recv := piece(at)
+	at = len(buf)
+	buf = append(append(append(buf, b.User...), '/'), b.BetID...)
+	idem := piece(at)
+	at = len(buf)
+	buf = hex.AppendEncode(buf, sum[:])
+	hexSum := piece(at)
+	var seen, latest []byte // nil: Kafka's null header value
+	if b.Seen != nil {
+		at = len(buf)
+		buf = appendPositionHeader(buf, b.Seen)
+		seen = piece(at)
+	}
+	if b.Latest != nil {
+		at = len(buf)
+		buf = appendPositionHeader(buf, b.Latest)
+		latest = piece(at)
+	}
 	return &kgo.Record{
-		Key:       []byte(key),
-		Value:     v,
+		Key:       rkey,
+		Value:     value,
 		Timestamp: b.ReceivedAt,
 		Headers: []kgo.RecordHeader{
-			{Key: "bet-id", Value: []byte(b.BetID)}, // first: finish reads it
-			{Key: "user", Value: []byte(b.User)},
-			{Key: "node", Value: []byte(d.node)},
-			{Key: "received-at", Value: []byte(recv)},
-			{Key: "idempotency-key", Value: []byte(b.User + "/" + b.BetID)},
-			{Key: "bet-sha256", Value: hex.AppendEncode(nil, sum[:])}, // the reader tells a retry from a reused id by it
-			{Key: "odds-seen", Value: positionHeader(b.Seen)},
-			{Key: "odds-latest", Value: positionHeader(b.Latest)},
-			{Key: "content-type", Value: []byte("application/json")},
+			{Key: "bet-id", Value: betID}, // first: finish reads it
+			{Key: "user", Value: user},
+			{Key: "node", Value: node},
+			{Key: "received-at", Value: recv},
+			{Key: "idempotency-key", Value: idem},
+			{Key: "bet-sha256", Value: hexSum}, // the reader tells a retry from a reused id by it
+			{Key: "odds-seen", Value: seen},
+			{Key: "odds-latest", Value: latest},
+			{Key: "content-type", Value: contentTypeJSON},
 		},
 	}
 }
+
+// contentTypeJSON is every record's content-type header value (read by
+// franz-go, never written).
+var contentTypeJSON = []byte("application/json")
 
 // appendRecordValue appends the JSON value of b's record, byte for byte
 // what encoding/json makes of
@@ -624,11 +665,9 @@ func appendPosition(v []byte, p *fanout.Publication) []byte {
 // appendJSONString appends s as encoding/json quotes it: plain ASCII as
 // is, anything else through encoding/json.
 func appendJSONString(v []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(v, q...)
-		}
+	if !protocol.PlainJSON(s) {
+		q, _ := json.Marshal(s)
+		return append(v, q...)
 	}
 	v = append(v, '"')
 	v = append(v, s...)
@@ -643,16 +682,9 @@ func appendJSONTime(v []byte, t time.Time) []byte {
 	return append(v, '"')
 }
 
-// positionHeader is "topic/partition/offset", or empty.
-func positionHeader(p *fanout.Publication) []byte {
-	if p == nil {
-		return nil
-	}
-	var b bytes.Buffer
-	b.WriteString(p.Pos.Stream)
-	b.WriteByte('/')
-	b.WriteString(strconv.Itoa(int(p.Pos.Partition)))
-	b.WriteByte('/')
-	b.WriteString(strconv.FormatInt(p.Pos.Offset, 10))
-	return b.Bytes()
+// appendPositionHeader appends p's position as "topic/partition/offset".
+func appendPositionHeader(v []byte, p *fanout.Publication) []byte {
+	v = append(append(v, p.Pos.Stream...), '/')
+	v = append(strconv.AppendInt(v, int64(p.Pos.Partition), 10), '/')
+	return strconv.AppendInt(v, p.Pos.Offset, 10)
 }

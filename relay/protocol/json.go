@@ -42,8 +42,10 @@ func (jsonCodec) DecodeCommands(msg []byte, fn func(*Command) error) error {
 			return fmt.Errorf("%w: not a JSON object", ErrMalformed)
 		}
 		var c Command
-		if err := json.Unmarshal(line, &c); err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		if !bytes.Contains(line, []byte(`"rpc":`)) || !json.Valid(line) || !decodeRPCFast(line, &c) {
+			if err := json.Unmarshal(line, &c); err != nil {
+				return fmt.Errorf("%w: %v", ErrMalformed, err)
+			}
 		}
 		if err := fn(&c); err != nil {
 			return err
@@ -68,6 +70,9 @@ func (jsonCodec) AppendReply(msg []byte, r *Reply) []byte {
 		}
 		c.Subscribe = &sc
 		r = &c
+	}
+	if out, ok := appendRPCReplyFast(msg, r); ok {
+		return out
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
