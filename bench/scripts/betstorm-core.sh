@@ -14,6 +14,12 @@
 #   bench/scripts/betstorm-core.sh                  # RATES="10000 20000" DURATION=15s RUNS=1
 #   RELAY_BIN=/tmp/base/edgerelay bench/scripts/betstorm-core.sh   # another build of the relay
 #   RELAY_ENV="EDGERELAY_BETS_LINGER=2ms" bench/scripts/betstorm-core.sh
+#   PROFILE=1 RATES=10000 DURATION=30s bench/scripts/betstorm-core.sh
+#
+# PROFILE=1: during the first bet run, a CPU profile of the relay (6 s,
+# $out/bs-cpu.prof) and then "strace -c -f" for 4 s ($out/bs-strace.txt,
+# with the bets accepted meanwhile, for syscalls per bet). strace slows
+# the relay several times over: that run's latency is not comparable.
 source "$(dirname "$0")/common.sh"
 
 kport=${KAFKA_PORT:-29492}
@@ -62,6 +68,19 @@ for i in $(seq "$runs"); do
   for r in $rates; do
     echo "== run $i, bets at $r/s" >&2
     f="$out/bs-$r-$i.json"
+    if [ -n "${PROFILE:-}" ] && [ "$i.$r" = "1.${rates%% *}" ]; then
+      n0=$(grep -c 'clients connected' "$out/bs-bets.log" || true)
+      (
+        # from 3 s after the clients are connected and the bets begin
+        until [ "$(grep -c 'clients connected' "$out/bs-bets.log" || true)" -gt "$n0" ]; do sleep 0.2; done
+        sleep 3
+        curl -fs -o "$out/bs-cpu.prof" "127.0.0.1:$hport/debug/pprof/profile?seconds=6"
+        a0=$(metric 'edgerelay_bets_total{result="accepted"}')
+        timeout -s INT 4 strace -c -f -p "$relay" -o "$out/bs-strace.txt" >/dev/null 2>&1 || true
+        a1=$(metric 'edgerelay_bets_total{result="accepted"}')
+        echo "bets accepted during strace: $(awk -v a="$a0" -v b="$a1" 'BEGIN {print b - a}')" >>"$out/bs-strace.txt"
+      ) &
+    fi
     taskset -c 1 "$out/edgebench" bets --url "ws://127.0.0.1:$hport/connection/websocket" --brokers "127.0.0.1:$kport" \
       --secret "$secret" --watch "" --conns "${CONNS:-4000}" --rate "$r" --duration "$dur" --out "$f" \
       >>"$out/bs-bets.log" 2>&1 || echo "edgebench bets: not every bet accepted (see $out/bs-bets.log)" >&2

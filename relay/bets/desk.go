@@ -260,6 +260,20 @@ type Desk struct {
 	order  []*entry
 	head   int
 	limits *ratelimit.Limiter // per user
+
+	// due holds the bets produced in the last Timeout, in the order
+	// produced, which is the order of their deadlines: one timer, set for
+	// the oldest, answers those Kafka has not acknowledged by then
+	// (instead of a timer per bet). Under dueMu, never held with mu.
+	dueMu    sync.Mutex
+	due      []dueBet
+	dueHead  int
+	dueTimer *time.Timer
+}
+
+type dueBet struct {
+	e        *entry
+	deadline time.Time
 }
 
 type suspMemo struct {
@@ -296,6 +310,8 @@ func NewDesk(cfg Config, kopts []kgo.Opt, node string, hooks Hooks) (*Desk, erro
 	if cfg.DedupAcrossNodes {
 		d.rd = newReader()
 	}
+	d.dueTimer = time.AfterFunc(time.Hour, d.expireDue)
+	d.dueTimer.Stop()
 	return d, nil
 }
 
@@ -376,14 +392,53 @@ func (d *Desk) produce(b *Bet, key string, sum [sha256.Size]byte, done Done) {
 	// The client hears within Timeout even if Kafka never answers; the
 	// entry stays until Kafka does, so a retry waits for the real outcome
 	// instead of producing a second record.
-	timer := time.AfterFunc(d.cfg.Timeout, func() { d.timeout(e) })
-	start := time.Now()
+	start := d.addDue(e)
 	d.client.Produce(context.Background(), d.record(b, sum), func(r *kgo.Record, err error) {
-		timer.Stop()
 		d.inflight.Add(-1)
 		d.hooks.OnInFlight(-1)
 		d.finish(key, e, r, err, time.Since(start))
 	})
+}
+
+// addDue puts e, produced now (which it returns), on the timeout queue.
+func (d *Desk) addDue(e *entry) time.Time {
+	d.dueMu.Lock()
+	now := time.Now() // under dueMu: deadlines enter in order
+	d.due = append(d.due, dueBet{e, now.Add(d.cfg.Timeout)})
+	if len(d.due)-d.dueHead == 1 {
+		d.dueTimer.Reset(d.cfg.Timeout)
+	}
+	d.dueMu.Unlock()
+	return now
+}
+
+// expireDue runs on the timeout queue's timer: it answers the bets past
+// their deadline that Kafka has not acknowledged (timeout skips the
+// others) and sets the timer for the next deadline.
+func (d *Desk) expireDue() {
+	now := time.Now()
+	var expired []*entry
+	d.dueMu.Lock()
+	for d.dueHead < len(d.due) && !d.due[d.dueHead].deadline.After(now) {
+		expired = append(expired, d.due[d.dueHead].e)
+		d.due[d.dueHead] = dueBet{}
+		d.dueHead++
+	}
+	switch {
+	case d.dueHead == len(d.due):
+		d.due, d.dueHead = d.due[:0], 0
+	case d.dueHead > 1024 && d.dueHead > len(d.due)/2:
+		n := copy(d.due, d.due[d.dueHead:])
+		clear(d.due[n:])
+		d.due, d.dueHead = d.due[:n], 0
+	}
+	if d.dueHead < len(d.due) {
+		d.dueTimer.Reset(d.due[d.dueHead].deadline.Sub(now))
+	}
+	d.dueMu.Unlock()
+	for _, e := range expired {
+		d.timeout(e)
+	}
 }
 
 // insertLocked remembers e, forgetting the oldest answers past

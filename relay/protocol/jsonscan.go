@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"math"
 	"strconv"
@@ -163,7 +162,14 @@ func appendRPCReplyFast(msg []byte, r *Reply) ([]byte, bool) {
 	}
 	// json.Marshal compacts a RawMessage and escapes <, >, & and
 	// U+2028/9 in it; plain compact data is copied as it is.
-	if !json.Valid(d) || bytes.ContainsAny(d, " \t\r\n<>&\u2028\u2029") {
+	for _, c := range d {
+		// 0xE2 leads U+2028/9 (and other characters: those go the
+		// slow way too).
+		if c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '<' || c == '>' || c == '&' || c == 0xE2 {
+			return msg[:start], false
+		}
+	}
+	if !json.Valid(d) {
 		return msg[:start], false
 	}
 	msg = append(append(msg, `"rpc":{"data":`...), d...)
