@@ -69,10 +69,11 @@ for i in $(seq "$runs"); do
     echo "== run $i, bets at $r/s" >&2
     f="$out/bs-$r-$i.json"
     if [ -n "${PROFILE:-}" ] && [ "$i.$r" = "1.${rates%% *}" ]; then
+      touch "$out/bs-bets.log"
       n0=$(grep -c 'clients connected' "$out/bs-bets.log" || true)
       (
         # from 3 s after the clients are connected and the bets begin
-        until [ "$(grep -c 'clients connected' "$out/bs-bets.log" || true)" -gt "$n0" ]; do sleep 0.2; done
+        until [ "$(grep -c 'clients connected' "$out/bs-bets.log" || true)" -gt "${n0:-0}" ]; do sleep 0.2; done
         sleep 3
         curl -fs -o "$out/bs-cpu.prof" "127.0.0.1:$hport/debug/pprof/profile?seconds=6"
         a0=$(metric 'edgerelay_bets_total{result="accepted"}')
