@@ -108,6 +108,16 @@ type RelayFigures struct {
 	// clients' own delay. 0 when /metrics could not be read.
 	RelayAgeP50 time.Duration `json:"relay_age_p50"`
 	RelayAgeP99 time.Duration `json:"relay_age_p99"`
+	// RelayAgeMax is the upper bound of the highest bucket holding an
+	// observation: every delivery was written at most this old.
+	RelayAgeMax time.Duration `json:"relay_age_max_bound"`
+	// The part of the age before fan-out (Kafka timestamp → ingest hands
+	// the batch to the hub, edgerelay_ingest_age_seconds, per batch): the
+	// producer, the broker and the fetch. The rest of RelayAge is the
+	// relay's own fan-out; the rest of the client-side figures, the
+	// clients' reading.
+	IngestAgeP99 time.Duration `json:"ingest_age_p99"`
+	IngestAgeMax time.Duration `json:"ingest_age_max_bound"`
 	// RelayResources says where relay memory and CPU were read: the
 	// relay's /proc/<pid> when it listens on this machine, else /metrics.
 	RelayResources string `json:"relay_resources"`
@@ -177,6 +187,8 @@ type relayNode struct {
 	rssIdle      int64  // after GC, every client subscribed; 0: not measured
 	cpuBefore    float64
 	ageBefore    promHistogram
+	ingestBefore promHistogram
+	ingestErr    error
 	ageErr       error
 	fig          RelayFigures
 }
@@ -319,6 +331,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 	for _, n := range nodes {
 		_, n.cpuBefore, _ = n.usage.read()
 		n.ageBefore, n.ageErr = scrapeHistogram(n.metrics, "edgerelay_delivery_latency_seconds")
+		n.ingestBefore, n.ingestErr = scrapeHistogram(n.metrics, "edgerelay_ingest_age_seconds")
 	}
 	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
 	sampled := make(chan struct{})
@@ -358,12 +371,19 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		return nil, err
 	}
 	time.Sleep(time.Second) // let the last records arrive
-	var age promHistogram
-	ageOK := true
+	var age, ingest promHistogram
+	ageOK, ingestOK := true, true
 	for _, n := range nodes {
 		if _, cpuAfter, err := n.usage.read(); err == nil { // a relay that exited (drained, killed) has none
 			n.fig.RelayCPUSeconds = cpuAfter - n.cpuBefore
 			rep.RelayCPUSeconds += n.fig.RelayCPUSeconds
+		}
+		if after, err := scrapeHistogram(n.metrics, "edgerelay_ingest_age_seconds"); err == nil && n.ingestErr == nil {
+			d := after.since(n.ingestBefore)
+			n.fig.IngestAgeP99, n.fig.IngestAgeMax = d.quantile(0.99), d.maxBound()
+			ingest = ingest.plus(d)
+		} else {
+			ingestOK = false
 		}
 		ageAfter, err := scrapeHistogram(n.metrics, "edgerelay_delivery_latency_seconds")
 		if err != nil || n.ageErr != nil {
@@ -371,11 +391,16 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 			continue
 		}
 		d := ageAfter.since(n.ageBefore)
-		n.fig.RelayAgeP50, n.fig.RelayAgeP99 = d.quantile(0.5), d.quantile(0.99)
+		n.fig.RelayAgeP50, n.fig.RelayAgeP99, n.fig.RelayAgeMax = d.quantile(0.5), d.quantile(0.99), d.maxBound()
 		age = age.plus(d)
 	}
 	if ageOK {
-		rep.RelayAgeP50, rep.RelayAgeP99 = age.quantile(0.5), age.quantile(0.99)
+		rep.RelayAgeP50, rep.RelayAgeP99, rep.RelayAgeMax = age.quantile(0.5), age.quantile(0.99), age.maxBound()
+		fmt.Fprintf(log, "edgebench: relay-side age at the socket write: p50 %v, p99 %v, max ≤ %v\n", rep.RelayAgeP50, rep.RelayAgeP99, rep.RelayAgeMax)
+	}
+	if ingestOK {
+		rep.IngestAgeP99, rep.IngestAgeMax = ingest.quantile(0.99), ingest.maxBound()
+		fmt.Fprintf(log, "edgebench: age when ingest hands a batch to the hub (producer, broker, fetch): p99 %v, max ≤ %v\n", rep.IngestAgeP99, rep.IngestAgeMax)
 	}
 	stopWorkers()
 	for _, w := range workers {
@@ -428,8 +453,9 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 
 // primeChannels gives every channel a value on every relay before the
 // clients subscribe (a failover run): the first subscribe reply then
-// carries the stream's epoch, which a recovering resubscribe must name
-// (the relay answers an empty channel without one). One record per
+// carries the stream's epoch, which a recovering resubscribe names (the
+// relay answers an empty channel without one; a resubscribe without
+// epoch recovers only from a position the node holds). One record per
 // channel; the run's feed starts its sequence numbers at 1 again, and the
 // clients check order from the first live push.
 func primeChannels(ctx context.Context, cfg FanoutConfig, channels []string, nodes []*relayNode) error {
@@ -438,20 +464,9 @@ func primeChannels(ctx context.Context, cfg FanoutConfig, channels []string, nod
 	if err != nil || fr.Failed > 0 {
 		return fmt.Errorf("priming the channels: %+v, %v", fr, err)
 	}
-	last := url.PathEscape(channels[len(channels)-1])
 	for _, n := range nodes {
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			resp, err := http.Get(n.metrics + "/v1/channels/" + last)
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("%s: channel %s has no value 10 s after priming", n.url, channels[len(channels)-1])
-			}
-			time.Sleep(50 * time.Millisecond)
+		if err := waitCached(n.metrics, channels[len(channels)-1], 10*time.Second); err != nil {
+			return fmt.Errorf("priming: %w", err)
 		}
 	}
 	return nil

@@ -36,6 +36,10 @@ type FeedConfig struct {
 	// PriorityEvery marks every n-th record as priority (0: none): header
 	// priority: 1, and "p":1 in the value so clients can count them.
 	PriorityEvery int
+	// Key, when set, is every record's Kafka key (a map's entries share
+	// one partition: its positions are then Kafka's); default: the
+	// record's channel.
+	Key string
 }
 
 // FeedResult says what the feed sent.
@@ -116,7 +120,7 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 			prioCount[ci]++
 		}
 		ch := cfg.Channels[ci]
-		r := &kgo.Record{Topic: cfg.Topic, Key: []byte(ch), Value: value, Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
+		r := &kgo.Record{Topic: cfg.Topic, Key: []byte(cmpOr(cfg.Key, ch)), Value: value, Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
 		if prio {
 			r.Headers = append(r.Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
 		}

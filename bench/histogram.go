@@ -103,6 +103,24 @@ func (h promHistogram) quantile(q float64) time.Duration {
 	return seconds(lower)
 }
 
+// maxBound is the upper bound of the highest bucket that holds an
+// observation (the largest finite bound if that is +Inf); 0 if none.
+func (h promHistogram) maxBound() time.Duration {
+	for i := len(h.count) - 1; i >= 0; i-- {
+		below := 0.0
+		if i > 0 {
+			below = h.count[i-1]
+		}
+		if h.count[i] > below {
+			if math.IsInf(h.le[i], 1) {
+				return seconds(h.le[len(h.le)-2])
+			}
+			return seconds(h.le[i])
+		}
+	}
+	return 0
+}
+
 func seconds(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond / 10)
 }

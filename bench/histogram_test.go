@@ -32,17 +32,23 @@ func TestHistogramQuantile(t *testing.T) {
 		counts string
 		q      float64
 		want   time.Duration
+		max    time.Duration // maxBound
 	}{
-		{"nothing observed", "10 10 10 10", 0.99, 0},
-		{"all in the first bucket", "110 110 110 110", 0.5, 5 * time.Millisecond},
-		{"interpolated in the second", "10 110 110 110", 0.5, 55 * time.Millisecond},
-		{"p99 in the third", "10 60 110 110", 0.99, 982 * time.Millisecond},
-		{"past the last bound", "10 10 10 110", 0.5, time.Second},
+		{"nothing observed", "10 10 10 10", 0.99, 0, 0},
+		{"all in the first bucket", "110 110 110 110", 0.5, 5 * time.Millisecond, 10 * time.Millisecond},
+		{"interpolated in the second", "10 110 110 110", 0.5, 55 * time.Millisecond, 100 * time.Millisecond},
+		{"p99 in the third", "10 60 110 110", 0.99, 982 * time.Millisecond, time.Second},
+		{"past the last bound", "10 10 10 110", 0.5, time.Second, time.Second},
+		{"a gap below the highest", "20 20 21 21", 0.5, 5500 * time.Microsecond, time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := parse(exposition(tt.counts)).since(before).quantile(tt.q); got != tt.want {
+			h := parse(exposition(tt.counts)).since(before)
+			if got := h.quantile(tt.q); got != tt.want {
 				t.Fatalf("quantile(%v) = %v, want %v", tt.q, got, tt.want)
+			}
+			if got := h.maxBound(); got != tt.max {
+				t.Fatalf("maxBound() = %v, want %v", got, tt.max)
 			}
 		})
 	}

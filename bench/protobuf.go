@@ -43,8 +43,15 @@ const (
 	pbConnectName = 4
 	// SubscribeRequest
 	pbSubChannel = 1
+	pbSubRecover = 3
+	pbSubEpoch   = 6
+	pbSubOffset  = 7
 	pbSubDelta   = 12
 	pbSubFlag    = 14
+	pbSubType    = 15 // map subscriptions: type, phase, cursor, limit
+	pbSubPhase   = 16
+	pbSubCursor  = 17
+	pbSubLimit   = 18
 
 	// Reply
 	pbReplyID        = 1
@@ -63,12 +70,16 @@ const (
 	pbPubData   = 4
 	pbPubOffset = 6
 	pbPubDelta  = 8
+	pbPubKey    = 11
 	// SubscribeResult
 	pbSubResEpoch        = 6
 	pbSubResPublications = 7
 	pbSubResOffset       = 9
 	pbSubResDelta        = 13
 	pbSubResID           = 14
+	pbSubResPhase        = 16
+	pbSubResCursor       = 17
+	pbSubResState        = 18
 )
 
 // pbAppendConnect appends the delimited Command{id, connect{name}}.
@@ -86,6 +97,28 @@ func pbAppendSubscribe(dst []byte, id uint32, channel string, delta, compact boo
 	}
 	if compact {
 		req = protowire.AppendVarint(protowire.AppendTag(req, pbSubFlag, protowire.VarintType), 1)
+	}
+	return pbAppendCommand(dst, id, pbCmdSubscribe, req)
+}
+
+// pbAppendMapSubscribe appends the delimited Command{id, subscribe{channel,
+// type: 1 (map), phase, cursor, limit, epoch, offset, flag: 1}}, as the
+// SDK's map subscription sends it (zero fields left out).
+func pbAppendMapSubscribe(dst []byte, id uint32, channel string, phase int32, cursor string, limit int32, epoch string, offset uint64) []byte {
+	req := protowire.AppendString(protowire.AppendTag(nil, pbSubChannel, protowire.BytesType), channel)
+	if epoch != "" {
+		req = protowire.AppendString(protowire.AppendTag(req, pbSubEpoch, protowire.BytesType), epoch)
+	}
+	for _, f := range []struct {
+		num protowire.Number
+		v   uint64
+	}{{pbSubOffset, offset}, {pbSubFlag, 1}, {pbSubType, 1}, {pbSubPhase, uint64(phase)}, {pbSubLimit, uint64(limit)}} {
+		if f.v != 0 {
+			req = protowire.AppendVarint(protowire.AppendTag(req, f.num, protowire.VarintType), f.v)
+		}
+	}
+	if cursor != "" {
+		req = protowire.AppendString(protowire.AppendTag(req, pbSubCursor, protowire.BytesType), cursor)
 	}
 	return pbAppendCommand(dst, id, pbCmdSubscribe, req)
 }
@@ -119,6 +152,11 @@ type pbSubscribeResult struct {
 	ID     int64 // channel compaction: the id pushes carry instead of the name
 	Pubs   int   // publications in the reply
 	Last   pbPub // the last of them (the newest)
+	// Map subscriptions: the reply's phase, the next state page's cursor,
+	// and the keys of the page's state entries.
+	Phase     int32
+	Cursor    []byte
+	StateKeys [][]byte
 }
 
 type pbPush struct {
@@ -131,7 +169,8 @@ type pbPush struct {
 type pbPub struct {
 	Data   []byte
 	Offset uint64
-	Delta  bool // Data is a Fossil patch against the previous publication's data
+	Delta  bool   // Data is a Fossil patch against the previous publication's data
+	Key    []byte // a map entry's key
 }
 
 // errPBWireType: a known field arrived with another wire type than
@@ -244,6 +283,8 @@ func (p *pbPub) decode(b []byte) error {
 			var v uint64
 			v, err = f.varint()
 			p.Delta = v != 0
+		case pbPubKey:
+			err = f.string(&p.Key)
 		}
 		if err != nil {
 			return err
@@ -275,6 +316,16 @@ func (s *pbSubscribeResult) decode(b []byte) error {
 		case pbSubResID:
 			v, err = f.varint()
 			s.ID = int64(v)
+		case pbSubResPhase:
+			v, err = f.varint()
+			s.Phase = int32(v)
+		case pbSubResCursor:
+			err = f.string(&s.Cursor)
+		case pbSubResState:
+			var e pbPub
+			if err = f.message(e.decode); err == nil {
+				s.StateKeys = append(s.StateKeys, e.Key)
+			}
 		}
 		if err != nil {
 			return err

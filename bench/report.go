@@ -8,7 +8,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -61,6 +63,76 @@ func ReportMarkdown(runs []ReportRun) string {
 			rep.Skipped*100, rep.PriorityRead, rep.PriorityExpected, rep.FinalCorrect, rep.FinalExpected, r.Verdict)
 	}
 	return b.String()
+}
+
+// MediansMarkdown is one row per group of runs of the same cell: runs
+// whose titles differ only in a trailing "-N" run number before ".json"
+// (tail-10-1.json, tail-10-2.json ...). Each figure is the median over the
+// group's runs, with its range; groups keep the order they first appear in.
+func MediansMarkdown(runs []ReportRun) string {
+	var order []string
+	groups := map[string][]*Report{}
+	for _, r := range runs {
+		g := runGroup(r.Title)
+		if groups[g] == nil {
+			order = append(order, g)
+		}
+		groups[g] = append(groups[g], r.Rep)
+	}
+	var b strings.Builder
+	b.WriteString("| cell | runs | p50 | p99 | p99.9 | max | relay CPU s | relay B/conn idle | relay age p99 / max ≤ | ingest age p99 / max ≤ |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, g := range order {
+		reps := groups[g]
+		dur := func(f func(*Report) time.Duration) string {
+			v := make([]float64, len(reps))
+			for i, r := range reps {
+				v[i] = ms(f(r))
+			}
+			return medianCell(v, "%.1f")
+		}
+		num := func(f func(*Report) float64, format string) string {
+			v := make([]float64, len(reps))
+			for i, r := range reps {
+				v[i] = f(r)
+			}
+			return medianCell(v, format)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |\n", g, len(reps),
+			dur(func(r *Report) time.Duration { return r.P50 }), dur(func(r *Report) time.Duration { return r.P99 }),
+			dur(func(r *Report) time.Duration { return r.Clients.Latency.Quantile(0.999) }), dur(func(r *Report) time.Duration { return r.Max }),
+			num(func(r *Report) float64 { return r.RelayCPUSeconds }, "%.1f"), num(func(r *Report) float64 { return r.BytesPerConn }, "%.0f"),
+			dur(func(r *Report) time.Duration { return r.RelayAgeP99 }), dur(func(r *Report) time.Duration { return r.RelayAgeMax }),
+			dur(func(r *Report) time.Duration { return r.IngestAgeP99 }), dur(func(r *Report) time.Duration { return r.IngestAgeMax }))
+	}
+	b.WriteString("\nTimes in ms; each cell: the median of the runs (the lowest–highest in brackets when there are several).\n")
+	return b.String()
+}
+
+// runGroup is a result's file name without its directory and trailing
+// run number.
+func runGroup(title string) string {
+	base := strings.TrimSuffix(filepath.Base(title), ".json")
+	if i := strings.LastIndexByte(base, '-'); i > 0 {
+		if _, err := strconv.Atoi(base[i+1:]); err == nil {
+			return base[:i]
+		}
+	}
+	return base
+}
+
+// medianCell is the median of v, and its range if v has several values.
+func medianCell(v []float64, format string) string {
+	slices.Sort(v)
+	n := len(v)
+	m := v[n/2]
+	if n%2 == 0 {
+		m = (v[n/2-1] + v[n/2]) / 2
+	}
+	if n == 1 {
+		return fmt.Sprintf(format, m)
+	}
+	return fmt.Sprintf(format+" ("+format+"–"+format+")", m, v[0], v[n-1])
 }
 
 // WriteHTML writes a self-contained page (inline SVG, no scripts, no

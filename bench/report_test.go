@@ -60,3 +60,34 @@ func TestReport(t *testing.T) {
 		t.Fatal("the page must be self-contained")
 	}
 }
+
+// TestMediansMarkdown: runs of one cell (titles differing in the run
+// number) make one row of medians with their range; other titles are
+// cells of their own.
+func TestMediansMarkdown(t *testing.T) {
+	run := func(title string, p99 time.Duration, cpu float64) ReportRun {
+		rep := &Report{P50: time.Millisecond, P99: p99, Max: 2 * p99}
+		rep.RelayCPUSeconds = cpu
+		return ReportRun{Title: title, Rep: rep}
+	}
+	md := MediansMarkdown([]ReportRun{
+		run("out/tail-10-1.json", 30*time.Millisecond, 12),
+		run("out/tail-25-1.json", 40*time.Millisecond, 28),
+		run("out/tail-10-2.json", 20*time.Millisecond, 11),
+		run("out/tail-10-3.json", 50*time.Millisecond, 13),
+		run("solo.json", 5*time.Millisecond, 1),
+	})
+	for _, want := range []string{
+		"| tail-10 | 3 | 1.0 (1.0–1.0) | 30.0 (20.0–50.0) |",
+		"| 60.0 (40.0–100.0) | 12.0 (11.0–13.0) |",
+		"| tail-25 | 1 | 1.0 | 40.0 |",
+		"| solo | 1 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no %q in\n%s", want, md)
+		}
+	}
+	if strings.Index(md, "tail-10 ") > strings.Index(md, "tail-25 ") {
+		t.Errorf("cells out of order:\n%s", md)
+	}
+}

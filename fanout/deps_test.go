@@ -19,6 +19,9 @@ func TestDependencies(t *testing.T) {
 		"./delta/...":  {"github.com/edgerelay/edgerelay/delta", "github.com/klauspost/compress"},
 		"./relay/engine/...": {"github.com/edgerelay/edgerelay/relay/engine", "github.com/edgerelay/edgerelay/fanout", "github.com/edgerelay/edgerelay/delta",
 			"github.com/gobwas/ws", "github.com/gobwas/httphead", "github.com/gobwas/pool", "github.com/klauspost/compress", "golang.org/x/sys"},
+		// The tag filter matcher runs under the hub's channel locks, like the engine's sinks.
+		"./relay/tagfilter/...": {"github.com/edgerelay/edgerelay/relay/tagfilter", "github.com/edgerelay/edgerelay/relay/protocol",
+			"github.com/edgerelay/edgerelay/fanout", "github.com/edgerelay/edgerelay/delta", "google.golang.org/protobuf"},
 	}
 	forbidden := map[string][]string{
 		"./cluster/...": {"github.com/edgerelay/edgerelay/relay", "github.com/twmb/franz-go", "github.com/prometheus"},

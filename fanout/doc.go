@@ -16,6 +16,10 @@
 // the cached value first and then every later update, with nothing lost and
 // nothing repeated in between.
 //
+// A Publication may carry Tags; a subscriber may take only some
+// publications by them (a Filter, which the subscriber applies: the Hub
+// delivers every update to every subscriber of the channel).
+//
 // With Config.HistorySize a channel also keeps its latest publications, in
 // offset order: those published and those Appended (superseded before
 // publishing, by conflation). Subscribe hands the history over with the

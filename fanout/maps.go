@@ -16,7 +16,9 @@ import (
 // also sets the map's entry: its key is the channel's last Depth segments,
 // its value the publication. A map subscriber gets every entry's change as
 // one Update whose Publication carries the map's name as Channel and the
-// entry's key as Key (Removed for a removal, see PublishRemoval).
+// entry's key as Key (Removed for a removal, see PublishRemoval), and
+// as Prev the key's previous value (nil for a key added, re-added or
+// removed): what a per-entry delta applies to.
 //
 // # Positions
 //
@@ -42,11 +44,24 @@ import (
 // full: from then on it refuses subscribers (ErrMapFull), and its current
 // subscribers are dropped and named to Config.OnMapFull, which tells the
 // clients. Nothing is truncated silently. Only maps that have held an
-// entry count toward MaxMaps, and they live as long as the Hub; a map
-// only subscribed to (empty) is bounded by the subscriptions and removed
-// with its last subscriber. At MaxMaps, a new map's first entry is
-// refused (NoRoom), and so is a view of a map holding no entries
-// (ErrTooManyMaps): Kafka may have entries for it.
+// entry count toward MaxMaps; a map only subscribed to (empty) is bounded
+// by the subscriptions and removed with its last subscriber. At MaxMaps,
+// a new map's first entry is refused (NoRoom), and so is a view of a map
+// holding no entries (ErrTooManyMaps): Kafka may have entries for it.
+//
+// # Lifetime
+//
+// A map with live entries lives as long as the Hub: its entries are what
+// the records read since the start of the partition's reading made them,
+// and a map dropped could not be rebuilt without reading the partition
+// again; a later subscriber would get a partial snapshot, a wrong state
+// rather than a stale one. A map whose live entries have all been
+// removed (tombstones: a finished match) holds the state an absent map
+// stands for, empty: it is dropped, tombstones and all, once it has no
+// subscribers. If its channels get entries again it starts afresh, and a
+// map is unrecoverable from positions before its first entry (a client
+// there may hold keys whose removal this map never saw): such a client
+// starts again from a snapshot.
 //
 // # Concurrency
 //
@@ -174,14 +189,15 @@ func (h *Hub) lockMap(name string, create bool) *mapState {
 	}
 }
 
-// removeMapIfEmpty removes m if it has neither entries nor subscribers.
+// removeMapIfEmpty removes m if it has neither live entries nor
+// subscribers, with its tombstones (see "Lifetime").
 func (h *Hub) removeMapIfEmpty(m *mapState) {
 	r := &h.maps
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.removed || len(m.entries) > 0 || len(m.subs) > 0 {
+	if m.removed || len(m.keys) > 0 || len(m.subs) > 0 {
 		return
 	}
 	m.removed = true
@@ -189,6 +205,10 @@ func (h *Hub) removeMapIfEmpty(m *mapState) {
 	if m.filled {
 		r.filled.Add(-1)
 	}
+	if m.full {
+		r.fullMaps.Add(-1)
+	}
+	r.bytes.Add(-m.bytes)
 }
 
 // publishMap sets the entry channel p places in a map, if any; removed
@@ -223,6 +243,12 @@ func (h *Hub) setEntry(m *mapState, key string, p *Publication, removed bool) []
 			return nil
 		}
 		m.filled = true
+		if !m.local {
+			// Unrecoverable before its first entry: what came before
+			// (a removal of a key a client holds, say) is unknown to
+			// this map (see "Lifetime").
+			m.pruned = uint64(p.Pos.Offset)
+		}
 	}
 	if m.epoch == "" && !m.local {
 		m.epoch = p.Epoch
@@ -242,7 +268,7 @@ func (h *Hub) setEntry(m *mapState, key string, p *Publication, removed bool) []
 		return nil
 	}
 	mp := &Publication{Channel: m.name, Key: key, Data: p.Data, Pos: pos, Epoch: m.epoch, Time: p.Time,
-		Priority: p.Priority || removed, Binary: p.Binary, Removed: removed} // a removal is never conflated away
+		Priority: p.Priority || removed, Binary: p.Binary, Removed: removed, Tags: p.Tags} // a removal is never conflated away
 	if removed {
 		mp.Data = nil
 	}
@@ -282,6 +308,9 @@ func (h *Hub) setEntry(m *mapState, key string, p *Publication, removed bool) []
 	m.top = max(m.top, uint64(pos.Offset)+1)
 	if n := len(m.subs); n > 0 {
 		u := &Update{Pub: mp, Seq: m.seq, enc: h.cfg.Encoder}
+		if live && !removed {
+			u.Prev = old // the key's value a patch applies to
+		}
 		for s := range m.subs {
 			s.Deliver(u)
 		}
@@ -426,9 +455,8 @@ func (v *MapView) Page(cursor string, limit, maxBytes int) (entries []*Publicati
 func (v *MapView) Since(epoch string, offset uint64, max int) ([]*Publication, bool) {
 	m := v.m
 	if epoch == "" && offset == 0 {
-		epoch = m.epoch
-	}
-	if epoch != m.epoch || (m.pruned > 0 && offset < m.pruned) {
+		epoch = m.epoch // a client holding nothing: every entry
+	} else if epoch != m.epoch || (m.pruned > 0 && offset < m.pruned) {
 		return nil, false
 	}
 	i := sort.Search(len(m.log), func(i int) bool { return uint64(m.log[i].Pos.Offset)+1 > offset })
@@ -457,9 +485,10 @@ func (h *Hub) ViewMap(name string, fn func(v *MapView)) error {
 	return nil
 }
 
-// unlockMap unlocks m, removing it if it holds nothing.
+// unlockMap unlocks m, removing it if it holds no live entry and has no
+// subscriber.
 func (h *Hub) unlockMap(m *mapState) {
-	empty := len(m.entries) == 0 && len(m.subs) == 0
+	empty := len(m.keys) == 0 && len(m.subs) == 0
 	m.mu.Unlock()
 	if empty {
 		h.removeMapIfEmpty(m)
@@ -476,11 +505,12 @@ func (h *Hub) openMap(name string) (*mapState, error) {
 	m := h.lockMap(name, true)
 	switch {
 	case m.full:
-		m.mu.Unlock()
+		h.unlockMap(m)
 		return nil, fmt.Errorf("%w: %s", ErrMapFull, name)
 	case !m.filled && h.maps.filled.Load() >= int64(h.cfg.MaxMaps):
-		// Kafka may hold entries this node had no room for.
-		m.mu.Unlock()
+		// Kafka may hold entries this node had no room for. (The empty
+		// map just made goes again: refused subscribes leave nothing.)
+		h.unlockMap(m)
 		return nil, fmt.Errorf("%w: %d maps on this node", ErrTooManyMaps, h.cfg.MaxMaps)
 	}
 	return m, nil

@@ -183,6 +183,9 @@ func TestMapBounds(t *testing.T) {
 
 // TestMapTombstonesForgotten: past MaxMapEntries tombstones are forgotten
 // and a position from before them is no longer recoverable.
+//
+// A map whose entries are all removed is dropped, tombstones and all,
+// once it has no subscriber.
 func TestMapTombstonesForgotten(t *testing.T) {
 	h := mapHub(func(c *Config) { c.MaxMapEntries = 2 })
 	const m = "odds:f:m1"
@@ -202,13 +205,61 @@ func TestMapTombstonesForgotten(t *testing.T) {
 			t.Error("the newest position does not recover")
 		}
 	})
+	var rec recorder
+	h.SubscribeMap(m, &rec, func(*MapView) bool { return true })
 	h.PublishRemoval(entryPub(m+":stays", "e", off, ""))
 	h.ViewMap(m, func(v *MapView) {
 		if got, ok := v.Since("e", uint64(off), 1<<20); v.Len() != 0 || !ok || mapKeys(got) != "stays-" {
 			t.Errorf("after the last removal: %d entries, since %s %v", v.Len(), mapKeys(got), ok)
 		}
 	})
+	if s := h.MapStats(); s.Maps != 1 {
+		t.Errorf("a map with no live entry but a subscriber dropped: %+v", s)
+	}
+	h.UnsubscribeMap(m, &rec)
+	if s := h.MapStats(); s.Maps != 0 || s.Bytes != 0 || s.Entries != 0 || len(h.maps.m) != 0 {
+		t.Errorf("a map with no live entry left after its last subscriber: %+v", s)
+	}
 	if err := h.PublishRemoval(entryPub("scores:x", "e", 1, "")); !errors.Is(err, ErrNotMap) {
 		t.Errorf("removal outside maps: %v", err)
 	}
+}
+
+// TestMapDroppedEmpty: a map whose live entries were all removed (a
+// finished match) and that has no subscriber is dropped, freeing its
+// place under MaxMaps. When its channels get entries again it starts
+// afresh: a client at a position from before is not recovered (it may
+// hold keys whose removals the new map never saw) and starts again from a
+// snapshot; a client holding nothing gets every entry; positions from the
+// new map's first entry on recover. The same holds for a map this node
+// began reading in the middle of the partition. A view refused at
+// MaxMaps leaves no empty map behind.
+func TestMapDroppedEmpty(t *testing.T) {
+	h := mapHub(func(c *Config) { c.MaxMaps = 1 })
+	const m, other = "odds:f:m1", "odds:f:m2"
+	h.Publish(entryPub(m+":a", "e", 10, `{}`))
+	h.Publish(entryPub(m+":b", "e", 11, `{}`))
+	if err := h.ViewMap(other, func(*MapView) {}); !errors.Is(err, ErrTooManyMaps) {
+		t.Fatalf("a second map at MaxMaps 1: %v", err)
+	}
+	h.PublishRemoval(entryPub(m+":a", "e", 12, ""))
+	h.PublishRemoval(entryPub(m+":b", "e", 13, ""))
+	if s := h.MapStats(); s.Maps != 0 || s.Bytes != 0 || len(h.maps.m) != 0 {
+		t.Fatalf("a map of removed entries kept: %+v", s)
+	}
+	h.Publish(entryPub(other+":x", "e", 14, `{}`)) // the place is free
+	h.PublishRemoval(entryPub(other+":x", "e", 15, ""))
+
+	h.Publish(entryPub(m+":c", "e", 20, `{}`))
+	h.ViewMap(m, func(v *MapView) {
+		if _, ok := v.Since("e", 12, 1<<20); ok {
+			t.Error("a position from before the map's first entry recovers")
+		}
+		if all, ok := v.Since("", 0, 1<<20); !ok || mapKeys(all) != "c" {
+			t.Errorf("a client holding nothing: %s %v", mapKeys(all), ok)
+		}
+		if got, ok := v.Since("e", 20, 1<<20); !ok || mapKeys(got) != "c" {
+			t.Errorf("from the first entry on: %s %v", mapKeys(got), ok)
+		}
+	})
 }

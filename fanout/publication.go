@@ -37,6 +37,18 @@ type Publication struct {
 	// key, and that the change removes it. Empty in a channel's.
 	Key     string
 	Removed bool
+	// Tags are the publication's tags (from Kafka headers the relay is
+	// configured to read), sent to clients with it and matched by
+	// subscribers' Filters. Nil: none.
+	Tags map[string]string
+}
+
+// Filter decides which publications a subscriber takes, by their tags (a
+// client's tag filter). Match must be safe for concurrent use, must not
+// block and should not allocate: it runs once per subscriber and
+// publication, under the channel's lock.
+type Filter interface {
+	Match(tags map[string]string) bool
 }
 
 // size is what a cached publication is charged against Config.MaxCachedBytes.
@@ -45,7 +57,11 @@ func (p *Publication) size() int64 {
 		return 0
 	}
 	const overhead = 160 // struct, strings' headers, map entry
-	return int64(len(p.Channel) + len(p.Key) + len(p.Data) + len(p.Pos.Stream) + len(p.Epoch) + overhead)
+	n := len(p.Channel) + len(p.Key) + len(p.Data) + len(p.Pos.Stream) + len(p.Epoch) + overhead
+	for k, v := range p.Tags {
+		n += len(k) + len(v) + 48 // and the tag's map entry
+	}
+	return int64(n)
 }
 
 // Frame is one update encoded once for the wire and shared by every

@@ -1,6 +1,8 @@
 package relay_test
 
 import (
+	"encoding/base64"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -31,6 +33,14 @@ func TestBinaryPayloads(t *testing.T) {
 			t.Fatalf("Protobuf subscribe reply %+v, want data %q unchanged", rep, want)
 		}
 	}
+
+	t.Run("REST", func(t *testing.T) {
+		for ch, want := range map[string]string{binCh: `"b64data":"` + base64.StdEncoding.EncodeToString([]byte(binary)) + `"`, jsonCh: `"data":{"a":1}`} {
+			if code, body := r.get(t, "/v1/channels/"+ch); code != 200 || !strings.Contains(body, want) {
+				t.Errorf("GET %s: %d %s, want %s", ch, code, body, want)
+			}
+		}
+	})
 
 	t.Run("JSON client, non-JSON cached value", func(t *testing.T) {
 		c := dial(t, r.url())

@@ -1,6 +1,6 @@
 // Package relay is the edgerelay server: configuration, wiring, the
 // WebSocket endpoint speaking the Centrifugo client protocol, the HTTP
-// surface (/metrics, /healthz, /readyz, /v1/channels, /v1/cluster,
+// surface (/metrics, /healthz, /readyz, /v1/channels, /v1/maps, /v1/cluster,
 // /v1/drain) and the graceful drain (drain.go). Kafka ingest lives in relay/ingest, the protocol encoding in
 // relay/protocol, the socket engine (epoll, queues, writers, WebSocket
 // framing) in relay/engine, channels and fan-out in package fanout.
@@ -35,7 +35,10 @@
 // handed to the hub, which delivers into the connection's bounded queue
 // under the channel's lock, without blocking. The relay's encoder
 // (frame.go) builds each form of an update once, with the engine's frame
-// helpers and form bits. The relay's metrics are the engine's Hooks.
+// helpers and form bits. A subscription with a client's tag filter
+// (tagfilter.go, relay/tagfilter) has it on its Sink, which only decides
+// whether the subscriber takes an update's frames. The relay's metrics
+// are the engine's Hooks.
 //
 // One heartbeat goroutine (server.go) serves all connections: it sends
 // protocol pings and enforces the pong and connect timeouts itself, and

@@ -30,7 +30,8 @@ func messageHead(codec protocol.Codec) byte { return engine.MessageHead(codec.Bi
 // In JSON a delta subscription's full payload travels as a JSON string,
 // so delta full is a form of its own; in Protobuf data is raw bytes
 // either way, and the delta full form is the plain frame itself (shared,
-// labelled plain).
+// labelled plain). A map's changes have the same forms, per entry: a
+// patch applies to the key's previous value (fanout.Update.Prev).
 //
 // formRawPatch, the fourth kind, is not sent: it holds the bare Fossil
 // patch, which every patch envelope (both encodings, named and compact) is
@@ -92,24 +93,15 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 		}
 		data = jd.Bytes
 	}
-	if p.Key != "" {
-		return mapFrame(codec, p, data, f)
-	}
-	var id uint32
-	if f&formCompact != 0 {
-		id = u.ChannelID
-	}
-	var b []byte
+	// payload goes as data: the value, or a patch; in JSON as a string
+	// for a delta subscription.
+	payload, patch := data, false
 	switch f & engine.FormKinds {
 	case engine.FormPlain:
-		b = make([]byte, engine.MaxHeader, engine.MaxHeader+len(data)+len(p.Channel)+64)
-		b = codec.AppendPublicationPush(b, p.Channel, id, data, protoOffset(p))
 	case engine.FormDeltaFull:
 		if codec.Binary() {
 			return u.Frame(f&^engine.FormKinds | engine.FormPlain)
 		}
-		b = make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(data)+len(p.Channel)+64)
-		b = codec.AppendDeltaPush(b, p.Channel, id, data, protoOffset(p), false)
 	default:
 		raw := u.Frame(formRawPatch)
 		if raw == nil || !codec.Binary() && (p.Binary || u.Prev.Binary) {
@@ -123,18 +115,37 @@ func (s *Server) encodeForm(u *fanout.Update, f fanout.Form) *fanout.Frame {
 			s.metrics.patchesSkipped.Inc()
 			return nil
 		}
-		b = make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(raw.Bytes)+len(p.Channel)+64)
-		b = codec.AppendDeltaPush(b, p.Channel, id, raw.Bytes, protoOffset(p), true)
+		payload, patch = raw.Bytes, true
 	}
+	asString := f&engine.FormKinds != engine.FormPlain && !codec.Binary()
+	if p.Key != "" {
+		return mapFrame(codec, p, payload, asString, patch, f)
+	}
+	var id uint32
+	if f&formCompact != 0 {
+		id = u.ChannelID
+	}
+	push := protocol.PubPush{Channel: p.Channel, ID: id, Data: payload, Offset: protoOffset(p), Tags: p.Tags, Delta: asString || patch, Patch: patch}
+	size := engine.MaxHeader + len(payload) + len(p.Channel) + tagsLen(p.Tags) + 64
+	if push.Delta {
+		size += len(payload) + tagsLen(p.Tags) // quoting in a JSON string
+	}
+	b := codec.AppendPush(make([]byte, engine.MaxHeader, size), push)
 	return &fanout.Frame{Bytes: engine.FinishFrame(b, messageHead(codec)), Pub: p, Form: f}
 }
 
-// mapFrame is the push of one change of a map entry: a map subscription
-// has neither deltas nor channel compaction, so its only form is the
-// plain one (plus deflate), built as a reply push by the codec.
-func mapFrame(codec protocol.Codec, p *fanout.Publication, data []byte, f fanout.Form) *fanout.Frame {
-	b := make([]byte, engine.MaxHeader, engine.MaxHeader+len(data)+len(p.Channel)+len(p.Key)+64)
-	b = append(b, codec.AppendReply(nil, &protocol.Reply{Push: &protocol.Push{Channel: p.Channel, Pub: mapPublication(p, data)}})...)
+// mapFrame is the push of one change of a map entry, built as a reply push
+// by the codec: payload is the value, or with patch its Fossil patch to
+// the key's previous value; asString sends it as a JSON string (a delta
+// subscription's JSON). A map has no channel compaction.
+func mapFrame(codec protocol.Codec, p *fanout.Publication, payload []byte, asString, patch bool, f fanout.Form) *fanout.Frame {
+	pub := mapPublication(p, payload)
+	if asString && !p.Removed {
+		pub.Data = protocol.AppendJSONString(nil, payload)
+	}
+	pub.Delta = patch
+	b := make([]byte, engine.MaxHeader, engine.MaxHeader+2*len(payload)+len(p.Channel)+len(p.Key)+2*tagsLen(p.Tags)+64)
+	b = append(b, codec.AppendReply(nil, &protocol.Reply{Push: &protocol.Push{Channel: p.Channel, Pub: pub}})...)
 	return &fanout.Frame{Bytes: engine.FinishFrame(b, messageHead(codec)), Pub: p, Form: f}
 }
 
@@ -143,7 +154,16 @@ func mapPublication(p *fanout.Publication, data []byte) *protocol.Publication {
 	if p.Removed {
 		data = nil
 	}
-	return &protocol.Publication{Data: data, Offset: protoOffset(p), Key: p.Key, Removed: p.Removed, Binary: p.Binary}
+	return &protocol.Publication{Data: data, Offset: protoOffset(p), Tags: p.Tags, Key: p.Key, Removed: p.Removed, Binary: p.Binary}
+}
+
+// tagsLen is about what tags add to a push: their bytes and quoting.
+func tagsLen(tags map[string]string) int {
+	n := 0
+	for k, v := range tags {
+		n += len(k) + len(v) + 8
+	}
+	return n
 }
 
 // jsonData is formJSONData: p's data for a JSON client, compacted if it

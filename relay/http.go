@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -18,7 +19,8 @@ import (
 // channelView is the REST form of a cached publication.
 type channelView struct {
 	Channel   string          `json:"channel"`
-	Data      json.RawMessage `json:"data"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	B64       []byte          `json:"b64data,omitempty"` // a value that is not JSON ("payload: binary"), base64
 	Offset    uint64          `json:"offset"`
 	Epoch     string          `json:"epoch"`
 	Position  positionView    `json:"position"`
@@ -33,10 +35,21 @@ type positionView struct {
 	Offset    int64  `json:"offset"`
 }
 
+// restData is a publication's data for a JSON reply: as JSON, or base64
+// when it is not ("payload: binary"), as Centrifugo's b64data.
+func restData(p *fanout.Publication) (data json.RawMessage, b64 []byte) {
+	if p.Binary && !json.Valid(p.Data) {
+		return nil, p.Data
+	}
+	return p.Data, nil
+}
+
 func viewOf(p *fanout.Publication) channelView {
+	data, b64 := restData(p)
 	return channelView{
 		Channel:   p.Channel,
-		Data:      p.Data,
+		Data:      data,
+		B64:       b64,
 		Offset:    protoOffset(p),
 		Epoch:     p.Epoch,
 		Position:  positionView{Topic: p.Pos.Stream, Partition: p.Pos.Partition, Offset: p.Pos.Offset},
@@ -62,13 +75,7 @@ func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
 	}
 	// Access first, the same answer whether or not the channel has a
 	// value: a refusal must not tell.
-	if e := s.mayRead(user, name, false); e != nil {
-		status := http.StatusForbidden
-		if user == "" {
-			status = http.StatusUnauthorized
-			w.Header().Set("WWW-Authenticate", `Bearer realm="edgerelay"`)
-		}
-		writeJSON(w, status, errorView{e.Message + "; send its token as Authorization: Bearer <token>"})
+	if s.refuseRead(w, user, name) {
 		return
 	}
 	p := s.hub.Last(name)
@@ -78,6 +85,102 @@ func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, viewOf(p))
+}
+
+// refuseRead answers a REST read of channel that user may not make: 401
+// for an anonymous caller, 403 otherwise. It reports whether it did.
+func (s *Server) refuseRead(w http.ResponseWriter, user, channel string) bool {
+	e := s.mayRead(user, channel, false)
+	if e == nil {
+		return false
+	}
+	status := http.StatusForbidden
+	if user == "" {
+		status = http.StatusUnauthorized
+		w.Header().Set("WWW-Authenticate", `Bearer realm="edgerelay"`)
+	}
+	writeJSON(w, status, errorView{e.Message + "; send its token as Authorization: Bearer <token>"})
+	return true
+}
+
+// mapPageView is the REST form of one page of a map.
+type mapPageView struct {
+	Map     string         `json:"map"`
+	Epoch   string         `json:"epoch"`
+	Offset  uint64         `json:"offset"`
+	Entries []mapEntryView `json:"entries"`
+	Cursor  string         `json:"cursor"`
+}
+
+type mapEntryView struct {
+	Key    string          `json:"key"`
+	Data   json.RawMessage `json:"data,omitempty"`
+	B64    []byte          `json:"b64data,omitempty"` // an entry that is not JSON ("payload: binary"), base64
+	Offset uint64          `json:"offset"`
+}
+
+// handleMap serves GET /v1/maps/{name}?cursor=&limit=: a page of a map's
+// entries in key order and the map's position, which a page renders
+// before it subscribes. The page takes at most limit entries (1 to
+// channels.maps.page_size, which is also the default) and no more data
+// than a WebSocket state page (half of websocket.max_queue_bytes, at least
+// one entry).
+func (s *Server) handleMap(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := fanout.ValidateName(name, s.cfg.Channels.MaxNameLength); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorView{err.Error()})
+		return
+	}
+	q := r.URL.Query()
+	limit := s.cfg.Channels.Maps.PageSize
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > limit {
+			writeJSON(w, http.StatusBadRequest, errorView{fmt.Sprintf("limit: want a number from 1 to %d (channels.maps.page_size)", limit)})
+			return
+		}
+		limit = n
+	}
+	cursor := q.Get("cursor")
+	if cursor != "" {
+		// A cursor is a key: the channel it names must be a valid name.
+		if err := fanout.ValidateName(name+":"+cursor, s.cfg.Channels.MaxNameLength); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorView{"cursor: not a key of this map: " + err.Error()})
+			return
+		}
+	}
+	user, ok := s.restUser(w, r)
+	if !ok || s.refuseRead(w, user, name) {
+		return
+	}
+	var page mapPageView
+	var entries []*fanout.Publication
+	err := s.hub.ViewMap(name, func(v *fanout.MapView) {
+		page.Epoch, page.Offset = v.Epoch(), v.Top()
+		entries, page.Cursor = v.Page(cursor, limit, int(s.cfg.WebSocket.MaxQueueBytes)/2)
+	})
+	switch {
+	case errors.Is(err, fanout.ErrNotMap):
+		writeJSON(w, http.StatusNotFound, errorView{"not a map channel (channels.maps.rules): " + name})
+		return
+	case errors.Is(err, fanout.ErrMapFull), errors.Is(err, fanout.ErrTooManyMaps):
+		writeJSON(w, http.StatusServiceUnavailable, errorView{err.Error() + " (channels.maps)"})
+		return
+	case err != nil:
+		writeJSON(w, http.StatusInternalServerError, errorView{err.Error()})
+		return
+	case page.Offset == 0:
+		writeJSON(w, http.StatusNotFound, errorView{"no entries for map " + name})
+		return
+	}
+	page.Map = name
+	page.Entries = make([]mapEntryView, len(entries))
+	for i, e := range entries {
+		page.Entries[i] = mapEntryView{Key: e.Key, Offset: protoOffset(e)}
+		page.Entries[i].Data, page.Entries[i].B64 = restData(e)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, page)
 }
 
 // handleChannels serves GET /v1/channels?prefix=odds:&limit=100: cached

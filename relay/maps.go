@@ -37,6 +37,26 @@ func (c *session) mapPage(limit int32) int {
 	return int(limit)
 }
 
+// pageFloor raises a page of limit entries of a map of n so that paging
+// all of it takes at most half the frames a client may send in a second
+// (websocket.max_frames_per_second) and half its command burst
+// (commands_burst): the SDK asks for each page as the previous arrives,
+// and a small pageSize on a large map would otherwise be closed 3013 on
+// a fast link, reconnect and page again, in a loop (edgebench maps and
+// the SDK found it: docs/performance.md). At most page_size.
+func (c *session) pageFloor(limit, n int) int {
+	ws := c.srv.cfg.WebSocket
+	pages := ws.MaxFramesPerSecond
+	if ws.CommandsPerSecond > 0 && (pages == 0 || ws.CommandsBurst < pages) {
+		pages = ws.CommandsBurst
+	}
+	if pages == 0 {
+		return limit
+	}
+	pages = max(pages/2, 1)
+	return max(limit, min(c.srv.cfg.Channels.Maps.PageSize, (n+pages-1)/pages))
+}
+
 func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	if req.Type != protocol.SubscribeTypeMap {
 		c.replyError(id, protocol.ErrNotAvailable.WithMessage("only map subscriptions (type 1) are served here, not presence maps"))
@@ -49,24 +69,38 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 	if !ok {
 		return
 	}
+	filter, ok := c.tagFilter(id, req) // every phase's request carries it
+	if !ok {
+		return
+	}
 	limit, maxData := c.mapPage(req.Limit), c.maxReplyData()
+	// Per-entry deltas: every reply of the flow says so (in JSON its
+	// entries' data are then strings), and live pushes may be patches.
+	// Not with a tag filter (as for channels): a filtered subscriber
+	// misses values, so a patch against its previous one may not apply.
+	delta := req.Delta == "fossil" && filter == nil
 	var err error
 	switch req.Phase {
 	case protocol.PhaseState:
 		err = c.srv.hub.ViewMap(req.Channel, func(v *fanout.MapView) {
+			limit := c.pageFloor(limit, v.Len())
 			entries, next := v.Page(req.Cursor, limit, maxData)
 			c.replyMap(id, &protocol.SubscribeResult{Phase: protocol.PhaseState, Cursor: next, Epoch: v.Epoch(), Offset: v.Top(),
-				State: mapPublications(entries)}, false)
+				State: mapPublications(filtered(filter, entries)), Delta: delta}, false)
 		})
 	case protocol.PhaseStream:
-		sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, false, false), nil)
+		sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, delta, false), nil)
+		if filter != nil {
+			sub.SetFilter(filter)
+		}
 		var live bool
 		err = c.srv.hub.SubscribeMap(req.Channel, sub, func(v *fanout.MapView) bool {
-			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top()}
+			res := &protocol.SubscribeResult{Phase: protocol.PhaseStream, Epoch: v.Epoch(), Offset: v.Top(), Delta: delta}
+			limit := c.pageFloor(limit, v.Len())
 			changed, ok := v.Since(req.Epoch, req.Offset, limit+1)
 			switch {
 			case !ok && req.Recover:
-				c.replyError(id, protocol.ErrUnrecoverable.WithMessage("the map's position is of another epoch or older than its forgotten removals"))
+				c.replyError(id, protocol.ErrUnrecoverable.WithMessage("the map's position is of another epoch, older than its forgotten removals or than its first entry on this node"))
 				return false
 			case !ok:
 				// The epoch changed since the client's first state page:
@@ -74,19 +108,32 @@ func (c *session) handleMapSubscribe(id uint32, req *protocol.SubscribeRequest) 
 				c.replyMap(id, res, false)
 				return false
 			}
+			// Pages end where they would without a filter, so that the
+			// positions are the map's; the filter then takes from each.
 			if n := pageLen(changed, limit, maxData); n < len(changed) {
-				res.Publications = mapPublications(changed[:n])
-				res.Offset = res.Publications[n-1].Offset
+				res.Publications = mapPublications(filtered(filter, changed[:n]))
+				res.Offset = protoOffset(changed[n-1])
 				c.replyMap(id, res, false)
 				return false
 			}
-			res.Phase, res.Publications = protocol.PhaseLive, mapPublications(changed)
+			res.Phase, res.Publications = protocol.PhaseLive, mapPublications(filtered(filter, changed))
 			res.Recoverable, res.Recovered, res.WasRecovering = true, req.Recover, req.Recover
 			res.Expires, res.TTL = expiry(subExp)
+			ahead := req.Recover && !v.Local() && req.Offset > v.Top()
+			if ahead {
+				// The client resumed from a node that had read further: it
+				// keeps its position, and the changes it holds are not
+				// sent again (a patch of one would apply to an older value
+				// than the client's).
+				res.Offset = req.Offset
+			}
 			if !c.replyMap(id, res, true) {
 				return false
 			}
 			sub.Subscribed(nil)
+			if ahead {
+				sub.HoldsThrough(int64(req.Offset) - 1)
+			}
 			live = true
 			return true
 		})

@@ -253,3 +253,45 @@ func TestKeyedTopicMap(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMapClientAhead: a client resuming a map on a node that has not yet
+// read as far as the node it came from (its position is past this map's
+// newest change, same epoch) keeps its position, and the changes it
+// already holds are not sent again when this node reads them: with
+// deltas, a patch of one would apply to an older value than the
+// client's. The next change is a patch to the value the client holds.
+func TestMapClientAhead(t *testing.T) {
+	kafka := newKafka(t)
+	r := startRelay(t, mapsConfig(kafka.ListenAddrs(), 10))
+	prod := newProducer(t, kafka.ListenAddrs())
+	const m = "odds:tennis:wtt:match-ahead"
+	first := []mapChange{{key: "k0", value: deltaValue("k0", 0)}, {key: "k1", value: deltaValue("k1", 0)}}
+	produceEntries(t, prod, m, first)
+	top := first[1].offset
+	waitMap(t, r, m, 2, top)
+
+	c := r.dial(t)
+	c.connect()
+	epoch := mapSubscribe(t, c, 2, m, 2, "")["epoch"].(string)
+	// The client holds the next three changes (Kafka offsets top..top+2),
+	// read on another node.
+	next := []mapChange{
+		{key: "k0", value: deltaValue("k0", 1)}, {key: "k0", value: deltaValue("k0", 2)}, {key: "k1", value: deltaValue("k1", 3)},
+		{key: "k0", value: deltaValue("k0", 4)}, {key: "k1", value: deltaValue("k1", 5)},
+	}
+	res := mapSubscribe(t, c, 3, m, 1, fmt.Sprintf(`"recover":true,"epoch":%q,"offset":%d,"delta":"fossil"`, epoch, top+3))
+	if res["phase"] != nil || res["recovered"] != true || num(res["offset"]) != top+3 || res["publications"] != nil {
+		t.Fatalf("recovering ahead of the node: %v, want live, recovered, at offset %d, nothing sent", res, top+3)
+	}
+	mc := newMapConn(t, c)
+	mc.maps[m] = &mapCopy{fossil: true, state: map[string]string{"k0": next[1].value, "k1": next[2].value}}
+	produceEntries(t, prod, m, next)
+	mc.readThrough(m, next[4].offset)
+	got := mc.maps[m]
+	if len(got.changes) != 2 || got.changes[0].offset != next[3].offset || got.patches != 2 {
+		t.Fatalf("got changes %+v (%d patches), want those at %d and %d, as patches", got.changes, got.patches, next[3].offset, next[4].offset)
+	}
+	if got.state["k0"] != next[3].value || got.state["k1"] != next[4].value {
+		t.Fatalf("client holds %v", got.state)
+	}
+}

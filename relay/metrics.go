@@ -44,6 +44,7 @@ type metrics struct {
 	connectionsRefused *prometheus.CounterVec
 	deltaEncode        prometheus.Histogram
 	patchesSkipped     prometheus.Counter
+	tagFiltered        prometheus.Counter // deliveries a tag filter skipped (tagfilter.go)
 	bytesByVariant     *prometheus.CounterVec
 	formBytes          [fanout.MaxForms]prometheus.Counter // by form (frame.go); nil for forms never written
 
@@ -150,6 +151,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 			Help:    "Time to encode the delta variants of one update (once per update, for channels with delta subscribers).",
 			Buckets: []float64{1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3}}),
 		patchesSkipped: prometheus.NewCounter(prometheus.CounterOpts(f("delta_patches_skipped_total", "Updates sent in full to delta subscribers because the patch was not smaller (or not valid UTF-8)."))),
+		tagFiltered:    prometheus.NewCounter(prometheus.CounterOpts(f("tag_filter_skipped_total", "Publications not delivered to a subscriber because its tag filter did not match them (live and in subscribe replies)."))),
 		bytesByVariant: prometheus.NewCounterVec(prometheus.CounterOpts(f("publication_bytes_written_total", "Bytes of publication pushes written, by encoding (json, protobuf), variant (full, delta_full, delta_patch) and compression (none, deflate).")), []string{"encoding", "variant", "compression"}),
 		betsReceived:   prometheus.NewCounter(prometheus.CounterOpts(f("bets_received_total", "rpc bet commands received."))),
 		bets:           prometheus.NewCounterVec(prometheus.CounterOpts(f("bets_total", "Bets answered, by result: accepted, duplicate (a retry answered from memory), or the rejection reason.")), []string{"result"}),
@@ -201,7 +203,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency, m.ingestAge,
-		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.connectionsRefused, m.notJSON, m.deltaEncode, m.patchesSkipped, m.bytesByVariant,
+		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.connectionsRefused, m.notJSON, m.deltaEncode, m.patchesSkipped, m.tagFiltered, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag, m.kafkaRecordAge, m.kafkaRecreated, m.kafkaErrors, m.kafkaReachable, m.kafkaProbeErrors, buildInfo,
 		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
@@ -229,8 +231,10 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 }
 
 // latencyBuckets cover a push's age, from Kafka to the socket: finer
-// around the 100 ms that matters for odds.
-var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .075, .1, .15, .2, .25, .5, 1, 2.5, 5, 10}
+// between 10 and 50 ms, where one burst of fan-out to a few thousand
+// subscribers ends (docs/performance.md, tail latency), and around the
+// 100 ms that matters for odds.
+var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .015, .02, .025, .03, .04, .05, .075, .1, .15, .2, .25, .5, 1, 2.5, 5, 10}
 
 func (m *metrics) OnRecord(topic string, _ int32) { m.kafkaRecords.WithLabelValues(topic).Inc() }
 

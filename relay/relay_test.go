@@ -90,6 +90,11 @@ func TestRecoverCachedPosition(t *testing.T) {
 		// must not be told nothing was missed (the latest value comes).
 		{"behind, history off", fmt.Sprintf(`{"channel":%q,"recover":true,"epoch":%q,"offset":%d}`, ch, epoch, off), 1, false},
 		{"other epoch", fmt.Sprintf(`{"channel":%q,"recover":true,"epoch":"old","offset":%d}`, ch, off+1), 1, false},
+		// Subscribed before the channel's first record: the reply had no
+		// epoch, the client has the offset of what it received since.
+		{"no epoch, up to date", fmt.Sprintf(`{"channel":%q,"recover":true,"offset":%d}`, ch, off+1), 0, true},
+		{"no epoch, a position not of this channel", fmt.Sprintf(`{"channel":%q,"recover":true,"offset":%d}`, ch, off+7), 1, false},
+		{"no epoch, nothing received", fmt.Sprintf(`{"channel":%q,"recover":true}`, ch), 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,8 +104,8 @@ func TestRecoverCachedPosition(t *testing.T) {
 			sub := c.mustNext()["subscribe"].(map[string]any)
 			pubs, _ := sub["publications"].([]any)
 			recovered, _ := sub["recovered"].(bool)
-			if len(pubs) != tt.wantPubs || recovered != tt.wantRecovered {
-				t.Fatalf("reply %v: want %d publications, recovered=%v", sub, tt.wantPubs, tt.wantRecovered)
+			if len(pubs) != tt.wantPubs || recovered != tt.wantRecovered || sub["epoch"] != epoch {
+				t.Fatalf("reply %v: want %d publications, recovered=%v, epoch %q", sub, tt.wantPubs, tt.wantRecovered, epoch)
 			}
 		})
 	}

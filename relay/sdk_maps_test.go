@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,10 +30,12 @@ func mapsConfig(brokers []string, page int) relay.Config {
 // mapChange is one record produced for a map entry: a value, or a
 // tombstone (removed).
 type mapChange struct {
-	key     string
-	value   string
-	removed bool
-	offset  uint64 // protocol offset: Kafka offset + 1
+	key      string
+	value    string
+	removed  bool
+	priority bool      // the record has the header priority: 1
+	at       time.Time // the record's timestamp (zero: now)
+	offset   uint64    // protocol offset: Kafka offset + 1
 }
 
 // produceEntries writes one record per change, keyed by the map (so that
@@ -46,6 +50,10 @@ func produceEntries(t testing.TB, cl *kgo.Client, mapName string, changes []mapC
 		recs[i] = &kgo.Record{Topic: "odds", Key: []byte(mapName), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(ch)}}}
 		if !c.removed {
 			recs[i].Value = []byte(c.value)
+		}
+		recs[i].Timestamp = c.at
+		if c.priority {
+			recs[i].Headers = append(recs[i].Headers, kgo.RecordHeader{Key: "priority", Value: []byte("1")})
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -95,7 +103,10 @@ type mapEvent struct {
 	WasRecovering bool            `json:"was_recovering"`
 	Recoverable   bool            `json:"recoverable"`
 	Code          int             `json:"code"`
-	line          string
+	Delta         struct {
+		NumDeltaPayloads int `json:"numDeltaPayloads"`
+	} `json:"delta"`
+	line string
 }
 
 // TestSDKMaps runs the npm centrifuge SDK's map subscription
@@ -110,22 +121,36 @@ type mapEvent struct {
 // removed: more than a stream page); the SDK reconnects (to the same or
 // to a second relay reading the same Kafka), catches up from its
 // position, recovered, and gets each change once, in offset order:
-// nothing missing, nothing twice.
+// nothing missing, nothing twice; then more live changes.
+//
+// With delta, the SDK subscribes with delta: 'fossil' (per-entry deltas)
+// and must rebuild every value: a removed key added again comes in
+// full, and after the reconnect keys it held from before the drop and
+// from the catch-up are patched; the test checks how many patches the SDK
+// decoded (sub.deltaStats()) against the changes that had a base.
 func TestSDKMaps(t *testing.T) {
 	for _, tt := range []struct {
-		name, encoding string
-		otherNode      bool
+		name, encoding   string
+		otherNode, delta bool
 	}{
-		{"json", "json", false},
-		{"protobuf", "protobuf", false},
-		{"json+other-node", "json", true},
-		{"protobuf+other-node", "protobuf", true},
+		{"json", "json", false, false},
+		{"protobuf", "protobuf", false, false},
+		{"json+other-node", "json", true, false},
+		{"protobuf+other-node", "protobuf", true, false},
+		{"json+delta", "json", false, true},
+		{"protobuf+delta+other-node", "protobuf", true, true},
 	} {
-		t.Run(tt.name, func(t *testing.T) { testSDKMaps(t, tt.encoding, tt.otherNode) })
+		t.Run(tt.name, func(t *testing.T) { testSDKMaps(t, tt.encoding, tt.otherNode, tt.delta) })
 	}
 }
 
-func testSDKMaps(t *testing.T, encoding string, otherNode bool) {
+// deltaValue is a market's value for the delta runs: large next to what
+// changes, so that a patch pays.
+func deltaValue(key string, v int) string {
+	return fmt.Sprintf(`{"market":%q,"v":%d,"names":%q}`, key, v, strings.Repeat("home draw away ", 20))
+}
+
+func testSDKMaps(t *testing.T, encoding string, otherNode, delta bool) {
 	const (
 		markets = 2000
 		page    = 100
@@ -151,23 +176,30 @@ func testSDKMaps(t *testing.T, encoding string, otherNode bool) {
 			}
 		}
 	}
+	value := marketValue
+	if delta {
+		value = deltaValue
+	}
 	snapshot := make([]mapChange, markets)
 	for i := range snapshot {
 		k := fmt.Sprintf("m%04d", i)
-		snapshot[i] = mapChange{key: k, value: marketValue(k, 0)}
+		snapshot[i] = mapChange{key: k, value: value(k, 0)}
 	}
 	produceEntries(t, prod, mapName, snapshot)
 	apply(snapshot)
 	top := snapshot[markets-1].offset
 	waitMap(t, r, mapName, markets, top)
 
-	// Live: two updates, a new market, a removal (tombstone), one more update.
+	// Live: two updates, a new market, a removal (tombstone), one more
+	// update, the removed market added again and updated.
 	liveChanges := []mapChange{
-		{key: "m0005", value: marketValue("m0005", 1)},
-		{key: "m1999", value: marketValue("m1999", 1)},
-		{key: "new-1", value: marketValue("new-1", 1)},
+		{key: "m0005", value: value("m0005", 1)},
+		{key: "m1999", value: value("m1999", 1)},
+		{key: "new-1", value: value("new-1", 1)},
 		{key: "m0007", removed: true},
-		{key: "m0005", value: marketValue("m0005", 2)},
+		{key: "m0005", value: value("m0005", 2)},
+		{key: "m0007", value: value("m0007", 5)},
+		{key: "m0007", value: value("m0007", 6)},
 	}
 	// While the socket is down: 150 distinct markets (two stream pages).
 	var downChanges []mapChange
@@ -178,14 +210,48 @@ func testSDKMaps(t *testing.T, encoding string, otherNode bool) {
 			downChanges = append(downChanges, mapChange{key: k, removed: true})
 		case i%10 == 4:
 			k = fmt.Sprintf("new-down-%03d", i)
-			downChanges = append(downChanges, mapChange{key: k, value: marketValue(k, 1)})
+			downChanges = append(downChanges, mapChange{key: k, value: value(k, 1)})
 		default:
-			downChanges = append(downChanges, mapChange{key: k, value: marketValue(k, 3)})
+			downChanges = append(downChanges, mapChange{key: k, value: value(k, 3)})
+		}
+	}
+
+	// After the catch-up: markets unchanged meanwhile (their delta base
+	// is from before the reconnect), changed meanwhile (from the
+	// catch-up), added meanwhile, removed meanwhile and added again.
+	afterChanges := []mapChange{
+		{key: "m0001", value: value("m0001", 7)},
+		{key: "m0100", value: value("m0100", 7)},
+		{key: "new-down-004", value: value("new-down-004", 7)},
+		{key: "m0103", value: value("m0103", 7)},
+		{key: "m0103", value: value("m0103", 8)},
+		{key: "new-1", value: value("new-1", 7)},
+	}
+	// expectPatches is how many changes a delta subscriber gets as
+	// patches: the live ones (not a catch-up's) of a key it holds.
+	expectPatches := 0
+	if delta {
+		held := maps.Clone(state)
+		for phase, cs := range [][]mapChange{liveChanges, downChanges, afterChanges} {
+			catchUp := phase == 1
+			for _, c := range cs {
+				if _, ok := held[c.key]; ok && !c.removed && !catchUp {
+					expectPatches++
+				}
+				if c.removed {
+					delete(held, c.key)
+				} else {
+					held[c.key] = c
+				}
+			}
 		}
 	}
 
 	env := []string{"EDGERELAY_URL=" + r.url(), "MAP=" + mapName, "PAGE=" + strconv.Itoa(page), "ENCODING=" + encoding,
-		"LIVE=" + strconv.Itoa(len(liveChanges)), "RECOVER=" + strconv.Itoa(len(downChanges))}
+		"LIVE=" + strconv.Itoa(len(liveChanges)), "RECOVER=" + strconv.Itoa(len(downChanges)), "AFTER=" + strconv.Itoa(len(afterChanges))}
+	if delta {
+		env = append(env, "DELTA=1")
+	}
 	if otherNode {
 		env = append(env, "EDGERELAY_URL2="+r2.url())
 	}
@@ -232,16 +298,21 @@ func testSDKMaps(t *testing.T, encoding string, otherNode bool) {
 			if _, err := io.WriteString(stdin, "resume\n"); err != nil {
 				t.Fatal(err)
 			}
+		case "recovered":
+			produceEntries(t, prod, mapName, afterChanges)
 		case "fail":
 			t.Fatalf("maps.mjs: %s", e.Msg)
 		case "done":
 			done = true
+			if e.Delta.NumDeltaPayloads != expectPatches {
+				t.Errorf("the SDK decoded %d patches (%s), want %d", e.Delta.NumDeltaPayloads, e.line, expectPatches)
+			}
 		}
 	}
 	if syncs != 1 {
 		t.Errorf("%d syncs, want 1 (the reconnect recovers, no new snapshot)", syncs)
 	}
-	want := append(append([]mapChange{}, liveChanges...), downChanges...)
+	want := slices.Concat(liveChanges, downChanges, afterChanges)
 	if len(updates) != len(want) {
 		t.Fatalf("%d updates, want %d", len(updates), len(want))
 	}

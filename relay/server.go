@@ -278,6 +278,7 @@ func (s *Server) routes() {
 	}
 	s.mux.HandleFunc("GET /v1/channels/{name}", s.limitREST(s.handleChannel))
 	s.mux.HandleFunc("GET /v1/channels", s.limitREST(s.handleChannels))
+	s.mux.HandleFunc("GET /v1/maps/{name}", s.limitREST(s.handleMap))
 	s.mux.HandleFunc("GET /v1/cluster", s.limitREST(s.handleCluster))
 	s.mux.HandleFunc("POST /v1/drain", s.limitREST(s.handleDrain))
 	if s.cfg.Debug {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,7 +34,7 @@ type session struct {
 	// poller
 	user    string         // from the connect token; "" is anonymous
 	subs    []*engine.Sink // a slice is smaller than a map for the usual few
-	replies []byte         // replies of the message being handled, '\n'-separated
+	replies *[]byte        // replies of the message being handled, '\n'-separated: from replyBufs until flushed, nil at rest
 	// the command rate's bucket (websocket.commands_per_second): tokens
 	// as of cmdLast (unix nanos); below 0, commands are refused
 	cmdTokens float64
@@ -91,7 +92,7 @@ func (c *session) Closed() {
 	for _, sub := range c.subs {
 		c.srv.hub.Unsubscribe(sub.Channel(), sub)
 	}
-	c.subs, c.replies = nil, nil
+	c.subs, c.replies = nil, nil // a buffer not flushed goes to the GC, not back to the pool
 	if c.unbridge != nil {
 		c.unbridge() // before the admission slot is given back
 	}
@@ -128,7 +129,6 @@ var errSkipRest = errors.New("relay: connect failed; rest of the message skipped
 // so that it reaches the queue before the channel's next publication. It
 // reports false when the connection is being closed.
 func (c *session) handleMessage(msg []byte) bool {
-	c.replies = c.replies[:0]
 	err := c.codec.DecodeCommands(msg, c.handleBounded)
 	if errors.Is(err, protocol.ErrMalformed) {
 		c.flushReplies()
@@ -141,15 +141,24 @@ func (c *session) handleMessage(msg []byte) bool {
 }
 
 func (c *session) flushReplies() {
-	if len(c.replies) == 0 {
+	if c.replies == nil {
 		return
 	}
-	c.sendNow(c.replies)
-	c.replies = c.replies[:0]
-	if cap(c.replies) > 4<<10 {
-		c.replies = nil // an idle connection keeps no big buffer
+	b := c.replies
+	c.replies = nil
+	if len(*b) > 0 {
+		c.sendNow(*b) // copies
+	}
+	if cap(*b) <= 4<<10 { // a big one goes to the GC
+		*b = (*b)[:0]
+		replyBufs.Put(b)
 	}
 }
+
+// replyBufs are the sessions' reply buffers: a connection holds one only
+// while it handles a message (at rest it would be about 270 bytes of each
+// connection's memory; docs/performance.md, tail latency).
+var replyBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // handleBounded handles one command, then checks the replies built so
 // far: the replies of one message count against websocket.max_queue_bytes
@@ -174,7 +183,7 @@ func (c *session) handleBounded(cmd *protocol.Command) error {
 	if err := c.handleCommand(cmd); err != nil {
 		return err
 	}
-	if len(c.replies) > int(c.srv.cfg.WebSocket.MaxQueueBytes) {
+	if c.replies != nil && len(*c.replies) > int(c.srv.cfg.WebSocket.MaxQueueBytes) {
 		c.replies = nil
 		c.srv.metrics.slowDisconnects.Inc()
 		c.disconnect(protocol.DisconnectSlow)
@@ -234,7 +243,10 @@ func dataBytes(pubs []*fanout.Publication) int {
 func (c *session) sendNow(payload []byte) { c.ec.SendMessage(payload) }
 
 func (c *session) reply(r *protocol.Reply) {
-	c.replies = c.codec.AppendReply(c.replies, r)
+	if c.replies == nil {
+		c.replies = replyBufs.Get().(*[]byte)
+	}
+	*c.replies = c.codec.AppendReply(*c.replies, r)
 }
 
 func (c *session) replyError(id uint32, e *protocol.Error) {
@@ -345,13 +357,22 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 	if !ok {
 		return
 	}
-	delta := req.Delta == "fossil"
+	filter, ok := c.tagFilter(id, req)
+	if !ok {
+		return
+	}
+	// As in Centrifugo, a tag filter and deltas exclude each other: with
+	// a filter, delta is not negotiated and pushes carry full payloads.
+	delta := req.Delta == "fossil" && filter == nil
 	compact := req.Flag&protocol.FlagChannelCompaction != 0 && c.codec.ChannelIDs()
 	// Only a channel Kafka has written to names a namespace label.
 	conflated := c.srv.conflatedCounter(req.Channel, c.srv.hub.Last(req.Channel) != nil)
 	sub := c.ec.NewSink(req.Channel, subscriptionForm(c.codec, delta, compact), conflated)
+	if filter != nil {
+		sub.SetFilter(filter)
+	}
 	err := c.srv.hub.Subscribe(req.Channel, sub, func(st *fanout.State) {
-		res := subscribeResult(req, st, c.maxReplyData())
+		res := subscribeResult(req, st, c.maxReplyData(), filter)
 		if !c.carries(res.Publications) {
 			return // closing with 3506
 		}
@@ -361,8 +382,11 @@ func (c *session) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		res.Delta = delta
 		res.Expires, res.TTL = expiry(subExp)
 		// The cached value is what the client holds: the base of the
-		// first patch, what a bet can say it saw.
-		sub.Subscribed(st.Last)
+		// first patch, what a bet can say it saw (if its filter lets it
+		// see it).
+		if st.Last == nil || passes(filter, st.Last) {
+			sub.Subscribed(st.Last)
+		}
 		if res.Recovered && st.Last != nil && req.Offset > protoOffset(st.Last) {
 			// The client is ahead of this node (it resumed from another
 			// that had read further): what it holds is not sent again.
@@ -423,7 +447,14 @@ func (c *session) admitSubscribe(id uint32, req *protocol.SubscribeRequest) (tim
 // publications hold more than maxData bytes is not filled: the client gets
 // the latest publication, not recovered, as if the history did not reach
 // back so far.
-func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData int) *protocol.SubscribeResult {
+//
+// With a tag filter f, the reply carries only what f passes: the missed
+// publications it matches (recovered all the same: the others are not
+// lost, the client did not want them), or the newest matching
+// publication of the history and cached value, or none. The reply's
+// offset stays the channel's. A filter runs over at most maxFilterScan
+// publications: a filtered recovery that missed more is not recovered.
+func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData int, f fanout.Filter) *protocol.SubscribeResult {
 	res := &protocol.SubscribeResult{Recoverable: true, WasRecovering: req.Recover}
 	last := st.Last
 	if last == nil {
@@ -432,7 +463,7 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 	}
 	res.Epoch = last.Epoch
 	res.Offset = protoOffset(last)
-	sameEpoch := req.Recover && req.Epoch == last.Epoch
+	sameEpoch := req.Recover && (req.Epoch == last.Epoch || req.Epoch == "" && seenHere(st, req.Offset))
 	if sameEpoch && req.Offset >= res.Offset {
 		// Nothing missed. A client ahead of this node (it resumed from
 		// one that had read further) keeps its position; the
@@ -442,15 +473,40 @@ func subscribeResult(req *protocol.SubscribeRequest, st *fanout.State, maxData i
 		return res
 	}
 	if sameEpoch && req.Offset > 0 {
-		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok && dataBytes(missed) <= maxData {
-			res.Publications = protoPublications(missed, false)
-			res.Recovered = true
-			return res
+		if missed, ok := st.Since(req.Epoch, int64(req.Offset)-1); ok && (f == nil || len(missed) <= maxFilterScan) {
+			if missed = filtered(f, missed); dataBytes(missed) <= maxData {
+				res.Publications = protoPublications(missed, false)
+				res.Recovered = true
+				return res
+			}
 		}
 	}
-	res.Publications = []protocol.Publication{{Data: last.Data, Offset: res.Offset, Binary: last.Binary}}
 	res.Recovered = false // a gap it cannot prove empty: the latest value, recovered:false
+	if p := newestPassing(f, st); p != nil {
+		res.Publications = []protocol.Publication{protoPublication(p)}
+	}
 	return res
+}
+
+// seenHere reports whether offset (a protocol offset: Kafka's + 1) is the
+// position after one of the channel's publications this node holds, the
+// cached one or one in its history. A client that subscribed before the
+// channel's first record got a reply without epoch; the position it
+// recovers from is then of the current stream if it names one of these
+// (else it gets the latest value, not recovered, as for another epoch).
+func seenHere(st *fanout.State, offset uint64) bool {
+	if offset == 0 {
+		return false
+	}
+	if st.Last != nil && protoOffset(st.Last) == offset {
+		return true
+	}
+	for _, p := range st.History {
+		if p.Epoch == st.Last.Epoch && protoOffset(p) == offset {
+			return true
+		}
+	}
+	return false
 }
 
 // carries checks that the client's encoding can take every publication
@@ -475,9 +531,14 @@ func protoPublications(pubs []*fanout.Publication, reverse bool) []protocol.Publ
 		if reverse {
 			j = len(pubs) - 1 - i
 		}
-		out[j] = protocol.Publication{Data: p.Data, Offset: protoOffset(p), Binary: p.Binary}
+		out[j] = protoPublication(p)
 	}
 	return out
+}
+
+// protoPublication is p as a reply carries it.
+func protoPublication(p *fanout.Publication) protocol.Publication {
+	return protocol.Publication{Data: p.Data, Offset: protoOffset(p), Tags: p.Tags, Binary: p.Binary}
 }
 
 // mayRead reports whether the client may read channel (Server.mayRead),

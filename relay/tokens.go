@@ -138,7 +138,7 @@ func (c *session) subscribeServerSide(ch string) {
 		var pubs []protocol.Publication
 		if last := st.Last; last != nil {
 			announce.Epoch, announce.Offset = last.Epoch, protoOffset(last)
-			pubs = []protocol.Publication{{Data: last.Data, Offset: protoOffset(last), Binary: last.Binary}}
+			pubs = []protocol.Publication{protoPublication(last)}
 		}
 		if !c.carries(pubs) {
 			return // closing with 3506

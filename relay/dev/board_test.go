@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,7 +27,36 @@ const (
 	readmeChannel  = "odds:football:epl:match-123:1x2"
 	foreignChannel = "odds:football:epl:match-100:1x2"
 	readmeRecord   = `{"home":2.10,"draw":3.40,"away":3.25}`
+	// addedChannel is a market the test opens in match-100 (and closes
+	// with a tombstone) while the board shows it: a new key of the map.
+	addedChannel = "odds:football:epl:match-100:test-added"
+	addedRecord  = `{"match":"match-100","sport":"football","league":"epl","home":"H","away":"A","market":"test-added",` +
+		`"status":"open","selections":[{"id":"home","name":"H","odds":2.5},{"id":"away","name":"A","odds":1.61}]}`
 )
+
+// addServer serves POST /add and /remove for board.mjs, which asks once
+// the page shows odds: the market addedChannel is produced (a record, or
+// a tombstone) into Kafka, keyed by its match like the simulator's.
+func addServer(t *testing.T, cl *kgo.Client) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	for path, value := range map[string][]byte{"/add": []byte(addedRecord), "/remove": nil} {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
+			rec := &kgo.Record{Topic: "odds", Key: []byte("match-100"), Value: value, Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(addedChannel)}}}
+			if err := cl.ProduceSync(r.Context(), rec).FirstErr(); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+			}
+		})
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
 
 // TestBoardInChromium opens the demo board in a real browser (Debian's
 // Chromium via playwright-core) against a fresh dev mode and checks that it
@@ -40,7 +70,10 @@ const (
 // that at desktop (1280 px) and phone (390 and 360 px) sizes no element
 // leaves its card, no name runs into its price, the header is whole, the
 // slip is a column on desktop and a bottom sheet on phones, and a price
-// can be bet on from the keyboard.
+// can be bet on from the keyboard. Maps: each card is one map subscription
+// of the SDK (served by dev mode): a market the test produces into Kafka
+// mid-match appears on its card without a reload, and goes with its
+// tombstone; the simulator's pop-up markets appear too.
 func TestBoardInChromium(t *testing.T) {
 	dir, _ := filepath.Abs("../../tests/js")
 	_, errChromium := os.Stat("/usr/bin/chromium")
@@ -91,7 +124,8 @@ func TestBoardInChromium(t *testing.T) {
 
 	cmd := exec.Command("node", "board.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "BOARD_URL=http://"+addr+"/", "FOREIGN_CHANNEL="+foreignChannel)
+	cmd.Env = append(os.Environ(), "BOARD_URL=http://"+addr+"/", "FOREIGN_CHANNEL="+foreignChannel,
+		"ADD_URL="+addServer(t, cl), "ADD_CHANNEL="+addedChannel)
 	if shots := os.Getenv("BOARD_SCREENSHOTS"); shots != "" {
 		cmd.Env = append(cmd.Env, "SCREENSHOTS="+shots)
 	}
@@ -119,6 +153,15 @@ func TestBoardInChromium(t *testing.T) {
 			UpdatesAfterSkip int    `json:"updates_after_skip"`
 			MatchPrices      int    `json:"match_prices"`
 		} `json:"foreign"`
+		Added *struct {
+			Before     int    `json:"before"`
+			MsToAppear int    `json:"ms_to_appear"`
+			Price      string `json:"price"`
+			Label      string `json:"label"`
+			Gone       bool   `json:"gone"`
+			SamePage   bool   `json:"same_page"`
+		} `json:"added"`
+		PopUps  int `json:"pop_ups"`
 		Desktop struct {
 			Problems        []string `json:"problems"`
 			SlipBesideBoard bool     `json:"slip_beside_board"`
@@ -139,6 +182,9 @@ func TestBoardInChromium(t *testing.T) {
 	if res.Foreign != nil {
 		t.Logf("foreign records: %+v", *res.Foreign)
 	}
+	if res.Added != nil {
+		t.Logf("market added mid-match: %+v", *res.Added)
+	}
 	t.Logf("board: %+v; dev start to first live update on the page: %v", res, time.Since(start).Round(time.Millisecond))
 	if res.State != "open" || res.Matches != opts.Sim.Matches || res.Odds < 2*opts.Sim.Matches || res.Updates < 20 || len(res.Errors) > 0 {
 		t.Fatalf("board not live: %+v", res)
@@ -152,6 +198,12 @@ func TestBoardInChromium(t *testing.T) {
 	}
 	if f := res.Foreign; f == nil || f.Skipped < 1 || f.UpdatesAfterSkip < 20 || f.MatchPrices < 2 || !strings.Contains(f.SkippedTitle, foreignChannel) {
 		t.Errorf("README's kcat record: %+v; want it skipped and counted, the board updating after it and match-100 still priced", f)
+	}
+	if a := res.Added; a == nil || a.Before != 0 || a.Price != "2.50" || a.Label != "test-added" || !a.Gone || !a.SamePage {
+		t.Errorf("market added mid-match: %+v; want it absent, then on the card at 2.50 without a reload, then gone with its tombstone", a)
+	}
+	if res.PopUps < 1 {
+		t.Errorf("no pop-up market of the simulator on the board")
 	}
 	if len(res.Desktop.Problems) > 0 || !res.Desktop.SlipBesideBoard {
 		t.Errorf("desktop layout (slip beside the board: %v):\n%s", res.Desktop.SlipBesideBoard, strings.Join(res.Desktop.Problems, "\n"))

@@ -49,7 +49,8 @@ func (c BookmakerConfig) validate() error {
 //
 //   - at once, "accepted"; or "rejected" with a reason: "not a dev
 //     market: <channel>" for a channel outside cfg.Markets, or when the
-//     book's own current price for the market says no: "market suspended", "unknown
+//     book's own current price for the market says no: "market suspended" (or
+//     "market closed" after a tombstone of the market), "unknown
 //     selection", or "odds moved to 1.95" when the bet asks for more than
 //     the selection pays now (the price shortened after the bettor saw
 //     it: a move against the house). A market the book has not priced
@@ -176,9 +177,14 @@ func (b *Bookmaker) Run(ctx context.Context) {
 }
 
 // price keeps the latest odds of a market record; other records of the
-// topic (match channels) have no selections and are skipped.
+// topic (match channels) have no selections and are skipped. A tombstone
+// closes the market.
 func (b *Bookmaker) price(r *kgo.Record) {
 	channel := header(r, "channel")
+	if channel != "" && r.Value == nil {
+		b.prices[channel] = MarketUpdate{Status: "closed"}
+		return
+	}
 	var u MarketUpdate
 	if channel == "" || json.Unmarshal(r.Value, &u) != nil || len(u.Selections) == 0 {
 		return
@@ -239,7 +245,7 @@ func (b *Bookmaker) refusal(bet BetResult) string {
 		return ""
 	}
 	if m.Status != "" && m.Status != "open" {
-		return "market suspended"
+		return "market " + m.Status
 	}
 	for _, s := range m.Selections {
 		if s.ID == bet.Selection {

@@ -15,8 +15,8 @@ import (
 )
 
 // TestBookmaker: against a real (embedded) Kafka, bets at the book's price
-// are accepted and then settled; bets above it, on a suspended market or an
-// unknown selection are rejected; a market the book has not priced is taken
+// are accepted and then settled; bets above it, on a suspended market, on
+// one closed by a tombstone or on an unknown selection are rejected; a market the book has not priced is taken
 // on trust; a bet on a channel outside its Markets (a benchmark's) is
 // rejected as not a dev market; a duplicate record (same idempotency key)
 // gets no second answer.
@@ -34,11 +34,13 @@ func TestBookmaker(t *testing.T) {
 	if err := prod.ProduceSync(ctx,
 		market("odds:f:l:m:1x2", "open", Selection{ID: "home", Odds: 2.5}, Selection{ID: "away", Odds: 3}),
 		market("odds:f:l:m:btts", "suspended", Selection{ID: "yes", Odds: 1.8}, Selection{ID: "no", Odds: 1.9}),
+		market("odds:f:l:m:corner", "open", Selection{ID: "home", Odds: 1.8}, Selection{ID: "away", Odds: 1.9}),
+		&kgo.Record{Topic: "odds", Key: []byte("m"), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte("odds:f:l:m:corner")}}},
 	).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	book, err := NewBookmaker(ctx, brokers, BookmakerConfig{BetsTopic: "bets", OddsTopic: "odds", ResultsTopic: "results", SettleAfter: 200 * time.Millisecond,
-		Markets: map[string]bool{"odds:f:l:m:1x2": true, "odds:f:l:m:btts": true, "odds:f:l:other:1x2": true}}, quietLog())
+		Markets: map[string]bool{"odds:f:l:m:1x2": true, "odds:f:l:m:btts": true, "odds:f:l:m:corner": true, "odds:f:l:other:1x2": true}}, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +59,7 @@ func TestBookmaker(t *testing.T) {
 		betRecord("ann", "b4", "odds:f:l:m:1x2", "draw", 3),
 		betRecord("ann", "b5", "odds:f:l:other:1x2", "home", 4),
 		betRecord("ann", "b6", "odds:basketball:nba:m-3:moneyline", "home", 1.9),
+		betRecord("ann", "b7", "odds:f:l:m:corner", "home", 1.8),
 		betRecord("ann", "b1", "odds:f:l:m:1x2", "home", 2.5),
 		noKey,
 		betRecord("ann", "sentinel", "odds:f:l:m:1x2", "draw", 3),
@@ -79,6 +82,7 @@ func TestBookmaker(t *testing.T) {
 		{"b4", "rejected unknown selection"},
 		{"b5", "accepted settled"},
 		{"b6", "rejected not a dev market: odds:basketball:nba:m-3:moneyline"},
+		{"b7", "rejected market closed"},
 		{"b0", ""},
 		{"sentinel", "rejected unknown selection"},
 	} {

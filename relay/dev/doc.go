@@ -4,7 +4,11 @@
 // a simulator producing a realistic odds and scores feed into it, a
 // simulated bookmaker that answers bets on the results topic, demo tokens
 // at /v1/dev/token, and the relay itself with a live odds board at "/"
-// where a click places a bet.
+// where a click places a bet. The board is a client of the npm centrifuge
+// SDK (its browser build, vendored as centrifuge.js and served at
+// /centrifuge.js): one map subscription per match (dev mode's map rule
+// DevMapRule), so the markets the simulator opens and closes in play
+// (SimConfig.PopUpEvery) come and go on the page.
 //
 // Nothing here is meant for production: the broker keeps its data in
 // memory unless given a data directory, and has no replication.

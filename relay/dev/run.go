@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +23,19 @@ import (
 
 //go:embed board.html
 var boardHTML []byte
+
+// centrifugeJS is the npm centrifuge SDK's browser build
+// (dist/centrifuge.js of the version tests/js/package-lock.json pins; MIT,
+// centrifuge.LICENSE), which the board loads from /centrifuge.js: dev mode
+// runs offline. TestVendoredSDK keeps it equal to the locked package's.
+//
+//go:embed centrifuge.js
+var centrifugeJS []byte
+
+// DevMapRule is the map rule dev mode adds (last) to the configuration's:
+// every match's markets (odds:<sport>:<league>:<match>:<market>)
+// are one map, odds:<sport>:<league>:<match>, which the board subscribes.
+var DevMapRule = relay.MapRuleConfig{Prefix: "odds:", Depth: 1}
 
 // favicon is the board's icon, served at /favicon.ico (SVG: every current
 // browser takes it there), so the page logs no 404.
@@ -73,6 +87,9 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	if cfg.Channels.HistorySize == 0 {
 		cfg.Channels.HistorySize = DevHistorySize
 	}
+	if !slices.Contains(cfg.Channels.Maps.Rules, DevMapRule) {
+		cfg.Channels.Maps.Rules = append(slices.Clip(cfg.Channels.Maps.Rules), DevMapRule)
+	}
 
 	srv, err := relay.New(cfg, log)
 	if err != nil {
@@ -94,6 +111,10 @@ func Run(ctx context.Context, cfg relay.Config, opts Options, ln net.Listener, l
 	srv.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(boardHTML)
+	}))
+	srv.Handle("GET /centrifuge.js", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Write(centrifugeJS)
 	}))
 	srv.Handle("GET /favicon.ico", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "image/svg+xml")

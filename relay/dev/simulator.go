@@ -26,12 +26,17 @@ type SimConfig struct {
 	// updated match; markets of that match are suspended for SuspendFor.
 	GoalProb   float64
 	SuspendFor time.Duration
+	// PopUpEvery: this often one match opens its sport's pop-up market (a
+	// new key of the match's map, which the board shows without a reload)
+	// or, if open, closes it with a Kafka tombstone. 0: never.
+	PopUpEvery time.Duration
 	Seed       uint64
 }
 
-// DefaultSimConfig is a lively but light feed: 36 matches, 40 updates/s.
+// DefaultSimConfig is a lively but light feed: 36 matches, 40 updates/s,
+// a market opening or closing every 5 s.
 func DefaultSimConfig() SimConfig {
-	return SimConfig{Rate: 40, Matches: 36, MoveProb: 0.4, GoalProb: 0.01, SuspendFor: 3 * time.Second, Seed: 1}
+	return SimConfig{Rate: 40, Matches: 36, MoveProb: 0.4, GoalProb: 0.01, SuspendFor: 3 * time.Second, PopUpEvery: 5 * time.Second, Seed: 1}
 }
 
 // Selection is one outcome of a market with its decimal odds.
@@ -103,7 +108,9 @@ type match struct {
 	id, sport, league, home, away string
 	score                         [2]int
 	started                       time.Time
-	markets                       []*market
+	markets                       []*market // open ones; Run's goroutine only
+	popUp                         *market   // opened and closed in play (SimConfig.PopUpEvery)
+	channels                      []string  // of every market, the pop-up's included; never changes
 	scoreChannel, matchChannel    string
 	scoreSeq, matchSeq            uint64
 }
@@ -121,23 +128,26 @@ var leagues = []struct {
 	sport, league string
 	teams         []string
 	markets       [][]string // market id, selection ids...
+	popUp         []string   // the market opened and closed in play
 }{
 	// 18 teams each: the default 36 matches are 9 per league, so no team
 	// plays two matches at once and no fixture appears twice.
 	{"football", "epl", []string{"Arsenal", "Chelsea", "Liverpool", "Everton", "Spurs", "Villa", "Newcastle", "Brighton", "Fulham", "Wolves", "Brentford", "Leeds",
 		"Man City", "Man Utd", "West Ham", "Palace", "Forest", "Burnley"},
-		footballMarkets},
+		footballMarkets, footballPopUp},
 	{"football", "laliga", []string{"Madrid", "Barcelona", "Atletico", "Sevilla", "Betis", "Valencia", "Villarreal", "Bilbao",
 		"Sociedad", "Girona", "Osasuna", "Celta", "Getafe", "Mallorca", "Alaves", "Rayo", "Espanyol", "Levante"},
-		footballMarkets},
+		footballMarkets, footballPopUp},
 	{"tennis", "atp", []string{"Alcaraz", "Sinner", "Djokovic", "Zverev", "Medvedev", "Rune", "Fritz", "Ruud",
 		"Rublev", "de Minaur", "Dimitrov", "Paul", "Tsitsipas", "Shelton", "Hurkacz", "Tiafoe", "Musetti", "Draper"},
 		[][]string{{"winner", "home", "away"}, {"set-1", "home", "away"}, {"set-2", "home", "away"}, {"games-22.5", "over", "under"},
-			{"set-betting", "2-0", "2-1", "1-2", "0-2"}, {"tiebreak", "yes", "no"}}},
+			{"set-betting", "2-0", "2-1", "1-2", "0-2"}, {"tiebreak", "yes", "no"}},
+		[]string{"next-game", "home", "away"}},
 	{"basketball", "nba", []string{"Celtics", "Lakers", "Nuggets", "Bucks", "Knicks", "Suns", "Heat", "Warriors",
 		"76ers", "Mavericks", "Clippers", "Cavaliers", "Thunder", "Grizzlies", "Kings", "Pelicans", "Hawks", "Magic"},
 		[][]string{{"moneyline", "home", "away"}, {"spread-5.5", "home", "away"}, {"total-220.5", "over", "under"},
-			{"q1-total-55.5", "over", "under"}, {"ht-moneyline", "home", "away"}}},
+			{"q1-total-55.5", "over", "under"}, {"ht-moneyline", "home", "away"}},
+		[]string{"next-basket", "home", "away"}},
 }
 
 // footballMarkets is a live football match's usual board.
@@ -147,10 +157,12 @@ var footballMarkets = [][]string{
 	{"btts", "yes", "no"}, {"next-goal", "home", "none", "away"}, {"ht-1x2", "home", "draw", "away"},
 }
 
+var footballPopUp = []string{"next-corner", "home", "away"}
+
 // NewSimulator builds the matches and a producer to brokers.
 func NewSimulator(brokers []string, cfg SimConfig, log *slog.Logger) (*Simulator, error) {
-	if cfg.Rate <= 0 || cfg.Matches <= 0 {
-		return nil, fmt.Errorf("dev: simulator rate and matches must be positive")
+	if cfg.Rate <= 0 || cfg.Matches <= 0 || cfg.PopUpEvery < 0 {
+		return nil, fmt.Errorf("dev: simulator rate and matches must be positive, pop_up_every not negative")
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ClientID("edgerelay-dev-simulator"), kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
@@ -174,23 +186,32 @@ func NewSimulator(brokers []string, cfg SimConfig, log *slog.Logger) (*Simulator
 		m.scoreChannel = fmt.Sprintf("scores:%s:%s:%s", m.sport, m.league, m.id)
 		m.matchChannel = fmt.Sprintf("match:%s:%s:%s", m.sport, m.league, m.id)
 		for _, mk := range lg.markets {
-			u := MarketUpdate{Match: m.id, Sport: m.sport, League: m.league, Home: m.home, Away: m.away, Market: mk[0], Status: "open"}
-			for _, sel := range mk[1:] {
-				name := sel
-				switch sel {
-				case "home":
-					name = m.home
-				case "away":
-					name = m.away
-				}
-				u.Selections = append(u.Selections, Selection{ID: sel, Name: name, prob: 0.2 + s.rng.Float64()})
-			}
-			s.price(&u)
-			m.markets = append(m.markets, &market{channel: fmt.Sprintf("odds:%s:%s:%s:%s", m.sport, m.league, m.id, mk[0]), update: u})
+			m.markets = append(m.markets, s.newMarket(m, mk))
+		}
+		m.popUp = s.newMarket(m, lg.popUp)
+		for _, mk := range append(m.markets, m.popUp) {
+			m.channels = append(m.channels, mk.channel)
 		}
 		s.matches = append(s.matches, m)
 	}
 	return s, nil
+}
+
+// newMarket is market mk (id, selection ids...) of match m, open.
+func (s *Simulator) newMarket(m *match, mk []string) *market {
+	u := MarketUpdate{Match: m.id, Sport: m.sport, League: m.league, Home: m.home, Away: m.away, Market: mk[0], Status: "open"}
+	for _, sel := range mk[1:] {
+		name := sel
+		switch sel {
+		case "home":
+			name = m.home
+		case "away":
+			name = m.away
+		}
+		u.Selections = append(u.Selections, Selection{ID: sel, Name: name, prob: 0.2 + s.rng.Float64()})
+	}
+	s.price(&u)
+	return &market{channel: fmt.Sprintf("odds:%s:%s:%s:%s", m.sport, m.league, m.id, mk[0]), update: u}
 }
 
 // price turns the selections' relative weights into decimal odds with a 5 %
@@ -206,14 +227,13 @@ func (s *Simulator) price(u *MarketUpdate) {
 	}
 }
 
-// Markets returns the simulator's market channels (odds:…), the channels
-// dev mode's board shows and its bookmaker takes bets on.
+// Markets returns the simulator's market channels (odds:…), pop-up
+// markets included: the channels dev mode's bookmaker takes bets on, whose
+// matches the board shows.
 func (s *Simulator) Markets() []string {
 	var out []string
 	for _, m := range s.matches {
-		for _, mk := range m.markets {
-			out = append(out, mk.channel)
-		}
+		out = append(out, m.channels...)
 	}
 	return out
 }
@@ -240,14 +260,38 @@ func (s *Simulator) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(time.Duration(float64(time.Second) / s.cfg.Rate))
 	defer t.Stop()
+	var popUps <-chan time.Time
+	if s.cfg.PopUpEvery > 0 {
+		p := time.NewTicker(s.cfg.PopUpEvery)
+		defer p.Stop()
+		popUps = p.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-popUps:
+			s.popUp(ctx)
 		case <-t.C:
+			s.step(ctx)
 		}
-		s.step(ctx)
 	}
+}
+
+// popUp opens a random match's pop-up market, or closes it with a
+// tombstone (a Kafka record with a null value: the map entry goes).
+func (s *Simulator) popUp(ctx context.Context) {
+	m := s.matches[s.rng.IntN(len(s.matches))]
+	if i := slices.Index(m.markets, m.popUp); i >= 0 {
+		m.markets = slices.Delete(m.markets, i, i+1)
+		s.produce(ctx, "odds", m.id, m.popUp.channel, nil, true)
+	} else {
+		m.popUp.update.Status = "open"
+		s.move(m.popUp, 1)
+		m.markets = append(m.markets, m.popUp)
+		s.produceMarket(ctx, m, m.popUp, true)
+	}
+	s.produceMatch(ctx, m, true)
 }
 
 func (s *Simulator) step(ctx context.Context) {
@@ -328,10 +372,14 @@ func (s *Simulator) produceScore(ctx context.Context, m *match, event string) {
 	}, true)
 }
 
+// produce writes v as JSON to channel; a nil v is a tombstone.
 func (s *Simulator) produce(ctx context.Context, topic, key, channel string, v any, priority bool) {
-	value, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // our own plain structs
+	var value []byte
+	if v != nil {
+		var err error
+		if value, err = json.Marshal(v); err != nil {
+			panic(err) // our own plain structs
+		}
 	}
 	r := &kgo.Record{Topic: topic, Key: []byte(key), Value: value, Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(channel)}}}
 	if priority {

@@ -36,14 +36,17 @@
 // to, else the full payload (FormPlain, FormDeltaFull); compressed
 // (FormDeflate) unless the message is past the client's window. The
 // other form bits are the encoder's, carried through (the relay's
-// Protobuf and channel compaction bits). Queueing wakes the Conn's
+// Protobuf and channel compaction bits). A Sink with a filter
+// (Sink.SetFilter, a client's tag filter) drops the updates it does not
+// match before any of this, without taking a form. Queueing wakes the Conn's
 // writer, which sends the whole queue with one writev, without blocking,
 // serving connections with a reply or priority publication queued first;
 // what the socket does not take waits for EPOLLOUT.
 //
 // Slow consumers never hold others back: past Config.SoftQueueBytes a
 // channel's queued, unwritten update gives way to its newest (latest value
-// wins; priority publications are never conflated away); past
+// wins; priority publications are never conflated away; a map entry's
+// newest change gives way per key and goes last, in offset order); past
 // Config.MaxQueueBytes, or with no write for Config.StallTimeout, the
 // connection is closed with Config.Slow. When the node itself is behind
 // (a connection waited Config.ConflateAfter for its writer), a connection

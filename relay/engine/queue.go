@@ -16,8 +16,9 @@ import (
 // of one; a subscribe reply may carry this channel's value), a priority
 // frame of the channel, or the frames under way (fixed). The channel's
 // order is kept and the client reads only its latest value; a priority
-// frame is never replaced nor dropped. It returns how many queued frames
-// f stands for: 0 if there was none to replace (f must be queued).
+// frame is never replaced nor dropped. A map entry's frame is queued last
+// instead (offset order, see below). It returns how many queued frames f stands
+// for: 0 if there was none to replace (f must be queued).
 func (c *Conn) replaceLocked(f *fanout.Frame) int {
 	ch, key := f.Pub.Channel, f.Pub.Key // a map's entries conflate each by itself
 	last, stale, stop := -1, 0, c.fixedLocked()
@@ -39,22 +40,39 @@ func (c *Conn) replaceLocked(f *fanout.Frame) int {
 	if last < 0 {
 		return 0
 	}
+	if key != "" {
+		// A map's entries share one stream of offsets, and the client
+		// resumes from the offset of the last change it read, so a
+		// map's changes must reach it in offset order: in the place of
+		// an older change, f would go out ahead of other keys' older
+		// changes, which a client dropped in between would never get.
+		// f goes last, where it would have been queued.
+		c.dropFramesLocked(ch, key, stop, len(c.queue))
+		c.pushLocked(f)
+		return 1 + stale
+	}
 	c.queued += len(f.Bytes) - len(c.queue[last].Bytes)
 	c.queue[last] = f
 	if stale > 0 {
-		j := stop
-		for i := stop; i < len(c.queue); i++ {
-			if q := c.queue[i].Pub; i < last && q.Channel == ch && q.Key == key {
-				c.queued -= len(c.queue[i].Bytes)
-				continue
-			}
-			c.queue[j] = c.queue[i]
-			j++
-		}
-		clear(c.queue[j:])
-		c.queue = c.queue[:j]
+		c.dropFramesLocked(ch, key, stop, last)
 	}
 	return 1 + stale
+}
+
+// dropFramesLocked drops the queued frames of channel (and map key)
+// among c.queue[from:to].
+func (c *Conn) dropFramesLocked(channel, key string, from, to int) {
+	j := from
+	for i := from; i < len(c.queue); i++ {
+		if q := c.queue[i].Pub; i < to && q != nil && q.Channel == channel && q.Key == key {
+			c.queued -= len(c.queue[i].Bytes)
+			continue
+		}
+		c.queue[j] = c.queue[i]
+		j++
+	}
+	clear(c.queue[j:])
+	c.queue = c.queue[:j]
 }
 
 // enqueueLocked queues f and schedules a write, or, if the queue would pass

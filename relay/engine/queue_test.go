@@ -78,6 +78,9 @@ func TestReplaceLatest(t *testing.T) {
 	}{
 		{"a map key conflates only with itself", "b/x b/y b b/x", 0, "b/y b new", 2, "x"},
 		{"a removal of the key is a barrier", "b/x !b/x b/x", 0, "b/x !b/x new", 1, "x"},
+		{"a map key's change goes last: offset order", "b/x b/y b/z", 0, "b/y b/z new", 1, "x"},
+		{"and not ahead of a reply", "b/x r b/y", 0, "", 0, "x"},
+		{"in flight frames of the key stay", "b/x b/y b/x", 1, "b/x b/y new", 1, "x"},
 		{"the channel's frames are not a map key's", "b/x b/y", 0, "", 0, ""},
 		{"newest only", "a b", 0, "a new", 1, ""},
 		{"older stale ones dropped", "b a b c b", 0, "a c new", 3, ""},

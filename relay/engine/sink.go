@@ -46,6 +46,10 @@ type Sink struct {
 	// one); Deliver drops those. -1: none. Under the hub's channel lock
 	// (set in the Subscribe callback, read by Deliver).
 	holdsThrough int64
+
+	// filter, if set, picks the publications the client gets (its tag
+	// filter); a map entry's removal always passes. Set before Subscribe.
+	filter fanout.Filter
 }
 
 var _ fanout.Subscriber = (*Sink)(nil)
@@ -92,13 +96,24 @@ func (s *Sink) Subscribed(last *fanout.Publication) {
 // Subscribed.
 func (s *Sink) HoldsThrough(through int64) { s.holdsThrough = through }
 
+// SetFilter makes the sink take only the publications f matches (and a
+// map entry's removals, whatever their tags: a client must not keep an
+// entry that is gone). Call it before handing the sink to the hub; the
+// filter only decides whether the sink takes an update's frames, so it
+// costs no encoding.
+func (s *Sink) SetFilter(f fanout.Filter) { s.filter = f }
+
 func (s *Sink) delta() bool { return s.form&FormKinds == FormDeltaFull }
 
 // Deliver queues u for the client (Conn.deliver), or, while a frame of the
 // channel is held for the newest value, makes u that value. A priority
 // publication is never swapped in: it is queued after the held frame.
+// An update the sink's filter does not match is dropped first.
 // The hub calls it with the channel's lock held; it does not block.
 func (s *Sink) Deliver(u *fanout.Update) {
+	if s.filter != nil && !u.Pub.Removed && !s.filter.Match(u.Pub.Tags) {
+		return
+	}
 	if u.Pub.Pos.Offset <= s.holdsThrough {
 		s.c.holdsAlready(s, u.Pub)
 		return
@@ -173,7 +188,16 @@ func (c *Conn) deliver(s *Sink, u *fanout.Update) {
 	}
 	f := full
 	if s.delta() {
-		if s.base != nil && s.base == u.Prev {
+		base := s.base
+		if u.Pub.Key != "" {
+			// A map's entry: the client holds each key's previous
+			// value, as every change of a map reaches its subscribers
+			// (or is one it holds already, HoldsThrough) and a
+			// conflated one is replaced by a full value (see
+			// replaceLocked).
+			base = u.Prev
+		}
+		if base != nil && base == u.Prev {
 			if p := c.pick(u, s.form&^FormKinds|FormPatch); p != nil {
 				f = p
 			}

@@ -60,6 +60,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -77,8 +78,13 @@ type Config struct {
 	ChannelHeader string `yaml:"channel_header"`
 	// PriorityHeader names a header whose value "1" or "true" marks a
 	// priority publication (never conflated away).
-	PriorityHeader string      `yaml:"priority_header"`
-	Start          StartConfig `yaml:"start"`
+	PriorityHeader string `yaml:"priority_header"`
+	// TagHeaders name the record headers that become the publication's
+	// tags (header name = tag key), for clients' tag filters; a topic's
+	// own list replaces it. At most MaxTagHeaders; a header whose value
+	// is longer than MaxTagValueBytes or not UTF-8 is no tag.
+	TagHeaders []string    `yaml:"tag_headers"`
+	Start      StartConfig `yaml:"start"`
 	// MaxValueBytes skips larger record values (counted as too_large): one
 	// huge update would otherwise overflow every subscriber's queue.
 	MaxValueBytes units.ByteSize `yaml:"max_value_bytes"`
@@ -114,7 +120,16 @@ type Topic struct {
 	// clients byte for byte; a JSON client gets a record only if it is
 	// JSON (checked when a JSON client needs it).
 	Payload string `yaml:"payload"`
+	// TagHeaders, when set (also to []), replace Config.TagHeaders for
+	// the topic.
+	TagHeaders []string `yaml:"tag_headers"`
 }
+
+// Bounds of tags (Config.TagHeaders).
+const (
+	MaxTagHeaders    = 16
+	MaxTagValueBytes = 256
+)
 
 // StartConfig says where to start reading each partition. Since, when set,
 // wins over LastRecords.
@@ -158,6 +173,9 @@ func (c Config) Validate(prefix string) error {
 		if t.Payload != "" && t.Payload != "json" && t.Payload != "binary" {
 			errs = append(errs, fmt.Errorf("%s.topics[%d].payload: %q is not json or binary", prefix, i, t.Payload))
 		}
+		if t.TagHeaders != nil {
+			errs = append(errs, checkTagHeaders(fmt.Sprintf("%s.topics[%d].tag_headers", prefix, i), t.TagHeaders)...)
+		}
 		if t.ChannelTemplate != "" {
 			probe := expand(t.ChannelTemplate, "k", t.Name, 0)
 			if strings.Contains(probe, "{") || strings.Contains(probe, "}") {
@@ -165,6 +183,7 @@ func (c Config) Validate(prefix string) error {
 			}
 		}
 	}
+	errs = append(errs, checkTagHeaders(prefix+".tag_headers", c.TagHeaders)...)
 	if c.Start.LastRecords < 0 {
 		errs = append(errs, fmt.Errorf("%s.start.last_records: must not be negative", prefix))
 	}
@@ -184,6 +203,44 @@ func (c Config) Validate(prefix string) error {
 		errs = append(errs, fmt.Errorf("%s.lag_interval: must be positive", prefix))
 	}
 	return errors.Join(errs...)
+}
+
+func checkTagHeaders(key string, names []string) []error {
+	var errs []error
+	if len(names) > MaxTagHeaders {
+		errs = append(errs, fmt.Errorf("%s: at most %d headers", key, MaxTagHeaders))
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		switch {
+		case n == "" || len(n) > MaxTagValueBytes || !utf8.ValidString(n):
+			errs = append(errs, fmt.Errorf("%s: %q is no header name (1..%d bytes of UTF-8)", key, n, MaxTagValueBytes))
+		case seen[n]:
+			errs = append(errs, fmt.Errorf("%s: %q listed twice", key, n))
+		}
+		seen[n] = true
+	}
+	return errs
+}
+
+// tagsOf returns the tags of r: the values of the topic's tag headers
+// (nil if it has none of them).
+func (in *Ingester) tagsOf(r *kgo.Record) map[string]string {
+	names := in.tagHeaders[r.Topic]
+	if len(names) == 0 {
+		return nil
+	}
+	var tags map[string]string
+	for _, hd := range r.Headers {
+		if len(hd.Value) > MaxTagValueBytes || !slices.Contains(names, hd.Key) || !utf8.Valid(hd.Value) {
+			continue
+		}
+		if tags == nil {
+			tags = make(map[string]string, len(names))
+		}
+		tags[hd.Key] = string(hd.Value)
+	}
+	return tags
 }
 
 func expand(tmpl, key, topic string, partition int32) string {
@@ -287,7 +344,9 @@ type Ingester struct {
 	log       *slog.Logger
 	templates map[string]string
 	binary    map[string]bool // topics with payload: binary
-	maxName   int
+	// tagHeaders: topic → the headers that become tags
+	tagHeaders map[string][]string
+	maxName    int
 
 	reachable atomic.Bool
 	lastErr   atomic.Pointer[string]
@@ -355,7 +414,7 @@ func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength 
 		start = kgo.NewOffset().AfterMilli(time.Now().Add(-cfg.Start.Since).UnixMilli())
 	}
 	names := make([]string, len(cfg.Topics))
-	templates, binary := map[string]string{}, map[string]bool{}
+	templates, binary, tagHeaders := map[string]string{}, map[string]bool{}, map[string][]string{}
 	for i, t := range cfg.Topics {
 		names[i] = t.Name
 		if t.ChannelTemplate != "" {
@@ -363,6 +422,10 @@ func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength 
 		}
 		if t.Payload == "binary" {
 			binary[t.Name] = true
+		}
+		tagHeaders[t.Name] = cfg.TagHeaders
+		if t.TagHeaders != nil {
+			tagHeaders[t.Name] = t.TagHeaders
 		}
 	}
 	opts := append([]kgo.Opt{}, kopts...)
@@ -376,7 +439,7 @@ func New(cfg Config, kopts []kgo.Opt, pub Publisher, hooks Hooks, maxNameLength 
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(), // positions past transaction markers (handlePartition)
 	)
-	in := &Ingester{cfg: cfg, pub: pub, hooks: hooks, log: log, templates: templates, binary: binary, maxName: maxNameLength,
+	in := &Ingester{cfg: cfg, pub: pub, hooks: hooks, log: log, templates: templates, binary: binary, tagHeaders: tagHeaders, maxName: maxNameLength,
 		consumed: map[topicPartition]int64{}, started: time.Now(), names: names}
 	in.initStreams()
 	opts = append(opts, kgo.WithHooks(connectHook{in}))
@@ -632,7 +695,7 @@ func (in *Ingester) handle(r *kgo.Record, channel, epoch string) {
 		// A tombstone: it removes a map entry (a channel in no map has
 		// nothing to remove, and counts as not JSON).
 		p := &fanout.Publication{Channel: channel, Pos: fanout.Position{Stream: r.Topic, Partition: r.Partition, Offset: r.Offset},
-			Epoch: epoch, Time: r.Timestamp, Priority: in.isPriority(r), Removed: true}
+			Epoch: epoch, Time: r.Timestamp, Priority: in.isPriority(r), Removed: true, Tags: in.tagsOf(r)}
 		if rm, ok := in.pub.(Remover); !ok || rm.PublishRemoval(p) != nil {
 			in.hooks.OnSkip(r.Topic, SkipInvalidJSON)
 		}
@@ -683,6 +746,7 @@ func (in *Ingester) publication(r *kgo.Record, channel, epoch string, count bool
 		Time:     r.Timestamp,
 		Priority: in.isPriority(r),
 		Binary:   binary,
+		Tags:     in.tagsOf(r),
 	}
 }
 

@@ -92,8 +92,12 @@ func (c Config) Validate(prefix string) error {
 
 // Opts returns the franz-go options for c: seed brokers, client id, dial
 // timeout, TLS and SASL. Callers add their own consume or produce options.
+//
+// The client does not push its metrics to the brokers (KIP-714): the
+// relay exports its own, and each push built a gzip compressor, the
+// largest allocation of an idle relay's Kafka client after fetches.
 func (c Config) Opts() ([]kgo.Opt, error) {
-	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.DisableClientMetrics()}
 	if c.ClientID != "" {
 		opts = append(opts, kgo.ClientID(c.ClientID))
 	}

@@ -72,6 +72,10 @@ type Codec interface {
 	// isPatch. JSON carries it as a JSON string (payload must then be
 	// valid UTF-8); Protobuf as the raw bytes.
 	AppendDeltaPush(dst []byte, channel string, id uint32, payload []byte, offset uint64, isPatch bool) []byte
+	// AppendPush appends the push of p, as AppendPublicationPush does
+	// (AppendDeltaPush when p.Delta), with p.Tags: both of those are
+	// AppendPush without tags.
+	AppendPush(dst []byte, p PubPush) []byte
 	// Ping is the server's ping message (the client answers with an empty
 	// command). The slice is shared: callers must not modify it.
 	Ping() []byte
@@ -82,3 +86,21 @@ var (
 	JSON     Codec = jsonCodec{}
 	Protobuf Codec = protobufCodec{}
 )
+
+// PubPush is one publication push, for AppendPush.
+type PubPush struct {
+	// Channel names the channel; ID, when not 0, stands for it (channel
+	// compaction).
+	Channel string
+	ID      uint32
+	// Data is the payload: the publication's data, or a Fossil patch
+	// when Patch.
+	Data   []byte
+	Offset uint64 // 0: none
+	// Tags are the publication's tags (Publication.tags); keys and values
+	// must be valid UTF-8.
+	Tags map[string]string
+	// Delta: the subscription negotiated fossil deltas (JSON then carries
+	// Data as a JSON string, which must be valid UTF-8).
+	Delta, Patch bool
+}

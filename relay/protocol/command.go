@@ -51,7 +51,33 @@ type SubscribeRequest struct {
 	Phase  int32  `json:"phase,omitempty"`
 	Cursor string `json:"cursor,omitempty"`
 	Limit  int32  `json:"limit,omitempty"`
+	// TF is the client's tag filter (Centrifugo's "tf"): the subscription
+	// gets only the publications whose tags it matches (package
+	// relay/tagfilter validates and evaluates it).
+	TF *FilterNode `json:"tf,omitempty"`
 }
+
+// FilterNode is one node of a tag filter tree, as client.proto has it: a
+// leaf (Op "") compares the tag Key by Cmp with Val or Vals; an inner
+// node (Op "and", "or", "not") combines Nodes. The codecs decode it as
+// sent; relay/tagfilter checks it.
+type FilterNode struct {
+	Op    string       `json:"op,omitempty"`
+	Key   string       `json:"key,omitempty"`
+	Cmp   string       `json:"cmp,omitempty"`
+	Val   string       `json:"val,omitempty"`
+	Vals  []string     `json:"vals,omitempty"`
+	Nodes []FilterNode `json:"nodes,omitempty"`
+	// TooDeep: the Protobuf decoder stopped here, MaxFilterDecodeDepth
+	// levels down, without decoding the node's children.
+	TooDeep bool `json:"-"`
+}
+
+// MaxFilterDecodeDepth bounds the recursion of the Protobuf decoder in a
+// filter tree; deeper nodes are left undecoded and marked TooDeep (the
+// filter is then refused: relay/tagfilter allows far less). JSON's
+// nesting is bounded by encoding/json.
+const MaxFilterDecodeDepth = 32
 
 // Subscription types and map phases.
 const (

@@ -107,6 +107,9 @@ var (
 	tagPubData   = byte(protowire.EncodeTag(pubData, protowire.BytesType))
 	tagPubOffset = byte(protowire.EncodeTag(pubOffset, protowire.VarintType))
 	tagPubDelta  = byte(protowire.EncodeTag(pubDelta, protowire.VarintType))
+	tagPubTags   = byte(protowire.EncodeTag(pubTags, protowire.BytesType))
+	tagMapKey    = byte(protowire.EncodeTag(1, protowire.BytesType))
+	tagMapValue  = byte(protowire.EncodeTag(2, protowire.BytesType))
 )
 
 // tagSize is the size of each tag above.
@@ -115,16 +118,26 @@ const tagSize = 1
 // AppendPublicationPush appends the delimited Reply{push: Push{channel or
 // id, pub: Publication{data, offset}}}.
 func (protobufCodec) AppendPublicationPush(dst []byte, channel string, id uint32, data []byte, offset uint64) []byte {
-	return appendProtobufPush(dst, channel, id, data, offset, false)
+	return appendProtobufPush(dst, PubPush{Channel: channel, ID: id, Data: data, Offset: offset})
 }
 
 // AppendDeltaPush is AppendPublicationPush with delta set for a patch: in
 // Protobuf the payload is raw bytes either way.
 func (protobufCodec) AppendDeltaPush(dst []byte, channel string, id uint32, payload []byte, offset uint64, isPatch bool) []byte {
-	return appendProtobufPush(dst, channel, id, payload, offset, isPatch)
+	return appendProtobufPush(dst, PubPush{Channel: channel, ID: id, Data: payload, Offset: offset, Patch: isPatch})
 }
 
-func appendProtobufPush(dst []byte, channel string, id uint32, data []byte, offset uint64, isPatch bool) []byte {
+// AppendPush is AppendPublicationPush with the publication's tags (field
+// 7, map<string, string>).
+func (protobufCodec) AppendPush(dst []byte, p PubPush) []byte { return appendProtobufPush(dst, p) }
+
+// tagEntrySize is the size of one map<string, string> entry's content.
+func tagEntrySize(k, v string) int {
+	return tagSize + protowire.SizeBytes(len(k)) + tagSize + protowire.SizeBytes(len(v))
+}
+
+func appendProtobufPush(dst []byte, p PubPush) []byte {
+	data, offset, id, channel := p.Data, p.Offset, p.ID, p.Channel
 	pubLen := 0
 	if len(data) > 0 {
 		pubLen += tagSize + protowire.SizeBytes(len(data))
@@ -132,7 +145,10 @@ func appendProtobufPush(dst []byte, channel string, id uint32, data []byte, offs
 	if offset != 0 {
 		pubLen += tagSize + protowire.SizeVarint(offset)
 	}
-	if isPatch {
+	for k, v := range p.Tags {
+		pubLen += tagSize + protowire.SizeBytes(tagEntrySize(k, v))
+	}
+	if p.Patch {
 		pubLen += tagSize + 1
 	}
 	pushLen := tagSize + protowire.SizeBytes(pubLen)
@@ -165,7 +181,15 @@ func appendProtobufPush(dst []byte, channel string, id uint32, data []byte, offs
 		dst = append(dst, tagPubOffset)
 		dst = protowire.AppendVarint(dst, offset)
 	}
-	if isPatch {
+	for k, v := range p.Tags {
+		dst = append(dst, tagPubTags)
+		dst = protowire.AppendVarint(dst, uint64(tagEntrySize(k, v)))
+		dst = append(dst, tagMapKey)
+		dst = protowire.AppendString(dst, k)
+		dst = append(dst, tagMapValue)
+		dst = protowire.AppendString(dst, v)
+	}
+	if p.Patch {
 		dst = append(dst, tagPubDelta, 1)
 	}
 	return dst
@@ -295,6 +319,7 @@ func appendPublications(b []byte, num protowire.Number, pubs []Publication) []by
 		for k, v := range p.Tags {
 			m = pbMessage(m, pubTags, pbString(pbString(nil, 1, k), 2, v))
 		}
+		m = pbBool(m, pubDelta, p.Delta)
 		m = pbString(m, pubKey, p.Key)
 		m = pbBool(m, pubRemoved, p.Removed)
 		b = pbMessage(b, num, m)
@@ -574,6 +599,45 @@ func decodeSubscribe(b []byte, r *SubscribeRequest) error {
 			return f.string(&r.Cursor)
 		case 18:
 			return f.int32(&r.Limit)
+		case 13:
+			return message(f, &r.TF, func(b []byte, n *FilterNode) error { return decodeFilterNode(b, n, 1) })
+		}
+		return nil
+	})
+}
+
+// decodeFilterNode decodes a FilterNode at depth (the root is 1); past
+// MaxFilterDecodeDepth it leaves the children undecoded, marking the node
+// TooDeep.
+func decodeFilterNode(b []byte, n *FilterNode, depth int) error {
+	return walk(b, func(f *field) error {
+		switch f.num {
+		case 1:
+			return f.string(&n.Op)
+		case 2:
+			return f.string(&n.Key)
+		case 3:
+			return f.string(&n.Cmp)
+		case 4:
+			return f.string(&n.Val)
+		case 5:
+			var v string
+			if err := f.string(&v); err != nil {
+				return err
+			}
+			n.Vals = append(n.Vals, v)
+		case 6:
+			if err := f.want(protowire.BytesType); err != nil {
+				return err
+			}
+			if depth >= MaxFilterDecodeDepth {
+				n.TooDeep = true
+				return nil
+			}
+			n.Nodes = append(n.Nodes, FilterNode{})
+			if err := decodeFilterNode(f.b, &n.Nodes[len(n.Nodes)-1], depth+1); err != nil {
+				return fmt.Errorf("field 6: %w", err)
+			}
 		}
 		return nil
 	})

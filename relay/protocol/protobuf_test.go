@@ -172,3 +172,34 @@ func TestProtobufReplyShape(t *testing.T) {
 		t.Errorf("two replies in one message: % x", got)
 	}
 }
+
+// TestProtobufTagFilterDepth: a tf nested past MaxFilterDecodeDepth is
+// decoded down to that depth only, the node there marked TooDeep (the
+// relay then refuses the filter with 107); the command is not malformed.
+func TestProtobufTagFilterDepth(t *testing.T) {
+	node := pbString(pbString(pbString(nil, 2, "k"), 3, "eq"), 4, "v")
+	for range 1000 {
+		node = pbMessage(pbString(nil, 1, "not"), 6, node)
+	}
+	sub := pbMessage(pbString(nil, 1, "odds:a"), 13, node)
+	var tf *FilterNode
+	if err := Protobuf.DecodeCommands(pbDelimited(pbCommand(2, cmdSubscribe, sub)), func(c *Command) error { tf = c.Subscribe.TF; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	depth := 1
+	for ; len(tf.Nodes) == 1; depth++ {
+		tf = &tf.Nodes[0]
+	}
+	if depth != MaxFilterDecodeDepth || !tf.TooDeep || tf.Op != "not" {
+		t.Fatalf("decoded %d levels, the last %+v", depth, tf)
+	}
+	// Within the bound: decoded whole, vals repeated.
+	leaf := pbString(pbString(pbString(pbString(nil, 2, "g"), 3, "in"), 5, "a"), 5, "b")
+	sub = pbMessage(pbString(nil, 1, "odds:a"), 13, pbMessage(pbString(nil, 1, "and"), 6, leaf))
+	if err := Protobuf.DecodeCommands(pbDelimited(pbCommand(2, cmdSubscribe, sub)), func(c *Command) error { tf = c.Subscribe.TF; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if tf.Op != "and" || len(tf.Nodes) != 1 || tf.Nodes[0].Key != "g" || len(tf.Nodes[0].Vals) != 2 || tf.Nodes[0].Vals[1] != "b" || tf.TooDeep {
+		t.Fatalf("decoded %+v", tf)
+	}
+}

@@ -1,8 +1,11 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"maps"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -132,5 +135,69 @@ func TestAppendDeltaPush(t *testing.T) {
 		if strings.ContainsRune(string(got), '\n') {
 			t.Fatalf("raw newline in %q", got)
 		}
+	}
+}
+
+func TestAppendPushTags(t *testing.T) {
+	tags := map[string]string{"group": "main", "q\"uote": "back\\slash\nnewline", "ünï": ""}
+	for _, delta := range []bool{false, true} {
+		got := JSON.AppendPush(nil, PubPush{Channel: "odds:a", Data: []byte(`{"x":1}`), Offset: 7, Tags: tags, Delta: delta})
+		var v struct {
+			Push struct {
+				Pub struct {
+					Data   json.RawMessage   `json:"data"`
+					Offset uint64            `json:"offset"`
+					Tags   map[string]string `json:"tags"`
+				} `json:"pub"`
+			} `json:"push"`
+		}
+		if err := json.Unmarshal(got, &v); err != nil || bytes.IndexByte(got, '\n') >= 0 {
+			t.Fatalf("%s: %v", got, err)
+		}
+		if !maps.Equal(v.Push.Pub.Tags, tags) || v.Push.Pub.Offset != 7 {
+			t.Fatalf("decoded %+v from %s", v, got)
+		}
+	}
+	// Without tags, the same bytes as AppendPublicationPush.
+	if a, b := JSON.AppendPush(nil, PubPush{Channel: "c", Data: []byte("1"), Offset: 2}), JSON.AppendPublicationPush(nil, "c", 0, []byte("1"), 2); !bytes.Equal(a, b) {
+		t.Fatalf("%s != %s", a, b)
+	}
+	buf, data := make([]byte, 0, 512), []byte(`{}`)
+	for _, c := range []Codec{JSON, Protobuf} {
+		if n := testing.AllocsPerRun(100, func() { buf = c.AppendPush(buf[:0], PubPush{Channel: "odds:a", Data: data, Offset: 9, Tags: tags}) }); n != 0 {
+			t.Errorf("%s: %v allocations, want 0", c.Encoding(), n)
+		}
+	}
+}
+
+func TestDecodeTagFilter(t *testing.T) {
+	msg := `{"id":2,"subscribe":{"channel":"odds:a","tf":{"op":"or","nodes":[{"key":"g","cmp":"in","vals":["a","b"]},{"key":"p","cmp":"gt","val":"1"}]}}}`
+	var got *FilterNode
+	if err := JSON.DecodeCommands([]byte(msg), func(c *Command) error { got = c.Subscribe.TF; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := &FilterNode{Op: "or", Nodes: []FilterNode{{Key: "g", Cmp: "in", Vals: []string{"a", "b"}}, {Key: "p", Cmp: "gt", Val: "1"}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("JSON tf %+v, want %+v", got, want)
+	}
+}
+
+// BenchmarkDecodePong: the empty command a client sends as a pong to each
+// server ping (every connection, every websocket.ping_interval): the most
+// frequent client message at rest.
+func BenchmarkDecodePong(b *testing.B) {
+	for _, tt := range []struct {
+		name  string
+		codec Codec
+		msg   []byte
+	}{{"json", JSON, []byte("{}")}, {"protobuf", Protobuf, []byte{0}}} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := tt.codec.DecodeCommands(tt.msg, func(c *Command) error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

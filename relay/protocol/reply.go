@@ -90,7 +90,8 @@ type SubscribeResult struct {
 	WasRecovering bool          `json:"was_recovering,omitempty"`
 	Publications  []Publication `json:"publications,omitempty"`
 	// Delta says fossil deltas were negotiated: every publication's data
-	// is then a JSON string (the payload text, or a patch if delta).
+	// (and a map's state entries') is then a JSON string (the payload
+	// text, or a patch if delta).
 	Delta bool `json:"delta,omitempty"`
 	// ID is the channel's number for channel compaction (subscribe flag
 	// 1): pushes then carry "id" instead of "channel".
@@ -144,6 +145,9 @@ type Publication struct {
 	// removes it.
 	Key     string `json:"key,omitempty"`
 	Removed bool   `json:"removed,omitempty"`
+	// Delta: Data is a Fossil patch to the previous value (of the key,
+	// in a map), set only for a subscription that negotiated deltas.
+	Delta bool `json:"delta,omitempty"`
 	// Binary: Data is not known to be JSON (see Codec.Accepts); never
 	// encoded.
 	Binary bool `json:"-"`

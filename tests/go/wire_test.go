@@ -128,6 +128,23 @@ func TestProtobufPushesDecodeWithGeneratedCode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { checkReply(t, tt.msg, tt.want, true) })
 	}
+	// With tags (map order varies: not canonical).
+	tags := map[string]string{"group": "main", "empty": "", "ünï": "\"quoted\""}
+	for _, tt := range []struct {
+		name string
+		push protocol.PubPush
+		want *cp.Publication
+	}{
+		{"tags", protocol.PubPush{Channel: wireChannel, Data: odds, Offset: 1043, Tags: tags},
+			&cp.Publication{Data: odds, Offset: 1043, Tags: tags}},
+		{"tags on a patch", protocol.PubPush{ID: 17, Data: patch, Offset: 1044, Tags: map[string]string{"k": "v"}, Delta: true, Patch: true},
+			&cp.Publication{Data: patch, Offset: 1044, Tags: map[string]string{"k": "v"}, Delta: true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			want := &cp.Reply{Push: &cp.Push{Channel: tt.push.Channel, Id: int64(tt.push.ID), Pub: tt.want}}
+			checkReply(t, protocol.Protobuf.AppendPush(nil, tt.push), want, len(tt.push.Tags) < 2)
+		})
+	}
 
 	// Appended after other bytes (a reused buffer): the push is a message
 	// of its own.
@@ -285,7 +302,20 @@ func TestProtobufCommandsFromGeneratedCode(t *testing.T) {
 			Tf: &cp.FilterNode{Op: "", Key: "k", Cmp: "eq", Val: "v"}, Type: 1, Limit: 5, Asc: true}},
 			&protocol.Command{ID: 3, Subscribe: &protocol.SubscribeRequest{
 				Channel: wireChannel, Token: "sub-token", Recover: true, Epoch: "e1e21a88-4", Offset: 1<<64 - 1,
-				Data: json.RawMessage(`{}`), Positioned: true, Recoverable: true, JoinLeave: true, Delta: "fossil", Flag: 1, Type: 1, Limit: 5}}},
+				Data: json.RawMessage(`{}`), Positioned: true, Recoverable: true, JoinLeave: true, Delta: "fossil", Flag: 1,
+				TF: &protocol.FilterNode{Key: "k", Cmp: "eq", Val: "v"}, Type: 1, Limit: 5}}},
+		{"subscribe tag filter tree", &cp.Command{Id: 3, Subscribe: &cp.SubscribeRequest{Channel: wireChannel, Tf: &cp.FilterNode{
+			Op: "and", Nodes: []*cp.FilterNode{
+				{Key: "group", Cmp: "in", Vals: []string{"main", "top", ""}},
+				{Op: "not", Nodes: []*cp.FilterNode{{Key: "suspended", Cmp: "ex"}}},
+				{Key: "price", Cmp: "gte", Val: "1.5"},
+			}}}},
+			&protocol.Command{ID: 3, Subscribe: &protocol.SubscribeRequest{Channel: wireChannel, TF: &protocol.FilterNode{
+				Op: "and", Nodes: []protocol.FilterNode{
+					{Key: "group", Cmp: "in", Vals: []string{"main", "top", ""}},
+					{Op: "not", Nodes: []protocol.FilterNode{{Key: "suspended", Cmp: "ex"}}},
+					{Key: "price", Cmp: "gte", Val: "1.5"},
+				}}}}},
 		{"subscribe map state page", &cp.Command{Id: 3, Subscribe: &cp.SubscribeRequest{
 			Channel: "odds:football:epl:match-123", Type: 1, Phase: 2, Cursor: "1x2", Limit: 100, Epoch: "e-1", Offset: 9}},
 			&protocol.Command{ID: 3, Subscribe: &protocol.SubscribeRequest{

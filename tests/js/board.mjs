@@ -9,7 +9,12 @@
 // bet from the keyboard (Tab to a price, Enter). With FOREIGN_CHANNEL set
 // (the Go test keeps producing a record of another shape there), it waits
 // until the board has skipped such records and reports that it kept
-// updating. Console errors, page errors and failed requests (a 404 favicon)
+// updating. With ADD_URL and ADD_CHANNEL set, it asks the Go test (POST
+// ADD_URL/add) to produce a new market of a match into Kafka and reports
+// how it appears on the open page (no reload: a marker set in the page
+// survives), then (POST ADD_URL/remove) that its tombstone takes it off;
+// and it waits for a pop-up market of the simulator ("pop_ups").
+// Console errors, page errors and failed requests (a 404 favicon)
 // are reported in "errors". One JSON line on stdout. Run by the Go test
 // TestBoardInChromium, or by hand:
 //
@@ -120,6 +125,28 @@ try {
       match_prices: await page.locator(`.match:has(.market[data-channel^="odds:"][data-channel*=":${match}:"]) .sel b`).count(),
     };
   }
+  // A market added by Kafka mid-match: a new key of the match's map.
+  let added = null;
+  if (process.env.ADD_URL) {
+    const row = `.market[data-channel="${process.env.ADD_CHANNEL}"]`;
+    await page.evaluate(() => { window.boardNotReloaded = true; });
+    const before = await page.locator(row).count();
+    const ask = async (what) => { const r = await fetch(`${process.env.ADD_URL}/${what}`, { method: 'POST' });
+      if (!r.ok) throw new Error(`${what}: ${r.status} ${await r.text()}`); };
+    const t = Date.now();
+    await ask('add');
+    await page.waitForSelector(`${row} .sel b`, { timeout: 20000 });
+    added = { before, ms_to_appear: Date.now() - t, price: await page.textContent(`${row} .sel b`),
+      label: await page.textContent(`${row} .name`) };
+    await ask('remove');
+    await page.waitForSelector(row, { state: 'detached', timeout: 20000 });
+    added.gone = true;
+    added.same_page = await page.evaluate(() => window.boardNotReloaded === true);
+  }
+  // The simulator opens a pop-up market every 5 s.
+  const popUp = '.market[data-market="next-corner"], .market[data-market="next-game"], .market[data-market="next-basket"]';
+  await page.waitForSelector(popUp, { timeout: 30000 });
+  const popUps = await page.locator(popUp).count();
   const desktop = {
     problems: await page.evaluate(layout),
     slip_beside_board: await page.evaluate(() => document.getElementById('board').getBoundingClientRect().right <=
@@ -141,6 +168,8 @@ try {
     bets,
     stake_shown: stakeShown,
     foreign,
+    added,
+    pop_ups: popUps,
     desktop,
   };
   await page.close();

@@ -13,6 +13,14 @@
 //      LIVE            number of updates to wait for before the socket drops
 //      RECOVER         number of updates to wait for after the reconnect
 //      ENCODING        json (default) or protobuf
+//      DELTA           if set, subscribe with delta: 'fossil' (per-entry deltas)
+//      AFTER           number of updates to wait for after the catch-up
+//                      (the Go test produces them on "recovered"), default 0
+//      PAUSE           if set, after LIVE updates the socket is not dropped but
+//                      stops being read ("paused") until "resume" on stdin: the
+//                      relay closes it as slow (3008), the SDK reconnects and
+//                      recovers; the script prints every update (and each
+//                      "connecting" with its code) until "stop" on stdin
 //      EXPECT_FULL     if set, the Go test makes the map full after the sync:
 //                      print each "unsubscribed" (the 2100 push, then the
 //                      106 of subscribing again) and exit after the second
@@ -20,7 +28,8 @@
 // Sequence: subscribe; "sync" (the snapshot); LIVE "update"s; then the
 // socket is terminated ("dropped") and the reconnect held until the Go
 // test writes "resume" on stdin, having produced changes meanwhile; the
-// SDK reconnects, catches up (RECOVER updates), "done".
+// SDK reconnects, catches up (RECOVER updates), "recovered"; AFTER live
+// updates; "done" with the SDK's delta statistics (sub.deltaStats()).
 import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
 
@@ -29,6 +38,7 @@ const protobuf = env.ENCODING === 'protobuf';
 const { Centrifuge } = await import(protobuf ? 'centrifuge/build/protobuf' : 'centrifuge');
 const live = Number(env.LIVE);
 const recover = Number(env.RECOVER);
+const after = Number(env.AFTER || 0);
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 const fail = (msg) => { out({ event: 'fail', msg }); process.exit(1); };
 setTimeout(() => fail('timeout'), 60000).unref();
@@ -62,9 +72,17 @@ class TestWebSocket extends WebSocket {
 }
 let release = null;
 createInterface({ input: process.stdin }).on('line', (l) => {
-  if (l.trim() === 'resume' && release) {
+  if (l.trim() === 'resume' && env.PAUSE) {
+    const s = sockets.at(-1)._socket;
+    delete s.resume; // the socket's own again
+    s.resume();
+  } else if (l.trim() === 'resume' && release) {
     hold = null;
     release();
+  } else if (l.trim() === 'stop') {
+    out({ event: 'done' });
+    client.disconnect();
+    process.exit(0);
   }
 });
 
@@ -72,8 +90,9 @@ const client = new Centrifuge(env.EDGERELAY_URL, {
   websocket: TestWebSocket, name: 'maps-test', timeout: 10000, minReconnectDelay: 100, maxReconnectDelay: 1000,
 });
 client.on('error', (ctx) => out({ event: 'client_error', type: ctx.type, error: ctx.error }));
+client.on('connecting', (ctx) => out({ event: 'connecting', code: ctx.code, msg: ctx.reason }));
 
-const sub = client.newMapSubscription(env.MAP, { pageSize: Number(env.PAGE) });
+const sub = client.newMapSubscription(env.MAP, { pageSize: Number(env.PAGE), delta: env.DELTA ? 'fossil' : undefined });
 sub.on('subscribed', (ctx) => out({
   event: 'subscribed', recovered: ctx.recovered, was_recovering: ctx.wasRecovering, recoverable: ctx.recoverable,
   offset: ctx.streamPosition?.offset, epoch: ctx.streamPosition?.epoch, sockets: sockets.length,
@@ -93,13 +112,22 @@ let updates = 0;
 sub.on('update', (ctx) => {
   out({ event: 'update', key: ctx.key, removed: !!ctx.removed, value: ctx.removed ? null : decode(ctx.data), offset: ctx.offset });
   updates++;
-  if (updates === live) {
+  if (updates === live && env.PAUSE) {
+    // ws resumes its socket whenever its parser drained: held off until "resume".
+    const s = sockets.at(-1)._socket;
+    s.pause();
+    s.resume = () => s;
+    out({ event: 'paused' });
+  } else if (updates === live) {
     hold = new Promise((resolve) => { release = resolve; });
     dropped = true;
     sockets.at(-1).terminate();
     out({ event: 'dropped' });
-  } else if (updates === live + recover) {
-    out({ event: 'done' });
+  }
+  if (updates === live + recover && after > 0) {
+    out({ event: 'recovered' });
+  } else if (updates === live + recover + after) {
+    out({ event: 'done', delta: sub.deltaStats() });
     client.disconnect();
     process.exit(0);
   }

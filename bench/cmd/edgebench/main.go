@@ -8,6 +8,8 @@
 //	edgebench report  --html r.html a.json b.json  summary table and charts of saved results
 //	edgebench feed    --rate 500 --matches 200     a realistic odds feed; --record / --replay --speed
 //	edgebench swarm   --conns 15000 --matches 200  clients only, for a feed run elsewhere
+//	edgebench maps    --sizes 1000,10000           map subscriptions: subscribe time and bytes,
+//	                                               memory per entry, fan-out vs channels
 //
 // "worker" is internal: fanout starts one worker process per --procs.
 package main
@@ -20,6 +22,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -45,8 +49,13 @@ commands:
            verdict line; exit 1 when a correctness check fails
   report   merge JSON results (--out of fanout and run) into a Markdown summary
            and a self-contained HTML page of charts
+  maps     map subscriptions: subscribe time and wire bytes per map size, page and
+           encoding; relay memory per entry; fan-out of map updates against the
+           same updates on ordinary channels (CPU per million deliveries, latency)
   bets     a bet storm: many authenticated clients place bets at a fixed rate
            while reading odds; accepted bets/s and reply latency percentiles
+  trace    read a relay's execution trace (/debug/pprof/trace): the writers'
+           busy periods, what else ran in the longest, GC mark phases
 
 Run "edgebench <command> -h" for flags.
 `
@@ -74,8 +83,12 @@ func main() {
 		err = feedCmd(ctx, os.Args[2:])
 	case "swarm":
 		err = swarmCmd(ctx, os.Args[2:])
+	case "trace":
+		err = traceCmd(os.Args[2:])
 	case "report":
 		err = reportCmd(os.Args[2:])
+	case "maps":
+		err = mapsCmd(ctx, os.Args[2:])
 	case "worker":
 		err = bench.Worker(os.Stdin, os.Stdout)
 	default:
@@ -282,8 +295,9 @@ func reportCmd(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ExitOnError)
 	htmlOut := fs.String("html", "", "also write a self-contained HTML page with charts here")
 	timeline := fs.Bool("timeline", false, "also print, per run, every second's deliveries and p50/p99/max latency")
+	medians := fs.Bool("medians", false, "also print one row per cell: the medians over its runs (files named like tail-10-1.json, tail-10-2.json ...)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: edgebench report [--timeline] [--html report.html] result.json ...")
+		fmt.Fprintln(os.Stderr, "usage: edgebench report [--medians] [--timeline] [--html report.html] result.json ...")
 		fs.PrintDefaults()
 	}
 	fs.Parse(args)
@@ -296,6 +310,9 @@ func reportCmd(args []string) error {
 		return err
 	}
 	fmt.Print(bench.ReportMarkdown(runs))
+	if *medians {
+		fmt.Print("\n" + bench.MediansMarkdown(runs))
+	}
 	if *timeline {
 		fmt.Print(bench.TimelineMarkdown(runs))
 	}
@@ -311,6 +328,33 @@ func reportCmd(args []string) error {
 		return err
 	}
 	return f.Close()
+}
+
+func traceCmd(args []string) error {
+	fs := flag.NewFlagSet("trace", flag.ExitOnError)
+	gap := fs.Duration("gap", 2*time.Millisecond, "writer runs closer than this are one busy period")
+	longest := fs.Int("longest", 10, "list this many of the longest busy periods")
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: edgebench trace [--gap 2ms] [--longest 10] trace.out\n"+
+			"  (a relay with debug on: curl -o trace.out '127.0.0.1:8000/debug/pprof/trace?seconds=30')")
+		fs.PrintDefaults()
+	}
+	fs.Parse(args)
+	if fs.NArg() != 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rep, err := bench.TraceSummary(bufio.NewReader(f), bench.TraceConfig{Gap: *gap, Longest: *longest})
+	if err != nil {
+		return err
+	}
+	fmt.Print(rep.Markdown())
+	return nil
 }
 
 func feedCmd(ctx context.Context, args []string) error {
@@ -408,4 +452,68 @@ func swarmCmd(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintln(os.Stderr, "edgebench: verdict: PASS (in order, no duplicates, every patch applied, every client back after each storm)")
 	return nil
+}
+
+func mapsCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("maps", flag.ExitOnError)
+	var cfg bench.MapsConfig
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8000/connection/websocket", "relay WebSocket endpoint (its /metrics, /v1/channels and /debug/gc on the same host)")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka seed brokers the relay reads")
+	fs.StringVar(&cfg.Topic, "topic", "odds", "topic the relay reads (channel in the \"channel\" header)")
+	fs.StringVar(&cfg.Prefix, "prefix", "bench:map:", "the prefix of a depth-1 rule in the relay's channels.maps.rules; the run's maps are <prefix><run>-…")
+	sizes := fs.String("sizes", "1000,10000", "keys of the maps whose subscribe and memory are measured")
+	pages := fs.String("pages", "0,25", "page limits the clients ask for (0: none, the relay's channels.maps.page_size)")
+	encodings := fs.String("encodings", "json,protobuf", "json and/or protobuf")
+	fs.IntVar(&cfg.Runs, "runs", 3, "subscribes per size, page and encoding (the median is reported)")
+	fs.IntVar(&cfg.Size, "size", 120, "value bytes of every entry and update")
+	fs.IntVar(&cfg.Subscribers, "subscribers", 1000, "fan-out: clients per set (0: no fan-out part)")
+	fs.IntVar(&cfg.Keys, "keys", 20, "fan-out: entries of each map (the channel set subscribes to every one)")
+	fs.Float64Var(&cfg.Rate, "rate", 100, "fan-out: updates per second during a window")
+	fs.DurationVar(&cfg.Window, "window", 5*time.Second, "fan-out: feed duration of each window")
+	fs.IntVar(&cfg.Rounds, "rounds", 3, "fan-out: rounds, each a map window then a channels window")
+	fs.BoolVar(&cfg.FanoutProtobuf, "fanout-protobuf", false, "fan-out: the clients speak Protobuf (default JSON)")
+	out := fs.String("out", "", "also write the JSON report here")
+	fs.Parse(args)
+	cfg.Brokers = strings.Split(*brokers, ",")
+	cfg.Encodings = strings.Split(*encodings, ",")
+	var err error
+	if cfg.Sizes, err = intList(*sizes); err != nil || len(cfg.Sizes) == 0 || slices.Min(cfg.Sizes) < 1 {
+		return fmt.Errorf("--sizes: %v", err)
+	}
+	if cfg.Pages, err = intList(*pages); err != nil || len(cfg.Pages) == 0 {
+		return fmt.Errorf("--pages: %v", err)
+	}
+	for _, e := range cfg.Encodings {
+		if e != "json" && e != "protobuf" {
+			return fmt.Errorf("--encodings: %q is neither json nor protobuf", e)
+		}
+	}
+	if cfg.Runs < 1 || cfg.Size < 60 || (cfg.Subscribers > 0 && (cfg.Keys < 1 || cfg.Rate <= 0 || cfg.Window <= 0 || cfg.Rounds < 1)) {
+		return fmt.Errorf("need runs >= 1, size >= 60, and with subscribers: keys >= 1, rate > 0, window > 0, rounds >= 1")
+	}
+	rep, err := bench.RunMaps(ctx, cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := report(rep, rep.Markdown(), *out); err != nil {
+		return err
+	}
+	if err := rep.Verdict(); err != nil {
+		return err
+	}
+	fmt.Println("verdict: PASS maps: every state complete and in key order, every fan-out delivery made")
+	return nil
+}
+
+// intList parses "1000,10000".
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q is not a count", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,43 +24,15 @@ func TestSmokeScenario(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two binaries and runs a scenario")
 	}
-	dir := t.TempDir()
-	for _, pkg := range []string{"edgerelay", "edgebench"} {
-		src := "../../../relay/cmd/edgerelay"
-		if pkg == "edgebench" {
-			src = "."
-		}
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), src).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", src, err, out)
-		}
-	}
+	dir := binaries(t)
 	httpAddr, kafkaPort := freeAddr(t), freeAddr(t)
 	_, kport, _ := net.SplitHostPort(kafkaPort)
-	relay := exec.Command(filepath.Join(dir, "edgerelay"), "dev", "--listen", httpAddr, "--kafka-port", kport, "--log-level", "warn")
 	// The smoke steps need every update (no allow_skips): with conflation
 	// off a relay starved of CPU by the other packages' tests (go test
 	// ./... runs them at once, here on 2 cores) delivers late instead of
 	// skipping, as the in-process tests in bench run it.
-	relay.Env = append(os.Environ(), "EDGERELAY_OVERLOAD_CONFLATE_AFTER=1h")
-	relay.Stderr = os.Stderr
-	if err := relay.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { relay.Process.Kill(); relay.Wait() }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edgerelay dev not ready: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	start(t, []string{"EDGERELAY_OVERLOAD_CONFLATE_AFTER=1h"}, filepath.Join(dir, "edgerelay"), "dev", "--listen", httpAddr, "--kafka-port", kport, "--log-level", "warn")
+	waitReady(t, httpAddr)
 	run := exec.Command(filepath.Join(dir, "edgebench"), "run", "--url", "ws://"+httpAddr+"/connection/websocket",
 		"--brokers", "127.0.0.1:"+kport, "../../scenarios/smoke.yaml")
 	run.Stderr = os.Stderr
@@ -113,6 +87,76 @@ func TestSmokeScenario(t *testing.T) {
 		t.Fatalf("edgebench swarm: %v\n%s\n%s", err, table, log)
 	}
 	t.Logf("swarm:\n%s", table)
+}
+
+// built holds edgerelay and edgebench, built once for the package's
+// tests (TestMain removes them).
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds edgerelay and edgebench (once) and returns their
+// directory.
+func binaries(t *testing.T) string {
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "edgebench-test"); built.err != nil {
+			return
+		}
+		for _, pkg := range []string{"edgerelay", "edgebench"} {
+			src := "../../../relay/cmd/edgerelay"
+			if pkg == "edgebench" {
+				src = "."
+			}
+			if out, err := exec.Command("go", "build", "-o", filepath.Join(built.dir, pkg), src).CombinedOutput(); err != nil {
+				built.err = fmt.Errorf("go build %s: %v\n%s", src, err, out)
+				return
+			}
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.dir
+}
+
+// start starts a process with env added to the test's, its stderr the
+// test's; the test's end kills it.
+func start(t *testing.T, env []string, name string, args ...string) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// waitReady waits until the relay at addr answers /readyz 200.
+func waitReady(t *testing.T, addr string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay at %s not ready: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func freeAddr(t *testing.T) string {

@@ -213,6 +213,9 @@ func simulate(ctx context.Context, args []string) error {
 	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka seed brokers")
 	fs.Float64Var(&sim.Rate, "rate", sim.Rate, "simulated market updates per second")
 	fs.IntVar(&sim.Matches, "matches", sim.Matches, "simulated matches")
+	// Off unless asked: a relay without channels.maps.rules counts each
+	// tombstone of a pop-up market as invalid.
+	fs.DurationVar(&sim.PopUpEvery, "pop-up-every", 0, "open or close a match's pop-up market this often, closing with a tombstone (0: never)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Parse(args)
 	log := newLogger(os.Stderr, *logLevel)
