@@ -62,8 +62,8 @@ c0=$(cpu); sleep "$d"; c1=$(cpu)
 quiet=$(awk -v a="$c0" -v b="$c1" -v d="$d" 'BEGIN {printf "%.3f", (b - a) / d}')
 echo "fan-out alone: $fconns connections, relay CPU $quiet s/s" >&2
 
-echo "| rate/s | sent | accepted | p50 | p99 | max | relay CPU s | accepted/CPU-s | net accepted/CPU-s | odds pushes/s (bettors) |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| rate/s | sent | accepted | p50 | p99 | max | relay CPU s | accepted/CPU-s | net accepted/CPU-s |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for i in $(seq "$runs"); do
   for r in $rates; do
     echo "== run $i, bets at $r/s" >&2
@@ -87,6 +87,6 @@ for i in $(seq "$runs"); do
       >>"$out/bs-bets.log" 2>&1 || echo "edgebench bets: not every bet accepted (see $out/bs-bets.log)" >&2
     jq -r --argjson q "$quiet" --argjson d "$d" '
       def ms: . / 1e6 | . * 10 | round / 10 | tostring + " ms";
-      "| \(.config.Rate) | \(.sent) | \(.accepted) | \(.p50 | ms) | \(.p99 | ms) | \(.max | ms) | \(.relay_cpu_seconds * 10 | round / 10) | \(.accepted / .relay_cpu_seconds | round) | \(.accepted / (.relay_cpu_seconds - $q * $d) | round) | \(.odds_pushes_per_s | round) |"' "$f"
+      "| \(.config.Rate) | \(.sent) | \(.accepted) | \(.p50 | ms) | \(.p99 | ms) | \(.max | ms) | \(.relay_cpu_seconds * 10 | round / 10) | \(.accepted / .relay_cpu_seconds | round) | \(.accepted / (.relay_cpu_seconds - $q * $d) | round) |"' "$f"
   done
 done
