@@ -106,8 +106,7 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 		c.betsInFlight.Add(-1)
 		reply := &protocol.Reply{ID: id, Error: e}
 		if e == nil {
-			data, _ := json.Marshal(r)
-			reply.RPC = &protocol.RPCResult{Data: data}
+			reply.RPC = &protocol.RPCResult{Data: r.AppendJSON(make([]byte, 0, 128))}
 		}
 		c.sendNow(c.codec.AppendReply(nil, reply))
 	})
@@ -117,13 +116,16 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 type betHooks struct {
 	m   *metrics
 	log *slog.Logger
+	// accepted is m.bets' accepted child, looked up once: every accepted
+	// bet counts there.
+	accepted prometheus.Counter
 	// lastReaderLog rate-limits reader errors to one line per 10s.
 	lastReaderLog atomic.Int64
 }
 
 func (h *betHooks) OnBet(reason string, ack time.Duration) {
 	if reason == "" {
-		h.m.bets.WithLabelValues("accepted").Inc()
+		h.accepted.Inc()
 		h.m.betAck.Observe(ack.Seconds())
 		return
 	}

@@ -154,7 +154,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Bets.Enabled {
-		if s.desk, err = bets.NewDesk(cfg.Bets, kopts, cfg.Node, &betHooks{m: s.metrics, log: log.With("component", "bets")}); err != nil {
+		if s.desk, err = bets.NewDesk(cfg.Bets, kopts, cfg.Node, &betHooks{m: s.metrics, log: log.With("component", "bets"), accepted: s.metrics.bets.WithLabelValues("accepted")}); err != nil {
 			return nil, err
 		}
 		registerDeskMetrics(s.metrics.reg, s.desk)

@@ -1,6 +1,8 @@
 package bets
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -56,4 +58,75 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", in, r)
 		}
 	})
+}
+
+// fastAgrees fails t if fastTopLevel accepts in where topLevel does not, or
+// reads a documented field otherwise.
+func fastAgrees(t *testing.T, in []byte) (fastOK bool) {
+	t.Helper()
+	var compact bytes.Buffer
+	fast, ok := fastTopLevel(&compact, in)
+	if !ok {
+		return false
+	}
+	slow, err := topLevel(in)
+	if err != nil {
+		t.Fatalf("fastTopLevel accepted %q, topLevel refuses it: %v", in, err)
+	}
+	var want bytes.Buffer
+	if json.Compact(&want, in) != nil || !bytes.Equal(compact.Bytes(), want.Bytes()) {
+		t.Fatalf("fastTopLevel compacted %q to %q", in, compact.Bytes())
+	}
+	for i, f := range fields {
+		var sv bytes.Buffer
+		if v, ok := slow[f]; ok {
+			json.Compact(&sv, v)
+		}
+		if fv := fast[i]; (fv != nil) != (sv.Len() > 0) || !bytes.Equal(fv, sv.Bytes()) {
+			t.Fatalf("%q: field %s: fast %q, slow %q", in, f, fv, sv.Bytes())
+		}
+	}
+	return true
+}
+
+// TestFastTopLevelAgrees: the fast scan of a bet's members takes only what
+// the strict decoder takes, and reads the same fields from it; on the rest
+// Parse falls back to the decoder, whose errors TestParse checks.
+func TestFastTopLevelAgrees(t *testing.T) {
+	const ok = `{"bet_id":"b-1","channel":"odds:a:b","selection":"home","odds":2.5,"stake":10}`
+	accepted := 0
+	for _, in := range []string{
+		ok,
+		` { "bet_id" : "b-1", "channel":"odds:a:b" ,"selection":"home","odds": 2.5,"stake":1e1 } `,
+		`{"bet_id":"b\u002d1","channel":"odds:a:b","selection":"home","odds":2.5,"stake":10}`,
+		`{"x":{"a":[1,{"b":"}\"]"}],"c":null},"y":[[],[{}]],"bet_id":"b-1","channel":"odds:a:b","selection":"home","odds":2.5,"stake":10,"z":"a b"}`,
+		`{"stake":{"n":1},"odds":[2],"bet_id":true,"channel":null,"selection":"s p"}`,
+		`{}`, `{"a":1}`, `[1]`, `"x"`, `1`, `null`, `{`, `{"a":1}{}`, `{"a":1,}`, `{"a"}`,
+		`{"a":1,"a":2}`, `{"a":1,"\u0061":2}`, `{"stake":1,"STAKE":2}`, `{"ſtake":1}`, `{"Odds":2}`, `{"bet_\u0049d":"x"}`,
+		`{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k3":3}`,
+		`{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k10":10,"k11":11,"k12":12,"k13":13,"k14":14,"k15":15,"k16":16,"k17":17,"k18":18}`,
+	} {
+		if fastAgrees(t, []byte(in)) {
+			accepted++
+		}
+	}
+	if accepted != 8 {
+		t.Errorf("the fast path took %d of the inputs, want 8 (the rest go to the decoder)", accepted)
+	}
+}
+
+func FuzzFastTopLevel(f *testing.F) {
+	f.Add([]byte(`{"bet_id":"b-1","channel":"odds:a:b","selection":"home","odds":2.5,"stake":10,"x":{"y":["}"]}}`))
+	f.Add([]byte(`{"a":1,"\u0061":2}`))
+	f.Fuzz(func(t *testing.T, in []byte) { fastAgrees(t, in) })
+}
+
+func BenchmarkParse(b *testing.B) {
+	in := []byte(`{"bet_id":"0123456789abcdef-1234-77","channel":"odds:bench:storm:m-1:1x2","selection":"home","odds":2.1,"stake":5}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(in, 4096, 255); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -224,12 +224,21 @@ func (d *Desk) learn(rec *kgo.Record, now time.Time) {
 	if err != nil {
 		return
 	}
-	key := string(user) + "\x00" + string(id) // copies: the fetch's buffers are not kept
+	var kb [256]byte // user (at most 128) + 0 + bet id (at most 64) of this relay's records
+	k := append(append(append(kb[:0], user...), 0), id...)
+	d.mu.Lock()
+	old := d.entries[string(k)]
+	if old != nil && now.Before(old.expires) && (old.done || old.sum != s) {
+		// Known already, most often this node's own bet, acknowledged:
+		// nothing to learn, nothing to allocate.
+		d.mu.Unlock()
+		return
+	}
+	key := string(k) // a copy: the fetch's buffers are not kept
 	e := &entry{key: key, sum: s, done: true, remote: true, expires: expires, result: resultOf(rec, key[len(user)+1:])}
 	e.result.Topic = d.cfg.Topic
-	d.mu.Lock()
 	var waiters []Done
-	switch old := d.entries[key]; {
+	switch {
 	case old == nil || !now.Before(old.expires):
 		d.insertLocked(e)
 	case !old.done && old.sum == s:

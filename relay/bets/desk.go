@@ -206,6 +206,22 @@ type Result struct {
 	ReceivedAt time.Time `json:"received_at"`
 }
 
+// AppendJSON appends r as encoding/json encodes it (the rpc reply's data),
+// without its reflection (TestRecordValueAsEncodingJSON).
+func (r Result) AppendJSON(v []byte) []byte {
+	v = append(v, `{"bet_id":`...)
+	v = appendJSONString(v, r.BetID)
+	v = append(v, `,"topic":`...)
+	v = appendJSONString(v, r.Topic)
+	v = append(v, `,"partition":`...)
+	v = strconv.AppendInt(v, int64(r.Partition), 10)
+	v = append(v, `,"offset":`...)
+	v = strconv.AppendInt(v, r.Offset, 10)
+	v = append(v, `,"received_at":`...)
+	v = appendJSONTime(v, r.ReceivedAt)
+	return append(v, '}')
+}
+
 // Done receives a bet's answer: a Result, or an error. It is called exactly
 // once, from any goroutine, and must not block.
 type Done func(Result, *protocol.Error)
@@ -244,6 +260,20 @@ type Desk struct {
 	order  []*entry
 	head   int
 	limits *ratelimit.Limiter // per user
+
+	// due holds the bets produced in the last Timeout, in the order
+	// produced, which is the order of their deadlines: one timer, set for
+	// the oldest, answers those Kafka has not acknowledged by then
+	// (instead of a timer per bet). Under dueMu, never held with mu.
+	dueMu    sync.Mutex
+	due      []dueBet
+	dueHead  int
+	dueTimer *time.Timer
+}
+
+type dueBet struct {
+	e        *entry
+	deadline time.Time
 }
 
 type suspMemo struct {
@@ -280,6 +310,8 @@ func NewDesk(cfg Config, kopts []kgo.Opt, node string, hooks Hooks) (*Desk, erro
 	if cfg.DedupAcrossNodes {
 		d.rd = newReader()
 	}
+	d.dueTimer = time.AfterFunc(time.Hour, d.expireDue)
+	d.dueTimer.Stop()
 	return d, nil
 }
 
@@ -360,14 +392,53 @@ func (d *Desk) produce(b *Bet, key string, sum [sha256.Size]byte, done Done) {
 	// The client hears within Timeout even if Kafka never answers; the
 	// entry stays until Kafka does, so a retry waits for the real outcome
 	// instead of producing a second record.
-	timer := time.AfterFunc(d.cfg.Timeout, func() { d.timeout(e) })
-	start := time.Now()
+	start := d.addDue(e)
 	d.client.Produce(context.Background(), d.record(b, sum), func(r *kgo.Record, err error) {
-		timer.Stop()
 		d.inflight.Add(-1)
 		d.hooks.OnInFlight(-1)
 		d.finish(key, e, r, err, time.Since(start))
 	})
+}
+
+// addDue puts e, produced now (which it returns), on the timeout queue.
+func (d *Desk) addDue(e *entry) time.Time {
+	d.dueMu.Lock()
+	now := time.Now() // under dueMu: deadlines enter in order
+	d.due = append(d.due, dueBet{e, now.Add(d.cfg.Timeout)})
+	if len(d.due)-d.dueHead == 1 {
+		d.dueTimer.Reset(d.cfg.Timeout)
+	}
+	d.dueMu.Unlock()
+	return now
+}
+
+// expireDue runs on the timeout queue's timer: it answers the bets past
+// their deadline that Kafka has not acknowledged (timeout skips the
+// others) and sets the timer for the next deadline.
+func (d *Desk) expireDue() {
+	now := time.Now()
+	var expired []*entry
+	d.dueMu.Lock()
+	for d.dueHead < len(d.due) && !d.due[d.dueHead].deadline.After(now) {
+		expired = append(expired, d.due[d.dueHead].e)
+		d.due[d.dueHead] = dueBet{}
+		d.dueHead++
+	}
+	switch {
+	case d.dueHead == len(d.due):
+		d.due, d.dueHead = d.due[:0], 0
+	case d.dueHead > 1024 && d.dueHead > len(d.due)/2:
+		n := copy(d.due, d.due[d.dueHead:])
+		clear(d.due[n:])
+		d.due, d.dueHead = d.due[:n], 0
+	}
+	if d.dueHead < len(d.due) {
+		d.dueTimer.Reset(d.due[d.dueHead].deadline.Sub(now))
+	}
+	d.dueMu.Unlock()
+	for _, e := range expired {
+		d.timeout(e)
+	}
 }
 
 // insertLocked remembers e, forgetting the oldest answers past
@@ -526,49 +597,149 @@ func (d *Desk) Remembered() int {
 
 // record is the Kafka record of a bet; docs/bets.md documents it.
 func (d *Desk) record(b *Bet, sum [sha256.Size]byte) *kgo.Record {
-	value := struct {
-		BetID      string          `json:"bet_id"`
-		User       string          `json:"user"`
-		Node       string          `json:"node"`
-		ReceivedAt time.Time       `json:"received_at"`
-		Bet        json.RawMessage `json:"bet"`
-		OddsSeen   *Position       `json:"odds_seen"`
-		OddsLatest *Position       `json:"odds_latest"`
-	}{b.BetID, b.User, d.node, b.ReceivedAt, b.Raw, PositionOf(b.Seen), PositionOf(b.Latest)}
-	v, _ := json.Marshal(value) // plain values and valid RawMessage
 	key := b.User
 	if d.cfg.Key == "market" {
 		key = b.Channel
 	}
-	recv := b.ReceivedAt.UTC().Format(time.RFC3339Nano)
+	// One buffer holds the value, the key and the header values, each a
+	// capped piece of it (a piece made before the buffer grew stays in
+	// the old array, intact).
+	buf := make([]byte, 0, 640+2*len(b.Raw))
+	piece := func(start int) []byte { return buf[start:len(buf):len(buf)] }
+	buf = appendRecordValue(buf, b, d.node)
+	value := piece(0)
+	at := len(buf)
+	buf = append(buf, key...)
+	rkey := piece(at)
+	at = len(buf)
+	buf = append(buf, b.BetID...)
+	betID := piece(at)
+	at = len(buf)
+	buf = append(buf, b.User...)
+	user := piece(at)
+	at = len(buf)
+	buf = append(buf, d.node...)
+	node := piece(at)
+	at = len(buf)
+	buf = b.ReceivedAt.UTC().AppendFormat(buf, time.RFC3339Nano)
+	recv := piece(at)
+	at = len(buf)
+	buf = append(append(append(buf, b.User...), '/'), b.BetID...)
+	idem := piece(at)
+	at = len(buf)
+	buf = hex.AppendEncode(buf, sum[:])
+	hexSum := piece(at)
+	var seen, latest []byte // nil: Kafka's null header value
+	if b.Seen != nil {
+		at = len(buf)
+		buf = appendPositionHeader(buf, b.Seen)
+		seen = piece(at)
+	}
+	if b.Latest != nil {
+		at = len(buf)
+		buf = appendPositionHeader(buf, b.Latest)
+		latest = piece(at)
+	}
 	return &kgo.Record{
-		Key:       []byte(key),
-		Value:     v,
+		Key:       rkey,
+		Value:     value,
 		Timestamp: b.ReceivedAt,
 		Headers: []kgo.RecordHeader{
-			{Key: "bet-id", Value: []byte(b.BetID)}, // first: finish reads it
-			{Key: "user", Value: []byte(b.User)},
-			{Key: "node", Value: []byte(d.node)},
-			{Key: "received-at", Value: []byte(recv)},
-			{Key: "idempotency-key", Value: []byte(b.User + "/" + b.BetID)},
-			{Key: "bet-sha256", Value: hex.AppendEncode(nil, sum[:])}, // the reader tells a retry from a reused id by it
-			{Key: "odds-seen", Value: positionHeader(b.Seen)},
-			{Key: "odds-latest", Value: positionHeader(b.Latest)},
-			{Key: "content-type", Value: []byte("application/json")},
+			{Key: "bet-id", Value: betID}, // first: finish reads it
+			{Key: "user", Value: user},
+			{Key: "node", Value: node},
+			{Key: "received-at", Value: recv},
+			{Key: "idempotency-key", Value: idem},
+			{Key: "bet-sha256", Value: hexSum}, // the reader tells a retry from a reused id by it
+			{Key: "odds-seen", Value: seen},
+			{Key: "odds-latest", Value: latest},
+			{Key: "content-type", Value: contentTypeJSON},
 		},
 	}
 }
 
-// positionHeader is "topic/partition/offset", or empty.
-func positionHeader(p *fanout.Publication) []byte {
+// contentTypeJSON is every record's content-type header value (read by
+// franz-go, never written).
+var contentTypeJSON = []byte("application/json")
+
+// appendRecordValue appends the JSON value of b's record, byte for byte
+// what encoding/json makes of
+//
+//	struct {
+//		BetID      string          `json:"bet_id"`
+//		User       string          `json:"user"`
+//		Node       string          `json:"node"`
+//		ReceivedAt time.Time       `json:"received_at"`
+//		Bet        json.RawMessage `json:"bet"`
+//		OddsSeen   *Position       `json:"odds_seen"`
+//		OddsLatest *Position       `json:"odds_latest"`
+//	}
+//
+// (TestRecordValueAsEncodingJSON), without its reflection: a bet's record
+// is built on the poller, for every bet.
+func appendRecordValue(v []byte, b *Bet, node string) []byte {
+	v = append(v, `{"bet_id":`...)
+	v = appendJSONString(v, b.BetID)
+	v = append(v, `,"user":`...)
+	v = appendJSONString(v, b.User)
+	v = append(v, `,"node":`...)
+	v = appendJSONString(v, node)
+	v = append(v, `,"received_at":`...)
+	v = appendJSONTime(v, b.ReceivedAt)
+	v = append(v, `,"bet":`...)
+	// Raw is compact JSON (Parse); encoding/json escapes <, >, & and
+	// U+2028/9 in a RawMessage, and so does HTMLEscape.
+	buf := bytes.NewBuffer(v)
+	json.HTMLEscape(buf, b.Raw)
+	v = buf.Bytes()
+	v = append(v, `,"odds_seen":`...)
+	v = appendPosition(v, b.Seen)
+	v = append(v, `,"odds_latest":`...)
+	v = appendPosition(v, b.Latest)
+	return append(v, '}')
+}
+
+// appendPosition appends p's Position as encoding/json would, or null.
+func appendPosition(v []byte, p *fanout.Publication) []byte {
 	if p == nil {
-		return nil
+		return append(v, "null"...)
 	}
-	var b bytes.Buffer
-	b.WriteString(p.Pos.Stream)
-	b.WriteByte('/')
-	b.WriteString(strconv.Itoa(int(p.Pos.Partition)))
-	b.WriteByte('/')
-	b.WriteString(strconv.FormatInt(p.Pos.Offset, 10))
-	return b.Bytes()
+	v = append(v, `{"channel":`...)
+	v = appendJSONString(v, p.Channel)
+	v = append(v, `,"topic":`...)
+	v = appendJSONString(v, p.Pos.Stream)
+	v = append(v, `,"partition":`...)
+	v = strconv.AppendInt(v, int64(p.Pos.Partition), 10)
+	v = append(v, `,"offset":`...)
+	v = strconv.AppendInt(v, p.Pos.Offset, 10)
+	v = append(v, `,"timestamp":`...)
+	v = appendJSONTime(v, p.Time)
+	return append(v, '}')
+}
+
+// appendJSONString appends s as encoding/json quotes it: plain ASCII as
+// is, anything else through encoding/json.
+func appendJSONString(v []byte, s string) []byte {
+	if !protocol.PlainJSON(s) {
+		q, _ := json.Marshal(s)
+		return append(v, q...)
+	}
+	v = append(v, '"')
+	v = append(v, s...)
+	return append(v, '"')
+}
+
+// appendJSONTime appends t as time.Time's MarshalJSON does for the years
+// 0 to 9999 (where MarshalJSON fails, and the record had no value).
+func appendJSONTime(v []byte, t time.Time) []byte {
+	v = append(v, '"')
+	v = t.AppendFormat(v, time.RFC3339Nano)
+	return append(v, '"')
+}
+
+// appendPositionHeader appends p's position as "topic/partition/offset".
+func appendPositionHeader(v []byte, p *fanout.Publication) []byte {
+	v = append(append(v, p.Pos.Stream...), '/')
+	v = append(strconv.AppendInt(v, int64(p.Pos.Partition), 10), '/')
+	return strconv.AppendInt(v, p.Pos.Offset, 10)
 }

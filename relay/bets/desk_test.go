@@ -1,12 +1,15 @@
 package bets
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/edgerelay/edgerelay/fanout"
 	"github.com/edgerelay/edgerelay/relay/protocol"
@@ -138,5 +141,78 @@ func TestDeskSuspension(t *testing.T) {
 		if e != tt.want {
 			t.Errorf("bet %d: %v, want %v", i, e, tt.want)
 		}
+	}
+}
+
+// TestDeskTimeoutQueue: bets whose produce requests Kafka holds are each
+// answered with the retryable error once their own Timeout has passed,
+// not before (one timer for all of them, set for the oldest); when Kafka
+// answers at last, a retry gets the accepted record, not a second one.
+func TestDeskTimeoutQueue(t *testing.T) {
+	kafka := newTestKafka(t, 1)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	kafka.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kafka.KeepControl()
+		kafka.SleepControl(func() { <-release })
+		return nil, nil, false // then handled as usual
+	})
+	cfg := DefaultConfig()
+	cfg.Timeout, cfg.DedupAcrossNodes = time.Second, false // franz-go's least delivery timeout
+	cfg.RatePerUser, cfg.BurstPerUser = 1000, 1000
+	d := newDeskOn(t, cfg, kafka.ListenAddrs(), "n1")
+	open := &fanout.Publication{Channel: "odds:m", Data: []byte(`{"status":"open"}`)}
+	type answer struct {
+		took time.Duration
+		e    *protocol.Error
+	}
+	answers := make(chan answer, 4)
+	for i := range 4 {
+		start := time.Now()
+		d.Place(testBet(t, fmt.Sprint("q", i), open, start), func(_ Result, e *protocol.Error) { answers <- answer{time.Since(start), e} })
+		time.Sleep(100 * time.Millisecond) // not for correctness: deadlines apart
+	}
+	for range 4 {
+		select {
+		case a := <-answers:
+			if a.e == nil || a.e.Code != ErrUnavailable.Code || a.took < cfg.Timeout {
+				t.Errorf("answered after %v with %v, want error %d after at least %v", a.took, a.e, ErrUnavailable.Code, cfg.Timeout)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a bet Kafka holds was not answered")
+		}
+	}
+	releaseOnce.Do(func() { close(release) })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, e := place(t, d, "q0", open, time.Now())
+		if e == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("retry of q0 after Kafka answered: %v", e)
+		}
+	}
+	// The others may have landed or failed (franz-go fails records it
+	// has not sent by the delivery timeout); q0 landed once.
+	want := recordCount(t, kafka.ListenAddrs())
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.ConsumeTopics("bets"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var read, q0 int64
+	for read < want && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			read++
+			if string(r.Headers[0].Value) == "q0" {
+				q0++
+			}
+		})
+	}
+	if read != want || q0 != 1 {
+		t.Errorf("read %d of %d records, %d of them q0; want q0 once", read, want, q0)
 	}
 }

@@ -275,3 +275,43 @@ func TestCloseDeadlineNeverReadingClient(t *testing.T) {
 		expire(c, h, deadline, "the close deadline (client never closed)")
 	})
 }
+
+// TestShortReadThenMoreInput: the poller stops reading a socket at a short
+// read instead of reading again for EAGAIN; what arrives afterwards, a
+// frame's second half, later messages, a message with the client's FIN
+// right behind it, is still read, from the next edge.
+func TestShortReadThenMoreInput(t *testing.T) {
+	e := startEngine(t, DefaultConfig())
+	fd, cl := tcpPair(t, 0)
+	h := newCloseHandler()
+	c := e.NewConn(fd, ConnConfig{}, h)
+	if err := c.Start(nil); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	waitMessages := func(n int, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); h.messages() < n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d messages handled, want %d", what, h.messages(), n)
+			}
+		}
+	}
+	frame := clientText(`{"id":1,"rpc":{"method":"bet"}}`)
+	for i := range 50 {
+		if _, err := cl.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		waitMessages(i+1, "one message at a time")
+	}
+	// Half a frame, read short; the rest comes after the poller went back
+	// to epoll_wait.
+	cl.Write(frame[:7])
+	time.Sleep(20 * time.Millisecond) // not for correctness: only so that the halves arrive apart
+	cl.Write(frame[7:])
+	waitMessages(51, "a frame in two writes")
+	cl.Write(append(append([]byte(nil), frame...), frame...))
+	cl.CloseWrite()
+	waitMessages(53, "two messages and a FIN")
+	h.waitClosed(t, 10*time.Second, "the client sent its FIN")
+}

@@ -15,7 +15,10 @@
 //
 // Commands are rare next to pushes: JSON commands are decoded with
 // encoding/json, Protobuf commands by a small hand-written decoder on
-// protowire. Publication pushes are the hot path: AppendPublicationPush
+// protowire. The exception is a bet storm, an rpc per bet: the rpc
+// command as the SDKs send it, and its reply, take a scan without
+// reflection (jsonscan.go) that leaves anything else to encoding/json
+// and gives what it would. Publication pushes are the hot path: AppendPublicationPush
 // and AppendDeltaPush write them in one pass, with no reflection and no
 // allocation beyond growing the destination, once per update and form;
 // the same bytes then go to every subscriber.

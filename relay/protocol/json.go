@@ -44,8 +44,12 @@ func (jsonCodec) DecodeCommands(msg []byte, fn func(*Command) error) error {
 		var c Command
 		// The empty command is a pong, the most frequent client message at
 		// rest (one per connection per websocket.ping_interval): no
-		// decoder for it (BenchmarkDecodePong).
-		if len(line) != 2 || line[1] != '}' {
+		// decoder for it (BenchmarkDecodePong). An rpc as the SDKs send
+		// it, one per bet in a storm, has its own (decodeRPCFast).
+		switch {
+		case len(line) == 2 && line[1] == '}':
+		case bytes.Contains(line, []byte(`"rpc":`)) && json.Valid(line) && decodeRPCFast(line, &c):
+		default:
 			if err := json.Unmarshal(line, &c); err != nil {
 				return fmt.Errorf("%w: %v", ErrMalformed, err)
 			}
@@ -69,6 +73,9 @@ func (jsonCodec) AppendReply(msg []byte, r *Reply) []byte {
 		sc.Publications, sc.State = jsonStrings(s.Publications), jsonStrings(s.State)
 		c.Subscribe = &sc
 		r = &c
+	}
+	if out, ok := appendRPCReplyFast(msg, r); ok {
+		return out
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
