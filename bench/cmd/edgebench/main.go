@@ -8,6 +8,7 @@
 //	edgebench report  --html r.html a.json b.json  summary table and charts of saved results
 //	edgebench feed    --rate 500 --matches 200     a realistic odds feed; --record / --replay --speed
 //	edgebench swarm   --conns 15000 --matches 200  clients only, for a feed run elsewhere
+//	edgebench ceiling --listen 127.0.0.1:8001      a bare writer to compare the relay's CPU against
 //
 // "worker" is internal: fanout starts one worker process per --procs.
 package main
@@ -18,6 +19,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -45,6 +47,9 @@ commands:
            verdict line; exit 1 when a correctness check fails
   report   merge JSON results (--out of fanout and run) into a Markdown summary
            and a self-contained HTML page of charts
+  ceiling  a bare writer for edgebench fanout's clients: reads the feed from
+           Kafka and writes each record as the relay's push frame to every
+           subscriber, with nothing else; the bound for the relay's CPU per delivery
   bets     a bet storm: many authenticated clients place bets at a fixed rate
            while reading odds; accepted bets/s and reply latency percentiles
 
@@ -74,6 +79,8 @@ func main() {
 		err = feedCmd(ctx, os.Args[2:])
 	case "swarm":
 		err = swarmCmd(ctx, os.Args[2:])
+	case "ceiling":
+		err = ceilingCmd(ctx, os.Args[2:])
 	case "report":
 		err = reportCmd(os.Args[2:])
 	case "worker":
@@ -408,4 +415,21 @@ func swarmCmd(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintln(os.Stderr, "edgebench: verdict: PASS (in order, no duplicates, every patch applied, every client back after each storm)")
 	return nil
+}
+
+func ceilingCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("ceiling", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:8001", "address to accept WebSocket connections on (any path)")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka seed brokers")
+	var cfg bench.CeilingConfig
+	fs.StringVar(&cfg.Topic, "topic", "odds", "topic to read (the one edgebench fanout feeds)")
+	fs.StringVar(&cfg.Header, "header", "channel", "record header naming the channel (else the record key)")
+	fs.Parse(args)
+	cfg.Brokers = strings.Split(*brokers, ",")
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "edgebench: ceiling listening on %s, reading %s from %s\n", ln.Addr(), cfg.Topic, *brokers)
+	return bench.RunCeiling(ctx, cfg, ln, os.Stderr)
 }
