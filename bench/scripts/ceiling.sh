@@ -53,37 +53,39 @@ for i in $(seq "$runs"); do
 done
 pid=
 
-# One line per run: kind rate run cpu_s deliveries p50 p99 max (ns) gaps.
+# One line per run: kind rate run cpu_s deliveries p50 p99 max (ns) gaps
+# clients-on-the-final-value.
 for r in $rates; do
   for i in $(seq "$runs"); do
     for k in ceiling relay; do
       jq -r --arg k "$k" --arg r "$r" --arg i "$i" \
-        '[$k, $r, $i, .relay_cpu_seconds, .clients.received, .p50, .p99, .max, .clients.gaps] | @tsv' "$out/$k-$r-$i.json"
+        '[$k, $r, $i, .relay_cpu_seconds, .clients.received, .p50, .p99, .max, .clients.gaps, .final_correct] | @tsv' "$out/$k-$r-$i.json"
     done
   done
 done >"$out/ceiling-runs.tsv"
 
 echo
-echo "| records/s | run | ceiling CPU s/M deliveries | relay CPU s/M | efficiency (ceiling/relay) | ceiling p50 / p99 / max ms | relay p50 / p99 / max ms | gaps ceiling/relay |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| records/s | run | ceiling CPU s/M deliveries | relay CPU s/M | efficiency (ceiling/relay) | ceiling p50 / p99 / max ms | relay p50 / p99 / max ms | gaps ceiling/relay | clients on the final value ceiling/relay |"
+echo "|---|---|---|---|---|---|---|---|---|"
 awk -F'\t' '
 function med(a, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
   return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
 function lat(k, r, i) { return sprintf("%.1f / %.1f / %.0f", p50[k,r,i]/1e6, p99[k,r,i]/1e6, mx[k,r,i]/1e6) }
-{ k = $1; r = $2; i = $3; spm[k,r,i] = $5 > 0 ? $4 / $5 * 1e6 : 0; p50[k,r,i] = $6; p99[k,r,i] = $7; mx[k,r,i] = $8; gaps[k,r,i] = $9
+{ k = $1; r = $2; i = $3; spm[k,r,i] = $5 > 0 ? $4 / $5 * 1e6 : 0; p50[k,r,i] = $6; p99[k,r,i] = $7; mx[k,r,i] = $8; gaps[k,r,i] = $9; final[k,r,i] = $10
   if (!(r in seen)) { seen[r] = 1; order[++nr] = r } if (i > runs) runs = i }
 END {
   for (x = 1; x <= nr; x++) {
     r = order[x]
     for (i = 1; i <= runs; i++) {
-      printf "| %s | %d | %.2f | %.2f | %.0f %% | %s | %s | %d/%d |\n", r, i, spm["ceiling",r,i], spm["relay",r,i],
-        (spm["relay",r,i] > 0 ? 100 * spm["ceiling",r,i] / spm["relay",r,i] : 0), lat("ceiling",r,i), lat("relay",r,i), gaps["ceiling",r,i], gaps["relay",r,i]
+      printf "| %s | %d | %.2f | %.2f | %.0f %% | %s | %s | %d/%d | %d/%d |\n", r, i, spm["ceiling",r,i], spm["relay",r,i],
+        (spm["relay",r,i] > 0 ? 100 * spm["ceiling",r,i] / spm["relay",r,i] : 0), lat("ceiling",r,i), lat("relay",r,i), gaps["ceiling",r,i], gaps["relay",r,i],
+        final["ceiling",r,i], final["relay",r,i]
       c[i] = spm["ceiling",r,i]; e[i] = spm["relay",r,i]
       c50[i] = p50["ceiling",r,i]/1e6; c99[i] = p99["ceiling",r,i]/1e6; cmx[i] = mx["ceiling",r,i]/1e6
       e50[i] = p50["relay",r,i]/1e6; e99[i] = p99["relay",r,i]/1e6; emx[i] = mx["relay",r,i]/1e6
     }
     mc = med(c, runs); me = med(e, runs)
-    printf "| %s | median | %.2f | %.2f | **%.0f %%** | %.1f / %.1f / %.0f | %.1f / %.1f / %.0f | |\n", r, mc, me, (me > 0 ? 100 * mc / me : 0),
+    printf "| %s | median | %.2f | %.2f | **%.0f %%** | %.1f / %.1f / %.0f | %.1f / %.1f / %.0f | | |\n", r, mc, me, (me > 0 ? 100 * mc / me : 0),
       med(c50, runs), med(c99, runs), med(cmx, runs), med(e50, runs), med(e99, runs), med(emx, runs)
   }
 }' "$out/ceiling-runs.tsv"
