@@ -24,7 +24,8 @@ import (
 // enough for a 2-byte frame header and one that needs 4), exactly the
 // bytes relay/protocol and relay/engine frame for that publication, with
 // the record's offset + 1; a record of a third channel does not reach it.
-// A delta subscribe is refused with close 3501.
+// A delta subscribe is refused with close 3501, a message over 64 KiB
+// with close 1009.
 func TestCeilingFrames(t *testing.T) {
 	kafka := newKafka(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -86,15 +87,24 @@ func TestCeilingFrames(t *testing.T) {
 		}
 	}
 
-	delta, _, _, err := ws.Dial(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer delta.Close()
-	delta.SetDeadline(time.Now().Add(20 * time.Second))
-	wsutil.WriteClientText(delta, []byte(`{"id":1,"connect":{}}`+"\n"+`{"id":2,"subscribe":{"channel":"c:a","delta":"fossil"}}`))
-	f, err := ws.ReadFrame(delta)
-	if code, _ := ws.ParseCloseFrameData(f.Payload); err != nil || f.Header.OpCode != ws.OpClose || code != ceilingBadRequest {
-		t.Fatalf("delta subscribe: frame %v %q, %v; want close %d", f.Header.OpCode, f.Payload, err, ceilingBadRequest)
+	for _, tt := range []struct {
+		name string
+		msg  string
+		code ws.StatusCode
+	}{
+		{"delta subscribe", `{"id":1,"connect":{}}` + "\n" + `{"id":2,"subscribe":{"channel":"c:a","delta":"fossil"}}`, ceilingBadRequest},
+		{"message over 64 KiB", `{"id":1,"connect":{"name":"` + strings.Repeat("x", maxCeilingMessage) + `"}}`, ceilingTooBig},
+	} {
+		other, _, _, err := ws.Dial(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		other.SetDeadline(time.Now().Add(20 * time.Second))
+		wsutil.WriteClientText(other, []byte(tt.msg))
+		f, err := ws.ReadFrame(other)
+		if code, _ := ws.ParseCloseFrameData(f.Payload); err != nil || f.Header.OpCode != ws.OpClose || code != tt.code {
+			t.Fatalf("%s: frame %v %q, %v; want close %d", tt.name, f.Header.OpCode, f.Payload, err, tt.code)
+		}
 	}
 }

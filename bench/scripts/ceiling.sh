@@ -12,6 +12,11 @@
 #
 #   bench/scripts/ceiling.sh                             # RATES="10 25" DURATION=60s RUNS=3
 #   RELAY_ENV=EDGERELAY_WEBSOCKET_PING_INTERVAL=0 bench/scripts/ceiling.sh   # the relay without heartbeats
+#   CONNS=400 RUNS=1 DURATION=3s bench/scripts/ceiling.sh                    # a quick try of the script
+#
+# Also: RAMP (connections/s per worker), KAFKA_PORT, RELAY_PORT,
+# CEILING_PORT, OUT (results: <kind>-<rate>-<run>.json and .log, the
+# ceiling's and relay's logs, ceiling-runs.tsv).
 source "$(dirname "$0")/common.sh"
 
 kport=${KAFKA_PORT:-29292}
