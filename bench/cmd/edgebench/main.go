@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -424,7 +425,18 @@ func ceilingCmd(ctx context.Context, args []string) error {
 	var cfg bench.CeilingConfig
 	fs.StringVar(&cfg.Topic, "topic", "odds", "topic to read (the one edgebench fanout feeds)")
 	fs.StringVar(&cfg.Header, "header", "channel", "record header naming the channel (else the record key)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here (go tool pprof)")
 	fs.Parse(args)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	cfg.Brokers = strings.Split(*brokers, ",")
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
