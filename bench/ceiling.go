@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -106,10 +105,6 @@ func RunCeiling(ctx context.Context, cfg CeilingConfig, ln net.Listener, log io.
 		if err != nil {
 			if ctx.Err() != nil {
 				break
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
 			}
 			fmt.Fprintf(log, "edgebench: ceiling: accept: %v\n", err) // e.g. out of file descriptors
 			time.Sleep(100 * time.Millisecond)
