@@ -26,9 +26,17 @@
 // on protowire: package bench talks to the relay only over the wire and
 // imports it in tests alone), with the same checks in both.
 //
+// The ceiling (RunCeiling, edgebench ceiling) is the other side: a bare
+// writer those clients can subscribe to, the bound the relay's CPU per
+// delivery is compared against.
+//
 // # Concurrency
 //
 // A worker runs one goroutine per client connection (the load generator
 // may spend memory; the relay may not). Histograms are per connection and
-// merged at the end, so the read path takes no shared lock.
+// merged at the end, so the read path takes no shared lock. The ceiling
+// runs one goroutine per connection for the upgrade and the client's
+// messages, and writes every update from the goroutine polling Kafka;
+// one mutex covers the subscriber lists and every write to a subscribed
+// socket.
 package bench

@@ -10,6 +10,8 @@
 //	edgebench swarm   --conns 15000 --matches 200  clients only, for a feed run elsewhere
 //	edgebench maps    --sizes 1000,10000           map subscriptions: subscribe time and bytes,
 //	                                               memory per entry, fan-out vs channels
+//	edgebench ceiling --listen 127.0.0.1:8001      a bare writer to compare the relay's CPU against
+//	edgebench trace   trace.out                    a relay execution trace: fan-out busy periods, GC
 //
 // "worker" is internal: fanout starts one worker process per --procs.
 package main
@@ -20,8 +22,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,6 +56,9 @@ commands:
   maps     map subscriptions: subscribe time and wire bytes per map size, page and
            encoding; relay memory per entry; fan-out of map updates against the
            same updates on ordinary channels (CPU per million deliveries, latency)
+  ceiling  a bare writer for edgebench fanout's clients: reads the feed from
+           Kafka and writes each record as the relay's push frame to every
+           subscriber, with nothing else; the bound for the relay's CPU per delivery
   bets     a bet storm: many authenticated clients place bets at a fixed rate
            while reading odds; accepted bets/s and reply latency percentiles
   trace    read a relay's execution trace (/debug/pprof/trace): the writers'
@@ -85,6 +92,8 @@ func main() {
 		err = swarmCmd(ctx, os.Args[2:])
 	case "trace":
 		err = traceCmd(os.Args[2:])
+	case "ceiling":
+		err = ceilingCmd(ctx, os.Args[2:])
 	case "report":
 		err = reportCmd(os.Args[2:])
 	case "maps":
@@ -516,4 +525,32 @@ func intList(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+func ceilingCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("ceiling", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:8001", "address to accept WebSocket connections on (any path)")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka seed brokers")
+	var cfg bench.CeilingConfig
+	fs.StringVar(&cfg.Topic, "topic", "odds", "topic to read (the one edgebench fanout feeds)")
+	fs.StringVar(&cfg.Header, "header", "channel", "record header naming the channel (else the record key)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here (go tool pprof)")
+	fs.Parse(args)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	cfg.Brokers = strings.Split(*brokers, ",")
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "edgebench: ceiling listening on %s, reading %s from %s\n", ln.Addr(), cfg.Topic, *brokers)
+	return bench.RunCeiling(ctx, cfg, ln, os.Stderr)
 }

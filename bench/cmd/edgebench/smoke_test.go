@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -166,4 +167,80 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// TestSmokeCeiling runs what bench/scripts/ceiling.sh runs, small:
+// "edgebench broker", "edgebench ceiling" on it, and an unmodified
+// "edgebench fanout" against the ceiling (12 clients over 2 workers and
+// 3 channels, strict: every update must arrive). The fanout run must pass
+// its verdict, every client must get every record of its channel, and
+// the CPU it reports must be the ceiling process's (its /proc), as it is
+// the relay's in the comparison.
+func TestSmokeCeiling(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds edgebench and runs a fanout")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "edgebench")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	kafka, listen := freeAddr(t), freeAddr(t)
+	_, kport, _ := net.SplitHostPort(kafka)
+	start := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	waitListening := func(addr string) {
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("nothing listens on %s", addr)
+			}
+		}
+	}
+	start("broker", "--port", kport)
+	waitListening(kafka)
+	ceiling := start("ceiling", "--listen", listen, "--brokers", kafka)
+	waitListening(listen)
+	out := filepath.Join(dir, "ceiling.json")
+	fanout := exec.Command(bin, "fanout", "--url", "ws://"+listen+"/connection/websocket", "--brokers", kafka,
+		"--conns", "12", "--procs", "2", "--channels", "3", "--rate", "30", "--size", "490", "--duration", "2s",
+		"--allow-skips=false", "--out", out)
+	var log strings.Builder
+	fanout.Stderr = &log
+	table, err := fanout.Output()
+	if err != nil || !strings.Contains(log.String(), "verdict: PASS") {
+		t.Fatalf("edgebench fanout against the ceiling: %v\n%s\n%s", err, table, log.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Resources string `json:"relay_resources"`
+		Expected  uint64 `json:"expected_deliveries"`
+		Clients   struct {
+			Connected int    `json:"connected"`
+			Received  uint64 `json:"received"`
+			Gaps      uint64 `json:"gaps"`
+		} `json:"clients"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	// About 60 records round-robin over 3 channels, 4 clients each.
+	if rep.Clients.Connected != 12 || rep.Expected < 236 || rep.Clients.Received != rep.Expected || rep.Clients.Gaps != 0 ||
+		rep.Resources != "/proc/"+strconv.Itoa(ceiling.Process.Pid) {
+		t.Fatalf("report %+v, want 12 clients, every one of ~240 deliveries, CPU from /proc/%d\n%s", rep, ceiling.Process.Pid, table)
+	}
+	t.Logf("fanout against the ceiling:\n%s", table)
 }

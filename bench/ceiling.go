@@ -1,0 +1,301 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// CeilingConfig is edgebench ceiling: the bare writer edgerelay's CPU per
+// delivery is compared against (docs/performance.md, "A ceiling").
+type CeilingConfig struct {
+	Brokers []string
+	Topic   string // the topic edgebench fanout feeds
+	// Header names the record header holding the channel, as the relay's
+	// ingest reads it; a record without it goes to the channel named by
+	// its key.
+	Header string
+}
+
+// maxCeilingMessage bounds a client message; a larger one is answered
+// with close 1009.
+const maxCeilingMessage = 64 << 10
+
+// Close codes the ceiling sends: 3501 (the relay's "bad request") for
+// anything it does not do, so that a client asking for more fails
+// visibly instead of measuring something else.
+const (
+	ceilingBadRequest = 3501
+	ceilingTooBig     = 1009
+)
+
+// ceiling holds the subscribers of each channel. One lock guards the
+// lists and every write to a subscribed socket: the Kafka loop holds it
+// while it writes an update to a channel's subscribers, a connection's
+// goroutine while it writes its replies and (un)registers.
+type ceiling struct {
+	mu         sync.Mutex
+	chans      map[string][]*ceilingSub
+	conns      int
+	deliveries uint64
+	dropped    int // connections closed because a write failed or was short
+}
+
+// ceilingPeer is one client connection; fd is conn's socket, written with
+// plain write(2) by the Kafka loop.
+type ceilingPeer struct {
+	conn   net.Conn
+	fd     int
+	subs   []*ceilingSub
+	closed bool
+}
+
+// subscribed reports whether p is subscribed to ch.
+func (p *ceilingPeer) subscribed(ch string) bool {
+	return slices.ContainsFunc(p.subs, func(s *ceilingSub) bool { return s.ch == ch })
+}
+
+// ceilingSub is a peer's place in a channel's list.
+type ceilingSub struct {
+	peer *ceilingPeer
+	ch   string
+	idx  int
+}
+
+// RunCeiling serves ln until ctx is done: it upgrades every connection to
+// WebSocket, answers the JSON Centrifugo connect and subscribe commands
+// with minimal replies, and writes each record of cfg.Topic, as the
+// relay's JSON publication push in one prepared text frame, to every
+// subscriber of its channel with one write(2) each, from the goroutine
+// that polls Kafka. No hub, no queues, no heartbeat, no cache: a
+// subscriber whose socket does not take the whole frame at once is
+// closed (counted as dropped). JSON full values only: delta, recovery,
+// Protobuf and every other command get close 3501.
+func RunCeiling(ctx context.Context, cfg CeilingConfig, ln net.Listener, log io.Writer) error {
+	if cfg.Header == "" {
+		cfg.Header = "channel"
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("edgebench-ceiling"),
+		kgo.ConsumeTopics(cfg.Topic),
+		// Records from now on; the feed starts after every client subscribed.
+		kgo.ConsumeStartOffset(kgo.NewOffset().AfterMilli(time.Now().UnixMilli())),
+		// The relay's ingest fetch options (relay/ingest).
+		kgo.FetchMaxWait(time.Second), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.MetadataMaxAge(30*time.Second))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	c := &ceiling{chans: map[string][]*ceilingSub{}}
+	go func() { <-ctx.Done(); ln.Close() }()
+	var wg sync.WaitGroup
+	wg.Go(func() { c.consume(ctx, cl, cfg.Header) })
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(log, "edgebench: ceiling: accept: %v\n", err) // e.g. out of file descriptors
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		go c.serve(conn)
+	}
+	wg.Wait()
+	c.mu.Lock()
+	fmt.Fprintf(log, "edgebench: ceiling: %d deliveries, %d connections open, %d dropped (a write short or failed)\n", c.deliveries, c.conns, c.dropped)
+	c.mu.Unlock()
+	return nil
+}
+
+// consume writes every record to its channel's subscribers.
+func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string) {
+	var payload []byte
+	var frame bytes.Buffer
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			ch := string(r.Key)
+			for _, h := range r.Headers {
+				if h.Key == header {
+					ch = string(h.Value)
+				}
+			}
+			payload = appendPushPayload(payload[:0], ch, r.Value, uint64(r.Offset)+1)
+			frame.Reset()
+			ws.WriteHeader(&frame, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(payload))})
+			frame.Write(payload)
+			b := frame.Bytes()
+			c.mu.Lock()
+			subs := c.chans[ch]
+			for i := len(subs) - 1; i >= 0; i-- { // backwards: a drop moves an entry already written to
+				p := subs[i].peer
+				n, err := syscall.Write(p.fd, b)
+				for err == syscall.EINTR {
+					n, err = syscall.Write(p.fd, b)
+				}
+				if err != nil || n != len(b) {
+					c.dropped++
+					c.dropLocked(p)
+					continue
+				}
+				c.deliveries++
+			}
+			c.mu.Unlock()
+		})
+	}
+}
+
+// appendPushPayload appends the relay's JSON publication push
+// (relay/protocol JSON.AppendPublicationPush): the record's value as
+// data, its Kafka offset + 1 as offset.
+func appendPushPayload(dst []byte, channel string, data []byte, offset uint64) []byte {
+	dst = append(dst, `{"push":{"channel":"`...)
+	dst = append(dst, channel...)
+	dst = append(dst, `","pub":{"data":`...)
+	dst = append(dst, data...)
+	dst = append(dst, `,"offset":`...)
+	dst = strconv.AppendUint(dst, offset, 10)
+	return append(dst, "}}}"...)
+}
+
+// dropLocked takes p out of every channel and closes it; c.mu held.
+func (c *ceiling) dropLocked(p *ceilingPeer) {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	if len(p.subs) > 0 {
+		c.conns--
+	}
+	for _, s := range p.subs {
+		list := c.chans[s.ch]
+		last := list[len(list)-1]
+		list[s.idx], last.idx = last, s.idx
+		list[len(list)-1] = nil
+		c.chans[s.ch] = list[:len(list)-1]
+	}
+	p.conn.Close()
+}
+
+// ceilingCommand is what the ceiling reads of a client command.
+type ceilingCommand struct {
+	ID        uint32           `json:"id"`
+	Connect   *json.RawMessage `json:"connect"`
+	Subscribe *struct {
+		Channel string `json:"channel"`
+		Delta   string `json:"delta"`
+		Recover bool   `json:"recover"`
+	} `json:"subscribe"`
+}
+
+// serve upgrades conn, then reads client messages until it closes.
+func (c *ceiling) serve(conn net.Conn) {
+	p := &ceilingPeer{conn: conn}
+	defer func() {
+		c.mu.Lock()
+		c.dropLocked(p)
+		c.mu.Unlock()
+	}()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := ws.Upgrade(conn); err != nil {
+		return // gobwas answered 400 (e.g. edgebench asking for /metrics)
+	}
+	conn.SetDeadline(time.Time{})
+	raw, err := conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) { p.fd = int(fd) })
+	var reply []byte
+	for {
+		h, err := ws.ReadHeader(conn)
+		if err != nil {
+			return
+		}
+		if h.Length > maxCeilingMessage {
+			c.closeWith(p, ceilingTooBig, "message too big")
+			return
+		}
+		msg := make([]byte, h.Length)
+		if _, err := io.ReadFull(conn, msg); err != nil {
+			return
+		}
+		ws.Cipher(msg, h.Mask, 0)
+		switch {
+		case h.OpCode == ws.OpClose:
+			return
+		case h.OpCode.IsControl():
+			continue // no pings are sent; a client's own are not answered
+		case h.OpCode != ws.OpText || !h.Fin:
+			c.closeWith(p, ceilingBadRequest, "ceiling: JSON messages in one frame only")
+			return
+		}
+		reply = reply[:0]
+		var channels []string
+		for line := range bytes.SplitSeq(msg, []byte{'\n'}) {
+			var cmd ceilingCommand
+			switch {
+			case len(bytes.TrimSpace(line)) == 0 || bytes.Equal(line, []byte("{}")):
+				continue
+			case json.Unmarshal(line, &cmd) != nil:
+			case cmd.Connect != nil:
+				reply = fmt.Appendf(reply, `{"id":%d,"connect":{"client":"ceiling","version":"ceiling"}}`+"\n", cmd.ID)
+				continue
+			case cmd.Subscribe != nil && cmd.Subscribe.Delta == "" && !cmd.Subscribe.Recover && cmd.Subscribe.Channel != "" &&
+				!p.subscribed(cmd.Subscribe.Channel) && !slices.Contains(channels, cmd.Subscribe.Channel):
+				reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{}}`+"\n", cmd.ID)
+				channels = append(channels, cmd.Subscribe.Channel)
+				continue
+			}
+			c.closeWith(p, ceilingBadRequest, "ceiling: connect and plain subscribe only")
+			return
+		}
+		if len(reply) == 0 {
+			continue
+		}
+		frame := ws.NewTextFrame(reply[:len(reply)-1])
+		c.mu.Lock()
+		// Replies and registration under the lock: no push can come
+		// before its subscribe reply or into the middle of a reply.
+		err = ws.WriteFrame(conn, frame)
+		if err == nil && !p.closed {
+			if p.subs == nil && len(channels) > 0 {
+				c.conns++
+			}
+			for _, ch := range channels {
+				s := &ceilingSub{peer: p, ch: ch, idx: len(c.chans[ch])}
+				c.chans[ch] = append(c.chans[ch], s)
+				p.subs = append(p.subs, s)
+			}
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// closeWith sends a close frame with code and reason; the caller then
+// closes the connection.
+func (c *ceiling) closeWith(p *ceilingPeer, code ws.StatusCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !p.closed {
+		ws.WriteFrame(p.conn, ws.NewCloseFrame(ws.NewCloseFrameBody(code, reason)))
+	}
+}

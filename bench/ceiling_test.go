@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgerelay/edgerelay/relay/engine"
+	"github.com/edgerelay/edgerelay/relay/protocol"
+)
+
+// TestCeilingFrames: edgebench ceiling writes the relay's own frames. A
+// client subscribed to two channels in one message gets the two
+// subscribe replies, then, for records of either channel (a value short
+// enough for a 2-byte frame header and one that needs 4), exactly the
+// bytes relay/protocol and relay/engine frame for that publication, with
+// the record's offset + 1; a record of a third channel does not reach it.
+// A delta subscribe is refused with close 3501, a message over 64 KiB
+// with close 1009.
+func TestCeilingFrames(t *testing.T) {
+	kafka := newKafka(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var log strings.Builder
+	done := make(chan error, 1)
+	go func() { done <- RunCeiling(ctx, CeilingConfig{Brokers: kafka.ListenAddrs(), Topic: "odds"}, ln, &log) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		if !strings.Contains(log.String(), "3 deliveries") {
+			t.Errorf("ceiling log: %s", log.String())
+		}
+	}()
+	url := "ws://" + ln.Addr().String() + "/connection/websocket"
+
+	conn, _, _, err := ws.Dial(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := wsutil.WriteClientText(conn, []byte(`{"id":1,"connect":{"name":"t"}}`+"\n"+`{"id":2,"subscribe":{"channel":"c:a"}}`+"\n"+
+		`{"id":3,"subscribe":{"channel":"c:b"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	reply, err := ws.ReadFrame(br)
+	want := `{"id":1,"connect":{"client":"ceiling","version":"ceiling"}}` + "\n" + `{"id":2,"subscribe":{}}` + "\n" + `{"id":3,"subscribe":{}}`
+	if err != nil || reply.Header.OpCode != ws.OpText || string(reply.Payload) != want {
+		t.Fatalf("reply %v %q, %v; want %q", reply.Header.OpCode, reply.Payload, err, want)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	long := `{"seq":2,"t":1,"pad":"` + strings.Repeat("o", 300) + `"}`
+	for _, rec := range []struct{ ch, value string }{{"c:other", `{"seq":9}`}, {"c:a", `{"seq":1,"t":1}`}, {"c:b", long}, {"c:a", long}} {
+		r := &kgo.Record{Topic: "odds", Key: []byte(rec.ch), Value: []byte(rec.value), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(rec.ch)}}}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if rec.ch == "c:other" {
+			continue
+		}
+		b := make([]byte, engine.MaxHeader)
+		b = protocol.JSON.AppendPublicationPush(b, rec.ch, 0, r.Value, uint64(r.Offset)+1)
+		want := engine.FinishFrame(b, engine.HeadText)
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(br, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("frame for %s offset %d:\n%q, %v\nwant the relay's\n%q", rec.ch, r.Offset, got, err, want)
+		}
+	}
+
+	for _, tt := range []struct {
+		name string
+		msg  string
+		code ws.StatusCode
+	}{
+		{"delta subscribe", `{"id":1,"connect":{}}` + "\n" + `{"id":2,"subscribe":{"channel":"c:a","delta":"fossil"}}`, ceilingBadRequest},
+		{"message over 64 KiB", `{"id":1,"connect":{"name":"` + strings.Repeat("x", maxCeilingMessage) + `"}}`, ceilingTooBig},
+	} {
+		other, _, _, err := ws.Dial(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		other.SetDeadline(time.Now().Add(20 * time.Second))
+		wsutil.WriteClientText(other, []byte(tt.msg))
+		f, err := ws.ReadFrame(other)
+		if code, _ := ws.ParseCloseFrameData(f.Payload); err != nil || f.Header.OpCode != ws.OpClose || code != tt.code {
+			t.Fatalf("%s: frame %v %q, %v; want close %d", tt.name, f.Header.OpCode, f.Payload, err, tt.code)
+		}
+	}
+}
