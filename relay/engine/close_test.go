@@ -315,3 +315,50 @@ func TestShortReadThenMoreInput(t *testing.T) {
 	waitMessages(53, "two messages and a FIN")
 	h.waitClosed(t, 10*time.Second, "the client sent its FIN")
 }
+
+// TestUrgentDataDoesNotStallInput: TCP urgent data (MSG_OOB) ends a read
+// at its mark with input still in the socket, a short read that did not
+// drain it; the input after the mark must still be read, without a new
+// arrival to raise an edge.
+func TestUrgentDataDoesNotStallInput(t *testing.T) {
+	e := startEngine(t, DefaultConfig())
+	fd, cl := tcpPair(t, 0)
+	h := newCloseHandler()
+	c := e.NewConn(fd, ConnConfig{}, h)
+	if err := c.Start(nil); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	frame := clientText(`{"id":1,"rpc":{"method":"bet"}}`)
+	rc, err := cl.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sendErr error
+	rc.Write(func(s uintptr) bool {
+		// One segment: corked, the three sends leave together.
+		fd := int(s)
+		if sendErr = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, 1); sendErr != nil {
+			return true
+		}
+		if _, sendErr = unix.Write(fd, frame); sendErr != nil {
+			return true
+		}
+		if sendErr = unix.Send(fd, []byte{'!'}, unix.MSG_OOB); sendErr != nil {
+			return true
+		}
+		if _, sendErr = unix.Write(fd, frame); sendErr != nil {
+			return true
+		}
+		sendErr = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, 0)
+		return true
+	})
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	for deadline := time.Now().Add(5 * time.Second); h.messages() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages handled, want 2: the input after the urgent mark stayed in the socket", h.messages())
+		}
+	}
+}
