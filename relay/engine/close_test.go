@@ -280,7 +280,10 @@ func TestCloseDeadlineNeverReadingClient(t *testing.T) {
 // read instead of reading again for EAGAIN; what arrives afterwards, a
 // frame's second half, later messages, a message with the client's FIN
 // right behind it, is still read, from the next edge.
-func TestShortReadThenMoreInput(t *testing.T) {
+// startedConn starts an engine and a connection of it with a
+// closeHandler, and returns the handler with the connection's client.
+func startedConn(t *testing.T) (*closeHandler, *net.TCPConn) {
+	t.Helper()
 	e := startEngine(t, DefaultConfig())
 	fd, cl := tcpPair(t, 0)
 	h := newCloseHandler()
@@ -289,6 +292,11 @@ func TestShortReadThenMoreInput(t *testing.T) {
 		unix.Close(fd)
 		t.Fatal(err)
 	}
+	return h, cl
+}
+
+func TestShortReadThenMoreInput(t *testing.T) {
+	h, cl := startedConn(t)
 	waitMessages := func(n int, what string) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); h.messages() < n; time.Sleep(time.Millisecond) {
@@ -321,14 +329,7 @@ func TestShortReadThenMoreInput(t *testing.T) {
 // drain it; the input after the mark must still be read, without a new
 // arrival to raise an edge.
 func TestUrgentDataDoesNotStallInput(t *testing.T) {
-	e := startEngine(t, DefaultConfig())
-	fd, cl := tcpPair(t, 0)
-	h := newCloseHandler()
-	c := e.NewConn(fd, ConnConfig{}, h)
-	if err := c.Start(nil); err != nil {
-		unix.Close(fd)
-		t.Fatal(err)
-	}
+	h, cl := startedConn(t)
 	frame := clientText(`{"id":1,"rpc":{"method":"bet"}}`)
 	rc, err := cl.SyscallConn()
 	if err != nil {
