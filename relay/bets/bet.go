@@ -129,7 +129,9 @@ func jsonString(v json.RawMessage) *string {
 
 // fastTopLevel is topLevel for the common case, without encoding/json's
 // Decoder: it compacts data into compact (which validates it) and scans
-// the compact text, whose only spaces are inside strings. It returns the
+// the compact text, whose only spaces are inside strings; data must be
+// valid UTF-8 (Parse checks it first: encoding/json reads an invalid
+// byte in a key as U+FFFD, making distinct keys equal). It returns the
 // documented fields' values, and ok false, leaving the verdict to
 // topLevel, for anything but a JSON object whose keys are distinct
 // (compared as written, unescaped when escaped) and no case variant of a

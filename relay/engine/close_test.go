@@ -280,7 +280,10 @@ func TestCloseDeadlineNeverReadingClient(t *testing.T) {
 // read instead of reading again for EAGAIN; what arrives afterwards, a
 // frame's second half, later messages, a message with the client's FIN
 // right behind it, is still read, from the next edge.
-func TestShortReadThenMoreInput(t *testing.T) {
+// startedConn starts an engine and a connection of it with a
+// closeHandler, and returns the handler with the connection's client.
+func startedConn(t *testing.T) (*closeHandler, *net.TCPConn) {
+	t.Helper()
 	e := startEngine(t, DefaultConfig())
 	fd, cl := tcpPair(t, 0)
 	h := newCloseHandler()
@@ -289,6 +292,11 @@ func TestShortReadThenMoreInput(t *testing.T) {
 		unix.Close(fd)
 		t.Fatal(err)
 	}
+	return h, cl
+}
+
+func TestShortReadThenMoreInput(t *testing.T) {
+	h, cl := startedConn(t)
 	waitMessages := func(n int, what string) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); h.messages() < n; time.Sleep(time.Millisecond) {
@@ -314,4 +322,44 @@ func TestShortReadThenMoreInput(t *testing.T) {
 	cl.CloseWrite()
 	waitMessages(53, "two messages and a FIN")
 	h.waitClosed(t, 10*time.Second, "the client sent its FIN")
+}
+
+// TestUrgentDataDoesNotStallInput: TCP urgent data (MSG_OOB) ends a read
+// at its mark with input still in the socket, a short read that did not
+// drain it; the input after the mark must still be read, without a new
+// arrival to raise an edge.
+func TestUrgentDataDoesNotStallInput(t *testing.T) {
+	h, cl := startedConn(t)
+	frame := clientText(`{"id":1,"rpc":{"method":"bet"}}`)
+	rc, err := cl.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sendErr error
+	rc.Write(func(s uintptr) bool {
+		// One segment: corked, the three sends leave together.
+		fd := int(s)
+		if sendErr = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, 1); sendErr != nil {
+			return true
+		}
+		if _, sendErr = unix.Write(fd, frame); sendErr != nil {
+			return true
+		}
+		if sendErr = unix.Send(fd, []byte{'!'}, unix.MSG_OOB); sendErr != nil {
+			return true
+		}
+		if _, sendErr = unix.Write(fd, frame); sendErr != nil {
+			return true
+		}
+		sendErr = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, 0)
+		return true
+	})
+	if sendErr != nil {
+		t.Fatal(sendErr)
+	}
+	for deadline := time.Now().Add(5 * time.Second); h.messages() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages handled, want 2: the input after the urgent mark stayed in the socket", h.messages())
+		}
+	}
 }

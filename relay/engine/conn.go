@@ -91,6 +91,9 @@ type Conn struct {
 	frameWindow int64
 	readAgain   bool // on the poller's list of connections to read again
 	hungUp      bool // the poller saw the peer hang up (or an error)
+	// oob: the peer sent TCP urgent data (EPOLLPRI), at whose mark a
+	// read stops short with input left: its reads go on to EAGAIN.
+	oob bool
 	// pendingInput: partial holds bytes read with the handshake, to be
 	// handled on the first event.
 	pendingInput bool

@@ -129,3 +129,25 @@ func TestAppendRPCReplyFast(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAppendRPCReplyFast: whatever the data or message, a reply the fast
+// path builds is json.Marshal's, byte for byte.
+func FuzzAppendRPCReplyFast(f *testing.F) {
+	f.Add(uint32(9), []byte(`{"bet_id":"b-1","offset":1043}`), "", uint32(0), false)
+	f.Add(uint32(2), []byte(nil), "too many bets, slow down", uint32(1003), true)
+	f.Add(uint32(3), []byte("{\"a\":\"\u2028<\"}"), "", uint32(0), false)
+	f.Fuzz(func(t *testing.T, id uint32, data []byte, message string, code uint32, temporary bool) {
+		r := Reply{ID: id, RPC: &RPCResult{Data: data}}
+		if message != "" {
+			r = Reply{ID: id, Error: &Error{Code: code, Message: message, Temporary: temporary}}
+		}
+		got, ok := appendRPCReplyFast(nil, &r)
+		if !ok {
+			return
+		}
+		want, err := json.Marshal(&r)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("fast path %s, json.Marshal %s (%v)", got, want, err)
+		}
+	})
+}

@@ -245,7 +245,7 @@ func (c *compiler) leaf(n *protocol.FilterNode) (node, error) {
 // first, so that a tag that is not a number costs no allocation
 // (strconv's errors allocate).
 func number(s string) (float64, bool) {
-	if len(s) > MaxNumberBytes || !decimal(s) {
+	if len(s) > MaxNumberBytes || !decimal(s) || overflows(s) {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(s, 64)
@@ -253,6 +253,43 @@ func number(s string) (float64, bool) {
 		return 0, false
 	}
 	return f, true
+}
+
+// maxDigits are the leading digits of the least decimal that ParseFloat
+// rounds to infinity (the largest float64 and half its last unit),
+// 0.179769313486231580793728…e309.
+const maxDigits = "179769313486231580793728971405303415"
+
+// overflows reports whether the decimal number s (decimal(s), at most
+// MaxNumberBytes) is beyond float64's range, which ParseFloat would
+// answer with an error it allocates ("1e999" as a tag).
+func overflows(s string) bool {
+	mant, exp := s, 0
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		mant = s[:i]
+		exp, _ = strconv.Atoi(s[i+1:]) // at most 18 digits: no error
+	}
+	intPart, frac, _ := strings.Cut(strings.TrimLeft(mant, "+-"), ".")
+	intPart = strings.TrimLeft(intPart, "0")
+	var buf [MaxNumberBytes]byte
+	digits := append(buf[:0], intPart...)
+	lead := len(intPart) - 1 // the decimal exponent of the first digit
+	if intPart == "" {
+		f := strings.TrimLeft(frac, "0")
+		if f == "" {
+			return false // zero
+		}
+		lead = len(f) - len(frac) - 1
+		frac = f
+	}
+	digits = append(digits, frac...)
+	switch lead += exp; {
+	case lead < 308:
+		return false
+	case lead > 308:
+		return true
+	}
+	return string(digits) > maxDigits // digit by digit; maxDigits goes on
 }
 
 func decimal(s string) bool {

@@ -175,6 +175,47 @@ func TestMatchAllocs(t *testing.T) {
 	}
 }
 
+// TestMatchAllocsOutOfRange: a tag beyond float64's range, compared as a
+// number, costs no allocation either (ParseFloat's error would).
+func TestMatchAllocsOutOfRange(t *testing.T) {
+	n := leaf("price", "gte", "1.5")
+	f, err := Compile(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1e999", "-1e400", "1e-999", "17976931348623159e292"} {
+		tags := map[string]string{"price": v}
+		if n := testing.AllocsPerRun(100, func() { f.Match(tags) }); n != 0 {
+			t.Errorf("tag %q: %v allocations per Match, want 0", v, n)
+		}
+	}
+}
+
+// TestNumberRange: number agrees with strconv.ParseFloat on which
+// decimals are in float64's range, at the boundary too.
+func TestNumberRange(t *testing.T) {
+	cases := []string{"1e308", "1.7976931348623157e308", "1.7976931348623158e308", "1.7976931348623159e308",
+		"1.797693134862316e308", "1.79769313486231e308", "17976931348623158e292", "17976931348623159e292",
+		"-1.7976931348623159e308", "0.00017976931348623159e312", "0.0001797693134862315e312", "1e309", "9e307",
+		"1e-400", "0", "0.0e999", "000.000", "+1E+308", "2e308", "1797e305", "1798e305", "1e999999999999999999"}
+	for _, mant := range []string{"1", "1.7", "17976", "0.179769313486232", "179769313486231", "1.797693134862315"} {
+		for e := 290; e <= 320; e++ {
+			cases = append(cases, mant+"e"+strconv.Itoa(e), "-"+mant+"E+"+strconv.Itoa(e))
+		}
+	}
+	for _, s := range cases {
+		if len(s) > MaxNumberBytes {
+			continue
+		}
+		want, err := strconv.ParseFloat(s, 64)
+		wantOK := err == nil
+		got, ok := number(s)
+		if ok != wantOK || ok && got != want {
+			t.Errorf("number(%q) = %v, %v; ParseFloat: %v, %v", s, got, ok, want, err)
+		}
+	}
+}
+
 // reference evaluates a checked tree the plain way, for the fuzz target
 // to compare Match with.
 func reference(n *protocol.FilterNode, tags map[string]string) bool {
