@@ -145,11 +145,13 @@ relay.yaml:5: ingest.topics[2].name: "odds" listed twice
 relay.yaml:6: ingest.topics[2].payload: "xml" is not json or binary
 relay.yaml:7: ingest.topics[2].nmae: unknown key (did you mean name?)`},
 		{name: "sub-configs",
-			file: "cluster:\n  bind: nowhere\n  retry_interval: 1ms\nbets:\n  enabled: true\n  key: account\nkafka:\n  brokers: [\"a b\"]\n",
+			file: "cluster:\n  bind: nowhere\n  retry_interval: 1ms\nbets:\n  enabled: true\n  key: account\n  timeout: 500ms\nkafka:\n  brokers: [\"a b\"]\n",
 			want: `relay.yaml:2: cluster.bind: "nowhere": want host:port
 relay.yaml:3: cluster.retry_interval: must be at least 100ms
 relay.yaml:6: bets.key: "account" is not user or market
-relay.yaml:8: kafka.brokers[0]: "a b" is not host:port`},
+relay.yaml:7: bets.timeout: must be at least 1s (the Kafka client's least delivery timeout)
+relay.yaml:9: kafka.brokers[0]: "a b" is not host:port
+bets.dedup_sync_timeout: must be within 10ms..bets.timeout`},
 		{name: "a value read is not validated again",
 			file: "websocket:\n  max_queue_bytes: big\n", // the default stays, and is valid
 			want: `relay.yaml:2: websocket.max_queue_bytes: "big" is not a byte size (e.g. 65536, 64KiB, 1MiB)`},

@@ -121,8 +121,8 @@ func (c *Config) Validate(prefix string) error {
 	if c.Key != "user" && c.Key != "market" {
 		bad("key", fmt.Sprintf("%q is not user or market", c.Key))
 	}
-	if c.Timeout < 100*time.Millisecond {
-		bad("timeout", "must be at least 100ms")
+	if c.Timeout < time.Second {
+		bad("timeout", "must be at least 1s (the Kafka client's least delivery timeout)")
 	}
 	if c.Linger < 0 || c.Linger > time.Second {
 		bad("linger", "must be within 0..1s")
