@@ -44,6 +44,11 @@ type TraceReport struct {
 	Busy      []TraceBusy              // busy periods with ingest, longest first
 	BusyLen   Quantiles                // of the busy periods with ingest (a batch's fan-out)
 	OtherBusy Quantiles                // of those without (pings, replies)
+	// The network waking the Kafka client (a fetch response read):
+	// how often, how often while the fan-out was busy, and the longest
+	// such wait for the busy period's end.
+	KafkaWakes, KafkaWakesBusy int
+	KafkaWakeWait              time.Duration
 }
 
 // TraceRange is a span of time from the start of the trace.
@@ -119,6 +124,7 @@ func TraceSummary(r io.Reader, cfg TraceConfig) (*TraceReport, error) {
 		t0, end trace.Time
 		rep     = &TraceReport{CPU: map[string]time.Duration{}}
 		markAt  trace.Time
+		wakes   []time.Duration
 	)
 	running := func(s trace.GoState) bool { return s == trace.GoRunning || s == trace.GoSyscall }
 	for {
@@ -145,6 +151,9 @@ func TraceSummary(r io.Reader, cfg TraceConfig) (*TraceReport, error) {
 				if c := traceClass(st.Stack); c != "" { // its own stack: as it stops, or as the trace begins
 					class[g] = c
 				}
+			}
+			if from == trace.GoWaiting && to == trace.GoRunnable && class[g] == "kafka" && ev.Stack() == trace.NoStack {
+				wakes = append(wakes, ev.Time().Sub(t0)) // made runnable by the netpoller
 			}
 			if running(from) == running(to) {
 				continue
@@ -205,6 +214,13 @@ func TraceSummary(r io.Reader, cfg TraceConfig) (*TraceReport, error) {
 			}
 		}
 	}
+	rep.KafkaWakes = len(wakes)
+	for _, w := range wakes {
+		if i := sort.Search(len(busy), func(i int) bool { return busy[i].To > w }); i < len(busy) && busy[i].From <= w {
+			rep.KafkaWakesBusy++
+			rep.KafkaWakeWait = max(rep.KafkaWakeWait, busy[i].To-w)
+		}
+	}
 	var lens, others []time.Duration
 	busy = slices.DeleteFunc(busy, func(b *TraceBusy) bool {
 		if !b.Ingest {
@@ -244,6 +260,8 @@ func (r *TraceReport) Markdown() string {
 	fmt.Fprintf(&b, "trace of %.1f s\n\n| ms | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n", r.Span.Seconds())
 	q("fan-out of a batch: ingest start → last write", r.BusyLen)
 	q("writers without ingest (pings, replies)", r.OtherBusy)
+	fmt.Fprintf(&b, "\nKafka client woken by the network %d times, %d of them during a busy period (the longest wait for its end %s ms)\n",
+		r.KafkaWakes, r.KafkaWakesBusy, msf(r.KafkaWakeWait))
 	b.WriteString("\n| class | CPU ms (running, or in a system call under 10 ms; the poller: running, which includes its epoll_wait) |\n|---|---|\n")
 	classes := make([]string, 0, len(r.CPU))
 	for c := range r.CPU {
