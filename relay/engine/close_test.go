@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"net"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -362,4 +364,52 @@ func TestUrgentDataDoesNotStallInput(t *testing.T) {
 			t.Fatalf("%d messages handled, want 2: the input after the urgent mark stayed in the socket", h.messages())
 		}
 	}
+}
+
+// TestPollerParksInNetpoller: a poller with nothing to read waits parked in
+// the Go runtime's netpoller ("IO wait"), holding no P, instead of blocked
+// in an epoll_wait system call ("syscall"), which keeps its P until the
+// runtime's monitor takes it back (up to 20 ms): with GOMAXPROCS=1 the
+// writers, the Kafka client and timers waited for that. And it still
+// wakes for input.
+func TestPollerParksInNetpoller(t *testing.T) {
+	e := startEngine(t, DefaultConfig())
+	state := func() string {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "(*poller).run(") {
+				head, _, _ := strings.Cut(g, "\n")
+				return head
+			}
+		}
+		return "no poller goroutine"
+	}
+	waitParked := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(state(), "[IO wait") {
+			if time.Now().After(deadline) {
+				t.Fatalf("idle poller is %q, want parked in the netpoller ([IO wait])", state())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitParked()
+
+	fd, cl := tcpPair(t, 0)
+	h := newCloseHandler()
+	c := e.NewConn(fd, ConnConfig{}, h)
+	if err := c.Start(nil); err != nil {
+		t.Fatal(err)
+	}
+	cl.Write(clientText("hello"))
+	deadline := time.Now().Add(10 * time.Second)
+	for h.messages() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the parked poller did not wake for the client's message")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	waitParked()
 }

@@ -7,7 +7,10 @@
 // # Model
 //
 // An Engine runs a few pollers (epoll instances, each with a goroutine)
-// and one writer per core. The relay upgrades a socket itself (gobwas/ws),
+// and one writer per core. An idle poller parks in the Go runtime's
+// netpoller on its epoll descriptor rather than blocking a thread in
+// epoll_wait, so it never holds a P that the writers, the Kafka client or
+// timers are waiting for (poller_linux.go). The relay upgrades a socket itself (gobwas/ws),
 // then makes it a Conn with NewConn and Conn.Start; from then on a poller
 // reads it when it is readable, turns the bytes into WebSocket frames
 // (wsread.go), answers pings, echoes a close, and hands each complete

@@ -3,23 +3,38 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"runtime"
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// A poller owns its connections' input side and their cleanup. It waits in
-// epoll_wait (edge-triggered), and for a readable socket reads everything
-// into its one scratch buffer and handles complete messages; for a writable
-// socket (EPOLLOUT after a write hit EAGAIN) it reschedules the connection's
-// writer. poller.mu is never held with Conn.mu or writer.mu.
+// A poller owns its connections' input side and their cleanup. It takes
+// events from its epoll instance (edge-triggered), and for a readable
+// socket reads everything into its one scratch buffer and handles complete
+// messages; for a writable socket (EPOLLOUT after a write hit EAGAIN) it
+// reschedules the connection's writer. poller.mu is never held with
+// Conn.mu or writer.mu.
+//
+// The poller never blocks a thread in epoll_wait. It asks for events
+// without waiting, and when there are none it parks in the Go runtime's
+// own netpoller on the epoll descriptor, which is readable while events
+// are ready. A goroutine blocked in a system call keeps its P until the
+// runtime's monitor takes it back, 20 µs to 20 ms later; while it does,
+// nothing else runs on that P — the writers, the Kafka client, timers —
+// and with GOMAXPROCS pollers blocked that is every P. Parked in the
+// netpoller, the poller holds no P and no thread, and one epoll_wait in the
+// runtime serves the engine's sockets and every other socket of the
+// process.
 
 // poller is one epoll instance and its goroutine.
 type poller struct {
 	eng    *Engine
 	epfd   int
-	wakefd int // eventfd that wakes epoll_wait on stop
+	ep     *os.File        // epfd, registered with the Go netpoller
+	rc     syscall.RawConn // ep's, to park until epfd is readable
+	wakefd int             // eventfd that wakes the poller on stop
 
 	mu    sync.Mutex
 	conns map[int32]*Conn // by fd
@@ -46,9 +61,26 @@ func newPoller(e *Engine) (*poller, error) {
 		return nil, fmt.Errorf("engine: eventfd: %w", err)
 	}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
 		return nil, fmt.Errorf("engine: epoll_ctl: %w", err)
 	}
-	return &poller{eng: e, epfd: epfd, wakefd: wakefd, conns: map[int32]*Conn{}, scratch: make([]byte, 64<<10)}, nil
+	// A non-blocking descriptor given to os.NewFile is registered with the
+	// netpoller (an epoll descriptor can itself be polled: it is readable
+	// while it has events ready).
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("engine: epoll fd: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("engine: epoll fd: %w", err)
+	}
+	return &poller{eng: e, epfd: epfd, ep: ep, rc: rc, wakefd: wakefd, conns: map[int32]*Conn{}, scratch: make([]byte, 64<<10)}, nil
 }
 
 // add registers c, whose fd is non-blocking and owned by c from now on.
@@ -81,25 +113,12 @@ func (p *poller) stop() {
 
 // run handles events until stop.
 func (p *poller) run() {
-	defer unix.Close(p.epfd)
+	defer p.ep.Close()
 	defer unix.Close(p.wakefd)
 	events := make([]unix.EpollEvent, 256)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, 0)
-		if n == 0 && err == nil && len(p.again) == 0 {
-			// Nothing to read: before this thread blocks in epoll_wait,
-			// let the goroutines this turn woke (the writers with its
-			// replies, the Kafka producer with its bets) run. A
-			// goroutine blocked in a syscall keeps its P until the
-			// runtime's monitor takes it back, 20 µs to 10 ms later: on
-			// one core that delay is every reply's.
-			runtime.Gosched()
-			n, err = unix.EpollWait(p.epfd, events, -1)
-		}
+		n, err := p.wait(events)
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
 			p.eng.log.Error("epoll_wait failed; connections of this poller are lost", "err", err)
 			return
 		}
@@ -151,6 +170,25 @@ func (p *poller) run() {
 		}
 		clear(p.turn)
 	}
+}
+
+// wait fills events with what epoll has ready, parking in the netpoller
+// while there is nothing (see poller). With connections waiting on
+// p.again it returns at once, with no events if none are ready.
+func (p *poller) wait(events []unix.EpollEvent) (n int, err error) {
+	perr := p.rc.Read(func(fd uintptr) bool {
+		for {
+			n, err = unix.EpollWait(int(fd), events, 0)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		return n > 0 || err != nil || len(p.again) > 0
+	})
+	if err == nil {
+		err = perr
+	}
+	return n, err
 }
 
 // read drains the socket (edge-triggered: until EAGAIN or a short read)
