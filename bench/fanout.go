@@ -94,6 +94,10 @@ type Report struct {
 	PriorityRead     uint64  `json:"priority_read"`
 	FinalExpected    int     `json:"final_expected"` // healthy clients
 	FinalCorrect     int     `json:"final_correct"`  // of them, ending on their channel's last value
+	// Steal is the CPU time the hypervisor took from this machine during
+	// the feed (nil: not measured, as off Linux); QuietLatency is the
+	// latency of the seconds without any.
+	Steal *Steal `json:"steal,omitempty"`
 }
 
 // RelayFigures is what the relay side of a run measured, of one relay or
@@ -334,6 +338,10 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		n.ingestBefore, n.ingestErr = scrapeHistogram(n.metrics, "edgerelay_ingest_age_seconds")
 	}
 	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
+	stealCtx, stopSteal := context.WithCancel(ctx)
+	defer stopSteal()
+	stealDone := make(chan *Steal, 1)
+	go func() { stealDone <- sampleSteal(stealCtx, 100*time.Millisecond) }()
 	sampled := make(chan struct{})
 	feedDone := make(chan struct{})
 	go func() { // relay memory during the feed
@@ -371,6 +379,10 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		return nil, err
 	}
 	time.Sleep(time.Second) // let the last records arrive
+	stopSteal()
+	if rep.Steal = <-stealDone; rep.Steal != nil {
+		fmt.Fprintf(log, "edgebench: CPU time the hypervisor took (steal) during the feed: %.1f ms/s, per CPU %.1f\n", rep.Steal.Total(), rep.Steal.PerCPU)
+	}
 	var age, ingest promHistogram
 	ageOK, ingestOK := true, true
 	for _, n := range nodes {

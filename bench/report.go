@@ -80,8 +80,8 @@ func MediansMarkdown(runs []ReportRun) string {
 		groups[g] = append(groups[g], r.Rep)
 	}
 	var b strings.Builder
-	b.WriteString("| cell | runs | p50 | p99 | p99.9 | max | relay CPU s | relay B/conn idle | relay age p99 / max ≤ | ingest age p99 / max ≤ |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| cell | runs | p50 | p99 | p99.9 | max | relay CPU s | relay B/conn idle | relay age p99 / max ≤ | ingest age p99 / max ≤ | steal ms/s | steal-free s: p99 / max |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, g := range order {
 		reps := groups[g]
 		dur := func(f func(*Report) time.Duration) string {
@@ -98,14 +98,28 @@ func MediansMarkdown(runs []ReportRun) string {
 			}
 			return medianCell(v, format)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s |\n", g, len(reps),
+		steal, quiet := "—", "—"
+		var qs, qp99, qmax []float64
+		for _, r := range reps {
+			if h, n, ok := r.QuietLatency(); ok && n > 0 {
+				qs, qp99, qmax = append(qs, float64(n)), append(qp99, ms(h.Quantile(0.99))), append(qmax, ms(h.Max))
+			}
+		}
+		if len(qs) == len(reps) {
+			steal = num(func(r *Report) float64 { return r.Steal.Total() }, "%.1f")
+			quiet = medianCell(qs, "%.0f") + ": " + medianCell(qp99, "%.1f") + " / " + medianCell(qmax, "%.1f")
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s |\n", g, len(reps),
 			dur(func(r *Report) time.Duration { return r.P50 }), dur(func(r *Report) time.Duration { return r.P99 }),
 			dur(func(r *Report) time.Duration { return r.Clients.Latency.Quantile(0.999) }), dur(func(r *Report) time.Duration { return r.Max }),
 			num(func(r *Report) float64 { return r.RelayCPUSeconds }, "%.1f"), num(func(r *Report) float64 { return r.BytesPerConn }, "%.0f"),
 			dur(func(r *Report) time.Duration { return r.RelayAgeP99 }), dur(func(r *Report) time.Duration { return r.RelayAgeMax }),
-			dur(func(r *Report) time.Duration { return r.IngestAgeP99 }), dur(func(r *Report) time.Duration { return r.IngestAgeMax }))
+			dur(func(r *Report) time.Duration { return r.IngestAgeP99 }), dur(func(r *Report) time.Duration { return r.IngestAgeMax }),
+			steal, quiet)
 	}
-	b.WriteString("\nTimes in ms; each cell: the median of the runs (the lowest–highest in brackets when there are several).\n")
+	b.WriteString("\nTimes in ms; each cell: the median of the runs (the lowest–highest in brackets when there are several). " +
+		"Steal: CPU time the hypervisor took from this machine's CPUs, all together; steal-free s: the number of seconds of a run " +
+		"in which it took none (nor in the second before), and the latency of what clients read in them.\n")
 	return b.String()
 }
 
@@ -313,18 +327,23 @@ func markdownTableHTML(md string) string {
 
 // TimelineMarkdown is, per run, a table of every second of the feed:
 // deliveries, then p50, p99 and max latency of what clients read in that
-// second (seconds counted from the first with data).
+// second, and the CPU time the hypervisor took in it (steal; seconds
+// counted from the first with data).
 func TimelineMarkdown(runs []ReportRun) string {
 	var b strings.Builder
 	for _, r := range runs {
-		fmt.Fprintf(&b, "\n%s\n\n| s | deliveries | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n", r.Title)
+		fmt.Fprintf(&b, "\n%s\n\n| s | deliveries | p50 ms | p99 ms | max ms | steal ms |\n|---|---|---|---|---|---|\n", r.Title)
 		secs, t0 := seriesSeconds(r.Rep.Clients.Series, nil)
 		for _, s := range secs {
 			h := r.Rep.Clients.Series[s]
 			if h == nil {
 				h = &Histogram{}
 			}
-			fmt.Fprintf(&b, "| %d | %d | %.1f | %.1f | %.1f |\n", s-t0, h.N, ms(h.Quantile(0.5)), ms(h.Quantile(0.99)), ms(h.Max))
+			steal := "—"
+			if r.Rep.Steal != nil {
+				steal = strconv.FormatFloat(r.Rep.Steal.Series[s], 'f', 0, 64)
+			}
+			fmt.Fprintf(&b, "| %d | %d | %.1f | %.1f | %.1f | %s |\n", s-t0, h.N, ms(h.Quantile(0.5)), ms(h.Quantile(0.99)), ms(h.Max), steal)
 		}
 	}
 	return b.String()

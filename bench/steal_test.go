@@ -1,0 +1,72 @@
+package bench
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReadSteal(t *testing.T) {
+	for _, tt := range []struct {
+		name, stat string
+		want       []int64
+	}{
+		{"two cpus", "cpu  10 0 5 100 0 0 0 7 0 0\ncpu0 5 0 2 50 0 0 0 3 0 0\ncpu1 5 0 3 50 0 0 0 4 0 0\nintr 1 2\nctxt 9\n", []int64{3, 4}},
+		{"no steal field (old kernel)", "cpu 1 2 3 4\ncpu0 1 2 3 4\n", []int64{0}},
+		{"not cpu lines", "cpufreq 1\nintr 5\n", nil},
+	} {
+		got := readSteal(strings.NewReader(tt.stat))
+		if len(got) != len(tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tt.want[i] {
+				t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+			}
+		}
+	}
+}
+
+// TestSampleSteal: on Linux the sampler reads this machine's CPUs.
+func TestSampleSteal(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/stat is Linux's")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+	defer cancel()
+	s := sampleSteal(ctx, 50*time.Millisecond)
+	if s == nil || len(s.PerCPU) < 1 || len(s.PerCPU) < runtime.NumCPU() || s.Total() < 0 {
+		t.Fatalf("steal %+v on %d CPUs", s, runtime.NumCPU())
+	}
+}
+
+// TestQuietLatency: only seconds without steal, in them or the second
+// before, count; the medians table shows steal and the steal-free tail.
+func TestQuietLatency(t *testing.T) {
+	rep := &Report{P99: time.Millisecond}
+	rep.Clients.Series = map[int64]*Histogram{}
+	for s := int64(10); s < 14; s++ {
+		h := &Histogram{}
+		h.Record(time.Duration(s) * time.Millisecond)
+		rep.Clients.Series[s] = h
+	}
+	if _, _, ok := rep.QuietLatency(); ok {
+		t.Fatal("steal-free latency without steal figures")
+	}
+	rep.Steal = &Steal{PerCPU: []float64{1.5, 2}, Series: map[int64]float64{11: 20}}
+	h, n, ok := rep.QuietLatency()
+	if !ok || n != 2 || h.N != 2 || h.Max != 13*time.Millisecond { // 10 and 13; 11 and 12 follow steal
+		t.Fatalf("steal-free: %d seconds, %d deliveries, max %v", n, h.N, h.Max)
+	}
+	md := MediansMarkdown([]ReportRun{{Title: "out/tail-10-1.json", Rep: rep}})
+	if !strings.Contains(md, "| 3.5 | 2: 13.0 / 13.0 |") {
+		t.Fatalf("medians:\n%s", md)
+	}
+	rep.Steal = nil
+	if md := MediansMarkdown([]ReportRun{{Title: "x.json", Rep: rep}}); !strings.Contains(md, "| — | — |") {
+		t.Fatalf("medians without steal:\n%s", md)
+	}
+}
