@@ -128,14 +128,23 @@ func RunFeed(ctx context.Context, cfg FeedConfig) (FeedResult, error) {
 			fmt.Fprintf(cfg.Record, "{\"ns\":%d,\"channel\":%q,\"priority\":%t,\"value\":%s}\n", intended.Sub(start), ch, prio, value)
 		}
 		copies := 1
+		var dup *kgo.Record
 		switch {
 		case ci == 0 && seqs[ci] == cfg.SkipSeq:
 			copies = 0
 		case ci == 0 && seqs[ci] == cfg.RepeatSeq:
 			copies = 2
+			c := *r
+			dup = &c
 		}
-		for range copies {
-			a.produce(ctx, cl, r)
+		for k := range copies {
+			rec := r
+			if k > 0 {
+				// franz-go owns a record until its promise runs: a repeat
+				// is a record of its own, copied before the first is produced.
+				rec = dup
+			}
+			a.produce(ctx, cl, rec)
 		}
 		res.Sent++
 	}

@@ -70,8 +70,11 @@ func TestTraceSummary(t *testing.T) {
 	if rep.Busy[1].To-rep.Busy[1].From < 6*time.Millisecond || !rep.Busy[0].Ingest {
 		t.Errorf("second %v, want ≥ 6ms, with ingest", rep.Busy[1])
 	}
-	if rep.CPU["writer"] < 21*time.Millisecond || rep.CPU["ingest"] <= 0 {
-		t.Errorf("CPU %v: want writer ≥ 21ms, some ingest", rep.CPU)
+	// The writer spins 21 ms of wall time; the runtime may preempt it
+	// (after 10 ms) and run something else meanwhile, so its running time
+	// in the trace can be a little less.
+	if rep.CPU["writer"] < 15*time.Millisecond || rep.CPU["ingest"] <= 0 {
+		t.Errorf("CPU %v: want writer ≥ 15ms (of its 21 ms spin), some ingest", rep.CPU)
 	}
 	if md := rep.Markdown(); !strings.Contains(md, "| fan-out of a batch: ingest start → last write | 3 |") {
 		t.Errorf("markdown:\n%s", md)

@@ -10,6 +10,8 @@
 #   accepted/CPU-s     accepted bets per relay CPU-second, fan-out included
 #   net accepted/CPU-s accepted bets per relay CPU-second above the quiet
 #                      window's fan-out CPU rate
+#   steal ms/s         CPU time the hypervisor took from this machine's
+#                      CPUs during the bets, all together (0 on bare metal)
 #
 #   bench/scripts/betstorm-core.sh                  # RATES="10000 20000" DURATION=15s RUNS=1
 #   RELAY_BIN=/tmp/base/edgerelay bench/scripts/betstorm-core.sh   # another build of the relay
@@ -62,8 +64,8 @@ c0=$(cpu); sleep "$d"; c1=$(cpu)
 quiet=$(awk -v a="$c0" -v b="$c1" -v d="$d" 'BEGIN {printf "%.3f", (b - a) / d}')
 echo "fan-out alone: $fconns connections, relay CPU $quiet s/s" >&2
 
-echo "| rate/s | sent | accepted | p50 | p99 | max | relay CPU s | accepted/CPU-s | net accepted/CPU-s |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| rate/s | sent | accepted | p50 | p99 | max | relay CPU s | accepted/CPU-s | net accepted/CPU-s | steal ms/s |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for i in $(seq "$runs"); do
   for r in $rates; do
     echo "== run $i, bets at $r/s" >&2
@@ -87,6 +89,6 @@ for i in $(seq "$runs"); do
       >>"$out/bs-bets.log" 2>&1 || echo "edgebench bets: not every bet accepted (see $out/bs-bets.log)" >&2
     jq -r --argjson q "$quiet" --argjson d "$d" '
       def ms: . / 1e6 | . * 10 | round / 10 | tostring + " ms";
-      "| \(.config.Rate) | \(.sent) | \(.accepted) | \(.p50 | ms) | \(.p99 | ms) | \(.max | ms) | \(.relay_cpu_seconds * 10 | round / 10) | \(.accepted / .relay_cpu_seconds | round) | \(.accepted / (.relay_cpu_seconds - $q * $d) | round) |"' "$f"
+      "| \(.config.Rate) | \(.sent) | \(.accepted) | \(.p50 | ms) | \(.p99 | ms) | \(.max | ms) | \(.relay_cpu_seconds * 10 | round / 10) | \(.accepted / .relay_cpu_seconds | round) | \(.accepted / (.relay_cpu_seconds - $q * $d) | round) | \(.steal.per_cpu_ms_per_s // [] | add // 0 | . * 10 | round / 10) |"' "$f"
   done
 done
