@@ -309,9 +309,10 @@ func testSDKTagFilter(t *testing.T, encoding string) {
 // TestTagFilterRawClient: what the SDK does not send. A subscribe with a
 // tag filter and "delta":"fossil" is answered without delta (the two
 // exclude each other, as in Centrifugo) and gets full payloads with their
-// tags; a filter 9 levels deep and one of 40 KB (past every bound) are
-// answered 107 on the same connection, which then still receives the
-// matching publications of its first subscription and nothing else.
+// tags; a filter 9 levels deep, one of 40 KB (past every bound) and one
+// of 45 KB of empty nodes (past the decoder's) are answered 107 on the
+// same connection, which then still receives the matching publications
+// of its first subscription and nothing else.
 func TestTagFilterRawClient(t *testing.T) {
 	const channel = "odds:football:epl:match-1:1x2"
 	kafka := newKafka(t)
@@ -329,8 +330,11 @@ func TestTagFilterRawClient(t *testing.T) {
 	}
 	deep, _ := json.Marshal(deepFilter(8))
 	big := `{"op":"or","nodes":[` + strings.Repeat(`{"key":"k","cmp":"eq","val":"v"},`, 1300) + `{"key":"k","cmp":"ex"}]}`
-	c.send(`{"id":3,"subscribe":{"channel":"odds:a:b","tf":`+string(deep)+`}}`, `{"id":4,"subscribe":{"channel":"odds:a:c","tf":`+big+`}}`)
-	for _, id := range []float64{3, 4} {
+	// 45 KB of empty nodes: cut while decoding (protocol.MaxFilterDecodeNodes), not 2 MB of tree.
+	huge := `{"op":"or","nodes":[` + strings.Repeat(`{},`, 15_000) + `{}]}`
+	c.send(`{"id":3,"subscribe":{"channel":"odds:a:b","tf":`+string(deep)+`}}`, `{"id":4,"subscribe":{"channel":"odds:a:c","tf":`+big+`}}`,
+		`{"id":5,"subscribe":{"channel":"odds:a:d","tf":`+huge+`}}`)
+	for _, id := range []float64{3, 4, 5} {
 		rep := c.mustNext()
 		if rep["id"] != id || errorCode(rep) != 107 {
 			t.Fatalf("reply %v, want error 107 for %v", rep, id)

@@ -71,6 +71,10 @@ type FilterNode struct {
 	// TooDeep: the Protobuf decoder stopped here, MaxFilterDecodeDepth
 	// levels down, without decoding the node's children.
 	TooDeep bool `json:"-"`
+	// TooLarge: the decoder stopped here, the tree having more than
+	// MaxFilterDecodeNodes nodes or MaxFilterDecodeStrings strings; the
+	// rest is not decoded.
+	TooLarge bool `json:"-"`
 }
 
 // MaxFilterDecodeDepth bounds the recursion of the Protobuf decoder in a
@@ -78,6 +82,19 @@ type FilterNode struct {
 // filter is then refused: relay/tagfilter allows far less). JSON's
 // nesting is bounded by encoding/json.
 const MaxFilterDecodeDepth = 32
+
+// MaxFilterDecodeNodes and MaxFilterDecodeStrings bound what either
+// codec builds of one filter tree, whatever the message's size: a node
+// costs about 120 bytes decoded and 2 on the wire (an empty child in
+// Protobuf, "{}," in JSON), so a 128 KiB message of them would otherwise
+// become 5–8 MB. Past either bound the tree is cut and marked TooLarge
+// (the filter is then refused: relay/tagfilter allows far less). What a
+// tree may hold decoded: about 256 × 120 B + 4,096 × 16 B string headers
+// and the strings' bytes, which the message bounds.
+const (
+	MaxFilterDecodeNodes   = 256
+	MaxFilterDecodeStrings = 4096
+)
 
 // Subscription types and map phases.
 const (

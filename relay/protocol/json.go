@@ -191,3 +191,48 @@ func appendJSONString[T string | []byte](dst []byte, s T) []byte {
 var jsonPing = []byte("{}")
 
 func (jsonCodec) Ping() []byte { return jsonPing }
+
+// UnmarshalJSON decodes a subscribe request with its tag filter bounded
+// (MaxFilterDecodeNodes, MaxFilterDecodeStrings): the tree is counted in
+// its JSON text first, and one past the bounds is not built but given as
+// a root marked TooLarge.
+func (r *SubscribeRequest) UnmarshalJSON(b []byte) error {
+	type plain SubscribeRequest // no methods: no recursion
+	aux := struct {
+		*plain
+		TF json.RawMessage `json:"tf,omitempty"` // shadows plain's
+	}{plain: (*plain)(r)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	r.TF = nil
+	if len(aux.TF) == 0 || string(aux.TF) == "null" {
+		return nil
+	}
+	if objects, strings := jsonShape(aux.TF); objects > MaxFilterDecodeNodes || strings > MaxFilterDecodeStrings {
+		r.TF = &FilterNode{TooLarge: true}
+		return nil
+	}
+	return json.Unmarshal(aux.TF, &r.TF)
+}
+
+// jsonShape counts the objects and strings (keys included) of b, which
+// is valid JSON.
+func jsonShape(b []byte) (objects, strings int) {
+	in := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case in && c == '\\':
+			i++
+		case in:
+			in = c != '"'
+		case c == '"':
+			in = true
+			strings++
+		case c == '{':
+			objects++
+		}
+	}
+	return objects, strings
+}

@@ -394,8 +394,11 @@ type field struct {
 
 var errWireType = errors.New("wrong wire type")
 
-// walk calls fn for each field of message b, in order.
+// walk calls fn for each field of message b, in order. The field is
+// walk's, valid during the call only: one per message, not one per field
+// (a 128 KiB message of empty fields would otherwise allocate 3 MB).
 func walk(b []byte, fn func(f *field) error) error {
+	var f field
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -405,7 +408,7 @@ func walk(b []byte, fn func(f *field) error) error {
 			return fmt.Errorf("field number %d out of range", num)
 		}
 		b = b[n:]
-		f := field{num: num, typ: typ}
+		f = field{num: num, typ: typ}
 		switch typ {
 		case protowire.VarintType:
 			f.u, n = protowire.ConsumeVarint(b)
@@ -600,17 +603,32 @@ func decodeSubscribe(b []byte, r *SubscribeRequest) error {
 		case 18:
 			return f.int32(&r.Limit)
 		case 13:
-			return message(f, &r.TF, func(b []byte, n *FilterNode) error { return decodeFilterNode(b, n, 1) })
+			return message(f, &r.TF, func(b []byte, n *FilterNode) error { return decodeFilterNode(b, n, 1, new(filterBudget)) })
 		}
 		return nil
 	})
 }
 
+// filterBudget counts what the decoder built of one filter tree.
+type filterBudget struct{ nodes, strings int }
+
 // decodeFilterNode decodes a FilterNode at depth (the root is 1); past
 // MaxFilterDecodeDepth it leaves the children undecoded, marking the node
-// TooDeep.
-func decodeFilterNode(b []byte, n *FilterNode, depth int) error {
+// TooDeep; past the tree's budget (MaxFilterDecodeNodes,
+// MaxFilterDecodeStrings) it decodes nothing more, marking the node
+// TooLarge.
+func decodeFilterNode(b []byte, n *FilterNode, depth int, budget *filterBudget) error {
+	budget.nodes++ // case 6 checks the budget before a child is added
 	return walk(b, func(f *field) error {
+		if n.TooLarge {
+			return nil
+		}
+		if f.num >= 1 && f.num <= 5 {
+			if budget.strings++; budget.strings > MaxFilterDecodeStrings {
+				n.TooLarge = true
+				return nil
+			}
+		}
 		switch f.num {
 		case 1:
 			return f.string(&n.Op)
@@ -634,8 +652,12 @@ func decodeFilterNode(b []byte, n *FilterNode, depth int) error {
 				n.TooDeep = true
 				return nil
 			}
+			if budget.nodes >= MaxFilterDecodeNodes {
+				n.TooLarge = true
+				return nil
+			}
 			n.Nodes = append(n.Nodes, FilterNode{})
-			if err := decodeFilterNode(f.b, &n.Nodes[len(n.Nodes)-1], depth+1); err != nil {
+			if err := decodeFilterNode(f.b, &n.Nodes[len(n.Nodes)-1], depth+1, budget); err != nil {
 				return fmt.Errorf("field 6: %w", err)
 			}
 		}

@@ -3,6 +3,8 @@ package protocol
 import (
 	"bytes"
 	"errors"
+	"runtime"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -201,5 +203,75 @@ func TestProtobufTagFilterDepth(t *testing.T) {
 	}
 	if tf.Op != "and" || len(tf.Nodes) != 1 || tf.Nodes[0].Key != "g" || len(tf.Nodes[0].Vals) != 2 || tf.Nodes[0].Vals[1] != "b" || tf.TooDeep {
 		t.Fatalf("decoded %+v", tf)
+	}
+}
+
+// TestTagFilterDecodeBounded: a 128 KiB subscribe whose tf is tens of
+// thousands of empty nodes, or one leaf with tens of thousands of vals,
+// is cut at MaxFilterDecodeNodes / MaxFilterDecodeStrings and marked
+// TooLarge (the relay then answers 107), in both codecs, and decoding it
+// allocates about what the message holds, not 40–60× that (the tree
+// decoded whole was 5–8 MB). A filter within the bounds decodes whole.
+func TestTagFilterDecodeBounded(t *testing.T) {
+	const size = 128 << 10
+	var pbNodes, pbVals []byte
+	for len(pbNodes) < size-64 {
+		pbNodes = pbMessage(pbNodes, 6, nil)
+	}
+	for len(pbVals) < size-64 {
+		pbVals = pbMessage(pbVals, 5, nil) // an empty string
+	}
+	pbSub := func(tf []byte) []byte {
+		return pbDelimited(pbCommand(2, cmdSubscribe, pbMessage(pbString(nil, 1, "odds:a"), 13, tf)))
+	}
+	jsonSub := func(tf string) []byte {
+		return []byte(`{"id":2,"subscribe":{"channel":"odds:a","tf":` + tf + `}}`)
+	}
+	okLeaf := `{"key":"g","cmp":"in","vals":["a","b"]}`
+	for _, tt := range []struct {
+		name     string
+		codec    Codec
+		msg      []byte
+		tooLarge bool
+	}{
+		{"protobuf, empty nodes", Protobuf, pbSub(pbString(pbNodes, 1, "or")), true},
+		{"protobuf, vals", Protobuf, pbSub(pbString(pbString(pbVals, 2, "k"), 3, "in")), true},
+		{"protobuf, within", Protobuf, pbSub(pbMessage(pbString(nil, 1, "or"), 6, pbString(pbString(pbString(pbString(nil, 2, "g"), 3, "in"), 5, "a"), 5, "b"))), false},
+		{"json, empty nodes", JSON, jsonSub(`{"op":"or","nodes":[` + strings.Repeat(`{},`, size/3-20) + `{}]}`), true},
+		{"json, vals", JSON, jsonSub(`{"key":"k","cmp":"in","vals":[` + strings.Repeat(`"",`, size/3-20) + `""]}`), true},
+		{"json, braces in strings", JSON, jsonSub(`{"op":"or","nodes":[{"key":"` + strings.Repeat("{", 1000) + `","cmp":"ex"}]}`), false},
+		{"json, within", JSON, jsonSub(`{"op":"or","nodes":[` + okLeaf + `,` + okLeaf + `]}`), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var tf *FilterNode
+			decode := func() {
+				if err := tt.codec.DecodeCommands(tt.msg, func(c *Command) error { tf = c.Subscribe.TF; return nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			decode()
+			runtime.ReadMemStats(&after)
+			nodes, large := 0, false
+			var count func(n *FilterNode)
+			count = func(n *FilterNode) {
+				nodes++
+				large = large || n.TooLarge
+				for i := range n.Nodes {
+					count(&n.Nodes[i])
+				}
+			}
+			count(tf)
+			if large != tt.tooLarge || nodes > MaxFilterDecodeNodes {
+				t.Fatalf("%d nodes decoded, TooLarge %v; want TooLarge %v, at most %d nodes", nodes, large, tt.tooLarge, MaxFilterDecodeNodes)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4*uint64(len(tt.msg))+(256<<10) {
+				t.Errorf("decoding a %d B message allocated %d B", len(tt.msg), alloc)
+			}
+			if !tt.tooLarge && (tf.Op != "or" || len(tf.Nodes) == 0 || tf.Nodes[0].Key == "") {
+				t.Errorf("decoded %+v", tf)
+			}
+		})
 	}
 }

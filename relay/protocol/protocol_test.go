@@ -57,6 +57,7 @@ func FuzzDecodeCommands(f *testing.F) {
 	f.Add([]byte(`{"id":1,"connect":{"token":"x"}}`))
 	f.Add([]byte("{\"id\":2,\"subscribe\":{\"channel\":\"odds:a\",\"recover\":true,\"offset\":5}}\n{}"))
 	f.Add([]byte(`{"id":3,"rpc":{"method":"bet","data":{"stake":1}}}`))
+	f.Add([]byte(`{"id":4,"subscribe":{"channel":"odds:a","tf":{"op":"or","nodes":[{},{"key":"k\\"{","cmp":"eq","val":"v"}]}}}`))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		n := 0
 		JSON.DecodeCommands(frame, func(c *Command) error {

@@ -145,6 +145,9 @@ func (c *compiler) node(n *protocol.FilterNode, depth int) (node, error) {
 	if depth > MaxDepth || n.TooDeep {
 		return node{}, fmt.Errorf("deeper than %d levels", MaxDepth)
 	}
+	if n.TooLarge { // the decoder stopped building it
+		return node{}, fmt.Errorf("more than %d nodes or %d values", MaxNodes, MaxVals)
+	}
 	if c.nodes++; c.nodes > MaxNodes {
 		return node{}, fmt.Errorf("more than %d nodes", MaxNodes)
 	}
