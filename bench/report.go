@@ -98,16 +98,27 @@ func MediansMarkdown(runs []ReportRun) string {
 			}
 			return medianCell(v, format)
 		}
+		// Steal if every run has it; the steal-free tail over the runs
+		// that had steal-free seconds (a run with none counts 0 seconds).
 		steal, quiet := "—", "—"
 		var qs, qp99, qmax []float64
 		for _, r := range reps {
-			if h, n, ok := r.QuietLatency(); ok && n > 0 {
-				qs, qp99, qmax = append(qs, float64(n)), append(qp99, ms(h.Quantile(0.99))), append(qmax, ms(h.Max))
+			h, n, ok := r.QuietLatency()
+			if !ok {
+				qs = nil
+				break
+			}
+			qs = append(qs, float64(n))
+			if n > 0 {
+				qp99, qmax = append(qp99, ms(h.Quantile(0.99))), append(qmax, ms(h.Max))
 			}
 		}
 		if len(qs) == len(reps) {
 			steal = num(func(r *Report) float64 { return r.Steal.Total() }, "%.1f")
-			quiet = medianCell(qs, "%.0f") + ": " + medianCell(qp99, "%.1f") + " / " + medianCell(qmax, "%.1f")
+			quiet = medianCell(qs, "%.0f") + ": — / —"
+			if len(qp99) > 0 {
+				quiet = medianCell(qs, "%.0f") + ": " + medianCell(qp99, "%.1f") + " / " + medianCell(qmax, "%.1f")
+			}
 		}
 		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s / %s | %s / %s | %s | %s |\n", g, len(reps),
 			dur(func(r *Report) time.Duration { return r.P50 }), dur(func(r *Report) time.Duration { return r.P99 }),
@@ -119,7 +130,7 @@ func MediansMarkdown(runs []ReportRun) string {
 	}
 	b.WriteString("\nTimes in ms; each cell: the median of the runs (the lowest–highest in brackets when there are several). " +
 		"Steal: CPU time the hypervisor took from this machine's CPUs, all together; steal-free s: the number of seconds of a run " +
-		"in which it took none (nor in the second before), and the latency of what clients read in them.\n")
+		"in which its counter did not move (nor in the seconds either side), and the latency of what clients read in them.\n")
 	return b.String()
 }
 

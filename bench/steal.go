@@ -22,8 +22,12 @@ import (
 type Steal struct {
 	// PerCPU is each CPU's steal over the sampled time, in ms per second.
 	PerCPU []float64 `json:"per_cpu_ms_per_s"`
-	// Series is, per unix second, the steal of all CPUs together, in ms.
+	// Series is, per unix second, the steal of all CPUs together, in ms,
+	// each sample's credited to the second its interval began in.
 	Series map[int64]float64 `json:"series"`
+	// Gaps counts samples lost (/proc/stat unreadable, or a CPU came or
+	// went): with any, steal-free seconds cannot be told.
+	Gaps int `json:"gaps,omitempty"`
 }
 
 // stealTick is /proc/stat's unit, USER_HZ: 100 on every Linux the
@@ -67,7 +71,7 @@ func sampleSteal(ctx context.Context, interval time.Duration) *Steal {
 	}
 	start := time.Now()
 	s := &Steal{Series: map[int64]float64{}}
-	last := first
+	last, lastAt := first, start
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for done := false; !done; {
@@ -76,18 +80,22 @@ func sampleSteal(ctx context.Context, interval time.Duration) *Steal {
 			done = true
 		case <-t.C:
 		}
-		now := read()
-		if len(now) != len(last) {
-			continue // a CPU went on- or offline: skip the sample
+		now, at := read(), time.Now()
+		if now == nil || len(now) != len(last) {
+			s.Gaps++ // unreadable, or a CPU went on- or offline
+			if now != nil {
+				last, lastAt = now, at
+			}
+			continue
 		}
 		var d int64
 		for i := range now {
 			d += now[i] - last[i]
 		}
 		if d > 0 {
-			s.Series[time.Now().Unix()] += float64(time.Duration(d)*stealTick) / float64(time.Millisecond)
+			s.Series[lastAt.Unix()] += float64(time.Duration(d)*stealTick) / float64(time.Millisecond)
 		}
-		last = now
+		last, lastAt = now, at
 	}
 	if el := time.Since(start).Seconds(); el > 0 && len(last) == len(first) {
 		for i := range last {
@@ -109,17 +117,20 @@ func (s *Steal) Total() float64 {
 	return t
 }
 
-// quiet says whether no CPU lost time to the hypervisor in second sec or
-// the one before (what a client reads in sec was written partly in it).
+// quiet says whether no CPU's steal counter moved in second sec or the
+// seconds either side: what a client reads in sec was written partly in
+// the one before, and a sample's steal is credited to the second its
+// interval began in, which may be the one before its own.
 func (s *Steal) quiet(sec int64) bool {
-	return s.Series[sec] == 0 && s.Series[sec-1] == 0
+	return s.Series[sec-1] == 0 && s.Series[sec] == 0 && s.Series[sec+1] == 0
 }
 
 // QuietLatency is the client-side latency of the seconds in which no CPU
-// lost time to the hypervisor, nor in the second before: the relay's tail
-// without the host's. ok is false without steal figures.
+// lost time to the hypervisor, nor in the seconds either side: the
+// relay's tail without the host's. ok is false without steal figures, or
+// with samples lost.
 func (r *Report) QuietLatency() (h *Histogram, seconds int, ok bool) {
-	if r.Steal == nil {
+	if r.Steal == nil || r.Steal.Gaps > 0 {
 		return nil, 0, false
 	}
 	h = &Histogram{}

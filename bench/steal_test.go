@@ -43,30 +43,51 @@ func TestSampleSteal(t *testing.T) {
 	}
 }
 
-// TestQuietLatency: only seconds without steal, in them or the second
-// before, count; the medians table shows steal and the steal-free tail.
-func TestQuietLatency(t *testing.T) {
+// stealRun is a run with one delivery in each of the seconds 10 to 14
+// (of 10 to 14 ms) and the given steal.
+func stealRun(series map[int64]float64, perCPU float64) *Report {
 	rep := &Report{P99: time.Millisecond}
 	rep.Clients.Series = map[int64]*Histogram{}
-	for s := int64(10); s < 14; s++ {
+	for s := int64(10); s <= 14; s++ {
 		h := &Histogram{}
 		h.Record(time.Duration(s) * time.Millisecond)
 		rep.Clients.Series[s] = h
 	}
-	if _, _, ok := rep.QuietLatency(); ok {
+	if series != nil {
+		rep.Steal = &Steal{PerCPU: []float64{perCPU, perCPU}, Series: series}
+	}
+	return rep
+}
+
+// TestQuietLatency: only seconds without steal, in them or the seconds
+// either side, count; the medians table shows steal and the steal-free
+// tail, also for a cell with a run that had no steal-free second.
+func TestQuietLatency(t *testing.T) {
+	if _, _, ok := stealRun(nil, 0).QuietLatency(); ok {
 		t.Fatal("steal-free latency without steal figures")
 	}
-	rep.Steal = &Steal{PerCPU: []float64{1.5, 2}, Series: map[int64]float64{11: 20}}
+	rep := stealRun(map[int64]float64{11: 20}, 1.75)
 	h, n, ok := rep.QuietLatency()
-	if !ok || n != 2 || h.N != 2 || h.Max != 13*time.Millisecond { // 10 and 13; 11 and 12 follow steal
+	if !ok || n != 2 || h.N != 2 || h.Max != 14*time.Millisecond { // 13 and 14; 10 to 12 are next to steal
 		t.Fatalf("steal-free: %d seconds, %d deliveries, max %v", n, h.N, h.Max)
 	}
 	md := MediansMarkdown([]ReportRun{{Title: "out/tail-10-1.json", Rep: rep}})
-	if !strings.Contains(md, "| 3.5 | 2: 13.0 / 13.0 |") {
+	if !strings.Contains(md, "| 3.5 | 2: 14.0 / 14.0 |") {
 		t.Fatalf("medians:\n%s", md)
 	}
-	rep.Steal = nil
-	if md := MediansMarkdown([]ReportRun{{Title: "x.json", Rep: rep}}); !strings.Contains(md, "| — | — |") {
+	noisy := stealRun(map[int64]float64{9: 30, 10: 30, 11: 30, 12: 30, 13: 30, 14: 30, 15: 30}, 30)
+	md = MediansMarkdown([]ReportRun{{Title: "out/tail-10-1.json", Rep: rep}, {Title: "out/tail-10-2.json", Rep: noisy}})
+	if !strings.Contains(md, "| 31.8 (3.5–60.0) | 1 (0–2): 14.0 / 14.0 |") {
+		t.Fatalf("medians with a run that had no steal-free second:\n%s", md)
+	}
+	if md := MediansMarkdown([]ReportRun{{Title: "x.json", Rep: noisy}}); !strings.Contains(md, "| 60.0 | 0: — / — |") {
+		t.Fatalf("medians of a run without steal-free seconds:\n%s", md)
+	}
+	rep.Steal.Gaps = 1
+	if _, _, ok := rep.QuietLatency(); ok {
+		t.Fatal("steal-free latency from a sampler that lost samples")
+	}
+	if md := MediansMarkdown([]ReportRun{{Title: "x.json", Rep: stealRun(nil, 0)}}); !strings.Contains(md, "| — | — |") {
 		t.Fatalf("medians without steal:\n%s", md)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,6 +75,14 @@ func newPoller(e *Engine) (*poller, error) {
 		return nil, fmt.Errorf("engine: epoll fd: %w", err)
 	}
 	ep := os.NewFile(uintptr(epfd), "epoll")
+	// os.NewFile falls back to a blocking file, silently, if the netpoller
+	// refuses it (epoll_ctl failing: fs.epoll.max_user_watches spent); the
+	// poller could then never wait. Such a file has no deadlines.
+	if err := ep.SetReadDeadline(time.Time{}); err != nil {
+		ep.Close()
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("engine: epoll fd not pollable by the Go runtime: %w", err)
+	}
 	rc, err := ep.SyscallConn()
 	if err != nil {
 		ep.Close()

@@ -603,6 +603,13 @@ func decodeSubscribe(b []byte, r *SubscribeRequest) error {
 		case 18:
 			return f.int32(&r.Limit)
 		case 13:
+			if r.TF != nil {
+				// A second tf (or a second subscribe field) would merge
+				// into the first with a budget of its own: no client
+				// sends one, so the filter is refused instead.
+				r.TF.TooLarge = true
+				return nil
+			}
 			return message(f, &r.TF, func(b []byte, n *FilterNode) error { return decodeFilterNode(b, n, 1, new(filterBudget)) })
 		}
 		return nil

@@ -221,6 +221,14 @@ func TestTagFilterDecodeBounded(t *testing.T) {
 	for len(pbVals) < size-64 {
 		pbVals = pbMessage(pbVals, 5, nil) // an empty string
 	}
+	// pbRepeat is field num with value m, n times over.
+	pbRepeat := func(num protowire.Number, m []byte, n int) []byte {
+		var b []byte
+		for range n {
+			b = pbMessage(b, num, m)
+		}
+		return b
+	}
 	pbSub := func(tf []byte) []byte {
 		return pbDelimited(pbCommand(2, cmdSubscribe, pbMessage(pbString(nil, 1, "odds:a"), 13, tf)))
 	}
@@ -236,6 +244,8 @@ func TestTagFilterDecodeBounded(t *testing.T) {
 	}{
 		{"protobuf, empty nodes", Protobuf, pbSub(pbString(pbNodes, 1, "or")), true},
 		{"protobuf, vals", Protobuf, pbSub(pbString(pbString(pbVals, 2, "k"), 3, "in")), true},
+		{"protobuf, tf repeated", Protobuf, pbDelimited(pbCommand(2, cmdSubscribe, pbRepeat(13, pbMessage(pbString(nil, 1, "or"), 6, nil), 2))), true},
+		{"protobuf, tf repeated past the budget", Protobuf, pbDelimited(pbCommand(2, cmdSubscribe, pbRepeat(13, pbNodes[:2*(MaxFilterDecodeNodes-1)], size/(2*MaxFilterDecodeNodes)))), true},
 		{"protobuf, within", Protobuf, pbSub(pbMessage(pbString(nil, 1, "or"), 6, pbString(pbString(pbString(pbString(nil, 2, "g"), 3, "in"), 5, "a"), 5, "b"))), false},
 		{"json, empty nodes", JSON, jsonSub(`{"op":"or","nodes":[` + strings.Repeat(`{},`, size/3-20) + `{}]}`), true},
 		{"json, vals", JSON, jsonSub(`{"key":"k","cmp":"in","vals":[` + strings.Repeat(`"",`, size/3-20) + `""]}`), true},
