@@ -113,7 +113,7 @@ func main() {
 func broker(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("broker", flag.ExitOnError)
 	port := fs.Int("port", 9092, "port on 127.0.0.1")
-	topics := fs.String("topics", "odds,scores", "topics to create")
+	topics := fs.String("topics", "odds,scores,bets", "topics to create (the relay's defaults: it reads and writes bets too)")
 	partitions := fs.Int("partitions", 6, "partitions per topic")
 	dir := fs.String("data-dir", "", "persist topics and records here (default: memory)")
 	fs.Parse(args)
