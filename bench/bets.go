@@ -130,17 +130,14 @@ func RunBets(ctx context.Context, cfg BetsConfig, log io.Writer) (*BetsReport, e
 	fmt.Fprintf(log, "edgebench: %d clients connected (%d failed), %d odds channels watched; %.0f bets/s for %v\n",
 		rep.Connected, rep.Failed, len(watch), cfg.Rate, cfg.Duration)
 	cpuBefore, _ := scrape(base, "process_cpu_seconds_total")
-	stealCtx, stopSteal := context.WithCancel(ctx)
+	stopSteal := startSteal(ctx)
 	defer stopSteal()
-	stealDone := make(chan *Steal, 1)
-	go func() { stealDone <- sampleSteal(stealCtx, 100*time.Millisecond) }()
 	t0 := time.Now().Add(50 * time.Millisecond)
 	for range cfg.Conns {
 		start <- t0
 	}
 	wg.Wait()
-	stopSteal()
-	rep.Steal = <-stealDone
+	rep.Steal = stopSteal()
 	cpuAfter, _ := scrape(base, "process_cpu_seconds_total")
 	rep.RelayCPUSeconds = cpuAfter - cpuBefore
 	for i := range clients {

@@ -338,10 +338,8 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		n.ingestBefore, n.ingestErr = scrapeHistogram(n.metrics, "edgerelay_ingest_age_seconds")
 	}
 	fmt.Fprintf(log, "edgebench: all clients subscribed; feeding %.0f records/s for %v\n", cfg.Rate, cfg.Duration)
-	stealCtx, stopSteal := context.WithCancel(ctx)
+	stopSteal := startSteal(ctx)
 	defer stopSteal()
-	stealDone := make(chan *Steal, 1)
-	go func() { stealDone <- sampleSteal(stealCtx, 100*time.Millisecond) }()
 	sampled := make(chan struct{})
 	feedDone := make(chan struct{})
 	go func() { // relay memory during the feed
@@ -379,8 +377,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig, log io.Writer) (*Report, e
 		return nil, err
 	}
 	time.Sleep(time.Second) // let the last records arrive
-	stopSteal()
-	if rep.Steal = <-stealDone; rep.Steal != nil {
+	if rep.Steal = stopSteal(); rep.Steal != nil {
 		fmt.Fprintf(log, "edgebench: CPU time the hypervisor took (steal) during the feed: %.1f ms/s, per CPU %.1f\n", rep.Steal.Total(), rep.Steal.PerCPU)
 	}
 	var age, ingest promHistogram

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -103,6 +104,20 @@ func sampleSteal(ctx context.Context, interval time.Duration) *Steal {
 		}
 	}
 	return s
+}
+
+// startSteal samples steal every 100 ms in the background until the
+// returned stop is called (or ctx ends); stop returns what was seen, nil
+// where /proc/stat cannot be read, the same to every call (defer one for
+// early returns).
+func startSteal(ctx context.Context) (stop func() *Steal) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan *Steal, 1)
+	go func() { done <- sampleSteal(ctx, 100*time.Millisecond) }()
+	return sync.OnceValue(func() *Steal {
+		cancel()
+		return <-done
+	})
 }
 
 // Total is the steal of all CPUs together, in ms per second.

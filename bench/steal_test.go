@@ -41,6 +41,12 @@ func TestSampleSteal(t *testing.T) {
 	if s == nil || len(s.PerCPU) < 1 || len(s.PerCPU) < runtime.NumCPU() || s.Total() < 0 {
 		t.Fatalf("steal %+v on %d CPUs", s, runtime.NumCPU())
 	}
+	// startSteal, as the runs use it: stop ends the sampler, and a second
+	// call (a deferred one) gets the same figures.
+	stop := startSteal(context.Background())
+	if s := stop(); s == nil || len(s.PerCPU) < runtime.NumCPU() || stop() != s {
+		t.Fatalf("startSteal: %+v", s)
+	}
 }
 
 // stealRun is a run with one delivery in each of the seconds 10 to 14
