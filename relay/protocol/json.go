@@ -209,17 +209,18 @@ func (r *SubscribeRequest) UnmarshalJSON(b []byte) error {
 	if len(aux.TF) == 0 || string(aux.TF) == "null" {
 		return nil
 	}
-	if objects, strings := jsonShape(aux.TF); objects > MaxFilterDecodeNodes || strings > MaxFilterDecodeStrings {
+	if values, strings := jsonShape(aux.TF); values > MaxFilterDecodeNodes || strings > MaxFilterDecodeStrings {
 		r.TF = &FilterNode{TooLarge: true}
 		return nil
 	}
 	return json.Unmarshal(aux.TF, &r.TF)
 }
 
-// jsonShape counts the objects and strings (keys included) of b, which
-// is valid JSON.
-func jsonShape(b []byte) (objects, strings int) {
-	in := false
+// jsonShape counts the values of b other than strings (objects, arrays,
+// numbers, true, false, null: any of them in a node list becomes a
+// FilterNode) and its strings (keys included); b is valid JSON.
+func jsonShape(b []byte) (values, strings int) {
+	in, scalar := false, false
 	for i := 0; i < len(b); i++ {
 		c := b[i]
 		switch {
@@ -228,11 +229,17 @@ func jsonShape(b []byte) (objects, strings int) {
 		case in:
 			in = c != '"'
 		case c == '"':
-			in = true
+			in, scalar = true, false
 			strings++
-		case c == '{':
-			objects++
+		case c == '{' || c == '[':
+			values++
+			scalar = false
+		case c == ',' || c == ':' || c == '}' || c == ']' || c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			scalar = false
+		case !scalar: // the first byte of a number, true, false or null
+			values++
+			scalar = true
 		}
 	}
-	return objects, strings
+	return values, strings
 }

@@ -249,6 +249,9 @@ func TestTagFilterDecodeBounded(t *testing.T) {
 		{"protobuf, within", Protobuf, pbSub(pbMessage(pbString(nil, 1, "or"), 6, pbString(pbString(pbString(pbString(nil, 2, "g"), 3, "in"), 5, "a"), 5, "b"))), false},
 		{"json, empty nodes", JSON, jsonSub(`{"op":"or","nodes":[` + strings.Repeat(`{},`, size/3-20) + `{}]}`), true},
 		{"json, vals", JSON, jsonSub(`{"key":"k","cmp":"in","vals":[` + strings.Repeat(`"",`, size/3-20) + `""]}`), true},
+		{"json, null nodes", JSON, jsonSub(`{"op":"or","nodes":[` + strings.Repeat(`null,`, size/5-20) + `null]}`), true},
+		{"json, number nodes", JSON, jsonSub(`{"op":"or","nodes":[` + strings.Repeat(`1,`, size/2-20) + `1]}`), true},
+		{"json, array nodes", JSON, jsonSub(`{"op":"or","nodes":[` + strings.Repeat(`[],`, size/3-20) + `[]]}`), true},
 		{"json, braces in strings", JSON, jsonSub(`{"op":"or","nodes":[{"key":"` + strings.Repeat("{", 1000) + `","cmp":"ex"}]}`), false},
 		{"json, within", JSON, jsonSub(`{"op":"or","nodes":[` + okLeaf + `,` + okLeaf + `]}`), false},
 	} {
