@@ -80,27 +80,21 @@ func Parse(data []byte, maxBytes, maxChannelLen int) (Request, error) {
 		for i, f := range fields {
 			vals[i] = all[f]
 		}
-		compact.Reset()
-		if err := json.Compact(&compact, data); err != nil {
-			return r, fmt.Errorf("bet is not valid JSON: %v", err)
-		}
+		// compact holds data compacted: fastTopLevel's json.Compact
+		// succeeded, or topLevel would have refused data above.
 	}
-	str := func(v json.RawMessage) *string {
-		if v == nil {
-			return nil
-		}
-		return jsonString(v)
-	}
-	betID, channel, selection := str(vals[fBetID]), str(vals[fChannel]), str(vals[fSelection])
+	betID, okID := jsonString(vals[fBetID])
+	channel, okChannel := jsonString(vals[fChannel])
+	selection, okSelection := jsonString(vals[fSelection])
 	switch {
-	case betID == nil || !validID(*betID):
+	case !okID || !validID(betID):
 		return r, fmt.Errorf("bet_id: required, 1 to %d of A-Z a-z 0-9 . _ : -", maxIDLen)
-	case channel == nil:
+	case !okChannel:
 		return r, fmt.Errorf("channel: required, a string")
-	case selection == nil || !validID(*selection) || len(*selection) > maxSelectionLen:
+	case !okSelection || !validID(selection) || len(selection) > maxSelectionLen:
 		return r, fmt.Errorf("selection: required, 1 to %d of A-Z a-z 0-9 . _ : -", maxSelectionLen)
 	}
-	if err := fanout.ValidateName(*channel, maxChannelLen); err != nil {
+	if err := fanout.ValidateName(channel, maxChannelLen); err != nil {
 		return r, fmt.Errorf("channel: %v", err)
 	}
 	odds, err := number(vals[fOdds])
@@ -111,20 +105,19 @@ func Parse(data []byte, maxBytes, maxChannelLen int) (Request, error) {
 	if err != nil || stake <= 0 || stake > maxStake {
 		return r, fmt.Errorf("stake: required, above 0 and at most %g", float64(maxStake))
 	}
-	return Request{BetID: *betID, Channel: *channel, Selection: *selection, Odds: odds, Stake: stake, Raw: compact.Bytes()}, nil
+	return Request{BetID: betID, Channel: channel, Selection: selection, Odds: odds, Stake: stake, Raw: compact.Bytes()}, nil
 }
 
-// jsonString decodes a JSON string value, or returns nil if v is not one.
-func jsonString(v json.RawMessage) *string {
+// jsonString decodes a JSON string value; ok is false if v is absent or
+// not one.
+func jsonString(v json.RawMessage) (s string, ok bool) {
 	if len(v) >= 2 && v[0] == '"' && bytes.IndexByte(v, '\\') < 0 {
-		s := string(v[1 : len(v)-1]) // valid JSON without escapes: the text itself
-		return &s
+		return string(v[1 : len(v)-1]), true // valid JSON without escapes: the text itself
 	}
-	var s string
-	if json.Unmarshal(v, &s) != nil {
-		return nil
+	if v == nil || json.Unmarshal(v, &s) != nil {
+		return "", false
 	}
-	return &s
+	return s, true
 }
 
 // fastTopLevel is topLevel for the common case, without encoding/json's
@@ -148,8 +141,8 @@ func fastTopLevel(compact *bytes.Buffer, data []byte) (vals [len(fields)]json.Ra
 	var seen map[string]struct{}
 	ok = protocol.JSONMembers(compact.Bytes(), func(key, v []byte) bool {
 		if bytes.IndexByte(key, '\\') >= 0 {
-			var k string
-			if json.Unmarshal(fmt.Appendf(nil, `"%s"`, key), &k) != nil {
+			k, ok := jsonString(fmt.Appendf(nil, `"%s"`, key))
+			if !ok {
 				return false
 			}
 			key = []byte(k)

@@ -41,6 +41,12 @@ type poller struct {
 	conns map[int32]*Conn // by fd
 
 	scratch []byte
+	// events and the result of the last wait, for ready: the callback
+	// the netpoller calls is built once, not one closure per wake-up.
+	events  []unix.EpollEvent
+	n       int
+	waitErr error
+	ready   func(fd uintptr) bool
 	// again holds connections that used their readBudget with input
 	// still waiting: each gets another turn after the next events.
 	again, turn []*Conn
@@ -89,7 +95,18 @@ func newPoller(e *Engine) (*poller, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("engine: epoll fd: %w", err)
 	}
-	return &poller{eng: e, epfd: epfd, ep: ep, rc: rc, wakefd: wakefd, conns: map[int32]*Conn{}, scratch: make([]byte, 64<<10)}, nil
+	p := &poller{eng: e, epfd: epfd, ep: ep, rc: rc, wakefd: wakefd, conns: map[int32]*Conn{}, scratch: make([]byte, 64<<10),
+		events: make([]unix.EpollEvent, 256)}
+	p.ready = func(fd uintptr) bool {
+		for {
+			p.n, p.waitErr = unix.EpollWait(int(fd), p.events, 0)
+			if !errors.Is(p.waitErr, unix.EINTR) {
+				break
+			}
+		}
+		return p.n > 0 || p.waitErr != nil || len(p.again) > 0
+	}
+	return p, nil
 }
 
 // add registers c, whose fd is non-blocking and owned by c from now on.
@@ -124,9 +141,9 @@ func (p *poller) stop() {
 func (p *poller) run() {
 	defer p.ep.Close()
 	defer unix.Close(p.wakefd)
-	events := make([]unix.EpollEvent, 256)
+	events := p.events
 	for {
-		n, err := p.wait(events)
+		n, err := p.wait()
 		if err != nil {
 			p.eng.log.Error("epoll_wait failed; connections of this poller are lost", "err", err)
 			return
@@ -181,23 +198,16 @@ func (p *poller) run() {
 	}
 }
 
-// wait fills events with what epoll has ready, parking in the netpoller
-// while there is nothing (see poller). With connections waiting on
-// p.again it returns at once, with no events if none are ready.
-func (p *poller) wait(events []unix.EpollEvent) (n int, err error) {
-	perr := p.rc.Read(func(fd uintptr) bool {
-		for {
-			n, err = unix.EpollWait(int(fd), events, 0)
-			if !errors.Is(err, unix.EINTR) {
-				break
-			}
-		}
-		return n > 0 || err != nil || len(p.again) > 0
-	})
-	if err == nil {
-		err = perr
+// wait fills p.events with what epoll has ready, parking in the
+// netpoller while there is nothing (see poller), and returns how many.
+// With connections waiting on p.again it returns at once, with no events
+// if none are ready.
+func (p *poller) wait() (n int, err error) {
+	perr := p.rc.Read(p.ready)
+	if p.waitErr != nil {
+		return p.n, p.waitErr
 	}
-	return n, err
+	return p.n, perr
 }
 
 // read drains the socket (edge-triggered: until EAGAIN or a short read)
