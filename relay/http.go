@@ -201,16 +201,28 @@ func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
 	}
 	infos := s.hub.Channels(r.URL.Query().Get("prefix"), limit)
 	out := make([]channelView, 0, len(infos))
+	// As a map page: at most half a connection's queue of values in one
+	// answer (10,000 values of up to ingest.max_value_bytes would
+	// otherwise be built in memory), at least one channel.
+	budget, truncated := int(s.cfg.WebSocket.MaxQueueBytes)/2, false
 	for _, in := range infos {
 		if s.mayRead(user, in.Last.Channel, false) != nil {
 			continue // never listed to whoever may not read it
+		}
+		if budget -= len(in.Last.Data) + len(in.Last.Channel); budget < 0 && len(out) > 0 {
+			truncated = true
+			break
 		}
 		v := viewOf(in.Last)
 		n := in.Subscribers
 		v.Subscribers = &n
 		out = append(out, v)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"channels": out})
+	body := map[string]any{"channels": out}
+	if truncated {
+		body["truncated"] = true
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // restUser is the user a REST request speaks for: the subject of its

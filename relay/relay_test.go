@@ -550,3 +550,27 @@ func TestHistory(t *testing.T) {
 		t.Fatalf("without history: %v, want error 108", rep)
 	}
 }
+
+// TestChannelListBounded: GET /v1/channels stops at half of
+// websocket.max_queue_bytes of values, saying so, however many channels
+// the limit asks for; a narrower prefix gets the rest.
+func TestChannelListBounded(t *testing.T) {
+	kafka := newKafka(t)
+	r := startRelay(t, testConfig(kafka.ListenAddrs()))
+	r.waitReady(t)
+	prod := newProducer(t, kafka.ListenAddrs())
+	big := `{"pad":"` + strings.Repeat("x", 64<<10) + `"}`
+	var last string
+	for i := range 12 { // 12 × 64 KiB: past the 512 KiB of the default 1 MiB queue
+		last = fmt.Sprintf("odds:big:m%02d", i)
+		r.waitCached(t, last, produce(t, prod, "odds", last, big))
+	}
+	code, body := r.get(t, "/v1/channels?prefix=odds:big:&limit=10000")
+	if code != 200 || !strings.Contains(body, `"truncated":true`) || len(body) > 600<<10 || strings.Count(body, `"channel":`) < 1 {
+		t.Fatalf("status %d, %d bytes, %d channels, truncated %v", code, len(body), strings.Count(body, `"channel":`), strings.Contains(body, `"truncated"`))
+	}
+	code, body = r.get(t, "/v1/channels?prefix="+last)
+	if code != 200 || strings.Contains(body, "truncated") || !strings.Contains(body, last) {
+		t.Fatalf("narrower prefix: status %d, truncated %v", code, strings.Contains(body, "truncated"))
+	}
+}
