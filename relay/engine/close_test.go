@@ -278,10 +278,6 @@ func TestCloseDeadlineNeverReadingClient(t *testing.T) {
 	})
 }
 
-// TestShortReadThenMoreInput: the poller stops reading a socket at a short
-// read instead of reading again for EAGAIN; what arrives afterwards, a
-// frame's second half, later messages, a message with the client's FIN
-// right behind it, is still read, from the next edge.
 // startedConn starts an engine and a connection of it with a
 // closeHandler, and returns the handler with the connection's client.
 func startedConn(t *testing.T) (*closeHandler, *net.TCPConn) {
@@ -297,6 +293,10 @@ func startedConn(t *testing.T) (*closeHandler, *net.TCPConn) {
 	return h, cl
 }
 
+// TestShortReadThenMoreInput: the poller stops reading a socket at a short
+// read instead of reading again for EAGAIN; what arrives afterwards, a
+// frame's second half, later messages, a message with the client's FIN
+// right behind it, is still read, from the next edge.
 func TestShortReadThenMoreInput(t *testing.T) {
 	h, cl := startedConn(t)
 	waitMessages := func(n int, what string) {
