@@ -100,8 +100,9 @@ type Conn struct {
 
 	mu            sync.Mutex
 	fd            int             // -1 once closed
-	queue         []*fanout.Frame // backed by qbuf when not nil
-	holding       []*Sink         // sinks with a held frame in queue (see Sink)
+	queue         []*fanout.Frame // backed by qbuf when not nil, else by one
+	one           [1]*fanout.Frame
+	holding       []*Sink // sinks with a held frame in queue (see Sink)
 	qbuf          *queueBuf
 	head          int   // bytes of queue[0] already written
 	queued        int   // bytes in queue, minus head

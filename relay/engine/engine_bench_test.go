@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,4 +120,122 @@ func BenchmarkBehindDeliver(b *testing.B) {
 		env.hub.Publish(&p)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(conns/channels), "ns/delivery")
+}
+
+// countHooks counts frames written and signals when want of them are.
+type countHooks struct {
+	nopHooks
+	n    atomic.Int64
+	want atomic.Int64
+	done chan struct{}
+}
+
+func (h *countHooks) OnWrite(_ int, frames []*fanout.Frame, _ time.Time) {
+	if h.n.Add(int64(len(frames))) == h.want.Load() {
+		h.done <- struct{}{}
+	}
+}
+
+// BenchmarkWritePath is the steady state of a fan-out at normal load
+// (docs/performance.md, "The relay against a ceiling"): one update to n
+// connections, each written with its own system call before the next
+// update comes, against "bare", a loop of write(2) over the same sockets
+// (what edgebench ceiling does). The difference per delivery is the
+// engine's own cost: hub, sink, queue, writer, locks. Run it on one P
+// (-cpu 1), as the tail runs do; the sockets are Unix socket pairs whose
+// readers drain them outside the timed part.
+func BenchmarkWritePath(b *testing.B) {
+	const n, drainEvery = 1500, 64
+	frame := MessageFrame(HeadText, []byte(`{"push":{"channel":"odds:bench","pub":{"data":{"odds":[2.1,3.4,3.9],"pad":"`+strings.Repeat("x", 420)+`"},"offset":1}}}`))
+	setup := func(b *testing.B) (fds, peers []int) {
+		for range n {
+			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			unix.SetNonblock(sp[0], true)
+			unix.SetsockoptInt(sp[0], unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
+			unix.SetsockoptInt(sp[1], unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+			unix.SetNonblock(sp[1], true)
+			fds, peers = append(fds, sp[0]), append(peers, sp[1])
+		}
+		b.Cleanup(func() { // after the engine's writer and poller stopped
+			for i := range fds {
+				unix.Close(fds[i])
+				unix.Close(peers[i])
+			}
+		})
+		return fds, peers
+	}
+	buf := make([]byte, 256<<10)
+	drain := func(peers []int) {
+		for _, fd := range peers {
+			for {
+				if m, err := unix.Read(fd, buf); err != nil || m < len(buf) {
+					break
+				}
+			}
+		}
+	}
+	// timed runs once (one update to every connection, written) b.N
+	// times, draining the sockets untimed every drainEvery updates.
+	timed := func(b *testing.B, peers []int, once func()) {
+		b.ResetTimer()
+		for i := range b.N {
+			once()
+			if i%drainEvery == drainEvery-1 {
+				b.StopTimer()
+				drain(peers)
+				b.StartTimer()
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/delivery")
+	}
+	b.Run("bare", func(b *testing.B) {
+		fds, peers := setup(b)
+		timed(b, peers, func() {
+			for _, fd := range fds {
+				if _, err := unix.Write(fd, frame); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	b.Run("engine", func(b *testing.B) {
+		hooks := &countHooks{done: make(chan struct{}, 1)}
+		cfg := DefaultConfig()
+		cfg.Hooks = hooks
+		e, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		hub := fanout.New(fanout.Config{Encoder: func(u *fanout.Update, _ fanout.Form) *fanout.Frame {
+			return &fanout.Frame{Bytes: frame, Pub: u.Pub}
+		}})
+		w := newWriter(e)
+		go w.loop()
+		defer w.close()
+		p, err := newPoller(e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go p.run()
+		defer p.stop()
+		fds, peers := setup(b)
+		for _, fd := range fds {
+			c := &Conn{eng: e, h: nopHandler{}, fd: fd, poller: p, writer: w}
+			if err := c.Start(nil); err != nil {
+				b.Fatal(err)
+			}
+			if err := hub.Subscribe("odds:bench", c.NewSink("odds:bench", FormPlain, nil), nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		timed(b, peers, func() {
+			hooks.want.Add(n)
+			hub.Publish(&fanout.Publication{Channel: "odds:bench", Data: []byte("{}"), Time: time.Now()})
+			<-hooks.done
+		})
+	})
 }

@@ -92,9 +92,13 @@ func (c *Conn) enqueueLocked(f *fanout.Frame) {
 	c.scheduleLocked(f.Pub == nil || f.Pub.Priority)
 }
 
-// pushLocked appends f to the queue (pooled memory).
+// pushLocked appends f to the queue: in the connection's own slot when
+// the queue is empty (at normal load a queue holds one frame at a time, and
+// the slot costs no pool round trip), else in pooled memory.
 func (c *Conn) pushLocked(f *fanout.Frame) {
-	if len(c.queue) == cap(c.queue) {
+	if cap(c.queue) == 0 {
+		c.queue = c.one[:0]
+	} else if len(c.queue) == cap(c.queue) {
 		c.growQueueLocked()
 	}
 	c.queue = append(c.queue, f)
@@ -179,8 +183,10 @@ func (c *Conn) growQueueLocked() {
 	c.qbuf, c.queue = qb, qb.frames
 }
 
-// releaseQueueLocked returns the queue's memory to its pool.
+// releaseQueueLocked returns the queue's memory to its pool (or empties
+// the connection's own slot).
 func (c *Conn) releaseQueueLocked() {
+	c.one[0] = nil
 	if qb := c.qbuf; qb != nil {
 		clear(c.queue[:cap(c.queue)])
 		qb.frames = c.queue[:0]

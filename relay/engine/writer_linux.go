@@ -69,8 +69,16 @@ func (w *writer) close() {
 	w.mu.Unlock()
 }
 
+// yieldEvery is how many connections a writer with work to do flushes
+// before it lets the other goroutines of its P run: at one frame per
+// connection (normal load) a yield costs about what the writer's own
+// bookkeeping of a write does, and 8 writes on loopback TCP take
+// 30–100 µs, which is how long ingest may wait for the P.
+const yieldEvery = 8
+
 func (w *writer) loop() {
 	var batch []*Conn
+	flushed := 0
 	for {
 		w.mu.Lock()
 		if len(w.run) == 0 && len(w.urgent) == 0 && w.behind.Load() {
@@ -99,7 +107,10 @@ func (w *writer) loop() {
 			// yield, ingest and franz-go's goroutines wait for a
 			// preemption (up to 10 ms) to get a P, and every value
 			// ages by that much before the hub sees it.
-			runtime.Gosched()
+			if flushed++; flushed == yieldEvery {
+				runtime.Gosched()
+				flushed = 0
+			}
 		}
 		clear(batch)
 	}
