@@ -69,16 +69,20 @@ func (w *writer) close() {
 	w.mu.Unlock()
 }
 
-// yieldEvery is how many connections a writer with work to do flushes
-// before it lets the other goroutines of its P run: at one frame per
+// A writer with work to do lets the other goroutines of its P run after
+// yieldEvery connections, or once yieldSlice of the engine's clock (which
+// each write advances) has passed since it last did: at one frame per
 // connection (normal load) a yield costs about what the writer's own
 // bookkeeping of a write does, and 8 writes on loopback TCP take
-// 30–100 µs, which is how long ingest may wait for the P.
-const yieldEvery = 8
+// 30–100 µs, about how long ingest may wait for the P.
+const (
+	yieldEvery = 8
+	yieldSlice = int64(100 * time.Microsecond)
+)
 
 func (w *writer) loop() {
 	var batch []*Conn
-	flushed := 0
+	flushed, lastYield := 0, int64(0)
 	for {
 		w.mu.Lock()
 		if len(w.run) == 0 && len(w.urgent) == 0 && w.behind.Load() {
@@ -107,9 +111,13 @@ func (w *writer) loop() {
 			// yield, ingest and franz-go's goroutines wait for a
 			// preemption (up to 10 ms) to get a P, and every value
 			// ages by that much before the hub sees it.
-			if flushed++; flushed == yieldEvery {
+			// Every yieldEvery connections, or sooner when writes are
+			// long (a backlog of up to 1 MiB per writev).
+			if now := w.eng.clock.Load(); flushed+1 == yieldEvery || now-lastYield >= yieldSlice {
 				runtime.Gosched()
-				flushed = 0
+				flushed, lastYield = 0, now
+			} else {
+				flushed++
 			}
 		}
 		clear(batch)
