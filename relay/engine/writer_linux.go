@@ -74,7 +74,8 @@ func (w *writer) close() {
 // each write advances) has passed since it last did: at one frame per
 // connection (normal load) a yield costs about what the writer's own
 // bookkeeping of a write does, and 8 writes on loopback TCP take
-// 30–100 µs, about how long ingest may wait for the P.
+// 30–100 µs, about how long ingest may wait for the P; the slice bounds
+// that wait when writes are long (a backlog, up to 1 MiB per writev).
 const (
 	yieldEvery = 8
 	yieldSlice = int64(100 * time.Microsecond)
@@ -111,13 +112,10 @@ func (w *writer) loop() {
 			// yield, ingest and franz-go's goroutines wait for a
 			// preemption (up to 10 ms) to get a P, and every value
 			// ages by that much before the hub sees it.
-			// Every yieldEvery connections, or sooner when writes are
-			// long (a backlog of up to 1 MiB per writev).
-			if now := w.eng.clock.Load(); flushed+1 == yieldEvery || now-lastYield >= yieldSlice {
+			flushed++
+			if now := w.eng.clock.Load(); flushed == yieldEvery || now-lastYield >= yieldSlice {
 				runtime.Gosched()
 				flushed, lastYield = 0, now
-			} else {
-				flushed++
 			}
 		}
 		clear(batch)
