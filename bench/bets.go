@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,11 +66,69 @@ type BetsReport struct {
 	Pushes       uint64        `json:"odds_pushes"` // publications the clients read meanwhile
 	PushesPerS   float64       `json:"odds_pushes_per_s"`
 	// RelayCPUSeconds is the relay's CPU time over the run (from /metrics).
-	RelayCPUSeconds float64   `json:"relay_cpu_seconds"`
-	Latency         Histogram `json:"latency"`
+	RelayCPUSeconds float64 `json:"relay_cpu_seconds"`
+	// KafkaAck* and RelayReply*: the relay's own histograms over the run
+	// (interpolated in bucket bounds; 0 if the relay did not show them):
+	// produce → Kafka's ack (edgerelay_bet_kafka_ack_seconds), and bet
+	// read → reply queued (edgerelay_bet_reply_seconds). What the client
+	// waits beyond RelayReply is the sockets, the relay's writer and the
+	// generator's own scheduling.
+	KafkaAckP50   time.Duration `json:"kafka_ack_p50"`
+	KafkaAckP99   time.Duration `json:"kafka_ack_p99"`
+	KafkaAckMax   time.Duration `json:"kafka_ack_max"`
+	RelayReplyP50 time.Duration `json:"relay_reply_p50"`
+	RelayReplyP99 time.Duration `json:"relay_reply_p99"`
+	RelayReplyMax time.Duration `json:"relay_reply_max"`
+	Latency       Histogram     `json:"latency"`
+	// Start is when the schedule began (Unix ns); Seconds is its timeline,
+	// each second of intended send times with its bets' latency.
+	Start   int64       `json:"start_unix_ns"`
+	Seconds []BetSecond `json:"seconds"`
 	// Steal is the CPU time the hypervisor took from this machine during
 	// the bets (nil: not measured).
 	Steal *Steal `json:"steal,omitempty"`
+}
+
+// BetSecond is one second of a bet storm's schedule: the accepted bets
+// meant to be sent in it and their latency.
+type BetSecond struct {
+	Second   int           `json:"second"` // since the schedule began
+	Accepted uint64        `json:"accepted"`
+	P99      time.Duration `json:"p99"`
+	Max      time.Duration `json:"max"`
+}
+
+// betSeries is the clients' shared timeline: a histogram per second of
+// intended send time.
+type betSeries struct {
+	mu   sync.Mutex
+	secs []Histogram
+}
+
+func (s *betSeries) record(intended, d time.Duration) {
+	i := int(intended / time.Second)
+	s.mu.Lock()
+	for len(s.secs) <= i {
+		s.secs = append(s.secs, Histogram{})
+	}
+	s.secs[i].Record(d)
+	s.mu.Unlock()
+}
+
+func (s *betSeries) seconds() []BetSecond {
+	out := make([]BetSecond, len(s.secs))
+	for i := range s.secs {
+		h := &s.secs[i]
+		out[i] = BetSecond{Second: i, Accepted: h.N, P99: h.Quantile(0.99), Max: h.Max}
+	}
+	return out
+}
+
+// worst is the n seconds of the timeline with the highest p99, worst first.
+func worst(secs []BetSecond, n int) []BetSecond {
+	w := slices.Clone(secs)
+	slices.SortStableFunc(w, func(a, b BetSecond) int { return cmp.Compare(b.P99, a.P99) })
+	return w[:min(n, len(w))]
 }
 
 // OK says whether every bet was accepted.
@@ -102,11 +162,13 @@ func RunBets(ctx context.Context, cfg BetsConfig, log io.Writer) (*BetsReport, e
 	run := fmt.Sprintf("%x", time.Now().UnixNano()) // bet ids never repeat an earlier run's
 	interval := time.Duration(float64(cfg.Conns) / cfg.Rate * float64(time.Second))
 	clients := make([]betClient, cfg.Conns)
+	series := &betSeries{}
 	var setup, wg sync.WaitGroup
 	start := make(chan time.Time, cfg.Conns)
 	for i := range clients {
 		c := &clients[i]
 		c.name = fmt.Sprintf("%s-%d", run, i)
+		c.series = series
 		var mine []string
 		for j := range min(cfg.WatchPerClient, len(watch)) {
 			mine = append(mine, watch[(i*cfg.WatchPerClient+j)%len(watch)])
@@ -130,9 +192,11 @@ func RunBets(ctx context.Context, cfg BetsConfig, log io.Writer) (*BetsReport, e
 	fmt.Fprintf(log, "edgebench: %d clients connected (%d failed), %d odds channels watched; %.0f bets/s for %v\n",
 		rep.Connected, rep.Failed, len(watch), cfg.Rate, cfg.Duration)
 	cpuBefore, _ := scrape(base, "process_cpu_seconds_total")
+	relayHists := histogramsSince(base, "edgerelay_bet_kafka_ack_seconds", "edgerelay_bet_reply_seconds")
 	stopSteal := startSteal(ctx)
 	defer stopSteal()
 	t0 := time.Now().Add(50 * time.Millisecond)
+	rep.Start = t0.UnixNano()
 	for range cfg.Conns {
 		start <- t0
 	}
@@ -140,6 +204,9 @@ func RunBets(ctx context.Context, cfg BetsConfig, log io.Writer) (*BetsReport, e
 	rep.Steal = stopSteal()
 	cpuAfter, _ := scrape(base, "process_cpu_seconds_total")
 	rep.RelayCPUSeconds = cpuAfter - cpuBefore
+	h := relayHists()
+	rep.KafkaAckP50, rep.KafkaAckP99, rep.KafkaAckMax = h[0].quantile(0.5), h[0].quantile(0.99), h[0].maxBound()
+	rep.RelayReplyP50, rep.RelayReplyP99, rep.RelayReplyMax = h[1].quantile(0.5), h[1].quantile(0.99), h[1].maxBound()
 	for i := range clients {
 		c := &clients[i]
 		rep.Sent += c.sent
@@ -157,6 +224,10 @@ func RunBets(ctx context.Context, cfg BetsConfig, log io.Writer) (*BetsReport, e
 	rep.AcceptedPerS = float64(rep.Accepted) / cfg.Duration.Seconds()
 	rep.PushesPerS = float64(rep.Pushes) / cfg.Duration.Seconds()
 	rep.P50, rep.P99, rep.Max = rep.Latency.Quantile(0.5), rep.Latency.Quantile(0.99), rep.Latency.Max
+	rep.Seconds = series.seconds()
+	for _, s := range worst(rep.Seconds, 3) {
+		fmt.Fprintf(log, "edgebench: second %d of the schedule: %d accepted, p99 %v, max %v\n", s.Second, s.Accepted, s.P99, s.Max)
+	}
 	return rep, nil
 }
 
@@ -250,6 +321,7 @@ type betClient struct {
 	pushes   uint64
 	rejected map[string]int
 	latency  Histogram
+	series   *betSeries
 }
 
 const firstBetID = 1 << 20
@@ -338,7 +410,10 @@ func (c *betClient) run(ctx context.Context, cfg BetsConfig, token string, watch
 				return
 			}
 			c.accepted++
-			c.latency.Record(time.Since(t0.Add(offset + time.Duration(id-firstBetID)*interval)))
+			intended := offset + time.Duration(id-firstBetID)*interval
+			d := time.Since(t0.Add(intended))
+			c.latency.Record(d)
+			c.series.record(intended, d)
 		})
 		if err != nil {
 			return // the deadline: the rest are unanswered
@@ -381,10 +456,10 @@ func (c *betClient) readFrame(conn net.Conn, br *bufio.Reader, write func([]byte
 // Markdown renders the report as a table with a header.
 func (r *BetsReport) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| clients | rate/s | accepted/s | sent | accepted | rejected | unanswered | p50 | p99 | max | odds pushes/s | relay CPU s |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| %d | %.0f | %.0f | %d | %d | %v | %d | %v | %v | %v | %.0f | %.1f |\n",
+	fmt.Fprintf(&b, "| clients | rate/s | accepted/s | sent | accepted | rejected | unanswered | p50 | p99 | max | relay reply p50 / p99 | Kafka ack p50 / p99 | odds pushes/s | relay CPU s |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| %d | %.0f | %.0f | %d | %d | %v | %d | %v | %v | %v | %v / %v | %v / %v | %.0f | %.1f |\n",
 		r.Connected, r.Config.Rate, r.AcceptedPerS, r.Sent, r.Accepted, r.Rejected, r.Unanswered,
-		r.P50, r.P99, r.Max, r.PushesPerS, r.RelayCPUSeconds)
+		r.P50, r.P99, r.Max, r.RelayReplyP50, r.RelayReplyP99, r.KafkaAckP50, r.KafkaAckP99, r.PushesPerS, r.RelayCPUSeconds)
 	return b.String()
 }

@@ -42,6 +42,26 @@ func TestBets(t *testing.T) {
 			if tt.ok && (rep.Latency.N != 100 || rep.P99 <= 0) {
 				t.Fatalf("latency not recorded: %+v", rep.Latency)
 			}
+			// The relay's own histograms, read around the run: every accepted
+			// bet is in both, in order, and its reply waited for its ack.
+			for _, h := range [][3]time.Duration{{rep.KafkaAckP50, rep.KafkaAckP99, rep.KafkaAckMax}, {rep.RelayReplyP50, rep.RelayReplyP99, rep.RelayReplyMax}} {
+				if tt.ok && (h[0] <= 0 || h[0] > h[1] || h[1] > h[2]) {
+					t.Fatalf("relay histogram not read (p50, p99, max): %v", h)
+				}
+			}
+			var n uint64
+			for _, sec := range rep.Seconds {
+				n += sec.Accepted
+				if sec.Accepted > 0 && (sec.P99 <= 0 || sec.P99 > sec.Max || sec.Max > rep.Max) {
+					t.Fatalf("second %+v against the run's max %v", sec, rep.Max)
+				}
+			}
+			if n != rep.Accepted || len(rep.Seconds) == 0 || rep.Start == 0 {
+				t.Fatalf("timeline holds %d of %d accepted bets: %+v", n, rep.Accepted, rep.Seconds)
+			}
+			if tt.ok && rep.RelayReplyMax < rep.KafkaAckP50 {
+				t.Fatalf("replies (max %v) faster than Kafka's acks (p50 %v)", rep.RelayReplyMax, rep.KafkaAckP50)
+			}
 			if !tt.ok && rep.Rejected["1003"] == 0 {
 				t.Fatalf("rate limit rejections not counted: %v", rep.Rejected)
 			}

@@ -26,6 +26,27 @@ func scrapeHistogram(base, name string) (h promHistogram, err error) {
 	return h, err
 }
 
+// histogramsSince reads the named histograms from the relay now; the
+// function it returns reads them again and gives, in the same order, what
+// was observed in between: empty for one the relay did not show both
+// times (its quantiles are 0).
+func histogramsSince(base string, names ...string) func() []promHistogram {
+	before := make([]promHistogram, len(names))
+	errs := make([]error, len(names))
+	for i, name := range names {
+		before[i], errs[i] = scrapeHistogram(base, name)
+	}
+	return func() []promHistogram {
+		d := make([]promHistogram, len(names))
+		for i, name := range names {
+			if after, err := scrapeHistogram(base, name); err == nil && errs[i] == nil {
+				d[i] = after.since(before[i])
+			}
+		}
+		return d
+	}
+}
+
 // readMetrics hands the relay's /metrics text to read, line by line.
 func readMetrics(base string, read func(*bufio.Scanner) error) error {
 	resp, err := http.Get(base + "/metrics")

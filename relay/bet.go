@@ -109,6 +109,7 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 			reply.RPC = &protocol.RPCResult{Data: r.AppendJSON(make([]byte, 0, 128))}
 		}
 		c.sendNow(c.codec.AppendReply(nil, reply))
+		s.metrics.betReply.Observe(time.Since(b.ReceivedAt).Seconds())
 	})
 }
 

@@ -51,6 +51,7 @@ type metrics struct {
 	betsReceived prometheus.Counter
 	bets         *prometheus.CounterVec
 	betAck       prometheus.Histogram
+	betReply     prometheus.Histogram
 	betsInFlight prometheus.Gauge
 	authFailures *prometheus.CounterVec
 
@@ -156,7 +157,10 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		betsReceived:   prometheus.NewCounter(prometheus.CounterOpts(f("bets_received_total", "rpc bet commands received."))),
 		bets:           prometheus.NewCounterVec(prometheus.CounterOpts(f("bets_total", "Bets answered, by result: accepted, duplicate (a retry answered from memory), or the rejection reason.")), []string{"result"}),
 		betAck: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "bet_kafka_ack_seconds", Help: "Time from producing a bet to Kafka's acknowledgement.",
-			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}),
+			Buckets: latencyBuckets}),
+		betReply: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "edgerelay", Name: "bet_reply_seconds",
+			Help:    "Time from a bet's command being read to its reply being queued for the connection's writer: validation, Kafka's acknowledgement and the wait for the callback, for every bet the desk answered.",
+			Buckets: latencyBuckets}),
 		betsInFlight: prometheus.NewGauge(prometheus.GaugeOpts(f("bets_in_flight", "Bets produced and not yet acknowledged by Kafka."))),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts(f("auth_failures_total", "Connect tokens refused, by reason: no_token, expired, invalid.")), []string{"reason"}),
 		kafkaRecords: prometheus.NewCounterVec(prometheus.CounterOpts(f("kafka_records_total", "Kafka records consumed, by topic.")), []string{"topic"}),
@@ -205,7 +209,7 @@ func newMetrics(hub *fanout.Hub, ready func() bool) *metrics {
 		m.connections, m.accepted, m.disconnects, m.protocolErrors, m.framesOut, m.bytesOut, m.deliveryLatency, m.ingestAge,
 		m.conflated, m.overloadConflated, m.writeWait, m.writeWaitMax, m.slowDisconnects, m.acceptErrors, m.handshakeErrors, m.restRateLimited, m.commandsRefused, m.connectionsRefused, m.notJSON, m.deltaEncode, m.patchesSkipped, m.tagFiltered, m.bytesByVariant,
 		m.kafkaRecords, m.kafkaSkipped, m.kafkaLag, m.kafkaRecordAge, m.kafkaRecreated, m.kafkaErrors, m.kafkaReachable, m.kafkaProbeErrors, buildInfo,
-		m.betsReceived, m.bets, m.betAck, m.betsInFlight, m.authFailures,
+		m.betsReceived, m.bets, m.betAck, m.betReply, m.betsInFlight, m.authFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("subscriptions", "Channel subscriptions of open connections.")), stat(func(s fanout.Stats) float64 { return float64(s.Subscriptions) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels", "Channels held in the registry.")), stat(func(s fanout.Stats) float64 { return float64(s.Channels) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("channels_cached", "Channels holding a cached last value (bounded by channels.max_channels).")), stat(func(s fanout.Stats) float64 { return float64(s.CachedChannels) })),

@@ -10,12 +10,22 @@
 #   accepted/CPU-s     accepted bets per relay CPU-second, fan-out included
 #   net accepted/CPU-s accepted bets per relay CPU-second above the quiet
 #                      window's fan-out CPU rate
+#   relay reply p50/p99 the relay's own bet read → reply queued time
+#                      (edgerelay_bet_reply_seconds, over the run)
+#   Kafka ack p50/p99  the relay's own produce → acknowledgement time
+#                      (edgerelay_bet_kafka_ack_seconds), part of the above
 #   steal ms/s         CPU time the hypervisor took from this machine's
 #                      CPUs during the bets, all together (0 on bare metal)
 #
 #   bench/scripts/betstorm-core.sh                  # RATES="10000 20000" DURATION=15s RUNS=1
 #   RELAY_BIN=/tmp/base/edgerelay bench/scripts/betstorm-core.sh   # another build of the relay
 #   RELAY_ENV="EDGERELAY_BETS_LINGER=2ms" bench/scripts/betstorm-core.sh
+#   BETS_ENV= bench/scripts/betstorm-core.sh   # the generator with its default GC
+#
+# The generator runs with GOGC=off GOMEMLIMIT=2GiB (BETS_ENV): it shares
+# core 1 with the broker and the fan-out clients, and its collections
+# there delayed its reading of replies by tens of ms, which the figure
+# then charged to the relay (docs/performance.md, "Bet storm on one core").
 #   PROFILE=1 RATES=10000 DURATION=30s bench/scripts/betstorm-core.sh
 #
 # PROFILE=1: during the first bet run, a CPU profile of the relay (6 s,
@@ -64,8 +74,8 @@ c0=$(cpu); sleep "$d"; c1=$(cpu)
 quiet=$(awk -v a="$c0" -v b="$c1" -v d="$d" 'BEGIN {printf "%.3f", (b - a) / d}')
 echo "fan-out alone: $fconns connections, relay CPU $quiet s/s" >&2
 
-echo "| rate/s | sent | accepted | p50 | p99 | max | relay CPU s | accepted/CPU-s | net accepted/CPU-s | steal ms/s |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| rate/s | sent | accepted | p50 | p99 | max | relay reply p50/p99 | Kafka ack p50/p99 | relay CPU s | accepted/CPU-s | net accepted/CPU-s | steal ms/s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for i in $(seq "$runs"); do
   for r in $rates; do
     echo "== run $i, bets at $r/s" >&2
@@ -84,11 +94,12 @@ for i in $(seq "$runs"); do
         echo "bets accepted during strace: $(awk -v a="$a0" -v b="$a1" 'BEGIN {print b - a}')" >>"$out/bs-strace.txt"
       ) &
     fi
-    taskset -c 1 "$out/edgebench" bets --url "ws://127.0.0.1:$hport/connection/websocket" --brokers "127.0.0.1:$kport" \
+    # shellcheck disable=SC2086 # BETS_ENV is a list of VAR=value words
+    env ${BETS_ENV-GOGC=off GOMEMLIMIT=2GiB} taskset -c 1 "$out/edgebench" bets --url "ws://127.0.0.1:$hport/connection/websocket" --brokers "127.0.0.1:$kport" \
       --secret "$secret" --watch "" --conns "${CONNS:-4000}" --rate "$r" --duration "$dur" --out "$f" \
       >>"$out/bs-bets.log" 2>&1 || echo "edgebench bets: not every bet accepted (see $out/bs-bets.log)" >&2
     jq -r --argjson q "$quiet" --argjson d "$d" '
       def ms: . / 1e6 | . * 10 | round / 10 | tostring + " ms";
-      "| \(.config.Rate) | \(.sent) | \(.accepted) | \(.p50 | ms) | \(.p99 | ms) | \(.max | ms) | \(.relay_cpu_seconds * 10 | round / 10) | \(.accepted / .relay_cpu_seconds | round) | \(.accepted / (.relay_cpu_seconds - $q * $d) | round) | \(.steal.per_cpu_ms_per_s // [] | add // 0 | . * 10 | round / 10) |"' "$f"
+      "| \(.config.Rate) | \(.sent) | \(.accepted) | \(.p50 | ms) | \(.p99 | ms) | \(.max | ms) | \(.relay_reply_p50 | ms) / \(.relay_reply_p99 | ms) | \(.kafka_ack_p50 | ms) / \(.kafka_ack_p99 | ms) | \(.relay_cpu_seconds * 10 | round / 10) | \(.accepted / .relay_cpu_seconds | round) | \(.accepted / (.relay_cpu_seconds - $q * $d) | round) | \(.steal.per_cpu_ms_per_s // [] | add // 0 | . * 10 | round / 10) |"' "$f"
   done
 done

@@ -42,7 +42,7 @@ type reader struct {
 // held is a bet admitted by Place that waits for a sync round.
 type held struct {
 	b    *Bet
-	key  string
+	key  memoKey
 	sum  [sha256.Size]byte
 	done Done
 }
@@ -224,32 +224,32 @@ func (d *Desk) learn(rec *kgo.Record, now time.Time) {
 	if err != nil {
 		return
 	}
-	var kb [256]byte // user (at most 128) + 0 + bet id (at most 64) of this relay's records
-	k := append(append(append(kb[:0], user...), 0), id...)
+	key := d.keyOfBytes(user, id)
+	ns := now.UnixNano()
 	d.mu.Lock()
-	old := d.entries[string(k)]
-	if old != nil && now.Before(old.expires) && (old.done || old.sum != s) {
+	if a, ok := d.answers[key]; ok && ns < a.expires {
 		// Known already, most often this node's own bet, acknowledged:
-		// nothing to learn, nothing to allocate.
+		// nothing to learn.
 		d.mu.Unlock()
 		return
 	}
-	key := string(k) // a copy: the fetch's buffers are not kept
-	e := &entry{key: key, sum: s, done: true, remote: true, expires: expires, result: resultOf(rec, key[len(user)+1:])}
-	e.result.Topic = d.cfg.Topic
 	var waiters []Done
-	switch {
+	var r Result
+	switch old := d.pending[key]; {
 	case old == nil || !now.Before(old.expires):
-		d.insertLocked(e)
-	case !old.done && old.sum == s:
+		d.rememberLocked(key, answer{sum: s, expires: expires.UnixNano(), offset: rec.Offset,
+			received: rec.Timestamp.UnixMilli(), partition: rec.Partition, remote: true})
+	case old.sum == s:
 		// A bet waiting for its ack, read back first: answer it now, and
 		// keep the answer should the ack be a delivery timeout.
-		old.done, old.result = true, e.result
+		r = resultOf(rec, string(id))
+		r.Topic = d.cfg.Topic
+		d.answeredLocked(old, r, false)
 		waiters, old.waiters = old.waiters, nil
 	}
 	d.mu.Unlock()
 	for _, w := range waiters {
-		w(e.result, nil)
+		w(r, nil)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strconv"
 	"strings"
@@ -252,14 +253,23 @@ type Desk struct {
 	// publication (*suspMemo), so a storm of bets parses it once.
 	susp sync.Map
 
-	// mu is never held while taking rd.mu, nor the other way round.
-	mu      sync.Mutex
-	entries map[string]*entry // user + "\x00" + bet id
-	// order holds entries oldest first (from head), for Sweep and the
-	// DedupMaxEntries bound; an element whose key now maps to another
-	// entry is skipped.
-	order  []*entry
+	// The retry memory, by memoKey of (user, bet id). mu is never held
+	// while taking rd.mu, nor the other way round.
+	mu sync.Mutex
+	// pending holds the bets produced here that Kafka has not answered
+	// (bounded by MaxInFlight), with their waiters.
+	pending map[memoKey]*entry
+	// answers holds the answered bets, this node's and those read back
+	// (bounded by DedupMaxEntries). It and order hold no pointers, so the
+	// garbage collector never scans them: a million answers are about
+	// 100 MB that cost no marking (docs/performance.md, bet storm).
+	answers map[memoKey]answer
+	// order holds the answers oldest first (from head), for Sweep and the
+	// DedupMaxEntries bound; an element whose key now maps to a later
+	// answer is skipped.
+	order  []remembered
 	head   int
+	seeds  [2]maphash.Seed
 	limits *ratelimit.Limiter // per user
 
 	// due holds the bets produced in the last Timeout, in the order
@@ -282,14 +292,38 @@ type suspMemo struct {
 	suspended bool
 }
 
+// entry is a bet produced here, from Place until Kafka's answer; then
+// its answer moves to Desk.answers.
 type entry struct {
-	key     string
+	key     memoKey
 	sum     uint64 // of the request, to tell a retry from a reused id
-	done    bool
-	remote  bool // learnt from the topic, not produced here
+	done    bool   // answered (by Kafka, or by the reader first)
 	result  Result
 	expires time.Time
 	waiters []Done
+}
+
+// memoKey names a (user, bet id) in the retry memory: 128 bits of two
+// seeded hashes (Desk.keyOf). Two bets share one with a probability of
+// about n²/2¹²⁹ among n remembered (10⁻²⁷ for a million), and the seeds are
+// the process's own, so no client can aim for a collision.
+type memoKey [2]uint64
+
+// answer is a remembered answer; with the bet id of the retry that finds
+// it, it gives back the Result (Desk.resultFrom).
+type answer struct {
+	sum       uint64
+	expires   int64 // Unix ns
+	offset    int64
+	received  int64 // Unix ms, as Kafka keeps the record's timestamp
+	partition int32
+	remote    bool // learnt from the topic, not produced here
+}
+
+// remembered is an element of Desk.order.
+type remembered struct {
+	key     memoKey
+	expires int64
 }
 
 // NewDesk builds a Desk producing with the given client options (brokers,
@@ -307,7 +341,8 @@ func NewDesk(cfg Config, kopts []kgo.Opt, node string, hooks Hooks) (*Desk, erro
 		return nil, fmt.Errorf("bets: %w", err)
 	}
 	d := &Desk{cfg: cfg, node: node, kopts: kopts, client: cl, hooks: hooks,
-		entries: map[string]*entry{}, limits: ratelimit.New(cfg.RatePerUser, cfg.BurstPerUser, maxRateUsers)}
+		pending: map[memoKey]*entry{}, answers: map[memoKey]answer{},
+		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, limits: ratelimit.New(cfg.RatePerUser, cfg.BurstPerUser, maxRateUsers)}
 	if cfg.DedupAcrossNodes {
 		d.rd = newReader()
 	}
@@ -321,11 +356,11 @@ func (d *Desk) Close() { d.client.Close() }
 
 // Place takes a bet; done gets the answer (see Done).
 func (d *Desk) Place(b *Bet, done Done) {
-	key := b.User + "\x00" + b.BetID
+	key := d.keyOf(b.User, b.BetID)
 	sum := sha256.Sum256(b.Raw)
 	now := b.ReceivedAt
 	d.mu.Lock()
-	if answer := d.knownLocked(key, sumOf(sum), now, done); answer != nil {
+	if answer := d.knownLocked(key, b.BetID, sumOf(sum), now, done); answer != nil {
 		d.mu.Unlock()
 		answer()
 		return
@@ -352,34 +387,72 @@ func (d *Desk) Place(b *Bet, done Done) {
 	d.produce(b, key, sum, done)
 }
 
+// keyOf is the retry memory's key for a user's bet id.
+func (d *Desk) keyOf(user, betID string) memoKey {
+	return d.hashKey(func(h *maphash.Hash) {
+		h.WriteString(user)
+		h.WriteByte(0)
+		h.WriteString(betID)
+	})
+}
+
+// keyOfBytes is keyOf of a record's header values.
+func (d *Desk) keyOfBytes(user, betID []byte) memoKey {
+	return d.hashKey(func(h *maphash.Hash) {
+		h.Write(user)
+		h.WriteByte(0)
+		h.Write(betID)
+	})
+}
+
+// hashKey is a memoKey of what write writes, once with each seed.
+func (d *Desk) hashKey(write func(*maphash.Hash)) memoKey {
+	var k memoKey
+	var h maphash.Hash
+	for i, seed := range d.seeds {
+		h.SetSeed(seed)
+		write(&h)
+		k[i] = h.Sum64()
+	}
+	return k
+}
+
+// resultFrom is the Result a remembered answer gives for betID.
+func (d *Desk) resultFrom(a answer, betID string) Result {
+	return Result{BetID: betID, Topic: d.cfg.Topic, Partition: a.partition, Offset: a.offset, ReceivedAt: time.UnixMilli(a.received).UTC()}
+}
+
 // knownLocked returns what to do, once d.mu is released, with a bet whose
 // (user, bet id) is remembered, or nil if it is not. d.mu must be held.
-func (d *Desk) knownLocked(key string, sum uint64, now time.Time, done Done) func() {
-	e := d.entries[key]
-	if e == nil || !now.Before(e.expires) {
-		return nil
+func (d *Desk) knownLocked(key memoKey, betID string, sum uint64, now time.Time, done Done) func() {
+	if e := d.pending[key]; e != nil && now.Before(e.expires) {
+		if e.sum != sum {
+			return func() { d.reject(done, "id_reused", ErrIDReused) }
+		}
+		e.waiters = append(e.waiters, done)
+		return func() {}
 	}
+	a, ok := d.answers[key]
 	switch {
-	case e.sum != sum:
+	case !ok || now.UnixNano() >= a.expires:
+		return nil
+	case a.sum != sum:
 		return func() { d.reject(done, "id_reused", ErrIDReused) }
-	case e.done:
-		r, reason := e.result, "duplicate"
-		if e.remote {
+	default:
+		r, reason := d.resultFrom(a, betID), "duplicate"
+		if a.remote {
 			reason = "duplicate_remote"
 		}
 		return func() { d.hooks.OnBet(reason, 0); done(r, nil) }
-	default:
-		e.waiters = append(e.waiters, done)
-		return func() {}
 	}
 }
 
 // produce writes an admitted bet (counted in inflight) unless the retry
 // memory has learnt of it meanwhile (from the reader, or a concurrent Place
 // of the same bet).
-func (d *Desk) produce(b *Bet, key string, sum [sha256.Size]byte, done Done) {
+func (d *Desk) produce(b *Bet, key memoKey, sum [sha256.Size]byte, done Done) {
 	d.mu.Lock()
-	if answer := d.knownLocked(key, sumOf(sum), b.ReceivedAt, done); answer != nil {
+	if answer := d.knownLocked(key, b.BetID, sumOf(sum), b.ReceivedAt, done); answer != nil {
 		d.mu.Unlock()
 		d.inflight.Add(-1)
 		d.hooks.OnInFlight(-1)
@@ -387,7 +460,7 @@ func (d *Desk) produce(b *Bet, key string, sum [sha256.Size]byte, done Done) {
 		return
 	}
 	e := &entry{key: key, sum: sumOf(sum), expires: b.ReceivedAt.Add(d.cfg.DedupWindow), waiters: []Done{done}}
-	d.insertLocked(e)
+	d.pending[key] = e
 	d.mu.Unlock()
 
 	// The client hears within Timeout even if Kafka never answers; the
@@ -397,7 +470,7 @@ func (d *Desk) produce(b *Bet, key string, sum [sha256.Size]byte, done Done) {
 	d.client.Produce(context.Background(), d.record(b, sum), func(r *kgo.Record, err error) {
 		d.inflight.Add(-1)
 		d.hooks.OnInFlight(-1)
-		d.finish(key, e, r, err, time.Since(start))
+		d.finish(e, r, err, time.Since(start))
 	})
 }
 
@@ -442,14 +515,25 @@ func (d *Desk) expireDue() {
 	}
 }
 
-// insertLocked remembers e, forgetting the oldest answers past
-// DedupMaxEntries. d.mu must be held.
-func (d *Desk) insertLocked(e *entry) {
-	d.entries[e.key] = e
-	d.order = append(d.order, e)
-	if len(d.entries) > d.cfg.DedupMaxEntries {
-		d.trimLocked(func(*entry) bool { return len(d.entries) > d.cfg.DedupMaxEntries })
+// rememberLocked keeps a's answer under key, forgetting the oldest
+// answers past DedupMaxEntries. d.mu must be held.
+func (d *Desk) rememberLocked(key memoKey, a answer) {
+	d.answers[key] = a
+	d.order = append(d.order, remembered{key, a.expires})
+	if len(d.answers) > d.cfg.DedupMaxEntries {
+		d.trimLocked(func(remembered) bool { return len(d.answers) > d.cfg.DedupMaxEntries })
 	}
+}
+
+// answeredLocked marks a pending entry answered with r and moves its
+// answer from pending to answers. d.mu must be held.
+func (d *Desk) answeredLocked(e *entry, r Result, remote bool) {
+	e.done, e.result = true, r
+	if d.pending[e.key] == e {
+		delete(d.pending, e.key)
+	}
+	d.rememberLocked(e.key, answer{sum: e.sum, expires: e.expires.UnixNano(), offset: r.Offset,
+		received: r.ReceivedAt.UnixMilli(), partition: r.Partition, remote: remote})
 }
 
 // sumOf is the part of a request's SHA-256 the retry memory keeps.
@@ -481,7 +565,7 @@ func (d *Desk) timeout(e *entry) {
 	}
 }
 
-func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.Duration) {
+func (d *Desk) finish(e *entry, r *kgo.Record, err error, took time.Duration) {
 	d.mu.Lock()
 	waiters := e.waiters
 	e.waiters = nil
@@ -492,8 +576,8 @@ func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.
 		d.mu.Unlock()
 		return
 	case err != nil:
-		if d.entries[key] == e {
-			delete(d.entries, key) // failed: a retry produces again
+		if d.pending[e.key] == e {
+			delete(d.pending, e.key) // failed: a retry produces again
 		}
 		d.mu.Unlock()
 		for _, w := range waiters {
@@ -501,8 +585,7 @@ func (d *Desk) finish(key string, e *entry, r *kgo.Record, err error, took time.
 		}
 		return
 	case !e.done: // else the reader answered from the record already
-		e.done = true
-		e.result = resultOf(r, string(r.Headers[0].Value))
+		d.answeredLocked(e, resultOf(r, string(r.Headers[0].Value)), false)
 	}
 	res := e.result
 	d.mu.Unlock()
@@ -559,41 +642,39 @@ func (d *Desk) Sweep(now time.Time) {
 	d.susp.Clear()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.trimLocked(func(e *entry) bool { return now.After(e.expires) })
+	ns := now.UnixNano()
+	d.trimLocked(func(r remembered) bool { return ns > r.expires })
 	d.limits.Sweep(now)
 }
 
-// trimLocked forgets entries oldest first while more(oldest) holds. An
-// entry still waiting for Kafka is kept (those are bounded by MaxInFlight
-// and must stay to answer retries): it moves behind the others.
-func (d *Desk) trimLocked(more func(*entry) bool) {
-	for n := len(d.order) - d.head; n > 0 && d.head < len(d.order); n-- {
-		e := d.order[d.head]
-		if d.entries[e.key] == e {
-			if !more(e) {
+// trimLocked forgets answers oldest first while more(oldest) holds. The
+// bets still waiting for Kafka are not in order (they are bounded by
+// MaxInFlight and must stay to answer retries). Answers enter order when
+// they come, within Timeout of their bets' arrival, so order is by expiry
+// give or take Timeout; a lookup checks expiry itself.
+func (d *Desk) trimLocked(more func(remembered) bool) {
+	for d.head < len(d.order) {
+		r := d.order[d.head]
+		if a, ok := d.answers[r.key]; ok && a.expires == r.expires {
+			if !more(r) {
 				break
 			}
-			if e.done {
-				delete(d.entries, e.key)
-			} else {
-				d.order = append(d.order, e)
-			}
+			delete(d.answers, r.key)
 		}
-		d.order[d.head] = nil
 		d.head++
 	}
 	if d.head > 1024 && d.head > len(d.order)/2 {
 		d.order = append(d.order[:0], d.order[d.head:]...)
-		clear(d.order[len(d.order):cap(d.order)])
 		d.head = 0
 	}
 }
 
-// Remembered is how many bet answers are kept for retries.
+// Remembered is how many bets the retry memory holds: answers, and bets
+// waiting for Kafka.
 func (d *Desk) Remembered() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.entries)
+	return len(d.answers) + len(d.pending)
 }
 
 // record is the Kafka record of a bet; docs/bets.md documents it.
