@@ -42,8 +42,8 @@ func TestBets(t *testing.T) {
 			if tt.ok && (rep.Latency.N != 100 || rep.P99 <= 0) {
 				t.Fatalf("latency not recorded: %+v", rep.Latency)
 			}
-			// The relay's own histograms, read around the run: every accepted
-			// bet is in both, in order, and its reply waited for its ack.
+			// The relay's own histograms, read around the run: both saw the
+			// bets, and the replies were not all faster than the acks.
 			for _, h := range [][3]time.Duration{{rep.KafkaAckP50, rep.KafkaAckP99, rep.KafkaAckMax}, {rep.RelayReplyP50, rep.RelayReplyP99, rep.RelayReplyMax}} {
 				if tt.ok && (h[0] <= 0 || h[0] > h[1] || h[1] > h[2]) {
 					t.Fatalf("relay histogram not read (p50, p99, max): %v", h)

@@ -108,8 +108,8 @@ func (c *session) handleBet(id uint32, data json.RawMessage) {
 		if e == nil {
 			reply.RPC = &protocol.RPCResult{Data: r.AppendJSON(make([]byte, 0, 128))}
 		}
-		c.sendNow(c.codec.AppendReply(nil, reply))
 		s.metrics.betReply.Observe(time.Since(b.ReceivedAt).Seconds())
+		c.sendNow(c.codec.AppendReply(nil, reply))
 	})
 }
 
@@ -154,7 +154,7 @@ func registerDeskMetrics(reg *prometheus.Registry, desk *bets.Desk) {
 	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "edgerelay", Name: "bets_remembered",
-			Help: "Bet answers kept for retries (bounded by bets.dedup_max_entries)."}, func() float64 { return float64(desk.Remembered()) }),
+			Help: "Bets the retry memory holds: answers kept for retries (bounded by bets.dedup_max_entries) and bets waiting for Kafka (bets.max_in_flight)."}, func() float64 { return float64(desk.Remembered()) }),
 		f("bets_dedup_records_total", "Records of the bets topic read back by the dedup reader.", func(s bets.DedupStats) int64 { return s.Read }),
 		f("bets_dedup_lag_records", "Records of the bets topic the dedup reader is behind the high watermarks, over all partitions.", func(s bets.DedupStats) int64 { return s.Lag }),
 		f("bets_dedup_waits_total", "Bets that waited for the dedup reader to catch up (the first new bet of a connection) and it did.", func(s bets.DedupStats) int64 { return s.CaughtUp }),

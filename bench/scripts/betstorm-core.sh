@@ -13,7 +13,9 @@
 #   relay reply p50/p99 the relay's own bet read → reply queued time
 #                      (edgerelay_bet_reply_seconds, over the run)
 #   Kafka ack p50/p99  the relay's own produce → acknowledgement time
-#                      (edgerelay_bet_kafka_ack_seconds), part of the above
+#                      (edgerelay_bet_kafka_ack_seconds); most of the reply
+#                      time (a bet the dedup reader read back first is
+#                      answered before its ack)
 #   steal ms/s         CPU time the hypervisor took from this machine's
 #                      CPUs during the bets, all together (0 on bare metal)
 #

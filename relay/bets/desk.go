@@ -53,7 +53,7 @@ type Config struct {
 	// the original answer (default 10m).
 	DedupWindow time.Duration `yaml:"dedup_window"`
 	// DedupMaxEntries bounds the answers remembered for retries (default
-	// 1,000,000, about 250 MB). Past it the oldest answers are forgotten
+	// 1,000,000, about 180 MB). Past it the oldest answers are forgotten
 	// before their window ends.
 	DedupMaxEntries int `yaml:"dedup_max_entries"`
 	// DedupAcrossNodes: read the topic's idempotency headers back, so a
@@ -262,7 +262,8 @@ type Desk struct {
 	// answers holds the answered bets, this node's and those read back
 	// (bounded by DedupMaxEntries). It and order hold no pointers, so the
 	// garbage collector never scans them: a million answers are about
-	// 100 MB that cost no marking (docs/performance.md, bet storm).
+	// 180 MB that cost no marking (BenchmarkRetryMemory). Expiry is on the wall
+	// clock (Unix ns), as it always was for answers read back.
 	answers map[memoKey]answer
 	// order holds the answers oldest first (from head), for Sweep and the
 	// DedupMaxEntries bound; an element whose key now maps to a later
@@ -387,31 +388,31 @@ func (d *Desk) Place(b *Bet, done Done) {
 	d.produce(b, key, sum, done)
 }
 
-// keyOf is the retry memory's key for a user's bet id.
+// keyOf is the retry memory's key for a user's bet id. (keyOfBytes is
+// the same for a record's header values; one function taking a closure
+// would move the Hash to the heap, once per bet.)
 func (d *Desk) keyOf(user, betID string) memoKey {
-	return d.hashKey(func(h *maphash.Hash) {
-		h.WriteString(user)
-		h.WriteByte(0)
-		h.WriteString(betID)
-	})
-}
-
-// keyOfBytes is keyOf of a record's header values.
-func (d *Desk) keyOfBytes(user, betID []byte) memoKey {
-	return d.hashKey(func(h *maphash.Hash) {
-		h.Write(user)
-		h.WriteByte(0)
-		h.Write(betID)
-	})
-}
-
-// hashKey is a memoKey of what write writes, once with each seed.
-func (d *Desk) hashKey(write func(*maphash.Hash)) memoKey {
 	var k memoKey
 	var h maphash.Hash
 	for i, seed := range d.seeds {
 		h.SetSeed(seed)
-		write(&h)
+		h.WriteString(user)
+		h.WriteByte(0)
+		h.WriteString(betID)
+		k[i] = h.Sum64()
+	}
+	return k
+}
+
+// keyOfBytes is keyOf of a record's header values.
+func (d *Desk) keyOfBytes(user, betID []byte) memoKey {
+	var k memoKey
+	var h maphash.Hash
+	for i, seed := range d.seeds {
+		h.SetSeed(seed)
+		h.Write(user)
+		h.WriteByte(0)
+		h.Write(betID)
 		k[i] = h.Sum64()
 	}
 	return k
@@ -525,12 +526,21 @@ func (d *Desk) rememberLocked(key memoKey, a answer) {
 	}
 }
 
-// answeredLocked marks a pending entry answered with r and moves its
-// answer from pending to answers. d.mu must be held.
+// answeredLocked marks an entry answered with r and moves its answer
+// from pending to answers, unless a later bet of the same id superseded
+// it meanwhile (this one waited for Kafka past its window): that one's
+// answer, in flight or given, is the one to keep. d.mu must be held.
 func (d *Desk) answeredLocked(e *entry, r Result, remote bool) {
 	e.done, e.result = true, r
-	if d.pending[e.key] == e {
+	switch d.pending[e.key] {
+	case e:
 		delete(d.pending, e.key)
+	case nil:
+	default:
+		return // a later bet of this id, in flight
+	}
+	if a, ok := d.answers[e.key]; ok && a.expires > e.expires.UnixNano() {
+		return // a later bet of this id, answered
 	}
 	d.rememberLocked(e.key, answer{sum: e.sum, expires: e.expires.UnixNano(), offset: r.Offset,
 		received: r.ReceivedAt.UnixMilli(), partition: r.Partition, remote: remote})
@@ -650,8 +660,13 @@ func (d *Desk) Sweep(now time.Time) {
 // trimLocked forgets answers oldest first while more(oldest) holds. The
 // bets still waiting for Kafka are not in order (they are bounded by
 // MaxInFlight and must stay to answer retries). Answers enter order when
-// they come, within Timeout of their bets' arrival, so order is by expiry
-// give or take Timeout; a lookup checks expiry itself.
+// they come: this node's within Timeout of their bets' arrival, the
+// reader's as it reads, which at start-up is up to DedupWindow of backlog
+// partition by partition. So order is only roughly by expiry, and Sweep,
+// which stops at the first answer still within its window, may keep an
+// expired one behind it until then: a lookup checks expiry itself, and
+// DedupMaxEntries bounds them all. order holds up to twice the answers
+// between compactions.
 func (d *Desk) trimLocked(more func(remembered) bool) {
 	for d.head < len(d.order) {
 		r := d.order[d.head]
