@@ -12,9 +12,13 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/edgerelay/edgerelay/delta"
+	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
 // CeilingConfig is edgebench ceiling: the bare writer edgerelay's CPU per
@@ -66,11 +70,15 @@ func (p *ceilingPeer) subscribed(ch string) bool {
 	return slices.ContainsFunc(p.subs, func(s *ceilingSub) bool { return s.ch == ch })
 }
 
-// ceilingSub is a peer's place in a channel's list.
+// ceilingSub is a peer's place in a channel's list. A delta subscriber
+// (delta "fossil") gets the channel's previous value patched once it holds
+// it (base), the whole value before.
 type ceilingSub struct {
-	peer *ceilingPeer
-	ch   string
-	idx  int
+	peer  *ceilingPeer
+	ch    string
+	idx   int
+	delta bool
+	base  bool
 }
 
 // RunCeiling serves ln until ctx is done: it upgrades every connection to
@@ -80,7 +88,11 @@ type ceilingSub struct {
 // subscriber of its channel with one write(2) each, from the goroutine
 // that polls Kafka. No hub, no queues, no heartbeat, no cache: a
 // subscriber whose socket does not take the whole frame at once is
-// closed (counted as dropped). JSON full values only: delta, recovery,
+// closed (counted as dropped). JSON only; a subscribe may ask for fossil
+// delta, and then gets what the relay sends (relay/protocol
+// AppendDeltaPush): the value as a string until it holds one, then a
+// patch against the channel's previous value, computed once per record
+// for all (the whole value when the patch is not smaller). Recovery,
 // Protobuf and every other command get close 3501.
 func RunCeiling(ctx context.Context, cfg CeilingConfig, ln net.Listener, log io.Writer) error {
 	if cfg.Header == "" {
@@ -121,8 +133,9 @@ func RunCeiling(ctx context.Context, cfg CeilingConfig, ln net.Listener, log io.
 
 // consume writes every record to its channel's subscribers.
 func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string) {
-	var payload []byte
-	var frame bytes.Buffer
+	var payload, patch []byte
+	var plain, whole, patched []byte // the record's frames: full value, delta full, delta patch
+	last := map[string][]byte{}      // each channel's previous value, the base of its patches
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -135,15 +148,33 @@ func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string) {
 					ch = string(h.Value)
 				}
 			}
-			payload = appendPushPayload(payload[:0], ch, r.Value, uint64(r.Offset)+1)
-			frame.Reset()
-			ws.WriteHeader(&frame, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(payload))})
-			frame.Write(payload)
-			b := frame.Bytes()
+			off := uint64(r.Offset) + 1
+			payload = appendPushPayload(payload[:0], ch, r.Value, off)
+			plain = appendTextFrame(plain[:0], payload)
+			prev, havePrev := last[ch]
+			payload = protocol.JSON.AppendDeltaPush(payload[:0], ch, 0, r.Value, off, false)
+			whole = appendTextFrame(whole[:0], payload)
+			if havePrev {
+				patch = delta.Encode(patch[:0], prev, r.Value)
+				havePrev = len(patch) < len(r.Value) && utf8.Valid(patch) // else the relay sends the whole value
+			}
+			if havePrev {
+				payload = protocol.JSON.AppendDeltaPush(payload[:0], ch, 0, patch, off, true)
+				patched = appendTextFrame(patched[:0], payload)
+			}
+			last[ch] = append(prev[:0], r.Value...)
 			c.mu.Lock()
 			subs := c.chans[ch]
 			for i := len(subs) - 1; i >= 0; i-- { // backwards: a drop moves an entry already written to
-				p := subs[i].peer
+				s := subs[i]
+				p := s.peer
+				b := plain
+				switch {
+				case s.delta && s.base && havePrev:
+					b = patched
+				case s.delta:
+					b, s.base = whole, true
+				}
 				n, err := syscall.Write(p.fd, b)
 				for err == syscall.EINTR {
 					n, err = syscall.Write(p.fd, b)
@@ -158,6 +189,14 @@ func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string) {
 			c.mu.Unlock()
 		})
 	}
+}
+
+// appendTextFrame appends payload as one unmasked WebSocket text frame.
+func appendTextFrame(dst, payload []byte) []byte {
+	buf := bytes.NewBuffer(dst)
+	ws.WriteHeader(buf, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(payload))})
+	buf.Write(payload)
+	return buf.Bytes()
 }
 
 // appendPushPayload appends the relay's JSON publication push
@@ -198,7 +237,7 @@ type ceilingCommand struct {
 	Connect   *json.RawMessage `json:"connect"`
 	Subscribe *struct {
 		Channel string `json:"channel"`
-		Delta   string `json:"delta"`
+		Delta   string `json:"delta"` // "" or "fossil"
 		Recover bool   `json:"recover"`
 	} `json:"subscribe"`
 }
@@ -247,6 +286,7 @@ func (c *ceiling) serve(conn net.Conn) {
 		}
 		reply = reply[:0]
 		var channels []string
+		var deltas []bool
 		for line := range bytes.SplitSeq(msg, []byte{'\n'}) {
 			var cmd ceilingCommand
 			switch {
@@ -256,13 +296,18 @@ func (c *ceiling) serve(conn net.Conn) {
 			case cmd.Connect != nil:
 				reply = fmt.Appendf(reply, `{"id":%d,"connect":{"client":"ceiling","version":"ceiling"}}`+"\n", cmd.ID)
 				continue
-			case cmd.Subscribe != nil && cmd.Subscribe.Delta == "" && !cmd.Subscribe.Recover && cmd.Subscribe.Channel != "" &&
-				!p.subscribed(cmd.Subscribe.Channel) && !slices.Contains(channels, cmd.Subscribe.Channel):
-				reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{}}`+"\n", cmd.ID)
+			case cmd.Subscribe != nil && (cmd.Subscribe.Delta == "" || cmd.Subscribe.Delta == "fossil") && !cmd.Subscribe.Recover &&
+				cmd.Subscribe.Channel != "" && !p.subscribed(cmd.Subscribe.Channel) && !slices.Contains(channels, cmd.Subscribe.Channel):
+				if cmd.Subscribe.Delta != "" {
+					reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{"delta":true}}`+"\n", cmd.ID)
+				} else {
+					reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{}}`+"\n", cmd.ID)
+				}
 				channels = append(channels, cmd.Subscribe.Channel)
+				deltas = append(deltas, cmd.Subscribe.Delta != "")
 				continue
 			}
-			c.closeWith(p, ceilingBadRequest, "ceiling: connect and plain subscribe only")
+			c.closeWith(p, ceilingBadRequest, "ceiling: connect and subscribe (plain or fossil delta) only")
 			return
 		}
 		if len(reply) == 0 {
@@ -277,8 +322,8 @@ func (c *ceiling) serve(conn net.Conn) {
 			if p.subs == nil && len(channels) > 0 {
 				c.conns++
 			}
-			for _, ch := range channels {
-				s := &ceilingSub{peer: p, ch: ch, idx: len(c.chans[ch])}
+			for i, ch := range channels {
+				s := &ceilingSub{peer: p, ch: ch, idx: len(c.chans[ch]), delta: deltas[i]}
 				c.chans[ch] = append(c.chans[ch], s)
 				p.subs = append(p.subs, s)
 			}

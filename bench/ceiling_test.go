@@ -14,6 +14,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/edgerelay/edgerelay/delta"
 	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
@@ -24,8 +25,10 @@ import (
 // enough for a 2-byte frame header and one that needs 4), exactly the
 // bytes relay/protocol and relay/engine frame for that publication, with
 // the record's offset + 1; a record of a third channel does not reach it.
-// A delta subscribe is refused with close 3501, a message over 64 KiB
-// with close 1009.
+// A second client subscribed to c:a with fossil delta gets the relay's
+// delta frames: the first value whole (as a string), the next a patch
+// against it that rebuilds the value. A recovering subscribe is refused
+// with close 3501, a message over 64 KiB with close 1009.
 func TestCeilingFrames(t *testing.T) {
 	kafka := newKafka(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -41,7 +44,7 @@ func TestCeilingFrames(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-		if !strings.Contains(log.String(), "3 deliveries") {
+		if !strings.Contains(log.String(), "5 deliveries") {
 			t.Errorf("ceiling log: %s", log.String())
 		}
 	}()
@@ -63,6 +66,22 @@ func TestCeilingFrames(t *testing.T) {
 	if err != nil || reply.Header.OpCode != ws.OpText || string(reply.Payload) != want {
 		t.Fatalf("reply %v %q, %v; want %q", reply.Header.OpCode, reply.Payload, err, want)
 	}
+	dconn, _, _, err := ws.Dial(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dconn.Close()
+	dconn.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := wsutil.WriteClientText(dconn, []byte(`{"id":1,"connect":{}}`+"\n"+`{"id":2,"subscribe":{"channel":"c:a","delta":"fossil"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	dbr := bufio.NewReader(dconn)
+	reply, err = ws.ReadFrame(dbr)
+	want = `{"id":1,"connect":{"client":"ceiling","version":"ceiling"}}` + "\n" + `{"id":2,"subscribe":{"delta":true}}`
+	if err != nil || string(reply.Payload) != want {
+		t.Fatalf("delta subscribe reply %q, %v; want %q", reply.Payload, err, want)
+	}
+	var base []byte // the delta client's value of c:a
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...))
 	if err != nil {
@@ -70,7 +89,8 @@ func TestCeilingFrames(t *testing.T) {
 	}
 	defer cl.Close()
 	long := `{"seq":2,"t":1,"pad":"` + strings.Repeat("o", 300) + `"}`
-	for _, rec := range []struct{ ch, value string }{{"c:other", `{"seq":9}`}, {"c:a", `{"seq":1,"t":1}`}, {"c:b", long}, {"c:a", long}} {
+	// c:a: a long value, then one a patch to it is much smaller than.
+	for _, rec := range []struct{ ch, value string }{{"c:other", `{"seq":9}`}, {"c:a", long}, {"c:b", `{"seq":1,"t":1}`}, {"c:a", strings.Replace(long, `"seq":2`, `"seq":3`, 1)}} {
 		r := &kgo.Record{Topic: "odds", Key: []byte(rec.ch), Value: []byte(rec.value), Headers: []kgo.RecordHeader{{Key: "channel", Value: []byte(rec.ch)}}}
 		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
 			t.Fatal(err)
@@ -85,6 +105,28 @@ func TestCeilingFrames(t *testing.T) {
 		if _, err := io.ReadFull(br, got); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("frame for %s offset %d:\n%q, %v\nwant the relay's\n%q", rec.ch, r.Offset, got, err, want)
 		}
+		if rec.ch != "c:a" {
+			continue
+		}
+		payload := r.Value
+		if base != nil {
+			payload = delta.Encode(nil, base, r.Value)
+			if len(payload) >= len(r.Value) {
+				t.Fatalf("the test's patch (%d B) is not smaller than its value (%d B)", len(payload), len(r.Value))
+			}
+		}
+		b = protocol.JSON.AppendDeltaPush(make([]byte, engine.MaxHeader), rec.ch, 0, payload, uint64(r.Offset)+1, base != nil)
+		want = engine.FinishFrame(b, engine.HeadText)
+		got = make([]byte, len(want))
+		if _, err := io.ReadFull(dbr, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("delta frame for %s offset %d:\n%q, %v\nwant the relay's\n%q", rec.ch, r.Offset, got, err, want)
+		}
+		if base != nil {
+			if v, err := delta.Decode(nil, base, payload); err != nil || !bytes.Equal(v, r.Value) {
+				t.Fatalf("the patch rebuilds %q, %v; want %q", v, err, r.Value)
+			}
+		}
+		base = r.Value
 	}
 
 	for _, tt := range []struct {
@@ -92,7 +134,8 @@ func TestCeilingFrames(t *testing.T) {
 		msg  string
 		code ws.StatusCode
 	}{
-		{"delta subscribe", `{"id":1,"connect":{}}` + "\n" + `{"id":2,"subscribe":{"channel":"c:a","delta":"fossil"}}`, ceilingBadRequest},
+		{"recovering subscribe", `{"id":1,"connect":{}}` + "\n" + `{"id":2,"subscribe":{"channel":"c:a","recover":true}}`, ceilingBadRequest},
+		{"other delta", `{"id":1,"connect":{}}` + "\n" + `{"id":2,"subscribe":{"channel":"c:a","delta":"bsdiff"}}`, ceilingBadRequest},
 		{"message over 64 KiB", `{"id":1,"connect":{"name":"` + strings.Repeat("x", maxCeilingMessage) + `"}}`, ceilingTooBig},
 	} {
 		other, _, _, err := ws.Dial(ctx, url)

@@ -13,6 +13,7 @@
 #   bench/scripts/ceiling.sh                             # RATES="10 25" DURATION=60s RUNS=3
 #   RELAY_ENV=EDGERELAY_WEBSOCKET_PING_INTERVAL=0 bench/scripts/ceiling.sh   # the relay without heartbeats
 #   CONNS=400 RUNS=1 DURATION=3s bench/scripts/ceiling.sh                    # a quick try of the script
+#   FANOUT_FLAGS=--delta RATES=10 bench/scripts/ceiling.sh   # fossil delta clients: both send patches
 #
 # Also: RAMP (connections/s per worker), KAFKA_PORT, RELAY_PORT,
 # CEILING_PORT, OUT (results: <kind>-<rate>-<run>.json and .log, the
@@ -33,8 +34,9 @@ wait_port "$kport"
 # run KIND RATE RUN PORT: one fanout run; a failed verdict is reported and
 # its figures kept.
 run() {
+  # shellcheck disable=SC2086 # FANOUT_FLAGS is a list of flags
   taskset -c 1 "$out/edgebench" fanout --url "ws://127.0.0.1:$4/connection/websocket" --brokers "127.0.0.1:$kport" \
-    --conns "${CONNS:-15000}" --procs 4 --channels 10 --rate "$2" --size 490 --duration "${DURATION:-60s}" --ramp "${RAMP:-2500}" \
+    --conns "${CONNS:-15000}" --procs 4 --channels 10 --rate "$2" --size 490 --duration "${DURATION:-60s}" --ramp "${RAMP:-2500}" ${FANOUT_FLAGS:-} \
     --out "$out/$1-$2-$3.json" >/dev/null 2>"$out/$1-$2-$3.log" || echo "$1, $2/s, run $3: $(tail -1 "$out/$1-$2-$3.log")" >&2
 }
 
