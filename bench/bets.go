@@ -403,6 +403,9 @@ func (c *betClient) run(ctx context.Context, cfg BetsConfig, token string, watch
 				}
 				return
 			}
+			if id-firstBetID >= int64(n) {
+				return // not a bet of this schedule (a relay that made up an id)
+			}
 			replies++
 			if bytes.Contains(line, []byte(`"error":`)) {
 				code, _ := intAfter(line, []byte(`"code":`))

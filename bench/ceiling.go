@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgerelay/edgerelay/delta"
@@ -31,6 +32,10 @@ type CeilingConfig struct {
 	// its key.
 	Header string
 }
+
+// ceilingLastRecords is how many of each partition's last records the
+// ceiling reads at start: the relay's default ingest.start.last_records.
+const ceilingLastRecords = 10_000
 
 // maxCeilingMessage bounds a client message; a larger one is answered
 // with close 1009.
@@ -49,11 +54,21 @@ const (
 // while it writes an update to a channel's subscribers, a connection's
 // goroutine while it writes its replies and (un)registers.
 type ceiling struct {
-	mu         sync.Mutex
-	chans      map[string][]*ceilingSub
+	mu    sync.Mutex
+	chans map[string][]*ceilingSub
+	// last is each channel's latest value: the base of the next patch,
+	// and what a delta subscribe reply carries. Written by the Kafka loop
+	// under mu (which alone writes it, so it reads it without).
+	last       map[string]*ceilingValue
 	conns      int
 	deliveries uint64
 	dropped    int // connections closed because a write failed or was short
+}
+
+// ceilingValue is a channel's latest value and its protocol offset.
+type ceilingValue struct {
+	data   []byte
+	offset uint64
 }
 
 // ceilingPeer is one client connection; fd is conn's socket, written with
@@ -86,32 +101,56 @@ type ceilingSub struct {
 // with minimal replies, and writes each record of cfg.Topic, as the
 // relay's JSON publication push in one prepared text frame, to every
 // subscriber of its channel with one write(2) each, from the goroutine
-// that polls Kafka. No hub, no queues, no heartbeat, no cache: a
+// that polls Kafka. No hub, no queues, no heartbeat, no history: a
 // subscriber whose socket does not take the whole frame at once is
 // closed (counted as dropped). JSON only; a subscribe may ask for fossil
 // delta, and then gets what the relay sends (relay/protocol
-// AppendDeltaPush): the value as a string until it holds one, then a
-// patch against the channel's previous value, computed once per record
-// for all (the whole value when the patch is not smaller). Recovery,
-// Protobuf and every other command get close 3501.
+// AppendDeltaPush): the channel's latest value in the subscribe reply,
+// then patches against the channel's previous value, computed once per
+// record for all (the whole value when the patch is not smaller or not
+// UTF-8, and to a subscriber that holds no value). Like the relay it
+// first reads each partition's last 10,000 records, and accepts clients
+// once it has (at most 10 s). Recovery, Protobuf and every other command
+// get close 3501.
 func RunCeiling(ctx context.Context, cfg CeilingConfig, ln net.Listener, log io.Writer) error {
 	if cfg.Header == "" {
 		cfg.Header = "channel"
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("edgebench-ceiling"),
 		kgo.ConsumeTopics(cfg.Topic),
-		// Records from now on; the feed starts after every client subscribed.
-		kgo.ConsumeStartOffset(kgo.NewOffset().AfterMilli(time.Now().UnixMilli())),
+		// As the relay's ingest starts (ingest.start.last_records): the
+		// last records, so that each channel's latest value is known
+		// before the first client subscribes.
+		kgo.ConsumeStartOffset(kgo.NewOffset().AtEnd().Relative(-ceilingLastRecords)),
 		// The relay's ingest fetch options (relay/ingest).
 		kgo.FetchMaxWait(time.Second), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.MetadataMaxAge(30*time.Second))
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	c := &ceiling{chans: map[string][]*ceilingSub{}}
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, cfg.Topic)
+	if err != nil {
+		return fmt.Errorf("ceiling: listing %s's end offsets: %w", cfg.Topic, err)
+	}
+	behind := map[int32]int64{} // partition → its end offset, until read up to it
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil && o.Offset > 0 {
+			behind[o.Partition] = o.Offset
+		}
+	})
+	c := &ceiling{chans: map[string][]*ceilingSub{}, last: map[string]*ceilingValue{}}
 	go func() { <-ctx.Done(); ln.Close() }()
+	primed := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Go(func() { c.consume(ctx, cl, cfg.Header) })
+	wg.Go(func() { c.consume(ctx, cl, cfg.Header, behind, primed) })
+	// Clients only once the latest values are in, as the relay is ready
+	// only then.
+	select {
+	case <-primed:
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		fmt.Fprintf(log, "edgebench: ceiling: still reading %s's last records after 10 s; serving anyway\n", cfg.Topic)
+	}
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -131,17 +170,27 @@ func RunCeiling(ctx context.Context, cfg CeilingConfig, ln net.Listener, log io.
 	return nil
 }
 
-// consume writes every record to its channel's subscribers.
-func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string) {
+// consume writes every record to its channel's subscribers. It closes
+// primed once it has read every partition of behind up to its offset
+// (at once if behind is empty).
+func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string, behind map[int32]int64, primed chan struct{}) {
+	if len(behind) == 0 {
+		close(primed)
+	}
 	var payload, patch []byte
 	var plain, whole, patched []byte // the record's frames: full value, delta full, delta patch
-	last := map[string][]byte{}      // each channel's previous value, the base of its patches
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		fetches.EachRecord(func(r *kgo.Record) {
+			if end, ok := behind[r.Partition]; ok && r.Offset+1 >= end {
+				delete(behind, r.Partition)
+				if len(behind) == 0 {
+					close(primed)
+				}
+			}
 			ch := string(r.Key)
 			for _, h := range r.Headers {
 				if h.Key == header {
@@ -151,7 +200,12 @@ func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string) {
 			off := uint64(r.Offset) + 1
 			payload = appendPushPayload(payload[:0], ch, r.Value, off)
 			plain = appendTextFrame(plain[:0], payload)
-			prev, havePrev := last[ch]
+			var prev []byte // the channel's previous value: only this goroutine writes c.last
+			v := c.last[ch]
+			if v != nil {
+				prev = v.data
+			}
+			havePrev := v != nil
 			payload = protocol.JSON.AppendDeltaPush(payload[:0], ch, 0, r.Value, off, false)
 			whole = appendTextFrame(whole[:0], payload)
 			if havePrev {
@@ -162,8 +216,12 @@ func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string) {
 				payload = protocol.JSON.AppendDeltaPush(payload[:0], ch, 0, patch, off, true)
 				patched = appendTextFrame(patched[:0], payload)
 			}
-			last[ch] = append(prev[:0], r.Value...)
 			c.mu.Lock()
+			if v == nil {
+				v = &ceilingValue{}
+				c.last[ch] = v
+			}
+			v.data, v.offset = append(v.data[:0], r.Value...), off
 			subs := c.chans[ch]
 			for i := len(subs) - 1; i >= 0; i-- { // backwards: a drop moves an entry already written to
 				s := subs[i]
@@ -284,9 +342,8 @@ func (c *ceiling) serve(conn net.Conn) {
 			c.closeWith(p, ceilingBadRequest, "ceiling: JSON messages in one frame only")
 			return
 		}
-		reply = reply[:0]
+		var cmds []ceilingCommand
 		var channels []string
-		var deltas []bool
 		for line := range bytes.SplitSeq(msg, []byte{'\n'}) {
 			var cmd ceilingCommand
 			switch {
@@ -294,37 +351,55 @@ func (c *ceiling) serve(conn net.Conn) {
 				continue
 			case json.Unmarshal(line, &cmd) != nil:
 			case cmd.Connect != nil:
-				reply = fmt.Appendf(reply, `{"id":%d,"connect":{"client":"ceiling","version":"ceiling"}}`+"\n", cmd.ID)
+				cmds = append(cmds, cmd)
 				continue
 			case cmd.Subscribe != nil && (cmd.Subscribe.Delta == "" || cmd.Subscribe.Delta == "fossil") && !cmd.Subscribe.Recover &&
 				cmd.Subscribe.Channel != "" && !p.subscribed(cmd.Subscribe.Channel) && !slices.Contains(channels, cmd.Subscribe.Channel):
-				if cmd.Subscribe.Delta != "" {
-					reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{"delta":true}}`+"\n", cmd.ID)
-				} else {
-					reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{}}`+"\n", cmd.ID)
-				}
+				cmds = append(cmds, cmd)
 				channels = append(channels, cmd.Subscribe.Channel)
-				deltas = append(deltas, cmd.Subscribe.Delta != "")
 				continue
 			}
 			c.closeWith(p, ceilingBadRequest, "ceiling: connect and subscribe (plain or fossil delta) only")
 			return
 		}
-		if len(reply) == 0 {
+		if len(cmds) == 0 {
 			continue
 		}
-		frame := ws.NewTextFrame(reply[:len(reply)-1])
 		c.mu.Lock()
 		// Replies and registration under the lock: no push can come
-		// before its subscribe reply or into the middle of a reply.
-		err = ws.WriteFrame(conn, frame)
+		// before its subscribe reply or into the middle of a reply, and a
+		// delta subscriber's reply holds the value the next patch is
+		// against.
+		var subs []*ceilingSub
+		reply = reply[:0]
+		for _, cmd := range cmds {
+			if cmd.Connect != nil {
+				reply = fmt.Appendf(reply, `{"id":%d,"connect":{"client":"ceiling","version":"ceiling"}}`+"\n", cmd.ID)
+				continue
+			}
+			s := &ceilingSub{peer: p, ch: cmd.Subscribe.Channel, delta: cmd.Subscribe.Delta != ""}
+			subs = append(subs, s)
+			if v := c.last[s.ch]; s.delta && v != nil {
+				// As the relay: the channel's latest value, the base of
+				// the first patch.
+				reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{"delta":true,"publications":[{"data":`, cmd.ID)
+				reply = protocol.AppendJSONString(reply, v.data)
+				reply = fmt.Appendf(reply, `,"offset":%d}]}}`+"\n", v.offset)
+				s.base = true
+			} else if s.delta {
+				reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{"delta":true}}`+"\n", cmd.ID)
+			} else {
+				reply = fmt.Appendf(reply, `{"id":%d,"subscribe":{}}`+"\n", cmd.ID)
+			}
+		}
+		err = ws.WriteFrame(conn, ws.NewTextFrame(reply[:len(reply)-1]))
 		if err == nil && !p.closed {
-			if p.subs == nil && len(channels) > 0 {
+			if p.subs == nil && len(subs) > 0 {
 				c.conns++
 			}
-			for i, ch := range channels {
-				s := &ceilingSub{peer: p, ch: ch, idx: len(c.chans[ch]), delta: deltas[i]}
-				c.chans[ch] = append(c.chans[ch], s)
+			for _, s := range subs {
+				s.idx = len(c.chans[s.ch])
+				c.chans[s.ch] = append(c.chans[s.ch], s)
 				p.subs = append(p.subs, s)
 			}
 		}

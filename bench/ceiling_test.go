@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
@@ -44,7 +46,7 @@ func TestCeilingFrames(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-		if !strings.Contains(log.String(), "5 deliveries") {
+		if !strings.Contains(log.String(), "ceiling: 5 deliveries,") {
 			t.Errorf("ceiling log: %s", log.String())
 		}
 	}()
@@ -150,4 +152,108 @@ func TestCeilingFrames(t *testing.T) {
 			t.Fatalf("%s: frame %v %q, %v; want close %d", tt.name, f.Header.OpCode, f.Payload, err, tt.code)
 		}
 	}
+}
+
+// TestCeilingDeltaBases: the ceiling starts as the relay does, with the
+// topic's last records read, so a delta subscriber's subscribe reply
+// carries the channel's latest value and its first push is a patch; a
+// subscriber that joins between records gets the value it joined at; a
+// patch that is not smaller, or not valid UTF-8, is replaced by the whole
+// value (the relay's rule). (From a review: it catches a ceiling that
+// ignores a subscriber's base, the UTF-8 check or the size rule.)
+func TestCeilingDeltaBases(t *testing.T) {
+	kafka := newKafka(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	produce := func(v string) *kgo.Record {
+		r := &kgo.Record{Topic: "odds", Key: []byte("c:a"), Value: []byte(v)}
+		if err := cl.ProduceSync(t.Context(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	pad := strings.Repeat("o", 300)
+	r0 := produce(`{"seq":0,"pad":"` + pad + `abé zz"}`) // before the ceiling starts
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var log bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- RunCeiling(ctx, CeilingConfig{Brokers: kafka.ListenAddrs(), Topic: "odds"}, ln, &log) }()
+	defer func() { cancel(); <-done }()
+	url := "ws://" + ln.Addr().String() + "/connection/websocket"
+	dial := func() (*bufio.Reader, string) {
+		conn, _, _, err := ws.Dial(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		if err := wsutil.WriteClientText(conn, []byte(`{"id":1,"connect":{}}`+"\n"+`{"id":2,"subscribe":{"channel":"c:a","delta":"fossil"}}`)); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		f, err := ws.ReadFrame(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return br, string(f.Payload)
+	}
+	// wantReply is the subscribe reply of a client joining at r's value.
+	wantReply := func(r *kgo.Record) string {
+		b := fmt.Appendf(nil, `{"id":1,"connect":{"client":"ceiling","version":"ceiling"}}`+"\n"+`{"id":2,"subscribe":{"delta":true,"publications":[{"data":`)
+		b = protocol.AppendJSONString(b, r.Value)
+		return string(fmt.Appendf(b, `,"offset":%d}]}}`, r.Offset+1))
+	}
+	// expect reads one frame from br: what the relay sends a client holding base.
+	expect := func(name string, br *bufio.Reader, base []byte, r *kgo.Record) {
+		t.Helper()
+		payload, isPatch := r.Value, false
+		if base != nil {
+			if p := delta.Encode(nil, base, r.Value); len(p) < len(r.Value) && utf8.Valid(p) {
+				payload, isPatch = p, true
+			}
+		}
+		b := protocol.JSON.AppendDeltaPush(make([]byte, engine.MaxHeader), "c:a", 0, payload, uint64(r.Offset)+1, isPatch)
+		want := b[engine.MaxHeader:]
+		f, err := ws.ReadFrame(br)
+		if err != nil || f.Header.OpCode != ws.OpText || !bytes.Equal(f.Payload, want) {
+			t.Fatalf("%s, offset %d:\n%q, %v\nwant\n%q", name, r.Offset, f.Payload, err, want)
+		}
+	}
+	v1 := `{"seq":1,"pad":"` + pad + `abé zz"}`
+	v2 := `{"seq":2,"pad":"` + pad + `abé zz"}`
+	v3 := `{"seq":2,"pad":"` + pad + `abè zz"}` // its patch to v2 splits é: not UTF-8
+	v4 := `{"seq":4}`                           // its patch to v3 is not smaller
+	v5 := `{"seq":5}`
+	if p := delta.Encode(nil, []byte(v2), []byte(v3)); len(p) >= len(v3) || utf8.Valid(p) {
+		t.Fatalf("v2 -> v3 must be a small, invalid UTF-8 patch: %q", p)
+	}
+
+	a, reply := dial()
+	if want := wantReply(r0); reply != want {
+		t.Fatalf("subscribe reply %q, want the latest value in it: %q", reply, want)
+	}
+	r1 := produce(v1)
+	expect("first push, a patch", a, r0.Value, r1)
+	b, reply := dial() // joins between records
+	if want := wantReply(r1); reply != want {
+		t.Fatalf("late subscribe reply %q, want %q", reply, want)
+	}
+	r2 := produce(v2)
+	expect("patch", a, r1.Value, r2)
+	expect("late subscriber's patch", b, r1.Value, r2)
+	r3 := produce(v3)
+	expect("non-UTF-8 patch", a, r2.Value, r3)
+	expect("non-UTF-8 patch", b, r2.Value, r3)
+	r4 := produce(v4)
+	expect("patch not smaller", a, r3.Value, r4)
+	r5 := produce(v5)
+	expect("after a whole value", a, r4.Value, r5)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,7 +40,7 @@ func histogramsSince(base string, names ...string) func() []promHistogram {
 	return func() []promHistogram {
 		d := make([]promHistogram, len(names))
 		for i, name := range names {
-			if after, err := scrapeHistogram(base, name); err == nil && errs[i] == nil {
+			if after, err := scrapeHistogram(base, name); err == nil && errs[i] == nil && after.grew(before[i]) {
 				d[i] = after.since(before[i])
 			}
 		}
@@ -84,6 +85,21 @@ func parseHistogram(sc *bufio.Scanner, name string) (promHistogram, error) {
 		return promHistogram{}, fmt.Errorf("histogram %s not found", name)
 	}
 	return h, nil
+}
+
+// grew reports whether h can be a later reading of the same histogram as
+// before: the same buckets, no count lower (a relay that restarted in
+// between does not give a difference).
+func (h promHistogram) grew(before promHistogram) bool {
+	if !slices.Equal(h.le, before.le) {
+		return false
+	}
+	for i, n := range h.count {
+		if n < before.count[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // since is h minus an earlier reading of the same histogram: what was

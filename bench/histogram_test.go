@@ -52,6 +52,19 @@ func TestHistogramQuantile(t *testing.T) {
 			}
 		})
 	}
+	// grew: a later reading of the same relay, or not (restarted: a count
+	// fell; other buckets).
+	for _, tt := range []struct {
+		after string
+		grew  bool
+	}{{"10 10 10 10", true}, {"10 60 110 110", true}, {"0 1 5 5", false}} {
+		if got := parse(exposition(tt.after)).grew(before); got != tt.grew {
+			t.Errorf("grew(%q over %q) = %v, want %v", tt.after, "10 10 10 10", got, tt.grew)
+		}
+	}
+	if other := parse(strings.Replace(exposition("10 10 10 10"), `le="0.1"`, `le="0.2"`, 1)); other.grew(before) {
+		t.Error("grew across a bucket layout change")
+	}
 	for _, bad := range []string{"", "x_seconds_bucket{le=\"0.1\"} 1\n", "x_seconds_bucket{le=\"zero\"} 1\nx_seconds_bucket{le=\"+Inf\"} 1\n"} {
 		if _, err := parseHistogram(bufio.NewScanner(strings.NewReader(bad)), "x_seconds"); err == nil {
 			t.Errorf("parseHistogram(%q): no error", bad)

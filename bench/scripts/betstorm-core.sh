@@ -23,12 +23,12 @@
 #   RELAY_BIN=/tmp/base/edgerelay bench/scripts/betstorm-core.sh   # another build of the relay
 #   RELAY_ENV="EDGERELAY_BETS_LINGER=2ms" bench/scripts/betstorm-core.sh
 #   BETS_ENV= bench/scripts/betstorm-core.sh   # the generator with its default GC
+#   PROFILE=1 RATES=10000 DURATION=30s bench/scripts/betstorm-core.sh
 #
 # The generator runs with GOGC=off GOMEMLIMIT=2GiB (BETS_ENV): it shares
 # core 1 with the broker and the fan-out clients, and its collections
 # there delayed its reading of replies by tens of ms, which the figure
 # then charged to the relay (docs/performance.md, "Bet storm on one core").
-#   PROFILE=1 RATES=10000 DURATION=30s bench/scripts/betstorm-core.sh
 #
 # PROFILE=1: during the first bet run, a CPU profile of the relay (6 s,
 # $out/bs-cpu.prof) and then "strace -c -f" for 4 s ($out/bs-strace.txt,
