@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/edgerelay/edgerelay/delta"
+	"github.com/edgerelay/edgerelay/relay/engine"
 	"github.com/edgerelay/edgerelay/relay/protocol"
 )
 
@@ -177,8 +177,12 @@ func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string, be
 	if len(behind) == 0 {
 		close(primed)
 	}
-	var payload, patch []byte
-	var plain, whole, patched []byte // the record's frames: full value, delta full, delta patch
+	// Each record's three frames, built as the relay builds its own
+	// (relay/protocol, then engine.FinishFrame in front): the full value,
+	// the value for delta subscribers, and the patch against the channel's
+	// previous value.
+	plainBuf, wholeBuf, patchedBuf := frameBuf(), frameBuf(), frameBuf()
+	var patch []byte
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -198,23 +202,18 @@ func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string, be
 				}
 			}
 			off := uint64(r.Offset) + 1
-			payload = appendPushPayload(payload[:0], ch, r.Value, off)
-			plain = appendTextFrame(plain[:0], payload)
-			var prev []byte // the channel's previous value: only this goroutine writes c.last
-			v := c.last[ch]
+			plainBuf = protocol.JSON.AppendPublicationPush(plainBuf[:engine.MaxHeader], ch, 0, r.Value, off)
+			plain := engine.FinishFrame(plainBuf, engine.HeadText)
+			wholeBuf = protocol.JSON.AppendDeltaPush(wholeBuf[:engine.MaxHeader], ch, 0, r.Value, off, false)
+			whole := engine.FinishFrame(wholeBuf, engine.HeadText)
+			var patched []byte // nil: the whole value for every delta subscriber
+			v := c.last[ch]    // only this goroutine writes c.last
 			if v != nil {
-				prev = v.data
-			}
-			havePrev := v != nil
-			payload = protocol.JSON.AppendDeltaPush(payload[:0], ch, 0, r.Value, off, false)
-			whole = appendTextFrame(whole[:0], payload)
-			if havePrev {
-				patch = delta.Encode(patch[:0], prev, r.Value)
-				havePrev = len(patch) < len(r.Value) && utf8.Valid(patch) // else the relay sends the whole value
-			}
-			if havePrev {
-				payload = protocol.JSON.AppendDeltaPush(payload[:0], ch, 0, patch, off, true)
-				patched = appendTextFrame(patched[:0], payload)
+				patch = delta.Encode(patch[:0], v.data, r.Value)
+				if len(patch) < len(r.Value) && utf8.Valid(patch) { // else the relay sends the whole value
+					patchedBuf = protocol.JSON.AppendDeltaPush(patchedBuf[:engine.MaxHeader], ch, 0, patch, off, true)
+					patched = engine.FinishFrame(patchedBuf, engine.HeadText)
+				}
 			}
 			c.mu.Lock()
 			if v == nil {
@@ -228,7 +227,7 @@ func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string, be
 				p := s.peer
 				b := plain
 				switch {
-				case s.delta && s.base && havePrev:
+				case s.delta && s.base && patched != nil:
 					b = patched
 				case s.delta:
 					b, s.base = whole, true
@@ -249,26 +248,9 @@ func (c *ceiling) consume(ctx context.Context, cl *kgo.Client, header string, be
 	}
 }
 
-// appendTextFrame appends payload as one unmasked WebSocket text frame.
-func appendTextFrame(dst, payload []byte) []byte {
-	buf := bytes.NewBuffer(dst)
-	ws.WriteHeader(buf, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(payload))})
-	buf.Write(payload)
-	return buf.Bytes()
-}
-
-// appendPushPayload appends the relay's JSON publication push
-// (relay/protocol JSON.AppendPublicationPush): the record's value as
-// data, its Kafka offset + 1 as offset.
-func appendPushPayload(dst []byte, channel string, data []byte, offset uint64) []byte {
-	dst = append(dst, `{"push":{"channel":"`...)
-	dst = append(dst, channel...)
-	dst = append(dst, `","pub":{"data":`...)
-	dst = append(dst, data...)
-	dst = append(dst, `,"offset":`...)
-	dst = strconv.AppendUint(dst, offset, 10)
-	return append(dst, "}}}"...)
-}
+// frameBuf is a buffer for one frame: MaxHeader bytes for the header,
+// then the payload (engine.FinishFrame).
+func frameBuf() []byte { return make([]byte, engine.MaxHeader, 1024) }
 
 // dropLocked takes p out of every channel and closes it; c.mu held.
 func (c *ceiling) dropLocked(p *ceilingPeer) {

@@ -244,7 +244,7 @@ func (d *Desk) learn(rec *kgo.Record, now time.Time) {
 		// keep the answer should the ack be a delivery timeout.
 		r = resultOf(rec, string(id))
 		r.Topic = d.cfg.Topic
-		d.answeredLocked(old, r, false)
+		d.answeredLocked(old, r)
 		waiters, old.waiters = old.waiters, nil
 	}
 	d.mu.Unlock()

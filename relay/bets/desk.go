@@ -530,7 +530,7 @@ func (d *Desk) rememberLocked(key memoKey, a answer) {
 // from pending to answers, unless a later bet of the same id superseded
 // it meanwhile (this one waited for Kafka past its window): that one's
 // answer, in flight or given, is the one to keep. d.mu must be held.
-func (d *Desk) answeredLocked(e *entry, r Result, remote bool) {
+func (d *Desk) answeredLocked(e *entry, r Result) {
 	e.done, e.result = true, r
 	switch d.pending[e.key] {
 	case e:
@@ -543,7 +543,7 @@ func (d *Desk) answeredLocked(e *entry, r Result, remote bool) {
 		return // a later bet of this id, answered
 	}
 	d.rememberLocked(e.key, answer{sum: e.sum, expires: e.expires.UnixNano(), offset: r.Offset,
-		received: r.ReceivedAt.UnixMilli(), partition: r.Partition, remote: remote})
+		received: r.ReceivedAt.UnixMilli(), partition: r.Partition})
 }
 
 // sumOf is the part of a request's SHA-256 the retry memory keeps.
@@ -595,7 +595,7 @@ func (d *Desk) finish(e *entry, r *kgo.Record, err error, took time.Duration) {
 		}
 		return
 	case !e.done: // else the reader answered from the record already
-		d.answeredLocked(e, resultOf(r, string(r.Headers[0].Value)), false)
+		d.answeredLocked(e, resultOf(r, string(r.Headers[0].Value)))
 	}
 	res := e.result
 	d.mu.Unlock()
